@@ -1,0 +1,1 @@
+"""Batch engines: the Cloud Batch request builder and the engines that run it."""
