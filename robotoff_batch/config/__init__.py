@@ -1,0 +1,1 @@
+"""Job-type configuration: the Pydantic model, its data tables and the YAML loader."""

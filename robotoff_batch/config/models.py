@@ -1,0 +1,397 @@
+"""The job-type configuration: one YAML file per job type, validated by Pydantic.
+
+Robotoff's model (robotoff/batch/launch.py) typed counts as strings and let two fields fall on
+the floor when building the request. Here counts are strict ints, every field has bounds and a
+description, cross-field rules (GPU fits the machine family and the region, parallelism within
+task count, resources within the machine) are checked, and the worst-case cost must stay under
+the file's own ceiling.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from robotoff_batch.config.catalog import load_catalog, machine_family
+
+JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"
+ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
+SECRET_REF_PATTERN = r"^projects/[a-z0-9-]+/secrets/[A-Za-z0-9_-]+/versions/([0-9]+|latest)$"
+# GCP label keys/values: lowercase letters, digits, '_' and '-', at most 63 characters.
+LABEL_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+LABEL_VALUE_PATTERN = r"^[a-z0-9_-]{0,63}$"
+IMAGE_URI_PATTERN = (
+    r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})?$"
+)
+DURATION_PATTERN = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+MIN_RUN_DURATION_S = 60
+MAX_RUN_DURATION_S = 7 * 24 * 3600
+# Plain environment variables are visible in the Cloud console and in job descriptions.
+SECRET_LOOKING_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIALS)", re.IGNORECASE)
+# Batch's own exit code for a preempted Spot VM: retried by the lifecycle policy.
+SPOT_PREEMPTION_EXIT_CODE = 50001
+
+
+class ProvisioningModel(enum.StrEnum):
+    STANDARD = "STANDARD"
+    SPOT = "SPOT"
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field error that still names the field (and so its YAML line)."""
+    return PydanticCustomError("config_rule", "{message}", {"message": message, "field": field})
+
+
+def parse_duration_s(value: str) -> int:
+    """``"24h"``, ``"1h30m"``, ``"86400s"`` -> seconds. Raises ValueError on anything else."""
+    match = DURATION_PATTERN.match(value)
+    if not value or match is None:
+        raise ValueError(
+            f"{value!r} is not a duration: write it like '86400s', '24h', '90m' or '1h30m'"
+        )
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+StrictCount = Annotated[int, Field(strict=True)]
+
+
+class BatchResources(BaseModel):
+    """What Cloud Batch runs: every field here reaches the CreateJobRequest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    location: str = Field(
+        description="Cloud Batch region the job runs in (e.g. europe-west4).",
+        pattern=r"^[a-z]+-[a-z]+[0-9]{1,2}$",
+        max_length=30,
+    )
+    machine_type: str = Field(
+        description="Compute Engine machine type of each task's VM (e.g. g2-standard-8). "
+        "Must be listed in robotoff_batch/config/data/prices.yaml so that its cost is known.",
+        pattern=r"^[a-z][a-z0-9]*-[a-z0-9-]+$",
+        max_length=40,
+    )
+    accelerators_type: str | None = Field(
+        default=None,
+        description="GPU type attached to each VM (e.g. nvidia-l4); must fit the machine "
+        "family and be offered in the location. Null for a CPU job.",
+        pattern=r"^nvidia-[a-z0-9-]+$",
+        max_length=40,
+    )
+    accelerators_count: StrictCount = Field(
+        default=0, ge=0, le=8, description="Number of GPUs per VM (0 for a CPU job)."
+    )
+    install_gpu_drivers: bool = Field(
+        default=False,
+        strict=True,
+        description="Let Batch install the NVIDIA driver on the VM; required with GPUs.",
+    )
+    provisioning_model: ProvisioningModel = Field(
+        default=ProvisioningModel.STANDARD,
+        description="STANDARD (on-demand) or SPOT (cheaper, may be preempted; preempted "
+        "tasks are retried by a lifecycle policy on exit code 50001).",
+    )
+    cpu_milli: StrictCount = Field(
+        ge=250, le=416_000, description="CPU per task in thousandths of a vCPU (1000 = 1 vCPU)."
+    )
+    memory_mib: StrictCount = Field(ge=256, le=2_000_000, description="Memory per task, MiB.")
+    boot_disk_mib: StrictCount | None = Field(
+        default=None,
+        ge=10_000,
+        le=1_000_000,
+        description="Boot disk per VM in MiB; large images (vLLM is ~24 GB) need ~100000.",
+    )
+    task_count: StrictCount = Field(
+        ge=1, le=10_000, description="Number of tasks; each gets BATCH_TASK_INDEX."
+    )
+    parallelism: StrictCount = Field(
+        ge=1, le=10_000, description="Tasks running at the same time (at most task_count)."
+    )
+    max_retry_count: StrictCount = Field(
+        ge=0, le=10, description="Retries of a failed task (Cloud Batch allows 0 to 10)."
+    )
+    max_run_duration: str = Field(
+        description="Longest a task may run, e.g. '24h', '90m', '86400s' (1 minute to 7 days).",
+        max_length=20,
+    )
+    container_image_uri: str = Field(
+        description="The job type's container image (Artifact Registry URI, tag or digest).",
+        pattern=IMAGE_URI_PATTERN,
+        max_length=512,
+    )
+    entrypoint: str | None = Field(
+        default=None,
+        description="Overrides the image's ENTRYPOINT; null keeps the image's own.",
+        max_length=512,
+    )
+    commands: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Arguments passed to the entrypoint (Cloud Batch 'commands').",
+    )
+    environment: dict[
+        Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Annotated[str, Field(max_length=4096)]
+    ] = Field(
+        default_factory=dict,
+        description="Plain (non-secret) environment variables for every task.",
+    )
+    secret_environment: dict[
+        Annotated[str, Field(pattern=ENV_NAME_PATTERN)],
+        Annotated[str, Field(pattern=SECRET_REF_PATTERN)],
+    ] = Field(
+        default_factory=dict,
+        description="Secret variables as Secret Manager references "
+        "(projects/P/secrets/NAME/versions/latest); Batch resolves them on the VM.",
+    )
+    labels: dict[
+        Annotated[str, Field(pattern=LABEL_KEY_PATTERN)],
+        Annotated[str, Field(pattern=LABEL_VALUE_PATTERN)],
+    ] = Field(
+        default_factory=dict,
+        max_length=48,
+        description="Extra labels on the Cloud Batch job (billing, filtering).",
+    )
+    service_account_email: str | None = Field(
+        default=None,
+        description="Service account the VMs run as; null uses the project's default.",
+        pattern=r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
+    )
+
+    @field_validator("max_run_duration")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        seconds = parse_duration_s(value)
+        if not MIN_RUN_DURATION_S <= seconds <= MAX_RUN_DURATION_S:
+            raise ValueError(
+                f"{value!r} is {seconds} s; it must be between {MIN_RUN_DURATION_S} s "
+                f"and {MAX_RUN_DURATION_S} s (7 days)"
+            )
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _no_secret_in_plain_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if SECRET_LOOKING_NAME.search(name):
+                raise ValueError(
+                    f"{name} looks like a secret: plain variables are visible in the job "
+                    "description; put it in secret_environment as a Secret Manager reference"
+                )
+        return value
+
+    @property
+    def max_run_duration_s(self) -> int:
+        return parse_duration_s(self.max_run_duration)
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> BatchResources:
+        catalog = load_catalog()
+        if self.location not in catalog.batch_regions:
+            close = difflib.get_close_matches(self.location, catalog.batch_regions, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise _field_error("location", f"unknown Cloud Batch location {self.location!r}{hint}")
+        machine = catalog.machine_types.get(self.machine_type)
+        if machine is None:
+            raise _field_error(
+                "machine_type",
+                f"no price known for machine type {self.machine_type!r}, so its cost cannot be "
+                "bounded; add it to robotoff_batch/config/data/prices.yaml "
+                f"(known: {', '.join(sorted(catalog.machine_types))})",
+            )
+        if self.parallelism > self.task_count:
+            raise _field_error(
+                "parallelism",
+                f"parallelism {self.parallelism} is above task_count {self.task_count}",
+            )
+        if self.cpu_milli > machine.vcpus * 1000:
+            raise _field_error(
+                "cpu_milli",
+                f"cpu_milli {self.cpu_milli} is more than {self.machine_type} has "
+                f"({machine.vcpus} vCPU = {machine.vcpus * 1000})",
+            )
+        if self.memory_mib > machine.memory_mib:
+            raise _field_error(
+                "memory_mib",
+                f"memory_mib {self.memory_mib} is more than {self.machine_type} has "
+                f"({machine.memory_mib} MiB)",
+            )
+        self._check_accelerators(machine.gpus, machine.accelerator)
+        return self
+
+    def _check_accelerators(self, machine_gpus: int, machine_accelerator: str | None) -> None:
+        catalog = load_catalog()
+        family = machine_family(self.machine_type)
+        if self.accelerators_type is None:
+            if self.accelerators_count:
+                raise _field_error(
+                    "accelerators_type",
+                    f"accelerators_count is {self.accelerators_count} but no accelerators_type "
+                    "is set",
+                )
+            if machine_gpus:
+                raise _field_error(
+                    "accelerators_type",
+                    f"{self.machine_type} carries {machine_gpus} {machine_accelerator}: set "
+                    f"accelerators_type: {machine_accelerator} and accelerators_count: "
+                    f"{machine_gpus}",
+                )
+            return
+        families = catalog.accelerator_families.get(self.accelerators_type)
+        if families is None:
+            raise _field_error(
+                "accelerators_type",
+                f"unknown GPU type {self.accelerators_type!r} "
+                f"(known: {', '.join(sorted(catalog.accelerator_families))})",
+            )
+        if family not in families:
+            raise _field_error(
+                "accelerators_type",
+                f"{self.accelerators_type} cannot be attached to a {family} machine "
+                f"({self.machine_type}); it needs a {'/'.join(families)} machine type",
+            )
+        regions = catalog.accelerator_regions[self.accelerators_type]
+        if self.location not in regions:
+            raise _field_error(
+                "accelerators_type",
+                f"{self.accelerators_type} is not offered in {self.location}; "
+                f"regions offering it: {', '.join(regions)}",
+            )
+        if self.accelerators_count < 1:
+            raise _field_error(
+                "accelerators_count",
+                f"accelerators_type is {self.accelerators_type} but accelerators_count is 0",
+            )
+        if machine_gpus and (
+            self.accelerators_count != machine_gpus
+            or self.accelerators_type != machine_accelerator
+        ):
+            raise _field_error(
+                "accelerators_count",
+                f"{self.machine_type} comes with exactly {machine_gpus} {machine_accelerator}; "
+                f"got {self.accelerators_count} {self.accelerators_type}",
+            )
+        if not self.install_gpu_drivers:
+            raise _field_error(
+                "install_gpu_drivers",
+                "a job with GPUs needs install_gpu_drivers: true (the container cannot see "
+                "the GPU without the driver)",
+            )
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The worst case of one job configuration, with the arithmetic shown."""
+
+    hourly_usd: float
+    hours: float
+    task_count: int
+    attempts: int
+    spot_fraction: float | None
+    total_usd: float
+    estimate: bool
+    machine_type: str
+
+    def explain(self) -> str:
+        spot = f" x {self.spot_fraction} (SPOT)" if self.spot_fraction is not None else ""
+        est = " (price is an estimate)" if self.estimate else ""
+        return (
+            f"${self.hourly_usd:.6f}/h ({self.machine_type}{est}){spot} x {self.hours:g} h "
+            f"x {self.task_count} task(s) x {self.attempts} attempt(s) "
+            f"(1 + {self.attempts - 1} retries) = ${self.total_usd:.2f}"
+        )
+
+
+def worst_case_cost(resources: BatchResources) -> CostEstimate:
+    """Hourly price x max run duration x task count x (1 + max retries), SPOT discounted."""
+    catalog = load_catalog()
+    machine = catalog.machine_types[resources.machine_type]
+    hourly = machine.usd_per_hour
+    estimate = machine.estimate
+    if resources.accelerators_type and not machine.gpus:
+        # n1: GPUs are attached and billed on top of the machine.
+        hourly += catalog.accelerator_prices[resources.accelerators_type] * (
+            resources.accelerators_count
+        )
+        estimate = estimate or catalog.accelerator_price_estimates[resources.accelerators_type]
+    spot = (
+        catalog.spot_price_fraction
+        if resources.provisioning_model is ProvisioningModel.SPOT
+        else None
+    )
+    hours = resources.max_run_duration_s / 3600
+    attempts = 1 + resources.max_retry_count
+    total = hourly * (spot if spot is not None else 1.0) * hours * resources.task_count * attempts
+    return CostEstimate(
+        hourly_usd=hourly,
+        hours=hours,
+        task_count=resources.task_count,
+        attempts=attempts,
+        spot_fraction=spot,
+        total_usd=total,
+        estimate=estimate,
+        machine_type=resources.machine_type,
+    )
+
+
+class JobConfig(BaseModel):
+    """One job type's YAML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    description: str = Field(
+        default="", max_length=500, description="What the job type does, for people."
+    )
+    max_cost_usd: float = Field(
+        gt=0,
+        le=10_000,
+        description="Ceiling on the worst-case cost of one job (USD); a config whose worst "
+        "case is above it is refused.",
+    )
+    schedule: str | None = Field(
+        default=None,
+        description="Cron schedule (UTC) that launches this job type; null for none. "
+        "Schedules are created stopped; turn them on in the UI.",
+        max_length=100,
+    )
+    resources: BatchResources = Field(description="The Cloud Batch resources of each job.")
+
+    @field_validator("max_cost_usd", mode="before")
+    @classmethod
+    def _number_not_string(cls, value: object) -> object:
+        if isinstance(value, str | bool):
+            raise ValueError(f"max_cost_usd must be a number, not {value!r}")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 3 * * 1')")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cost(self) -> JobConfig:
+        cost = worst_case_cost(self.resources)
+        if cost.total_usd > self.max_cost_usd:
+            raise _field_error(
+                "max_cost_usd",
+                f"worst-case cost {cost.explain()} is above the ceiling "
+                f"max_cost_usd = ${self.max_cost_usd:.2f}; lower max_run_duration, task_count "
+                "or max_retry_count, pick a cheaper machine, or raise the ceiling on purpose",
+            )
+        return self
+
+    @property
+    def cost(self) -> CostEstimate:
+        return worst_case_cost(self.resources)

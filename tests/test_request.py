@@ -1,0 +1,196 @@
+"""The Cloud Batch request: every config field reaches it; job ids are valid and unique."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.cloud import batch_v1
+from typer.testing import CliRunner
+
+from robotoff_batch.batch.request import (
+    JOB_ID_PATTERN,
+    RequestError,
+    build_create_job_request,
+    make_job_id,
+    request_to_json,
+)
+from robotoff_batch.cli import app
+from robotoff_batch.config.loader import load_job_config
+from robotoff_batch.config.models import BatchResources, JobConfig
+from robotoff_batch.paths import JOB_CONFIGS_DIR
+
+SPELLCHECK = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
+JOB_ID = "ingredients-spellcheck-20261124-101500-abc123"
+
+# A valid alternative value for every BatchResources field. A new field without an entry here
+# fails test_every_resources_field_has_a_mutation: add one, and prove it reaches the request.
+MUTATIONS: dict[str, dict[str, Any]] = {
+    "location": {"location": "us-central1"},
+    "machine_type": {"machine_type": "g2-standard-12"},
+    "accelerators_type": {
+        "machine_type": "a2-highgpu-1g",
+        "accelerators_type": "nvidia-tesla-a100",
+    },
+    "accelerators_count": {
+        "machine_type": "g2-standard-24",
+        "accelerators_count": 2,
+        "cpu_milli": 8000,
+    },
+    "install_gpu_drivers": {
+        "machine_type": "e2-standard-8",
+        "accelerators_type": None,
+        "accelerators_count": 0,
+        "install_gpu_drivers": False,
+    },
+    "provisioning_model": {"provisioning_model": "SPOT"},
+    "cpu_milli": {"cpu_milli": 4000},
+    "memory_mib": {"memory_mib": 16000},
+    "boot_disk_mib": {"boot_disk_mib": 50_000},
+    "task_count": {"task_count": 4, "parallelism": 1, "max_run_duration": "6h"},
+    "parallelism": {"task_count": 4, "parallelism": 2, "max_run_duration": "6h"},
+    "max_retry_count": {"max_retry_count": 0},
+    "max_run_duration": {"max_run_duration": "12h"},
+    "container_image_uri": {"container_image_uri": "europe-docker.pkg.dev/p/r/other:1.0"},
+    "entrypoint": {"entrypoint": "python /app/main.py"},
+    "commands": {"commands": ["--batch-size", "64"]},
+    "environment": {"environment": {"MODEL": "x"}},
+    "secret_environment": {
+        "secret_environment": {"BATCH_JOB_KEY": "projects/robotoff/secrets/key/versions/latest"}
+    },
+    "labels": {"labels": {"team": "data"}},
+    "service_account_email": {
+        "service_account_email": "batch@robotoff.iam.gserviceaccount.com"
+    },
+}
+# JobConfig fields outside `resources` act before submission, not in Cloud Batch.
+NOT_IN_REQUEST = {
+    "description": "for people reading the config",
+    "max_cost_usd": "checked at validation, refuses the config before any request exists",
+    "schedule": "creates a Dagster schedule",
+}
+
+
+def build(resources: BatchResources, **kwargs: Any) -> batch_v1.CreateJobRequest:
+    args: dict[str, Any] = {
+        "job_type": "ingredients-spellcheck",
+        "job_id": JOB_ID,
+        "project": "robotoff",
+        "environment": {"INPUT_FILE_PATH": "gs://bucket/in.parquet"},
+        "labels": {"dagster-run-id": "0f9c-RUN"},
+    }
+    args.update(kwargs)
+    return build_create_job_request(resources, **args)
+
+
+def mutated(changes: dict[str, Any]) -> BatchResources:
+    data = SPELLCHECK.resources.model_dump()
+    data.update(changes)
+    return BatchResources.model_validate(data)
+
+
+def test_every_resources_field_has_a_mutation() -> None:
+    assert set(MUTATIONS) == set(BatchResources.model_fields)
+    assert set(JobConfig.model_fields) == {"resources"} | set(NOT_IN_REQUEST)
+
+
+@pytest.mark.parametrize("field", sorted(MUTATIONS))
+def test_every_config_field_reaches_the_request(field: str) -> None:
+    before = json.loads(request_to_json(build(SPELLCHECK.resources)))
+    changed = mutated(MUTATIONS[field])
+    assert getattr(changed, field) != getattr(SPELLCHECK.resources, field)
+    after = json.loads(request_to_json(build(changed)))
+    assert before != after, f"changing {field} does not change the CreateJobRequest"
+
+
+def test_spellcheck_request_carries_gpu_parallelism_retries_disk_and_labels() -> None:
+    request = build(SPELLCHECK.resources)
+    job = request.job
+    instance = job.allocation_policy.instances[0]
+    assert [(a.type_, a.count) for a in instance.policy.accelerators] == [("nvidia-l4", 1)]
+    assert instance.install_gpu_drivers is True
+    assert instance.policy.machine_type == "g2-standard-8"
+    group = job.task_groups[0]
+    assert (group.task_count, group.parallelism) == (1, 1)
+    assert group.task_spec.max_retry_count == 1
+    assert group.task_spec.max_run_duration.total_seconds() == 86400
+    assert group.task_spec.compute_resource.boot_disk_mib == 100_000
+    assert group.task_spec.compute_resource.memory_mib == 32_000
+    assert job.labels["job-type"] == "ingredients-spellcheck"
+    assert job.labels["app"] == "robotoff-batch"
+    assert job.labels["dagster-run-id"] == "0f9c-run"  # coerced to a valid label value
+    assert job.logs_policy.destination == batch_v1.LogsPolicy.Destination.CLOUD_LOGGING
+    assert request.parent == "projects/robotoff/locations/europe-west4"
+    assert list(job.allocation_policy.location.allowed_locations) == ["regions/europe-west4"]
+
+
+def test_secrets_travel_as_secret_manager_references_only() -> None:
+    ref = "projects/robotoff/secrets/batch-job-key/versions/latest"
+    resources = mutated({"secret_environment": {"BATCH_JOB_KEY": ref}})
+    env = build(resources).job.task_groups[0].task_spec.environment
+    assert dict(env.secret_variables) == {"BATCH_JOB_KEY": ref}
+    assert "BATCH_JOB_KEY" not in env.variables
+    with pytest.raises(RequestError, match="both as plain and as secret"):
+        build(resources, environment={"BATCH_JOB_KEY": "plain"})
+
+
+def test_spot_gets_a_lifecycle_policy_retrying_preemptions() -> None:
+    spec = build(mutated({"provisioning_model": "SPOT"})).job.task_groups[0].task_spec
+    (policy,) = spec.lifecycle_policies
+    assert policy.action == batch_v1.LifecyclePolicy.Action.RETRY_TASK
+    assert list(policy.action_condition.exit_codes) == [50001]
+    assert not build(SPELLCHECK.resources).job.task_groups[0].task_spec.lifecycle_policies
+
+
+def test_the_builder_is_pure() -> None:
+    assert request_to_json(build(SPELLCHECK.resources)) == request_to_json(
+        build(SPELLCHECK.resources)
+    )
+
+
+def test_app_and_job_type_labels_cannot_be_overridden() -> None:
+    labels = build(SPELLCHECK.resources, labels={"app": "x", "job-type": "y"}).job.labels
+    assert (labels["app"], labels["job-type"]) == ("robotoff-batch", "ingredients-spellcheck")
+
+
+def test_invalid_job_id_is_refused() -> None:
+    with pytest.raises(RequestError):
+        build(SPELLCHECK.resources, job_id="Bad_Id")
+
+
+def test_job_ids_are_valid_sortable_and_unique_within_a_second() -> None:
+    now = datetime(2026, 11, 24, 10, 15, 0, tzinfo=UTC)
+    ids = {make_job_id("ingredients-spellcheck", launched_at=now) for _ in range(200)}
+    assert len(ids) == 200
+    for job_id in ids:
+        assert JOB_ID_PATTERN.match(job_id)
+        assert job_id.startswith("ingredients-spellcheck-20261124-101500-")
+    assert make_job_id("a", launched_at=now, nonce="run-1") == make_job_id(
+        "a", launched_at=now, nonce="run-1"
+    )
+    assert make_job_id("a", launched_at=now, nonce="run-1") != make_job_id(
+        "a", launched_at=now, nonce="run-2"
+    )
+    long_id = make_job_id("x" * 80, launched_at=now)
+    assert len(long_id) <= 63 and JOB_ID_PATTERN.match(long_id)
+
+
+def test_cli_show_request_is_a_dry_run_with_the_gpu() -> None:
+    result = CliRunner().invoke(app, ["config", "show", "ingredients-spellcheck", "--request"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{\n  \"job\"") :])
+    policy = payload["job"]["allocationPolicy"]["instances"][0]["policy"]
+    assert policy["accelerators"] == [{"count": "1", "type": "nvidia-l4"}]
+    group = payload["job"]["taskGroups"][0]
+    assert (group["parallelism"], group["taskCount"]) == ("1", "1")
+    assert group["taskSpec"]["maxRetryCount"] == 1
+    assert group["taskSpec"]["maxRunDuration"] == "86400s"
+    assert "worst-case cost" in result.output
+
+
+def test_cli_show_unknown_job_type() -> None:
+    result = CliRunner().invoke(app, ["config", "show", "nope"])
+    assert result.exit_code == 1
+    assert "unknown job type 'nope'" in result.output
