@@ -9,11 +9,15 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from robotoff_batch import operations
+from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState
 from robotoff_batch.batch.request import build_create_job_request, make_job_id, request_to_json
 from robotoff_batch.config.loader import (
     JobConfigError,
@@ -22,6 +26,7 @@ from robotoff_batch.config.loader import (
     load_job_config,
 )
 from robotoff_batch.paths import JOB_CONFIGS_DIR
+from robotoff_batch.resources import build_resources
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Validate and inspect job-type configurations.", no_args_is_help=True)
@@ -114,6 +119,165 @@ def _table(title: str, columns: list[str]) -> Table:
     for col in columns:
         table.add_column(col)
     return table
+
+
+def _engine() -> BatchEngine:
+    resource = build_resources()["batch_engine"].process_config_and_initialize()
+    return resource.get_engine()  # type: ignore[no-any-return]
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    """``key=value`` launch parameters; values are read as YAML (numbers, lists...)."""
+    parsed: dict[str, Any] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: write launch parameters as key=value")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+@app.command("launch")
+def launch(
+    job_type: str = typer.Argument(..., help="Job type, e.g. ingredients-spellcheck."),
+    params: list[str] = typer.Argument(  # noqa: B008
+        None, help="Launch parameters as key=value, e.g. limit=500 'languages=[fr, en]'."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job and import its output."),
+    timeout_s: float = typer.Option(3600, help="With --wait: give up after this long."),
+) -> None:
+    """Launch a batch job through the Dagster instance (it shows in the UI)."""
+    try:
+        outcome = operations.launch(job_type=job_type, params=_parse_params(params or []))
+    except operations.OperationError as exc:
+        err_console.print(f"[red]launch failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"launched batch job [bold]{outcome.job_id}[/bold] ({outcome.rows} products)")
+    if wait:
+        _follow_and_import(job_type, outcome.job_id, timeout_s)
+
+
+def _follow_and_import(job_type: str, job_id: str, timeout_s: float) -> operations.FollowResult:
+    followed = operations.follow(
+        job_type=job_type,
+        job_id=job_id,
+        timeout_s=timeout_s,
+        on_change=lambda old, new: console.print(f"  {job_id}: {old} → {new}", highlight=False),
+    )
+    if followed.final.state != JobState.SUCCEEDED:
+        err_console.print(
+            f"[red]{job_id} ended {followed.final.state.value}[/red]:\n"
+            f"{followed.final.failure_summary}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    _import(job_id)
+    return followed
+
+
+def _import(job_id: str) -> operations.ImportSummary:
+    try:
+        summary = operations.run_import(job_id=job_id)
+    except operations.OperationError as exc:
+        err_console.print(f"[red]import failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    note = " (already imported: nothing changed)" if summary.already_imported else ""
+    console.print(f"imported {summary.predictions} predictions from {job_id}{note}")
+    return summary
+
+
+@app.command("status")
+def status(
+    job_id: str | None = typer.Argument(None, help="A batch job id; default: all jobs."),
+) -> None:
+    """A table of batch jobs and their states, or one job's events and tasks."""
+    engine = _engine()
+    if job_id is None:
+        table = _table("batch jobs", ["job id", "job type", "state", "created (UTC)", "tasks"])
+        jobs = sorted(
+            engine.list_jobs(labels={"app": "robotoff-batch"}),
+            key=lambda s: s.create_time or datetime.min.replace(tzinfo=UTC),
+        )
+        for s in jobs:
+            created = s.create_time.strftime("%Y-%m-%d %H:%M:%S") if s.create_time else ""
+            tasks = ", ".join(f"{t.index}:{t.state}" for t in s.tasks)
+            table.add_row(s.job_id, s.labels.get("job-type", ""), s.state.value, created, tasks)
+        console.print(table)
+        return
+    try:
+        s = engine.get_job(job_id=job_id)
+    except JobNotFoundError:
+        err_console.print(f"no batch job {job_id!r}")
+        raise typer.Exit(1) from None
+    console.print(f"{s.job_id}: [bold]{s.state.value}[/bold]  logs: {s.log_uri or '-'}")
+    events = _table("status events", ["time (UTC)", "type", "description"])
+    for e in s.status_events:
+        events.add_row(e.time.strftime("%H:%M:%S"), e.type, e.description)
+    console.print(events)
+    tasks = _table("tasks", ["index", "state", "exit code", "attempts", "reason"])
+    for t in s.tasks:
+        tasks.add_row(
+            str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or ""
+        )
+    console.print(tasks)
+
+
+@app.command("import")
+def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
+    """Import a finished job's output (again): importing twice changes nothing."""
+    _import(job_id)
+
+
+@app.command("cancel")
+def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
+    """Cancel a batch job (Cloud Batch: delete it); a job already gone is not an error."""
+    _engine().cancel(job_id=job_id)
+    console.print(f"cancelled {job_id}")
+
+
+@app.command("demo")
+def demo(
+    limit: int = typer.Option(300, help="Products to correct from the shipped sample."),
+) -> None:
+    """The main job on embedded defaults: launch, run locally, follow, import, summarise."""
+    job_type = "ingredients-spellcheck"
+    console.rule("robotoff-batch demo: ingredients-spellcheck on the shipped OFF sample")
+    try:
+        launched = operations.launch(job_type=job_type, params={"limit": limit})
+    except operations.OperationError as exc:
+        err_console.print(f"[red]launch failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"1. extracted [bold]{launched.rows}[/bold] products, staged them, submitted "
+        f"[bold]{launched.job_id}[/bold] to the local runner"
+    )
+    console.print("2. following the job (the same code as the sensor):")
+    followed = _follow_and_import(job_type, launched.job_id, timeout_s=1800)
+    timeline = _table("state timeline", ["time (UTC)", "event"])
+    for e in followed.final.status_events:
+        timeline.add_row(e.time.strftime("%H:%M:%S.%f")[:-3], e.description)
+    console.print(timeline)
+    examples = operations.examples(job_id=launched.job_id, limit=5)
+    table = _table("example corrections", ["barcode", "lang", "original → correction"])
+    for ex in examples:
+        table.add_row(ex["barcode"], ex.get("lang") or "", _diff(ex["original"], ex["correction"]))
+    console.print(table)
+    console.print(
+        f"summary: {launched.rows} products extracted, job {followed.final.state.value}, "
+        f"{operations.count(job_id=launched.job_id)} predictions in the database"
+    )
+    console.print(
+        "see it in the Dagster UI: [bold]make ui[/bold] (or DAGSTER_HOME="
+        f"{operations.dagster_home()} .venv/bin/dagster dev -w workspace.yaml), "
+        "then open http://127.0.0.1:3000"
+    )
+
+
+def _diff(original: str, correction: str) -> str:
+    """The words that changed, for a short display."""
+    a, b = original.split(), correction.split()
+    changed = [f"{x} → {y}" for x, y in zip(a, b, strict=False) if x != y]
+    return "; ".join(changed[:4]) or f"{original[:60]} → {correction[:60]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

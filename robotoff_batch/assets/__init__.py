@@ -1,0 +1,1 @@
+"""Dagster assets, generated per job type."""

@@ -1,0 +1,31 @@
+"""The code location: every job type's assets, jobs and schedule, the sensor, the resources.
+
+Loading it validates every file in job_configs/; an invalid file fails the load with the same
+message as ``robotoff-batch config validate``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from robotoff_batch.assets.assets import build_job_type_definitions, cancel_batch_job
+from robotoff_batch.job_types import load_registry
+from robotoff_batch.resources import build_resources
+from robotoff_batch.sensors import build_batch_job_sensor
+
+
+def build_definitions(environment: str | None = None) -> dg.Definitions:
+    """Build the code location for an environment (``local`` or ``production``)."""
+    registry = list(load_registry().values())
+    parts = [build_job_type_definitions(r) for r in registry]
+    import_jobs = [p["jobs"][1] for p in parts]
+    return dg.Definitions(
+        assets=[a for p in parts for a in p["assets"]],
+        jobs=[j for p in parts for j in p["jobs"]] + [cancel_batch_job],
+        schedules=[s for p in parts for s in p["schedules"]],
+        sensors=[build_batch_job_sensor(registry, import_jobs)],
+        resources=build_resources(environment),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,69 @@
+"""What a job type is: its launch parameters, extraction, container and import.
+
+A job type is one module in this package plus one YAML file in ``job_configs/``; the pipeline
+(assets, sensor, CLI) is generated from the registry and never names a job type itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+# Robotoff's `prediction` table columns, in COPY order.
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("barcode", pa.string(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("data", pa.string(), nullable=False),  # JSON text, stored as jsonb
+        pa.field("timestamp", pa.timestamp("us")),
+        pa.field("value_tag", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("source_image", pa.string()),
+        pa.field("automatic_processing", pa.bool_()),
+        pa.field("predictor", pa.string()),
+        pa.field("predictor_version", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("server_type", pa.string()),
+    ]
+)
+
+
+class OutputError(ValueError):
+    """A job's output file cannot be imported (missing column, null code...)."""
+
+
+@dataclass(frozen=True)
+class ExtractedInput:
+    """Files written by a job type's extraction, to be staged beside each other."""
+
+    rows: int
+    files: Mapping[str, Path]  # staged name (e.g. "input.parquet") -> local file
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobType:
+    """One kind of batch job."""
+
+    name: str
+    launch_config: type[dg.Config]
+    # Columns of the product dump the extraction needs, with their expected type.
+    required_columns: Mapping[str, str]
+    extract: Callable[..., ExtractedInput]  # (dump_path=, params=, work_dir=, progress=)
+    # argv that plays the container on the local runner; config `commands` are appended.
+    local_command: Sequence[str]
+    # Reads one output Parquet stream and yields Robotoff prediction batches.
+    to_predictions: Callable[..., Iterator[pa.RecordBatch]]  # (source=, batch_job_id=, stats=)
+    output_columns: Sequence[str]
+    prediction_type: str
+    description: str = ""
+
+    @property
+    def key_prefix(self) -> str:
+        """Asset key prefix: ``ingredients-spellcheck`` -> ``ingredients_spellcheck``."""
+        return self.name.replace("-", "_")

@@ -1,0 +1,203 @@
+"""ingredients-spellcheck: correct typos in the ingredient lists of products.
+
+Selection (Robotoff's): the product's main ingredients text, non-empty, with a fraction of
+ingredients unknown to the taxonomy in (min_fraction, max_fraction], most popular first.
+The container writes one Parquet per task (code, lang, text, correction, engine...); rows whose
+correction differs from the text become Robotoff predictions of type ``ingredient_spellcheck``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from robotoff_batch import extraction
+from robotoff_batch.job_types.base import (
+    PREDICTION_SCHEMA,
+    ExtractedInput,
+    JobType,
+    OutputError,
+)
+from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
+from robotoff_batch.paths import CONTAINERS_DIR
+
+PREDICTION_TYPE = "ingredient_spellcheck"
+OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")
+
+
+class SpellcheckLaunch(dg.Config):
+    """What to correct in one launch (the selection of products)."""
+
+    limit: int = Field(
+        default=10_000, ge=1, le=5_000_000, description="Most popular N products selected."
+    )
+    min_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Keep products whose fraction of unknown ingredients is above this.",
+    )
+    max_fraction: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="... and at most this (Robotoff: 0.4; above, the text is often not a list "
+        "of ingredients at all).",
+    )
+    languages: list[str] = Field(
+        default_factory=list, description="Product languages to keep (e.g. ['fr', 'en']); "
+        "empty for all."
+    )
+    countries: list[str] = Field(
+        default_factory=list,
+        description="countries_tags to keep (e.g. ['en:france']); empty for all.",
+    )
+    min_popularity: int | None = Field(
+        default=None, description="Minimum popularity_key; null for no minimum."
+    )
+    codes: list[str] = Field(
+        default_factory=list, description="Only these barcodes (re-run a known set); empty for all."
+    )
+
+
+def extract(
+    *,
+    dump_path: str,
+    params: SpellcheckLaunch,
+    work_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> ExtractedInput:
+    """Select the products and build the CPU engine's lexicon from the same dump."""
+    if params.min_fraction >= params.max_fraction:
+        raise extraction.ExtractionError(
+            f"min_fraction {params.min_fraction} must be below max_fraction {params.max_fraction}"
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    input_path = work_dir / "input.parquet"
+    result = extraction.extract_spellcheck_products(
+        dump_path=dump_path,
+        output_path=input_path,
+        limit=params.limit,
+        min_fraction=params.min_fraction,
+        max_fraction=params.max_fraction,
+        languages=params.languages or None,
+        countries=params.countries or None,
+        min_popularity=params.min_popularity,
+        codes=params.codes or None,
+        progress=progress,
+    )
+    files = {"input.parquet": input_path}
+    lexicon_rows = 0
+    if result.rows:
+        lexicon_path = work_dir / "lexicon.parquet"
+        with duckdb.connect() as con:
+            lexicon = build_lexicon(con, dump_path)
+        pq.write_table(lexicon, lexicon_path)
+        files["lexicon.parquet"] = lexicon_path
+        lexicon_rows = lexicon.num_rows
+    return ExtractedInput(
+        rows=result.rows,
+        files=files,
+        metadata={"lexicon_words": lexicon_rows, "extraction_s": round(result.duration_s, 3)},
+    )
+
+
+def to_predictions(
+    *, source: BinaryIO | str, source_name: str, batch_job_id: str, stats: dict[str, int]
+) -> Iterator[pa.RecordBatch]:
+    """Turn one output file into prediction batches; refuse a malformed file, naming the row.
+
+    ``stats`` is updated in place (source_rows, predictions, skipped_rows) so the caller can
+    report counts of a stream it never holds in memory.
+    """
+    try:
+        parquet = pq.ParquetFile(source)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise OutputError(f"{source_name}: not a readable Parquet file ({exc})") from exc
+    names = set(parquet.schema_arrow.names)
+    missing = [c for c in OUTPUT_COLUMNS if c not in names]
+    if missing:
+        raise OutputError(
+            f"{source_name}: output is missing column(s) {missing}; "
+            f"expected {list(OUTPUT_COLUMNS)}"
+        )
+    now = datetime.now(UTC).replace(tzinfo=None)
+    row_offset = 0
+    for batch in parquet.iter_batches(columns=list(OUTPUT_COLUMNS), batch_size=10_000):
+        cols = batch.to_pydict()
+        barcodes, datas, tags, predictors, versions = [], [], [], [], []
+        for i, code in enumerate(cols["code"]):
+            if code is None or not str(code).strip():
+                raise OutputError(
+                    f"{source_name}: row {row_offset + i} has a null or empty code"
+                )
+            text, correction = cols["text"][i], cols["correction"][i]
+            if correction is None or correction == text:
+                stats["skipped_rows"] = stats.get("skipped_rows", 0) + 1
+                continue
+            lang = cols["lang"][i]
+            barcodes.append(str(code))
+            datas.append(
+                json.dumps(
+                    {"original": text, "correction": correction, "lang": lang},
+                    ensure_ascii=False,
+                )
+            )
+            tags.append(lang)
+            predictors.append(cols["engine"][i])
+            versions.append(f"{cols['engine_version'][i]}@{batch_job_id}")
+        stats["source_rows"] = stats.get("source_rows", 0) + batch.num_rows
+        row_offset += batch.num_rows
+        if not barcodes:
+            continue
+        stats["predictions"] = stats.get("predictions", 0) + len(barcodes)
+        n = len(barcodes)
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(barcodes, pa.string()),
+                pa.array([PREDICTION_TYPE] * n, pa.string()),
+                pa.array(datas, pa.string()),
+                pa.array([now] * n, pa.timestamp("us")),
+                pa.array(tags, pa.string()),
+                pa.array([None] * n, pa.string()),
+                pa.array([None] * n, pa.string()),
+                pa.array([False] * n, pa.bool_()),
+                pa.array(predictors, pa.string()),
+                pa.array(versions, pa.string()),
+                pa.array([None] * n, pa.float64()),
+                pa.array(["off"] * n, pa.string()),
+            ],
+            schema=PREDICTION_SCHEMA,
+        )
+
+
+JOB_TYPE = JobType(
+    name="ingredients-spellcheck",
+    description=__doc__.splitlines()[0] if __doc__ else "",
+    launch_config=SpellcheckLaunch,
+    required_columns=extraction.SPELLCHECK_REQUIRED_COLUMNS,
+    extract=extract,
+    # Locally the image is played by its entrypoint with the offline CPU engine; arguments
+    # override the config's SPELLCHECK_ENGINE=vllm.
+    local_command=(
+        sys.executable,
+        str(CONTAINERS_DIR / "ingredients-spellcheck" / "entrypoint.py"),
+        "--engine",
+        "lexicon-cpu",
+    ),
+    to_predictions=to_predictions,
+    output_columns=OUTPUT_COLUMNS,
+    prediction_type=PREDICTION_TYPE,
+)
+
+__all__ = ["JOB_TYPE", "SpellcheckLaunch"]

@@ -1,0 +1,69 @@
+"""Resources per environment, chosen by one variable (``ROBOTOFF_BATCH_ENV``).
+
+``local`` (default): sample dump, file:// staging, local runner, embedded PostgreSQL.
+``production``: everything from environment variables (see docs/production.md).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+
+from robotoff_batch.resources.resources import (
+    BatchEngineResource,
+    LaunchSettingsResource,
+    PredictionStoreResource,
+    ProductDumpResource,
+    StagingResource,
+)
+
+ENVIRONMENTS = ("local", "production")
+
+
+def build_resources(environment: str | None = None) -> dict[str, Any]:
+    """The resource dict of an environment."""
+    env = environment or os.environ.get("ROBOTOFF_BATCH_ENV", "local")
+    if env == "local":
+        return {
+            "product_dump": ProductDumpResource(
+                path=os.environ.get("ROBOTOFF_BATCH_DUMP_PATH") or ProductDumpResource().path
+            ),
+            "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
+            "batch_engine": BatchEngineResource(kind="local"),
+            "prediction_store": PredictionStoreResource(
+                database_url=os.environ.get("ROBOTOFF_DATABASE_URL")
+            ),
+            "launch_settings": LaunchSettingsResource(),
+        }
+    if env == "production":
+        return {
+            "product_dump": ProductDumpResource(path=dg.EnvVar("ROBOTOFF_BATCH_DUMP_PATH")),
+            "staging": StagingResource(
+                root_uri=dg.EnvVar("ROBOTOFF_BATCH_STAGING_URI"),
+                gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
+            ),
+            "batch_engine": BatchEngineResource(
+                kind="cloud-batch",
+                gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
+                gcp_location=os.environ.get("ROBOTOFF_BATCH_GCP_LOCATION", "europe-west4"),
+            ),
+            "prediction_store": PredictionStoreResource(
+                database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")
+            ),
+            "launch_settings": LaunchSettingsResource(
+                webhook_url=os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL")
+            ),
+        }
+    raise ValueError(f"ROBOTOFF_BATCH_ENV must be one of {ENVIRONMENTS}, not {env!r}")
+
+
+__all__ = [
+    "BatchEngineResource",
+    "LaunchSettingsResource",
+    "PredictionStoreResource",
+    "ProductDumpResource",
+    "StagingResource",
+    "build_resources",
+]

@@ -1,0 +1,157 @@
+"""Dagster resources: thin, configurable wrappers over the plain-Python parts.
+
+Each resource picks its implementation from configuration (embedded default or production),
+never from an ``if testing:`` inside business code. Secrets arrive as ``dg.EnvVar`` so the UI
+shows the variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from robotoff_batch.batch.engine import BatchEngine
+from robotoff_batch.paths import SAMPLE_DATA_DIR, home_dir
+from robotoff_batch.staging import Staging
+
+if TYPE_CHECKING:
+    from robotoff_batch.predictions.store import PredictionStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DUMP = SAMPLE_DATA_DIR / "food_sample_2026.parquet"
+
+
+class ProductDumpResource(dg.ConfigurableResource):
+    """The OFF Parquet dump products are extracted from."""
+
+    path: str = Field(
+        default=str(DEFAULT_DUMP),
+        description="Path of the OFF Parquet dump (food.parquet). Default: the 1,000-product "
+        "real sample shipped in data/off/.",
+    )
+
+
+class StagingResource(dg.ConfigurableResource):
+    """Where job inputs are staged and outputs read: file:// (default) or gs://."""
+
+    root_uri: str | None = Field(
+        default=None,
+        description="file:///abs/dir or gs://bucket/prefix; default: "
+        "file://<ROBOTOFF_BATCH_HOME>/staging.",
+    )
+    gcp_project: str | None = Field(default=None, description="GCP project of the bucket.")
+
+    def get_staging(self) -> Staging:
+        from robotoff_batch.gcs_staging import staging_from_uri
+
+        root = self.root_uri or (home_dir() / "staging").as_uri()
+        if root.startswith("file://"):
+            Path(root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            return staging_from_uri(root)
+        from dagster_gcp import GCSResource
+
+        from robotoff_batch.gcp_credentials import load_credentials
+
+        credentials, project = load_credentials()
+        if credentials is None:  # Application Default Credentials, as dagster-gcp does it
+            client = GCSResource(project=self.gcp_project or project).get_client()
+        else:  # GOOGLE_CREDENTIALS, decoded in memory
+            from google.cloud import storage
+
+            client = storage.Client(project=self.gcp_project or project, credentials=credentials)
+        return staging_from_uri(root, gcs_client=client)
+
+
+class BatchEngineResource(dg.ConfigurableResource):
+    """The batch engine: the local runner (default) or Google Cloud Batch."""
+
+    kind: Literal["local", "cloud-batch"] = Field(
+        default="local", description="'local' runs containers as local processes."
+    )
+    state_dir: str | None = Field(
+        default=None,
+        description="Local runner state directory; default <ROBOTOFF_BATCH_HOME>/local-batch.",
+    )
+    gcp_project: str | None = Field(default=None, description="Cloud Batch project.")
+    gcp_location: str = Field(default="europe-west4", description="Cloud Batch region.")
+    api_endpoint: str | None = Field(
+        default=None, description="Override of the Batch API endpoint (tests, emulators)."
+    )
+    _engine: Any = PrivateAttr(default=None)
+
+    def get_engine(self) -> BatchEngine:
+        if self._engine is None:
+            self._engine = self._build()
+        return self._engine  # type: ignore[no-any-return]
+
+    def _build(self) -> BatchEngine:
+        if self.kind == "local":
+            from robotoff_batch.batch.local_runner import LocalBatchEngine
+            from robotoff_batch.job_types import load_registry
+
+            commands = {
+                r.config.resources.container_image_uri: list(r.job_type.local_command)
+                for r in load_registry().values()
+            }
+            state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
+            return LocalBatchEngine(state_dir=state, commands_by_image=commands)
+        from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+        from robotoff_batch.gcp_credentials import load_credentials
+
+        credentials, project = load_credentials()
+        project = self.gcp_project or project
+        if not project:
+            raise dg.Failure("Cloud Batch needs a GCP project: set ROBOTOFF_BATCH_GCP_PROJECT")
+        return CloudBatchEngine.from_settings(
+            project=project,
+            location=self.gcp_location,
+            api_endpoint=self.api_endpoint,
+            credentials=credentials,
+        )
+
+    @property
+    def project(self) -> str:
+        return self.gcp_project or "local"
+
+
+class PredictionStoreResource(dg.ConfigurableResource):
+    """Robotoff's PostgreSQL when a URL is configured, else an embedded PostgreSQL."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="Robotoff's PostgreSQL (postgresql://...). Default: an embedded server "
+        "under <ROBOTOFF_BATCH_HOME>/postgres.",
+    )
+
+    _store: Any = PrivateAttr(default=None)
+
+    def get_store(self) -> PredictionStore:
+        """The store, its schema created or upgraded (once per resource instance)."""
+        if self._store is None:
+            if self.database_url:
+                conninfo = self.database_url
+            else:
+                from robotoff_batch.predictions.embedded import ensure_embedded_postgres
+
+                conninfo = ensure_embedded_postgres(home_dir() / "postgres")
+            from robotoff_batch.predictions.store import PredictionStore
+
+            store = PredictionStore(conninfo=conninfo)
+            store.ensure_schema()
+            self._store = store
+        return self._store  # type: ignore[no-any-return]
+
+
+class LaunchSettingsResource(dg.ConfigurableResource):
+    """Per-deployment values every launch needs."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        description="Robotoff's import webhook (…/api/v1/batch/import) the container calls "
+        "when done; null: the sensor imports instead.",
+    )

@@ -1,0 +1,95 @@
+"""The code location loads, lists what it defines, and refuses an invalid job config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from robotoff_batch.paths import PROJECT_ROOT
+
+
+def test_code_location_loads_and_lists_its_definitions() -> None:
+    from robotoff_batch.definitions import defs
+
+    repo = defs.get_repository_def()
+    keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert keys == {
+        "ingredients_spellcheck/products",
+        "ingredients_spellcheck/staged_input",
+        "ingredients_spellcheck/batch_job_submission",
+        "ingredients_spellcheck/batch_job",
+        "ingredients_spellcheck/predictions",
+    }
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert checks == {"rows_imported_match_output", "no_duplicate_predictions"}
+    jobs = {j.name for j in repo.get_all_jobs()}
+    assert {"launch_ingredients_spellcheck", "import_ingredients_spellcheck",
+            "cancel_batch_job"} <= jobs
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {"batch_job_sensor"}
+    assert sensors["batch_job_sensor"].minimum_interval_seconds == 30
+    assert set(defs.resources) >= {
+        "product_dump", "staging", "batch_engine", "prediction_store", "launch_settings"
+    }
+    # the spellcheck config has no schedule: none is defined
+    assert not repo.schedule_defs
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "robotoff_batch", root / "robotoff_batch",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PROJECT_ROOT / "job_configs", root / "job_configs")
+    return root
+
+
+def _load_in(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import robotoff_batch.definitions as d; print(len(d.defs.assets))"],
+        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin", "ROBOTOFF_BATCH_HOME": str(root / "home")},
+        timeout=120,
+    )
+
+
+def test_invalid_job_config_fails_the_load_with_the_same_message(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    config = root / "job_configs" / "ingredients-spellcheck.yaml"
+    config.write_text(config.read_text().replace("parallelism: 1", "parallelism: 2"))
+    proc = _load_in(root)
+    assert proc.returncode != 0
+    assert f"invalid job configuration {config}" in proc.stderr
+    assert "line 19: resources.parallelism: parallelism 2 is above task_count 1" in proc.stderr
+
+
+def test_a_schedule_in_the_config_creates_a_stopped_schedule(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    config = root / "job_configs" / "ingredients-spellcheck.yaml"
+    config.write_text(config.read_text().replace("schedule: null", 'schedule: "0 3 * * 1"'))
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import robotoff_batch.definitions as d\n"
+         "s = d.defs.get_repository_def().schedule_defs[0]\n"
+         "print(s.name, s.cron_schedule, s.default_status.value, s.job_name)"],
+        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin", "ROBOTOFF_BATCH_HOME": str(root / "home")},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        "ingredients_spellcheck_schedule", "0", "3", "*", "*", "1", "STOPPED",
+        "launch_ingredients_spellcheck",
+    ]
+
+
+@pytest.mark.parametrize("env", ["local", "production"])
+def test_resources_per_environment(env: str) -> None:
+    from robotoff_batch.resources import build_resources
+
+    resources = build_resources(env)
+    engine = resources["batch_engine"]
+    assert engine.kind == ("local" if env == "local" else "cloud-batch")
+    assert isinstance(resources["prediction_store"], dg.ConfigurableResource)
