@@ -114,9 +114,7 @@ def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
         raise OperationError(_failure_message(result))
     job_id, rows = "", 0
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat is None:
-            continue
+        mat = event.materialization
         meta = mat.metadata
         if mat.asset_key.path[-1] == "products":
             rows = int(meta["rows"].value)  # type: ignore[arg-type]
@@ -186,10 +184,9 @@ def run_import(*, job_id: str) -> ImportSummary:
     if not result.success:
         raise OperationError(_failure_message(result))
     mats = [
-        e.asset_materialization
+        e.materialization
         for e in result.get_asset_materialization_events()
-        if e.asset_materialization
-        and e.asset_materialization.asset_key == predictions_asset_key(job_type)
+        if e.materialization.asset_key == predictions_asset_key(job_type)
     ]
     meta = mats[0].metadata if mats else {}
     return ImportSummary(

@@ -132,14 +132,15 @@ def import_job_output(
         batches=_prediction_batches(
             staging=staging, uris=uris, job_type=job_type, job_id=job_id, stats=stats
         ),
+        source_stats=stats,
     )
     return ImportOutcome(
         batch_job_id=job_id,
         predictions=result.predictions,
         already_imported=result.already_imported,
         output_files=len(uris),
-        source_rows=stats.get("source_rows", 0),
-        skipped_rows=stats.get("skipped_rows", 0),
+        source_rows=result.source_rows,
+        skipped_rows=result.skipped_rows,
         duration_s=result.duration_s,
     )
 

@@ -78,7 +78,7 @@ def launch(defs: dg.Definitions, instance: dg.DagsterInstance, **params: Any) ->
 
 def launched_job_id(result: Any) -> str:
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
+        mat = event.materialization
         if mat.asset_key.path[-1] == "batch_job_submission":
             return str(mat.metadata["batch_job_id"].value)
     raise AssertionError("no submission materialization")
@@ -189,6 +189,7 @@ def test_launch_sensor_import_end_to_end(tmp_path: Path, instance: dg.DagsterIns
     }
 
     expected = output_changes(tmp_path / "staging", job_id)
+    assert expected, "the CPU engine corrected nothing in 120 real products"
     rows = db_rows(pg_db, job_id)
     assert len(rows) == len(expected)
     for row in rows:

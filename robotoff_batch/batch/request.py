@@ -132,9 +132,9 @@ def build_create_job_request(
 
     policy = batch_v1.AllocationPolicy.InstancePolicy(
         machine_type=resources.machine_type,
-        provisioning_model=batch_v1.AllocationPolicy.ProvisioningModel[
-            resources.provisioning_model.value
-        ],
+        provisioning_model=getattr(
+            batch_v1.AllocationPolicy.ProvisioningModel, resources.provisioning_model.value
+        ),
     )
     if resources.accelerators_type:
         policy.accelerators = [

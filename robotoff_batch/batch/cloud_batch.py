@@ -1,0 +1,384 @@
+"""The Google Cloud Batch engine, through ``google-cloud-batch``'s ``BatchServiceClient``.
+
+What it does, and what the systems that came before learnt the hard way:
+
+- :meth:`CloudBatchEngine.submit` is idempotent. Job ids are deterministic; a create that
+  meets ``ALREADY_EXISTS`` (409) re-attaches to the existing job. Transient errors
+  (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, 429 ``RESOURCE_EXHAUSTED``) are retried with
+  exponential backoff, so a lost response (the server created the job, the client saw a
+  deadline) is retried, meets ``ALREADY_EXISTS`` and re-attaches: exactly one job exists.
+- :meth:`CloudBatchEngine.list_jobs` is ONE ``ListJobs`` call per poll, filtered by labels
+  server-side, whatever the number of jobs (one page of up to 1000 jobs); never a ``GetJob``
+  per job per tick.
+- Status events are kept: a job can go QUEUED -> FAILED with no task at all (accelerator not
+  available in the zone) or wait in SCHEDULED on a quota error that only the events show.
+- :meth:`CloudBatchEngine.get_job` adds per-task exit codes (``ListTasks``); Batch's own codes
+  50001-50006 are told from the container's by :attr:`TaskStatus.exit_reason`.
+
+A job deleted behind our back simply disappears from ``list_jobs``. The caller (the sensor)
+keeps the ids it knows are in flight and calls :meth:`CloudBatchEngine.reconcile`, which
+confirms each missing id with one ``GetJob``: only ``NOT_FOUND`` makes it ``DELETED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from google.api_core import exceptions as api_exceptions
+from google.api_core.client_options import ClientOptions
+from google.api_core.retry import Retry, if_exception_type
+from google.auth.credentials import Credentials
+from google.cloud import batch_v1
+
+from robotoff_batch.batch.engine import (
+    BatchEngineError,
+    JobNotFoundError,
+    JobState,
+    JobStatus,
+    StatusEvent,
+    TaskStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    api_exceptions.ServiceUnavailable,  # UNAVAILABLE / 503
+    api_exceptions.DeadlineExceeded,  # DEADLINE_EXCEEDED / 504
+    api_exceptions.ResourceExhausted,  # RESOURCE_EXHAUSTED / 429 (quota, rate limit)
+    api_exceptions.InternalServerError,  # INTERNAL / 500
+)
+LIST_PAGE_SIZE = 1000
+DEFAULT_TASK_GROUP = "group0"
+
+# Cloud Batch states our neutral JobState has no name for.
+_STATE_ALIASES = {
+    "CANCELLATION_IN_PROGRESS": JobState.DELETION_IN_PROGRESS,
+    "CANCELLED": JobState.DELETED,
+}
+_NEW_STATE_RE = re.compile(r"\bfrom\s+([A-Z_]+)\s+to\s+([A-Z_]+)")
+_PLAIN_LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def make_retry(
+    *,
+    initial: float = 1.0,
+    maximum: float = 30.0,
+    multiplier: float = 2.0,
+    timeout: float = 300.0,
+) -> Retry:
+    """Exponential backoff on the API's transient errors only."""
+    return Retry(
+        predicate=if_exception_type(*TRANSIENT_ERRORS),
+        initial=initial,
+        maximum=maximum,
+        multiplier=multiplier,
+        timeout=timeout,
+    )
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def labels_filter(labels: Mapping[str, str]) -> str:
+    """The ``ListJobs`` filter matching every label: ``labels.app="x" AND labels."job-type"="y"``.
+
+    Keys that are not plain identifiers (``job-type``, ``dagster-run-id``) are quoted, as the
+    AIP-160 filter grammar requires for a field name containing ``-``.
+    """
+    clauses = []
+    for key, value in sorted(labels.items()):
+        field = key if _PLAIN_LABEL_KEY.match(key) else _quote(key)
+        clauses.append(f"labels.{field}={_quote(value)}")
+    return " AND ".join(clauses)
+
+
+def _job_state(name: str) -> JobState:
+    if name in _STATE_ALIASES:
+        return _STATE_ALIASES[name]
+    try:
+        return JobState(name)
+    except ValueError:
+        return JobState.STATE_UNSPECIFIED
+
+
+def _time(message: Any, field: str) -> datetime | None:
+    """A proto-plus timestamp field, or None when unset."""
+    if field not in message:
+        return None
+    value = getattr(message, field)
+    return value if isinstance(value, datetime) and value.timestamp() > 0 else None
+
+
+def _status_event(event: batch_v1.StatusEvent) -> StatusEvent:
+    new_state: JobState | None = None
+    match = _NEW_STATE_RE.search(event.description or "")
+    if match and event.type_.upper().startswith("STATUS_CHANGED"):
+        new_state = _job_state(match.group(2))
+    exit_code = event.task_execution.exit_code if "task_execution" in event else None
+    return StatusEvent(
+        time=_time(event, "event_time") or datetime.fromtimestamp(0).astimezone(),
+        type=event.type_,
+        description=event.description,
+        new_state=new_state,
+        task_exit_code=exit_code,
+    )
+
+
+def _job_id_of(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+class CloudBatchEngine:
+    """:class:`~robotoff_batch.batch.engine.BatchEngine` on Google Cloud Batch."""
+
+    name = "cloud-batch"
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        location: str,
+        client: batch_v1.BatchServiceClient,
+        retry: Retry | None = None,
+        timeout: float = 60.0,
+        delete_wait_timeout: float | None = None,
+    ) -> None:
+        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total.
+
+        ``delete_wait_timeout``: when set, :meth:`cancel` waits that long for the deletion's
+        long-running operation; when None it returns as soon as Batch accepted it.
+        """
+        self.project = project
+        self.location = location
+        self.client = client
+        self.retry = retry if retry is not None else make_retry()
+        self.timeout = timeout
+        self.delete_wait_timeout = delete_wait_timeout
+        self.list_pages_last_call = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        project: str,
+        location: str,
+        api_endpoint: str | None = None,
+        credentials: Credentials | None = None,
+        transport: str = "grpc",
+        **kwargs: Any,
+    ) -> CloudBatchEngine:
+        """Build the real client: the credentials given, else ``GOOGLE_CREDENTIALS`` or ADC."""
+        if credentials is None:
+            from robotoff_batch.gcp_credentials import load_credentials
+
+            credentials, _ = load_credentials()
+        options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None
+        client = batch_v1.BatchServiceClient(
+            credentials=credentials, transport=transport, client_options=options
+        )
+        return cls(project=project, location=location, client=client, **kwargs)
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
+
+    def job_name(self, job_id: str) -> str:
+        return f"{self.parent}/jobs/{job_id}"
+
+    # -- BatchEngine ------------------------------------------------------------------------
+
+    def submit(self, *, request: batch_v1.CreateJobRequest) -> JobStatus:
+        """Create the job, or re-attach to the job that already has this id."""
+        if not request.job_id:
+            raise BatchEngineError("the CreateJobRequest has no job_id: ids must be deterministic")
+        request = batch_v1.CreateJobRequest(request)
+        if not request.parent:
+            request.parent = self.parent
+        name = f"{request.parent}/jobs/{request.job_id}"
+        try:
+            job = self.client.create_job(request=request, retry=self.retry, timeout=self.timeout)
+        except api_exceptions.Conflict:
+            # ALREADY_EXISTS: a retried submission (ours, or a lost response's retry).
+            logger.info("Job %s already exists: re-attaching to it", request.job_id)
+            existing = self._get(name, with_tasks=False)
+            wanted = dict(request.job.labels)
+            if any(existing.labels.get(key) != value for key, value in wanted.items()):
+                raise BatchEngineError(
+                    f"job id {request.job_id} is taken by a job with other labels "
+                    f"({dict(existing.labels)}, wanted {wanted}): not re-attaching"
+                ) from None
+            return existing
+        except api_exceptions.GoogleAPICallError as exc:
+            raise BatchEngineError(
+                f"Cloud Batch refused job {request.job_id}: {exc.code} {exc.message}"
+            ) from exc
+        except api_exceptions.RetryError as exc:
+            raise BatchEngineError(
+                f"Cloud Batch unreachable while creating job {request.job_id}: {exc}"
+            ) from exc
+        logger.info("Created Cloud Batch job %s (uid %s)", job.name, job.uid)
+        return self._to_status(job)
+
+    def list_jobs(self, *, labels: Mapping[str, str]) -> list[JobStatus]:
+        """Every job carrying ``labels``: one ``ListJobs`` call (one page of 1000 jobs)."""
+        request = batch_v1.ListJobsRequest(
+            parent=self.parent, filter=labels_filter(labels), page_size=LIST_PAGE_SIZE
+        )
+        try:
+            pager = self.client.list_jobs(request=request, retry=self.retry, timeout=self.timeout)
+            statuses: list[JobStatus] = []
+            pages = 0
+            for page in pager.pages:
+                pages += 1
+                if page.unreachable:
+                    logger.warning("ListJobs: unreachable locations %s", list(page.unreachable))
+                statuses.extend(self._to_status(job) for job in page.jobs)
+        except api_exceptions.GoogleAPICallError as exc:
+            raise BatchEngineError(f"ListJobs failed: {exc.code} {exc.message}") from exc
+        except api_exceptions.RetryError as exc:
+            raise BatchEngineError(f"Cloud Batch unreachable while listing jobs: {exc}") from exc
+        self.list_pages_last_call = pages
+        if pages > 1:
+            logger.warning(
+                "ListJobs for %s needed %d calls (%d jobs): old jobs should be deleted",
+                dict(labels),
+                pages,
+                len(statuses),
+            )
+        return statuses
+
+    def get_job(self, *, job_id: str) -> JobStatus:
+        """The job with its status events and per-task exit codes; JobNotFoundError if gone."""
+        return self._get(self.job_name(job_id), with_tasks=True)
+
+    def cancel(self, *, job_id: str) -> None:
+        """Delete the job (Cloud Batch stops its tasks); a job already gone is not an error."""
+        request = batch_v1.DeleteJobRequest(
+            name=self.job_name(job_id),
+            reason="cancelled by robotoff-batch",
+            request_id=str(uuid.uuid4()),  # makes the retried delete idempotent
+        )
+        try:
+            operation = self.client.delete_job(
+                request=request, retry=self.retry, timeout=self.timeout
+            )
+        except api_exceptions.NotFound:
+            logger.info("Job %s is already gone", job_id)
+            return
+        except api_exceptions.GoogleAPICallError as exc:
+            raise BatchEngineError(f"could not delete job {job_id}: {exc.message}") from exc
+        except api_exceptions.RetryError as exc:
+            raise BatchEngineError(f"Cloud Batch unreachable while deleting {job_id}") from exc
+        logger.info("Deletion of job %s requested", job_id)
+        if self.delete_wait_timeout is not None:
+            operation.result(timeout=self.delete_wait_timeout)
+
+    def logs_uri(self, *, job_id: str) -> str:
+        """The Cloud Logging query of the job's logs (by uid), or its Batch console page."""
+        try:
+            status = self._get(self.job_name(job_id), with_tasks=False)
+        except (JobNotFoundError, BatchEngineError):
+            return self.console_uri(job_id)
+        return status.log_uri or self.console_uri(job_id)
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    def reconcile(
+        self, *, known_job_ids: Iterable[str], listed: Sequence[JobStatus]
+    ) -> list[JobStatus]:
+        """Statuses of the known in-flight jobs that ``list_jobs`` did not return.
+
+        Each missing id costs one ``GetJob``: ``NOT_FOUND`` gives a ``DELETED`` status (deleted
+        behind our back); a job that is found after all (list lag, labels changed) is returned
+        with its real status.
+        """
+        seen = {status.job_id for status in listed}
+        result = []
+        for job_id in known_job_ids:
+            if job_id in seen:
+                continue
+            try:
+                result.append(self._get(self.job_name(job_id), with_tasks=False))
+            except JobNotFoundError:
+                logger.warning("Job %s disappeared: it was deleted outside robotoff-batch", job_id)
+                result.append(JobStatus(job_id=job_id, state=JobState.DELETED))
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def console_uri(self, job_id: str) -> str:
+        return (
+            f"https://console.cloud.google.com/batch/jobsDetail/regions/{self.location}/jobs/"
+            f"{job_id}/details?project={self.project}"
+        )
+
+    def logging_uri(self, uid: str) -> str:
+        query = quote(f'labels.job_uid="{uid}"', safe="")
+        return (
+            f"https://console.cloud.google.com/logs/query;query={query};duration=P30D"
+            f"?project={self.project}"
+        )
+
+    def _get(self, name: str, *, with_tasks: bool) -> JobStatus:
+        try:
+            job = self.client.get_job(name=name, retry=self.retry, timeout=self.timeout)
+        except api_exceptions.NotFound:
+            raise JobNotFoundError(f"Cloud Batch job {name} does not exist") from None
+        except api_exceptions.GoogleAPICallError as exc:
+            raise BatchEngineError(f"GetJob {name} failed: {exc.code} {exc.message}") from exc
+        except api_exceptions.RetryError as exc:
+            raise BatchEngineError(f"Cloud Batch unreachable while reading {name}") from exc
+        tasks: list[TaskStatus] = []
+        if with_tasks:
+            tasks = self._tasks(job)
+        return self._to_status(job, tasks=tasks)
+
+    def _tasks(self, job: batch_v1.Job) -> list[TaskStatus]:
+        group = job.task_groups[0].name if job.task_groups and job.task_groups[0].name else ""
+        parent = group or f"{job.name}/taskGroups/{DEFAULT_TASK_GROUP}"
+        request = batch_v1.ListTasksRequest(parent=parent, page_size=LIST_PAGE_SIZE)
+        tasks: list[TaskStatus] = []
+        try:
+            for task in self.client.list_tasks(
+                request=request, retry=self.retry, timeout=self.timeout
+            ):
+                executions = [
+                    e.task_execution.exit_code
+                    for e in task.status.status_events
+                    if "task_execution" in e
+                ]
+                index_text = _job_id_of(task.name)
+                tasks.append(
+                    TaskStatus(
+                        index=int(index_text) if index_text.isdigit() else len(tasks),
+                        state=task.status.state.name,
+                        exit_code=executions[-1] if executions else None,
+                        attempts=len(executions),
+                    )
+                )
+        except api_exceptions.NotFound:
+            return []
+        except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
+            logger.warning("ListTasks %s failed, no task details: %s", parent, exc)
+            return []
+        return sorted(tasks, key=lambda t: t.index)
+
+    def _to_status(self, job: batch_v1.Job, *, tasks: Sequence[TaskStatus] = ()) -> JobStatus:
+        state = _job_state(job.status.state.name) if "status" in job else JobState.QUEUED
+        return JobStatus(
+            job_id=_job_id_of(job.name),
+            state=state,
+            labels=dict(job.labels),
+            status_events=tuple(_status_event(e) for e in job.status.status_events),
+            tasks=tuple(tasks),
+            create_time=_time(job, "create_time"),
+            update_time=_time(job, "update_time"),
+            log_uri=self.logging_uri(job.uid) if job.uid else None,
+            uid=job.uid or None,
+        )

@@ -1,0 +1,447 @@
+"""Extract products from the Open Food Facts Parquet dump with DuckDB.
+
+Generic, job-type-independent pieces:
+
+* :func:`check_dump` validates a dump before anything runs: the file exists, is readable
+  Parquet and has the columns a job type needs with compatible types. Only the Parquet footer
+  is read, so it is cheap even on the multi-GB real dump.
+* :func:`extract_to_parquet` runs a parameterised DuckDB query (named parameters such as
+  ``$dump_path`` and ``$limit``, bound by DuckDB, never interpolated into the SQL) and streams
+  the result as Arrow record batches into a Parquet file, with bounded memory.
+
+:func:`extract_spellcheck_products` is the ingredients-spellcheck selection built on them
+(SQL in ``job_types/ingredients_spellcheck.sql``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+SPELLCHECK_SQL_PATH = Path(__file__).parent / "job_types" / "ingredients_spellcheck.sql"
+
+# Type families understood by check_dump (the values of a required_columns mapping). DuckDB
+# type names are accepted too and mapped to a family (see _FAMILY_ALIASES).
+LANGUAGE_FIELD = "list<struct<lang: string, text: string>>"
+
+# Columns of the OFF dump read by ingredients_spellcheck.sql, with their expected type family.
+# Present in both the current (111 columns) and the older (110 columns) dump schemas.
+SPELLCHECK_REQUIRED_COLUMNS: Mapping[str, str] = {
+    "code": "string",
+    "lang": "string",
+    "ingredients_text": LANGUAGE_FIELD,
+    "product_name": LANGUAGE_FIELD,
+    "popularity_key": "integer",
+    "ingredients_n": "integer",
+    "unknown_ingredients_n": "integer",
+    "countries_tags": "list<string>",
+}
+
+# Input Parquet of ingredients-spellcheck (docs/CONTRACTS.md).
+SPELLCHECK_INPUT_SCHEMA = pa.schema(
+    [
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("lang", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("product_name", pa.string()),
+        pa.field("popularity_key", pa.int64()),
+        pa.field("fraction", pa.float64()),
+    ]
+)
+
+DEFAULT_MEMORY_LIMIT = "2GB"
+DEFAULT_MAX_THREADS = 4
+DEFAULT_BATCH_SIZE = 100_000
+_PROGRESS_POLL_S = 5.0
+
+_FAMILY_ALIASES: Mapping[str, str] = {
+    "string": "string",
+    "str": "string",
+    "text": "string",
+    "varchar": "string",
+    "integer": "integer",
+    "int": "integer",
+    "int32": "integer",
+    "int64": "integer",
+    "bigint": "integer",
+    "smallint": "integer",
+    "tinyint": "integer",
+    "hugeint": "integer",
+    "float": "float",
+    "double": "float",
+    "real": "float",
+    "float32": "float",
+    "float64": "float",
+    "number": "number",
+    "numeric": "number",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "list<string>": "list<string>",
+    "varchar[]": "list<string>",
+    "string[]": "list<string>",
+    LANGUAGE_FIELD: "language_field",
+    "language_field": "language_field",
+    "list<struct<lang,text>>": "language_field",
+    'struct(lang varchar, "text" varchar)[]': "language_field",
+    "struct(lang varchar, text varchar)[]": "language_field",
+}
+
+
+class ExtractionError(ValueError):
+    """The dump cannot be used, or the extraction query failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """What :func:`extract_to_parquet` wrote."""
+
+    rows: int
+    output_path: Path
+    duration_s: float
+    bytes: int
+
+
+# --------------------------------------------------------------------------------------------
+# check_dump
+# --------------------------------------------------------------------------------------------
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+        or pa.types.is_fixed_size_list(t)
+    )
+
+
+def _type_matches(family: str, t: pa.DataType) -> bool:
+    """Whether Arrow type ``t`` belongs to the type ``family``."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if family == "string":
+        return _is_string(t)
+    if family == "integer":
+        return bool(pa.types.is_integer(t))
+    if family == "float":
+        return bool(pa.types.is_floating(t))
+    if family == "number":
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+    if family == "boolean":
+        return bool(pa.types.is_boolean(t))
+    if family == "list<string>":
+        return _is_list(t) and _is_string(t.value_type)
+    if family == "language_field":
+        if not _is_list(t) or not pa.types.is_struct(t.value_type):
+            return False
+        struct = t.value_type
+        names = {struct.field(i).name: struct.field(i).type for i in range(struct.num_fields)}
+        return all(k in names and _is_string(names[k]) for k in ("lang", "text"))
+    return True  # a free-text description: presence only
+
+
+def _family(expected: str) -> str | None:
+    """Normalise an expected type (family name or DuckDB type) to a family, or None."""
+    key = " ".join(expected.strip().lower().split())
+    if key in _FAMILY_ALIASES:
+        return _FAMILY_ALIASES[key]
+    if key.replace(" ", "") in _FAMILY_ALIASES:
+        return _FAMILY_ALIASES[key.replace(" ", "")]
+    return None
+
+
+def _local_path(dump_path: str) -> Path | None:
+    """The local filesystem path of ``dump_path``, or None for a remote URI (gs://, s3://...)."""
+    if dump_path.startswith("file://"):
+        return Path(dump_path[len("file://") :])
+    if "://" in dump_path:
+        return None
+    return Path(dump_path)
+
+
+def _read_schema(dump_path: str) -> pa.Schema:
+    """Read the Arrow schema from the Parquet footer, with errors naming the path."""
+    local = _local_path(dump_path)
+    if local is None:
+        # Remote dump: let DuckDB read the footer (needs its httpfs extension for http/s3).
+        try:
+            with duckdb.connect() as con:
+                reader = con.sql(
+                    "SELECT * FROM read_parquet($p) LIMIT 0", params={"p": dump_path}
+                ).to_arrow_reader()
+                return reader.schema
+        except duckdb.Error as exc:
+            raise ExtractionError(f"product dump {dump_path}: cannot read it ({exc})") from exc
+    if not local.exists():
+        raise ExtractionError(f"product dump {dump_path}: no such file")
+    if local.is_dir():
+        raise ExtractionError(f"product dump {dump_path}: is a directory, not a Parquet file")
+    if not os.access(local, os.R_OK):
+        raise ExtractionError(f"product dump {dump_path}: permission denied (not readable)")
+    try:
+        return pq.read_schema(local)
+    except PermissionError as exc:
+        raise ExtractionError(f"product dump {dump_path}: permission denied ({exc})") from exc
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise ExtractionError(
+            f"product dump {dump_path}: not a readable Parquet file ({exc})"
+        ) from exc
+
+
+def check_dump(*, dump_path: str, required_columns: Mapping[str, str]) -> None:
+    """Check that ``dump_path`` is a readable Parquet file with the ``required_columns``.
+
+    ``required_columns`` maps a column name to its expected type: a family (``"string"``,
+    ``"integer"``, ``"float"``, ``"number"``, ``"boolean"``, ``"list<string>"``,
+    :data:`LANGUAGE_FIELD`), a DuckDB type name (``"VARCHAR"``, ``"BIGINT"``, ``"VARCHAR[]"``,
+    ...), or a free-text description (then only the column's presence is checked). Integer
+    widths are compatible with each other (int32 and int64 are both "integer").
+
+    Only the Parquet footer is read. Raises :class:`ExtractionError` naming the path, and the
+    columns at fault with close matches among the dump's columns.
+    """
+    schema = _read_schema(dump_path)
+    names = list(schema.names)
+    problems: list[str] = []
+    for column, expected in required_columns.items():
+        if column not in names:
+            close = difflib.get_close_matches(column, names, n=3, cutoff=0.6)
+            hint = f" (close matches: {', '.join(close)})" if close else ""
+            problems.append(f"missing column {column!r}{hint}")
+            continue
+        family = _family(expected)
+        if family is None:
+            logger.debug("column %s: free-text expected type %r, presence only", column, expected)
+            continue
+        actual = schema.field(column).type
+        if not _type_matches(family, actual):
+            problems.append(f"column {column!r} has type {actual}, expected {expected}")
+    if problems:
+        raise ExtractionError(
+            f"product dump {dump_path}: {'; '.join(problems)} ({len(names)} columns in the file)"
+        )
+    logger.info("product dump %s: %d columns, required columns present", dump_path, len(names))
+
+
+# --------------------------------------------------------------------------------------------
+# extract_to_parquet
+# --------------------------------------------------------------------------------------------
+
+
+def _default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_THREADS))
+
+
+def _poll_progress(
+    con: duckdb.DuckDBPyConnection,
+    stop: threading.Event,
+    progress: Callable[[str], None],
+    started: float,
+) -> None:
+    """Report DuckDB's query progress every few seconds until ``stop`` is set."""
+    last = -1.0
+    while not stop.wait(_PROGRESS_POLL_S):
+        try:
+            pct = float(con.query_progress())
+        except Exception:  # progress is best effort, never fail the query for it
+            return
+        if pct >= 0 and pct != last:
+            progress(f"query {pct:.0f}% after {time.monotonic() - started:.0f}s")
+            last = pct
+
+
+def extract_to_parquet(
+    *,
+    dump_path: str,
+    sql: str,
+    params: Mapping[str, object],
+    output_path: Path,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+    schema: pa.Schema | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> ExtractionResult:
+    """Run ``sql`` against the dump and write its result to ``output_path`` (Parquet).
+
+    ``sql`` uses named parameters (``$dump_path``, ``$limit``, ...); ``params`` gives their
+    values and ``dump_path`` is bound as ``$dump_path`` when the SQL uses it (DuckDB refuses
+    parameters a statement does not use) unless ``params`` sets it. Values are
+    bound by DuckDB, never interpolated into the SQL text.
+
+    The result is streamed as Arrow record batches into a ``pq.ParquetWriter`` (memory bounded
+    by DuckDB's ``memory_limit``, spilling to a temporary directory next to the output, plus one
+    batch), written to a temporary file then renamed, so a failed run leaves no partial output.
+    ``schema``, when given, is the output schema the batches are cast to (e.g. to declare a
+    column non-nullable). A query that selects nothing writes a valid 0-row file.
+
+    Raises :class:`ExtractionError` if the query fails.
+    """
+    started = time.monotonic()
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    bound: dict[str, object] = dict(params)
+    if "$dump_path" in sql:
+        bound.setdefault("dump_path", dump_path)
+    threads = threads or _default_threads()
+    spill_dir = tempfile.mkdtemp(prefix=".duckdb-spill-", dir=output_path.parent)
+    tmp_output = output_path.with_name(f".{output_path.name}.tmp")
+    rows = 0
+    stop = threading.Event()
+    poller: threading.Thread | None = None
+    try:
+        with duckdb.connect(
+            config={
+                "memory_limit": memory_limit,
+                "threads": threads,
+                "temp_directory": spill_dir,
+            }
+        ) as con:
+            if progress is not None:
+                progress(f"extracting from {dump_path} (threads={threads}, memory={memory_limit})")
+                con.execute("SET enable_progress_bar = true")
+                con.execute("SET enable_progress_bar_print = false")
+                poller = threading.Thread(
+                    target=_poll_progress,
+                    args=(con, stop, progress, started),
+                    name="duckdb-progress",
+                    daemon=True,
+                )
+                poller.start()
+            try:
+                relation = con.sql(sql, params=bound)
+                if relation is None:
+                    raise ExtractionError("extraction SQL returned no result set")
+                reader = relation.to_arrow_reader(batch_size)
+                out_schema = schema if schema is not None else reader.schema
+                with pq.ParquetWriter(tmp_output, out_schema, compression="zstd") as writer:
+                    for batch in reader:
+                        if batch.num_rows == 0:
+                            continue
+                        if schema is not None:
+                            batch = batch.cast(schema)
+                        writer.write_batch(batch)
+                        rows += batch.num_rows
+                        if progress is not None:
+                            progress(f"{rows} rows written")
+            except duckdb.Error as exc:
+                raise ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ExtractionError(
+                    f"extraction from {dump_path}: result does not fit the output schema ({exc})"
+                ) from exc
+            finally:
+                stop.set()
+                if poller is not None:
+                    poller.join()
+        os.replace(tmp_output, output_path)
+    finally:
+        stop.set()
+        tmp_output.unlink(missing_ok=True)
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    duration = time.monotonic() - started
+    size = output_path.stat().st_size
+    logger.info(
+        "extracted %d rows from %s to %s (%d bytes) in %.2fs",
+        rows,
+        dump_path,
+        output_path,
+        size,
+        duration,
+    )
+    if progress is not None:
+        progress(f"done: {rows} rows, {size} bytes in {duration:.1f}s")
+    return ExtractionResult(rows=rows, output_path=output_path, duration_s=duration, bytes=size)
+
+
+# --------------------------------------------------------------------------------------------
+# ingredients-spellcheck (the lead moves this into the job type module)
+# --------------------------------------------------------------------------------------------
+
+
+def spellcheck_sql() -> str:
+    """The ingredients-spellcheck selection query (``job_types/ingredients_spellcheck.sql``)."""
+    return SPELLCHECK_SQL_PATH.read_text(encoding="utf-8")
+
+
+def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise ExtractionError(f"{name} must be a list of strings, not the string {values!r}")
+    out = [str(v) for v in values]
+    return out or None
+
+
+def extract_spellcheck_products(
+    *,
+    dump_path: str,
+    output_path: Path,
+    limit: int,
+    min_fraction: float,
+    max_fraction: float,
+    languages: Sequence[str] | None = None,
+    countries: Sequence[str] | None = None,
+    min_popularity: int | None = None,
+    codes: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+) -> ExtractionResult:
+    """Select the products to spellcheck and write the job's input Parquet.
+
+    Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
+    a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
+    inclusive max), most popular first (ties by code), at most ``limit`` rows. Optional filters:
+    product ``lang`` in ``languages``, any of ``countries_tags`` in ``countries``,
+    ``popularity_key >= min_popularity``, ``code`` in ``codes`` (None or empty: no filter).
+
+    Checks the dump's columns first. Output schema: :data:`SPELLCHECK_INPUT_SCHEMA`. A
+    selection matching nothing gives a 0-row file, not an error.
+    """
+    if limit < 1:
+        raise ExtractionError(f"limit must be at least 1, got {limit}")
+    if not 0.0 <= min_fraction < max_fraction:
+        raise ExtractionError(
+            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
+        )
+    check_dump(dump_path=dump_path, required_columns=SPELLCHECK_REQUIRED_COLUMNS)
+    params: dict[str, object] = {
+        "dump_path": dump_path,
+        "limit": int(limit),
+        "min_fraction": float(min_fraction),
+        "max_fraction": float(max_fraction),
+        "languages": _str_list("languages", languages),
+        "countries": _str_list("countries", countries),
+        "min_popularity": None if min_popularity is None else int(min_popularity),
+        "codes": _str_list("codes", codes),
+    }
+    return extract_to_parquet(
+        dump_path=dump_path,
+        sql=spellcheck_sql(),
+        params=params,
+        output_path=output_path,
+        progress=progress,
+        memory_limit=memory_limit,
+        threads=threads,
+        schema=SPELLCHECK_INPUT_SCHEMA,
+    )

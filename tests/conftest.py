@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.pg_fixtures", "tests.gcp_fixtures"]

@@ -1,0 +1,1 @@
+"""Fakes of Google Cloud services that speak the real wire protocols to the real clients."""

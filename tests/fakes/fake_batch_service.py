@@ -1,0 +1,435 @@
+"""A fake Cloud Batch ``BatchService``: a real gRPC server the real ``BatchServiceClient`` talks to.
+
+It is registered with ``grpc.method_handlers_generic_handler`` under the service's real name,
+``google.cloud.batch.v1.BatchService``, and (de)serialises with ``google-cloud-batch``'s own
+proto-plus message classes, so the client under test sends and receives exactly the bytes it
+would with Google.
+
+Jobs really run: each created job is handed to a backend engine (the project's
+``LocalBatchEngine``, which runs the container's command as local processes), and every
+``GetJob``/``ListJobs``/``ListTasks`` maps the backend's ``JobStatus`` back to ``batch_v1``
+messages (state, status events, task groups, per-task exit codes).
+
+For tests it counts calls per method (:attr:`FakeBatchService.calls`) and injects faults:
+``fail_next`` (N times a status code before handling), ``lose_next_response`` (the call is
+handled, then the client gets ``DEADLINE_EXCEEDED``), ``fail_next_job_allocation`` (the next
+job goes QUEUED -> FAILED with no task and a status event saying why), and
+``delete_behind_back``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.cloud import batch_v1
+from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
+from google.longrunning import operations_pb2
+from google.protobuf import any_pb2, empty_pb2
+
+from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+
+SERVICE_NAME = "google.cloud.batch.v1.BatchService"
+JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+PARENT_PATTERN = re.compile(r"^projects/[^/]+/locations/[^/]+$")
+_CLAUSE = re.compile(
+    r'^\s*labels\.(?:"(?P<qkey>(?:[^"\\]|\\.)*)"|(?P<key>[A-Za-z_][A-Za-z0-9_]*))'
+    r'\s*=\s*(?:"(?P<qvalue>(?:[^"\\]|\\.)*)"|(?P<value>[A-Za-z0-9_-]+))\s*$'
+)
+_TASK_STATES = set(batch_v1.TaskStatus.State.__members__)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def parse_label_filter(text: str) -> dict[str, str]:
+    """``labels.a="x" AND labels."b-c"="y"`` -> ``{"a": "x", "b-c": "y"}``; else ValueError."""
+    if not text.strip():
+        return {}
+    wanted: dict[str, str] = {}
+    for clause in re.split(r"\s+AND\s+", text.strip()):
+        match = _CLAUSE.match(clause)
+        if not match:
+            raise ValueError(f"unsupported filter clause {clause!r}")
+        key = _unescape(match["qkey"]) if match["qkey"] is not None else match["key"]
+        value = _unescape(match["qvalue"]) if match["qvalue"] is not None else match["value"]
+        wanted[key] = value
+    return wanted
+
+
+@dataclass
+class Fault:
+    code: grpc.StatusCode
+    after: bool = False  # True: handle the call, then fail (a lost response)
+    details: str = "injected fault"
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class _Record:
+    job: batch_v1.Job
+    request: batch_v1.CreateJobRequest
+    on_backend: bool = True
+    allocation_failure: str | None = None
+    observations: int = 0
+    events: list[batch_v1.StatusEvent] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event(
+    description: str, *, when: datetime | None = None, **kwargs: Any
+) -> batch_v1.StatusEvent:
+    return batch_v1.StatusEvent(
+        type_="STATUS_CHANGED", description=description, event_time=when or _now(), **kwargs
+    )
+
+
+class FakeBatchService:
+    """In-process BatchService over gRPC, running the jobs through a backend engine."""
+
+    def __init__(
+        self,
+        *,
+        backend: BatchEngine | None = None,
+        max_page_size: int = 1000,
+        default_page_size: int = 100,
+    ) -> None:
+        self.backend = backend
+        self.max_page_size = max_page_size
+        self.default_page_size = default_page_size
+        self.calls: Counter[str] = Counter()
+        self.requests: defaultdict[str, list[Any]] = defaultdict(list)
+        self._faults: defaultdict[str, deque[Fault]] = defaultdict(deque)
+        self._next_allocation_failure: deque[str] = deque()
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.RLock()
+        self._server: grpc.Server | None = None
+        self.address: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        server.add_generic_rpc_handlers((self._handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None)
+            self._server = None
+
+    def client(self) -> batch_v1.BatchServiceClient:
+        """A real ``BatchServiceClient`` on an insecure channel to this server."""
+        assert self.address, "start() the service first"
+        channel = grpc.insecure_channel(self.address)
+        return batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
+
+    # -- test controls ----------------------------------------------------------------------
+
+    def fail_next(
+        self, method: str, code: grpc.StatusCode, *, times: int = 1, details: str = ""
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail with ``code`` before being handled."""
+        for _ in range(times):
+            self._faults[method].append(Fault(code, details=details or f"injected {code.name}"))
+
+    def lose_next_response(
+        self, method: str = "CreateJob", code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
+    ) -> None:
+        """The next call of ``method`` is handled, then the client sees ``code``."""
+        self._faults[method].append(Fault(code, after=True, details="response lost"))
+
+    def fail_next_job_allocation(self, description: str) -> None:
+        """The next created job never gets a task: QUEUED, then FAILED with ``description``."""
+        self._next_allocation_failure.append(description)
+
+    def delete_behind_back(self, job_id: str) -> None:
+        """Delete a job without any client call (someone used the console)."""
+        with self._lock:
+            name = self._find(job_id)
+            record = self._records.pop(name)
+        if record.on_backend and self.backend is not None:
+            self.backend.cancel(job_id=job_id)
+
+    def job_names(self) -> list[str]:
+        with self._lock:
+            return list(self._records)
+
+    # -- gRPC plumbing ----------------------------------------------------------------------
+
+    def _handler(self) -> grpc.GenericRpcHandler:
+        def unary(
+            method: str,
+            fn: Callable[[Any], Any],
+            request_type: Any,
+            serializer: Callable[[Any], bytes],
+        ) -> grpc.RpcMethodHandler:
+            def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+                return self._dispatch(method, fn, request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=request_type.deserialize,
+                response_serializer=serializer,
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "CreateJob": unary(
+                    "CreateJob", self._create_job, batch_v1.CreateJobRequest, batch_v1.Job.serialize
+                ),
+                "GetJob": unary(
+                    "GetJob", self._get_job, batch_v1.GetJobRequest, batch_v1.Job.serialize
+                ),
+                "ListJobs": unary(
+                    "ListJobs",
+                    self._list_jobs,
+                    batch_v1.ListJobsRequest,
+                    batch_v1.ListJobsResponse.serialize,
+                ),
+                "DeleteJob": unary(
+                    "DeleteJob",
+                    self._delete_job,
+                    batch_v1.DeleteJobRequest,
+                    operations_pb2.Operation.SerializeToString,
+                ),
+                "ListTasks": unary(
+                    "ListTasks",
+                    self._list_tasks,
+                    batch_v1.ListTasksRequest,
+                    batch_v1.ListTasksResponse.serialize,
+                ),
+            },
+        )
+
+    def _dispatch(
+        self, method: str, fn: Callable[[Any], Any], request: Any, context: grpc.ServicerContext
+    ) -> Any:
+        with self._lock:
+            self.calls[method] += 1
+            self.requests[method].append(request)
+            fault = self._faults[method].popleft() if self._faults[method] else None
+        if fault is not None and not fault.after:
+            context.abort(fault.code, fault.details)
+        try:
+            response = fn(request)
+        except _Abort as abort:
+            context.abort(abort.code, abort.details)
+        if fault is not None:
+            context.abort(fault.code, fault.details)
+        return response
+
+    # -- methods ----------------------------------------------------------------------------
+
+    def _find(self, job_id_or_name: str) -> str:
+        if job_id_or_name in self._records:
+            return job_id_or_name
+        for name in self._records:
+            if name.rsplit("/", 1)[-1] == job_id_or_name:
+                return name
+        raise _Abort(grpc.StatusCode.NOT_FOUND, f"Job {job_id_or_name} not found")
+
+    def _create_job(self, request: batch_v1.CreateJobRequest) -> batch_v1.Job:
+        if not PARENT_PATTERN.match(request.parent):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
+        if not JOB_ID_PATTERN.match(request.job_id):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad job id {request.job_id!r}")
+        name = f"{request.parent}/jobs/{request.job_id}"
+        with self._lock:
+            if name in self._records:
+                raise _Abort(grpc.StatusCode.ALREADY_EXISTS, f"Job {name} already exists")
+            job = batch_v1.Job(request.job)
+            job.name = name
+            job.uid = f"{request.job_id[:40]}-{uuid.uuid4().hex[:12]}"
+            job.create_time = job.update_time = _now()
+            for index, group in enumerate(job.task_groups):
+                group.name = f"{name}/taskGroups/group{index}"
+            job.status = batch_v1.JobStatus(state=batch_v1.JobStatus.State.QUEUED)
+            failure = (
+                self._next_allocation_failure.popleft() if self._next_allocation_failure else None
+            )
+            record = _Record(
+                job=job,
+                request=request,
+                on_backend=failure is None and self.backend is not None,
+                allocation_failure=failure,
+            )
+            self._records[name] = record
+        if record.on_backend:
+            assert self.backend is not None
+            self.backend.submit(request=request)
+        return batch_v1.Job(job)
+
+    def _get_job(self, request: batch_v1.GetJobRequest) -> batch_v1.Job:
+        with self._lock:
+            record = self._records[self._find(request.name)]
+        return self._observe(record)
+
+    def _list_jobs(self, request: batch_v1.ListJobsRequest) -> batch_v1.ListJobsResponse:
+        try:
+            wanted = parse_label_filter(request.filter)
+        except ValueError as exc:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        with self._lock:
+            records = [
+                r
+                for name, r in self._records.items()
+                if name.startswith(request.parent + "/jobs/")
+                and all(r.job.labels.get(k) == v for k, v in wanted.items())
+            ]
+        size = min(request.page_size or self.default_page_size, self.max_page_size)
+        offset = int(request.page_token or 0)
+        page = records[offset : offset + size]
+        next_token = str(offset + size) if offset + size < len(records) else ""
+        return batch_v1.ListJobsResponse(
+            jobs=[self._observe(r) for r in page], next_page_token=next_token
+        )
+
+    def _delete_job(self, request: batch_v1.DeleteJobRequest) -> operations_pb2.Operation:
+        with self._lock:
+            name = self._find(request.name)
+            record = self._records.pop(name)
+        if record.on_backend and self.backend is not None:
+            self.backend.cancel(job_id=request.name.rsplit("/", 1)[-1])
+        response = any_pb2.Any()
+        response.Pack(empty_pb2.Empty())
+        parent = name.split("/jobs/")[0]
+        return operations_pb2.Operation(
+            name=f"{parent}/operations/{uuid.uuid4().hex}", done=True, response=response
+        )
+
+    def _list_tasks(self, request: batch_v1.ListTasksRequest) -> batch_v1.ListTasksResponse:
+        job_name = request.parent.split("/taskGroups/")[0]
+        with self._lock:
+            record = self._records[self._find(job_name)]
+        status = self._backend_status(record)
+        tasks = []
+        for task in status.tasks if status else ():
+            state = task.state if task.state in _TASK_STATES else "STATE_UNSPECIFIED"
+            events = []
+            if task.exit_code is not None:
+                events.append(
+                    _event(
+                        f"Task state is updated from RUNNING to {state} with exit code "
+                        f"{task.exit_code}.",
+                        task_execution=batch_v1.TaskExecution(exit_code=task.exit_code),
+                        task_state=batch_v1.TaskStatus.State.__members__[state],
+                    )
+                )
+            tasks.append(
+                batch_v1.Task(
+                    name=f"{request.parent}/tasks/{task.index}",
+                    status=batch_v1.TaskStatus(
+                        state=batch_v1.TaskStatus.State.__members__[state], status_events=events
+                    ),
+                )
+            )
+        return batch_v1.ListTasksResponse(tasks=tasks)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _backend_status(self, record: _Record) -> JobStatus | None:
+        if not record.on_backend or self.backend is None:
+            return None
+        try:
+            return self.backend.get_job(job_id=record.request.job_id)
+        except JobNotFoundError:
+            return None
+
+    def _observe(self, record: _Record) -> batch_v1.Job:
+        """The job as Batch would report it now."""
+        job = batch_v1.Job(record.job)
+        with self._lock:
+            record.observations += 1
+            observations = record.observations
+        if record.allocation_failure is not None:
+            if observations > 1:
+                job.status = batch_v1.JobStatus(
+                    state=batch_v1.JobStatus.State.FAILED,
+                    status_events=[
+                        _event(
+                            f"Job state is set from QUEUED to FAILED for job {job.name}. "
+                            f"{record.allocation_failure}"
+                        )
+                    ],
+                )
+            return job
+        status = self._backend_status(record)
+        if status is not None:
+            job.status = self._to_batch_status(job.name, status, len(status.tasks))
+            job.update_time = status.update_time or _now()
+        return job
+
+    @staticmethod
+    def _to_batch_status(name: str, status: JobStatus, task_count: int) -> batch_v1.JobStatus:
+        state_name = status.state.value
+        if status.state is JobState.DELETED:
+            state_name = "CANCELLED"
+        state = batch_v1.JobStatus.State.__members__[state_name]
+        events = []
+        previous = "QUEUED"
+        for event in status.status_events:
+            description = event.description
+            kwargs: dict[str, Any] = {}
+            if event.new_state is not None:
+                new = event.new_state.value
+                prefix = f"Job state is set from {previous} to {new} for job {name}."
+                description = f"{prefix} {description}".strip() if description else prefix
+                previous = new
+            if event.task_exit_code is not None:
+                kwargs["task_execution"] = batch_v1.TaskExecution(exit_code=event.task_exit_code)
+            events.append(
+                batch_v1.StatusEvent(
+                    type_="STATUS_CHANGED" if event.new_state is not None else event.type,
+                    description=description,
+                    event_time=event.time,
+                    **kwargs,
+                )
+            )
+        counts: Counter[str] = Counter(
+            t.state if t.state in _TASK_STATES else "STATE_UNSPECIFIED" for t in status.tasks
+        )
+        return batch_v1.JobStatus(
+            state=state,
+            status_events=events,
+            task_groups={"group0": batch_v1.JobStatus.TaskGroupStatus(counts=dict(counts))}
+            if task_count
+            else {},
+        )
+
+
+@contextmanager
+def running_fake_batch_service(
+    *, backend: BatchEngine | None = None, **kwargs: Any
+) -> Iterator[FakeBatchService]:
+    """Start the fake on a free local port; stop it on exit."""
+    service = FakeBatchService(backend=backend, **kwargs)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

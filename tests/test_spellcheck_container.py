@@ -1,0 +1,194 @@
+"""The ingredients-spellcheck container's entrypoint, run as a subprocess on real sample rows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
+from robotoff_batch.paths import CONTAINERS_DIR, SAMPLE_DATA_DIR
+
+CONTAINER = CONTAINERS_DIR / "ingredients-spellcheck"
+ENTRYPOINT = CONTAINER / "entrypoint.py"
+sys.path.insert(0, str(CONTAINER))
+
+from spellcheck_job.lexicon_cpu import LexiconSpellchecker  # noqa: E402
+from spellcheck_job.main import OUTPUT_SCHEMA  # noqa: E402
+from spellcheck_job.sharding import shard_range  # noqa: E402
+from spellcheck_job.vllm_engine import build_prompt  # noqa: E402
+
+SHARED = Path("/work/shared/data/off")
+DATA = SAMPLE_DATA_DIR if (SAMPLE_DATA_DIR / "food_sample_2026.parquet").exists() else SHARED
+SAMPLE = DATA / "food_sample_2026.parquet"
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A staged job: input.parquet (main texts of the real sample) and lexicon.parquet."""
+    root = tmp_path_factory.mktemp("job")
+    con = duckdb.connect()
+    table = con.sql(
+        """
+        SELECT code, lang, text FROM (
+            SELECT code, lang,
+                   list_filter(ingredients_text, lambda x: x.lang = 'main')[1].text AS text
+            FROM read_parquet($path)
+        ) WHERE text IS NOT NULL AND text <> ''
+        ORDER BY code LIMIT 100
+        """,
+        params={"path": str(SAMPLE)},
+    ).to_arrow_table()
+    # Several row groups, so a shard spans group boundaries.
+    pq.write_table(table, root / "input.parquet", row_group_size=17)
+    pq.write_table(build_lexicon(con, str(SAMPLE)), root / "lexicon.parquet")
+    return root
+
+
+def run_entrypoint(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCH_", "WEBHOOK"))}
+    env.pop("INPUT_FILE_PATH", None)
+    env.pop("OUTPUT_FILE_PATH", None)
+    env.pop("LEXICON_FILE_PATH", None)
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, str(ENTRYPOINT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def base_env(job: Path) -> dict[str, str]:
+    return {
+        "INPUT_FILE_PATH": (job / "input.parquet").as_uri(),
+        "OUTPUT_FILE_PATH": (job / "output").as_uri(),
+        "LEXICON_FILE_PATH": str(job / "lexicon.parquet"),
+        "BATCH_TASK_COUNT": "3",
+        "BATCH_JOB_ID": "test-job",
+    }
+
+
+def test_three_tasks_cover_every_row_once(job_dir: Path) -> None:
+    for index in range(3):
+        result = run_entrypoint(
+            {**base_env(job_dir), "BATCH_TASK_INDEX": str(index)},
+            "--engine",
+            "lexicon-cpu",
+            "--batch-size",
+            "16",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "rows done" in result.stderr
+    parts = sorted((job_dir / "output").glob("*.parquet"))
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(3)]
+    assert not list((job_dir / "output").glob(".*"))  # no temporary file left behind
+    tables = [pq.read_table(p) for p in parts]
+    for i, table in enumerate(tables):
+        assert table.schema.remove_metadata() == OUTPUT_SCHEMA
+        assert set(table.column("task_index").to_pylist()) <= {i}
+    out = pa.concat_tables(tables)
+    source = pq.read_table(job_dir / "input.parquet")
+    assert sorted(out.column("code").to_pylist()) == sorted(source.column("code").to_pylist())
+    assert len(set(out.column("code").to_pylist())) == source.num_rows
+    by_code = dict(
+        zip(source.column("code").to_pylist(), source.column("text").to_pylist(), strict=True)
+    )
+    for code, text in zip(
+        out.column("code").to_pylist(), out.column("text").to_pylist(), strict=True
+    ):
+        assert by_code[code] == text
+
+
+def test_missing_env_var_is_named(job_dir: Path) -> None:
+    env = base_env(job_dir)
+    del env["INPUT_FILE_PATH"]
+    result = run_entrypoint(env)
+    assert result.returncode != 0
+    assert "INPUT_FILE_PATH" in result.stderr
+
+
+def test_missing_input_is_named(job_dir: Path) -> None:
+    env = {**base_env(job_dir), "INPUT_FILE_PATH": str(job_dir / "nope.parquet")}
+    result = run_entrypoint(env)
+    assert result.returncode != 0
+    assert "nope.parquet" in result.stderr
+
+
+def test_missing_column_is_named(job_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"code": ["1"], "lang": ["fr"]}), bad)
+    env = {**base_env(job_dir), "INPUT_FILE_PATH": str(bad), "OUTPUT_FILE_PATH": str(tmp_path)}
+    result = run_entrypoint(env)
+    assert result.returncode != 0
+    assert "text" in result.stderr and "missing column" in result.stderr
+
+
+def test_webhook_called_by_task_zero(job_dir: Path, tmp_path: Path) -> None:
+    received: list[tuple[dict[str, list[str]], str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            received.append((urllib.parse.parse_qs(body), self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "job" / "output"
+        env = {
+            **base_env(job_dir),
+            "OUTPUT_FILE_PATH": str(out),
+            "BATCH_TASK_COUNT": "1",
+            "WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/api/v1/batch/import",
+            "BATCH_JOB_KEY": "s3cret-key",
+        }
+        result = run_entrypoint(env)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-key" not in result.stderr
+    assert len(received) == 1
+    form, auth = received[0]
+    assert form == {"job_type": ["ingredients_spellcheck"], "batch_dir": [str(tmp_path / "job")]}
+    assert auth == "Bearer s3cret-key"
+
+
+def test_engine_fixes_a_typo_and_keeps_correct_text_identical() -> None:
+    engine = LexiconSpellchecker({"chocolat": 50, "sucre": 80, "lait": 40, "crème": 10})
+    assert engine.correct("Sucre, chocollat 20%, lait") == "Sucre, chocolat 20%, lait"
+    assert engine.correct("CHOCOLTA noir") == "CHOCOLAT noir"
+    assert engine.correct("Chocolta, creme", "fr") == "Chocolat, crème"
+    correct = "Sucre,  CHOCOLAT (cacao 70 %), E322, lait*\n_lait_ écrémé."
+    assert engine.correct(correct) == correct
+    assert engine.correct("chocolat2 E330 5e") == "chocolat2 E330 5e"
+
+
+def test_shards_partition_rows() -> None:
+    for n in (0, 1, 2, 10, 101):
+        ranges = [shard_range(n, i, 3) for i in range(3)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_vllm_prompt_is_robotoffs() -> None:
+    assert build_prompt("sucre, farine de ble") == (
+        "###Correct the list of ingredients:\nsucre, farine de ble\n\n###Correction:\n"
+    )
