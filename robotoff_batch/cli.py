@@ -41,6 +41,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's SQLite migrations
 
 
 @config_app.command("validate")
@@ -200,8 +201,10 @@ def status(
         )
         for s in jobs:
             created = s.create_time.strftime("%Y-%m-%d %H:%M:%S") if s.create_time else ""
-            tasks = ", ".join(f"{t.index}:{t.state}" for t in s.tasks)
-            table.add_row(s.job_id, s.labels.get("job-type", ""), s.state.value, created, tasks)
+            task_states = ", ".join(f"{t.index}:{t.state}" for t in s.tasks)
+            table.add_row(
+                s.job_id, s.labels.get("job-type", ""), s.state.value, created, task_states
+            )
         console.print(table)
         return
     try:
@@ -216,9 +219,7 @@ def status(
     console.print(events)
     tasks = _table("tasks", ["index", "state", "exit code", "attempts", "reason"])
     for t in s.tasks:
-        tasks.add_row(
-            str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or ""
-        )
+        tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
     console.print(tasks)
 
 
@@ -255,7 +256,8 @@ def demo(
     followed = _follow_and_import(job_type, launched.job_id, timeout_s=1800)
     timeline = _table("state timeline", ["time (UTC)", "event"])
     for e in followed.final.status_events:
-        timeline.add_row(e.time.strftime("%H:%M:%S.%f")[:-3], e.description)
+        # "... for job projects/p/locations/l/jobs/<id>." adds nothing here
+        timeline.add_row(e.time.strftime("%H:%M:%S.%f")[:-3], e.description.split(" for job ")[0])
     console.print(timeline)
     examples = operations.examples(job_id=launched.job_id, limit=5)
     table = _table("example corrections", ["barcode", "lang", "original → correction"])

@@ -29,6 +29,10 @@ from robotoff_batch.tracking import (
 logger = logging.getLogger(__name__)
 
 
+# The CLI shows Dagster's INFO messages (progress), not its DEBUG event stream.
+QUIET_LOGGERS = {"console": {"config": {"log_level": "INFO"}}}
+
+
 class OperationError(RuntimeError):
     """A CLI operation failed; the message is for the user."""
 
@@ -58,6 +62,7 @@ def dagster_home() -> Path:
     """``DAGSTER_HOME``, defaulting to <ROBOTOFF_BATCH_HOME>/dagster_home (SQLite storage)."""
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").touch()  # SQLite storage under DAGSTER_HOME, said explicitly
     return path
 
 
@@ -74,8 +79,10 @@ def _definitions() -> dg.Definitions:
 
 
 @cache
-def _resource(defs: dg.Definitions, key: str) -> Any:
-    return defs.resources[key].process_config_and_initialize()  # type: ignore[union-attr]
+def _resource(key: str) -> Any:
+    """An initialised resource of the code location (environment variables resolved)."""
+    resources = _definitions().resources or {}
+    return resources[key].process_config_and_initialize()
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -106,7 +113,7 @@ def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
     job = defs.resolve_job_def(launch_job_name(job_type))
     prefix = job_type.replace("-", "_")
     result = job.execute_in_process(
-        run_config=dg.RunConfig(ops={f"{prefix}__products": launch_config}),
+        run_config=dg.RunConfig(ops={f"{prefix}__products": launch_config}, loggers=QUIET_LOGGERS),
         instance=instance(),
         raise_on_error=False,
     )
@@ -138,7 +145,7 @@ def follow(
     """
     inst = instance()
     defs = _definitions()
-    engine = _resource(defs, "batch_engine").get_engine()
+    engine = _resource("batch_engine").get_engine()
     name = partitions_def_name(job_type)
     if not inst.has_dynamic_partition(name, job_id):
         inst.add_dynamic_partitions(name, [job_id])
@@ -161,15 +168,17 @@ def follow(
                 raise OperationError(f"batch job {job_id} was deleted") from exc
             return FollowResult(final=final, changes=changes)
         if time.monotonic() > deadline:
-            raise OperationError(f"batch job {job_id} still {tracked[job_id]['state']} after "
-                                 f"{timeout_s:.0f} s; it goes on: `robotoff-batch status {job_id}`")
+            raise OperationError(
+                f"batch job {job_id} still {tracked[job_id]['state']} after "
+                f"{timeout_s:.0f} s; it goes on: `robotoff-batch status {job_id}`"
+            )
         time.sleep(poll_s)
 
 
 def run_import(*, job_id: str) -> ImportSummary:
     """Import a SUCCEEDED job's output (a run of ``import_<job type>`` for its partition)."""
     defs = _definitions()
-    engine = _resource(defs, "batch_engine").get_engine()
+    engine = _resource("batch_engine").get_engine()
     try:
         status = engine.get_job(job_id=job_id)
     except JobNotFoundError:
@@ -180,7 +189,12 @@ def run_import(*, job_id: str) -> ImportSummary:
     if not inst.has_dynamic_partition(name, job_id):
         inst.add_dynamic_partitions(name, [job_id])
     job = defs.resolve_job_def(import_job_name(job_type))
-    result = job.execute_in_process(instance=inst, partition_key=job_id, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=inst,
+        partition_key=job_id,
+        raise_on_error=False,
+        run_config=dg.RunConfig(loggers=QUIET_LOGGERS),
+    )
     if not result.success:
         raise OperationError(_failure_message(result))
     mats = [
@@ -198,7 +212,7 @@ def run_import(*, job_id: str) -> ImportSummary:
 
 
 def _store() -> Any:
-    return _resource(_definitions(), "prediction_store").get_store()
+    return _resource("prediction_store").get_store()
 
 
 def examples(*, job_id: str, limit: int = 5) -> list[dict[str, Any]]:

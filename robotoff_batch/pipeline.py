@@ -145,9 +145,7 @@ def import_job_output(
     )
 
 
-def expected_predictions(
-    *, staging: Staging, job_type: JobType, job_id: str
-) -> int:
+def expected_predictions(*, staging: Staging, job_type: JobType, job_id: str) -> int:
     """How many predictions the job's output carries (re-read; for the import's check)."""
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
     stats: dict[str, int] = {}

@@ -47,8 +47,7 @@ def build_batch_job_sensor(
         launch_settings: LaunchSettingsResource,
     ) -> dg.SensorResult:
         known = {
-            jt: context.instance.get_dynamic_partitions(partitions_def_name(jt))
-            for jt in job_types
+            jt: context.instance.get_dynamic_partitions(partitions_def_name(jt)) for jt in job_types
         }
         result = poll_jobs(
             engine=batch_engine.get_engine(),

@@ -43,9 +43,7 @@ class PollResult:
 
     tracked: dict[str, dict[str, str]]
     new_partitions: dict[str, list[str]] = field(default_factory=dict)
-    asset_events: list[dg.AssetObservation | dg.AssetMaterialization] = field(
-        default_factory=list
-    )
+    asset_events: list[dg.AssetObservation | dg.AssetMaterialization] = field(default_factory=list)
     succeeded: list[JobStatus] = field(default_factory=list)
     failed: list[JobStatus] = field(default_factory=list)
     changes: list[tuple[str, str, str]] = field(default_factory=list)  # (job id, old, new)
@@ -69,8 +67,13 @@ def status_metadata(status: JobStatus, previous: str | None) -> dict[str, dg.Met
         "state_history": dg.MetadataValue.md(timeline_markdown(status)),
         "tasks": dg.MetadataValue.json(
             [
-                {"index": t.index, "state": t.state, "exit_code": t.exit_code,
-                 "attempts": t.attempts, "exit_reason": t.exit_reason}
+                {
+                    "index": t.index,
+                    "state": t.state,
+                    "exit_code": t.exit_code,
+                    "attempts": t.attempts,
+                    "exit_reason": t.exit_reason,
+                }
                 for t in status.tasks
             ]
         ),
@@ -111,12 +114,13 @@ def poll_jobs(
 
     for job_id, info in list(result.tracked.items()):
         job_type = info["job_type"]
-        status = listed.get(job_id)
-        if status is None:
+        found = listed.get(job_id)
+        if found is None:
             try:
-                status = engine.get_job(job_id=job_id)
+                found = engine.get_job(job_id=job_id)
             except JobNotFoundError:
-                status = JobStatus(job_id=job_id, state=JobState.DELETED, labels={})
+                found = JobStatus(job_id=job_id, state=JobState.DELETED, labels={})
+        status = found
         if status.state == JobState.FAILED:
             status = engine.get_job(job_id=job_id)  # full events and per-task exit codes
         previous = info["state"]
@@ -136,8 +140,9 @@ def poll_jobs(
                 dg.AssetObservation(asset_key=key, partition=job_id, metadata=meta)
             )
             if status.state in (JobState.FAILED, JobState.DELETED):
-                logger.warning("batch job %s %s:\n%s", job_id, status.state.value,
-                               status.failure_summary)
+                logger.warning(
+                    "batch job %s %s:\n%s", job_id, status.state.value, status.failure_summary
+                )
                 result.failed.append(status)
         if status.state.is_terminal:
             del result.tracked[job_id]

@@ -78,8 +78,9 @@ def test_spot_is_discounted_and_n1_gpus_are_added() -> None:
     )
     cfg = load_job_config(write(Path(pytest.importorskip("tempfile").mkdtemp()), data)).config
     catalog = load_catalog()
-    hourly = catalog.machine_types["n1-standard-8"].usd_per_hour + 2 * (
-        catalog.accelerator_prices["nvidia-tesla-t4"]
+    hourly = (
+        catalog.machine_types["n1-standard-8"].usd_per_hour
+        + 2 * (catalog.accelerator_prices["nvidia-tesla-t4"])
     )
     assert cfg.cost.total_usd == pytest.approx(hourly * catalog.spot_price_fraction * 24 * 2)
     assert "SPOT" in cfg.cost.explain()

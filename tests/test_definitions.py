@@ -28,13 +28,20 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"rows_imported_match_output", "no_duplicate_predictions"}
     jobs = {j.name for j in repo.get_all_jobs()}
-    assert {"launch_ingredients_spellcheck", "import_ingredients_spellcheck",
-            "cancel_batch_job"} <= jobs
+    assert {
+        "launch_ingredients_spellcheck",
+        "import_ingredients_spellcheck",
+        "cancel_batch_job",
+    } <= jobs
     sensors = {s.name: s for s in repo.sensor_defs}
     assert set(sensors) == {"batch_job_sensor"}
     assert sensors["batch_job_sensor"].minimum_interval_seconds == 30
     assert set(defs.resources) >= {
-        "product_dump", "staging", "batch_engine", "prediction_store", "launch_settings"
+        "product_dump",
+        "staging",
+        "batch_engine",
+        "prediction_store",
+        "launch_settings",
     }
     # the spellcheck config has no schedule: none is defined
     assert not repo.schedule_defs
@@ -42,16 +49,26 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
 
 def _copy_project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT / "robotoff_batch", root / "robotoff_batch",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PROJECT_ROOT / "robotoff_batch",
+        root / "robotoff_batch",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copytree(PROJECT_ROOT / "job_configs", root / "job_configs")
     return root
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {"PYTHONPATH": str(root), "PATH": "/usr/bin", "ROBOTOFF_BATCH_HOME": str(root / "home")}
 
 
 def _load_in(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import robotoff_batch.definitions as d; print(len(d.defs.assets))"],
-        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin", "ROBOTOFF_BATCH_HOME": str(root / "home")},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=_env(root),
         timeout=120,
     )
 
@@ -71,16 +88,28 @@ def test_a_schedule_in_the_config_creates_a_stopped_schedule(tmp_path: Path) -> 
     config = root / "job_configs" / "ingredients-spellcheck.yaml"
     config.write_text(config.read_text().replace("schedule: null", 'schedule: "0 3 * * 1"'))
     proc = subprocess.run(
-        [sys.executable, "-c",
-         "import robotoff_batch.definitions as d\n"
-         "s = d.defs.get_repository_def().schedule_defs[0]\n"
-         "print(s.name, s.cron_schedule, s.default_status.value, s.job_name)"],
-        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin", "ROBOTOFF_BATCH_HOME": str(root / "home")},
+        [
+            sys.executable,
+            "-c",
+            "import robotoff_batch.definitions as d\n"
+            "s = d.defs.get_repository_def().schedule_defs[0]\n"
+            "print(s.name, s.cron_schedule, s.default_status.value, s.job_name)",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=_env(root),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
-        "ingredients_spellcheck_schedule", "0", "3", "*", "*", "1", "STOPPED",
+        "ingredients_spellcheck_schedule",
+        "0",
+        "3",
+        "*",
+        "*",
+        "1",
+        "STOPPED",
         "launch_ingredients_spellcheck",
     ]
 

@@ -70,7 +70,9 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 def launch(defs: dg.Definitions, instance: dg.DagsterInstance, **params: Any) -> Any:
     job = defs.resolve_job_def("launch_ingredients_spellcheck")
     return job.execute_in_process(
-        run_config=dg.RunConfig(ops={"ingredients_spellcheck__products": SpellcheckLaunch(**params)}),
+        run_config=dg.RunConfig(
+            ops={"ingredients_spellcheck__products": SpellcheckLaunch(**params)}
+        ),
         instance=instance,
         raise_on_error=False,
     )
@@ -97,7 +99,10 @@ def failure_text(result: Any) -> str:
 
 
 def tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, resources: dict[str, Any], cursor: str | None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    cursor: str | None,
 ) -> dg.SensorResult:
     """One sensor tick, its requests applied as the daemon would."""
     sensor = defs.get_sensor_def("batch_job_sensor")
@@ -149,8 +154,9 @@ def output_changes(staging_root: Path, job_id: str) -> dict[str, dict[str, Any]]
     return changed
 
 
-def test_launch_sensor_import_end_to_end(tmp_path: Path, instance: dg.DagsterInstance,
-                                         pg_db: str) -> None:
+def test_launch_sensor_import_end_to_end(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
     resources = make_resources(tmp_path, pg_db)
     defs = make_defs(resources)
 
@@ -195,8 +201,11 @@ def test_launch_sensor_import_end_to_end(tmp_path: Path, instance: dg.DagsterIns
     for row in rows:
         out = expected[row["barcode"]]
         data = row["data"] if isinstance(row["data"], dict) else json.loads(row["data"])
-        assert data == {"original": out["text"], "correction": out["correction"],
-                        "lang": out["lang"]}
+        assert data == {
+            "original": out["text"],
+            "correction": out["correction"],
+            "lang": out["lang"],
+        }
         assert row["type"] == "ingredient_spellcheck"
         assert row["value_tag"] == out["lang"]
         assert row["predictor"] == out["engine"]
@@ -208,8 +217,9 @@ def test_launch_sensor_import_end_to_end(tmp_path: Path, instance: dg.DagsterIns
     assert len(db_rows(pg_db, job_id)) == len(expected)
 
 
-def test_selection_matching_nothing_launches_no_job(tmp_path: Path, instance: dg.DagsterInstance,
-                                                     pg_db: str) -> None:
+def test_selection_matching_nothing_launches_no_job(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
     resources = make_resources(tmp_path, pg_db)
     defs = make_defs(resources)
     result = launch(defs, instance, codes=["0000000000000-none"])
@@ -220,8 +230,9 @@ def test_selection_matching_nothing_launches_no_job(tmp_path: Path, instance: dg
 
 
 @pytest.mark.parametrize("dump", ["missing.parquet", "not-parquet.parquet"])
-def test_bad_dump_is_refused_clearly(tmp_path: Path, instance: dg.DagsterInstance, pg_db: str,
-                                     dump: str) -> None:
+def test_bad_dump_is_refused_clearly(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str, dump: str
+) -> None:
     path = tmp_path / dump
     if dump.startswith("not"):
         path.write_text("code,text\n1,sugar\n")
@@ -235,9 +246,10 @@ def test_bad_dump_is_refused_clearly(tmp_path: Path, instance: dg.DagsterInstanc
 def test_failed_container_is_recorded_and_nothing_imported(
     tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
 ) -> None:
+    from datetime import UTC, datetime
+
     from robotoff_batch import pipeline
     from robotoff_batch.batch.request import make_job_id
-    from datetime import UTC, datetime
 
     resources = make_resources(tmp_path, pg_db)
     defs = make_defs(resources)
@@ -246,25 +258,30 @@ def test_failed_container_is_recorded_and_nothing_imported(
     job_id = make_job_id(JOB_TYPE, launched_at=datetime.now(UTC))
     missing = (tmp_path / "staging" / "nope" / "input.parquet").as_uri()
     pipeline.submit_job(
-        engine=engine, config=registered.config, job_type=JOB_TYPE, job_id=job_id,
+        engine=engine,
+        config=registered.config,
+        job_type=JOB_TYPE,
+        job_id=job_id,
         project="local",
-        environment={"INPUT_FILE_PATH": missing,
-                     "OUTPUT_FILE_PATH": (tmp_path / "out").as_uri()},
+        environment={"INPUT_FILE_PATH": missing, "OUTPUT_FILE_PATH": (tmp_path / "out").as_uri()},
         labels={},
     )
     requests, states, _ = tick_until_done(defs, instance, resources)
     assert states[-1] == "FAILED" and not requests
-    obs = instance.fetch_observations(
-        dg.AssetKey(["ingredients_spellcheck", "batch_job"]), limit=1
-    ).records[0].asset_observation
+    obs = (
+        instance.fetch_observations(dg.AssetKey(["ingredients_spellcheck", "batch_job"]), limit=1)
+        .records[0]
+        .asset_observation
+    )
     assert obs.partition == job_id
     failure = str(obs.metadata["failure"].value)
     assert "container exited with code" in failure
     assert engine.get_job(job_id=job_id).state == JobState.FAILED
 
     importer = defs.resolve_job_def("import_ingredients_spellcheck")
-    refused = importer.execute_in_process(instance=instance, partition_key=job_id,
-                                          raise_on_error=False)
+    refused = importer.execute_in_process(
+        instance=instance, partition_key=job_id, raise_on_error=False
+    )
     assert not refused.success and "not SUCCEEDED" in failure_text(refused)
     assert db_rows(pg_db, job_id) == []
 
@@ -286,8 +303,9 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     bad = table.set_column(index, "code", pa.array([None] * table.num_rows, pa.string()))
     pq.write_table(bad, output / "part-99999.parquet")
     importer = defs.resolve_job_def("import_ingredients_spellcheck")
-    refused = importer.execute_in_process(instance=instance, partition_key=job_id,
-                                          raise_on_error=False)
+    refused = importer.execute_in_process(
+        instance=instance, partition_key=job_id, raise_on_error=False
+    )
     assert not refused.success
     message = failure_text(refused)
     assert "part-99999.parquet" in message and "row 0" in message

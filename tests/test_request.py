@@ -61,9 +61,7 @@ MUTATIONS: dict[str, dict[str, Any]] = {
         "secret_environment": {"BATCH_JOB_KEY": "projects/robotoff/secrets/key/versions/latest"}
     },
     "labels": {"labels": {"team": "data"}},
-    "service_account_email": {
-        "service_account_email": "batch@robotoff.iam.gserviceaccount.com"
-    },
+    "service_account_email": {"service_account_email": "batch@robotoff.iam.gserviceaccount.com"},
 }
 # JobConfig fields outside `resources` act before submission, not in Cloud Batch.
 NOT_IN_REQUEST = {
@@ -180,7 +178,7 @@ def test_job_ids_are_valid_sortable_and_unique_within_a_second() -> None:
 def test_cli_show_request_is_a_dry_run_with_the_gpu() -> None:
     result = CliRunner().invoke(app, ["config", "show", "ingredients-spellcheck", "--request"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{\n  \"job\"") :])
+    payload = json.loads(result.output[result.output.index('{\n  "job"') :])
     policy = payload["job"]["allocationPolicy"]["instances"][0]["policy"]
     assert policy["accelerators"] == [{"count": "1", "type": "nvidia-l4"}]
     group = payload["job"]["taskGroups"][0]

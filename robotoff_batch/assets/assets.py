@@ -46,7 +46,6 @@ from robotoff_batch.tracking import (
 logger = logging.getLogger(__name__)
 
 
-
 def import_retry_policy() -> dg.RetryPolicy:
     """Retries of an import whose database is unreachable (refused output is never retried)."""
     delay = float(os.environ.get("ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S", "30"))
@@ -101,7 +100,7 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
     )
     def products(
         context: dg.AssetExecutionContext,
-        config: launch_cls,  # type: ignore[valid-type]
+        config: launch_cls,  # type: ignore[valid-type]  # the job type's dg.Config class
         product_dump: ProductDumpResource,
     ) -> dg.MaterializeResult:
         job_id = run_job_id(context, jt.name)
@@ -117,7 +116,7 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
             shutil.rmtree(work_dir(job_id), ignore_errors=True)
             raise dg.Failure(
                 description=f"the selection matched no product in {product_dump.path} "
-                f"({config.model_dump()}): no batch job is launched."
+                f"({config.model_dump()}): no batch job is launched."  # type: ignore[attr-defined]
             )
         context.log.info("extracted %s products for batch job %s", extracted.rows, job_id)
         return dg.MaterializeResult(
@@ -125,7 +124,7 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
                 "batch_job_id": job_id,
                 "rows": dg.MetadataValue.int(extracted.rows),
                 "dump_path": dg.MetadataValue.path(product_dump.path),
-                "selection": dg.MetadataValue.json(config.model_dump()),
+                "selection": dg.MetadataValue.json(config.model_dump()),  # type: ignore[attr-defined]
                 "preview": dg.MetadataValue.md(_preview(extracted.files["input.parquet"])),
                 **{k: v for k, v in extracted.metadata.items()},
             }

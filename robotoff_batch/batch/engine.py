@@ -34,9 +34,7 @@ class JobState(enum.StrEnum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED}
-)
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED})
 
 # Exit codes Cloud Batch itself sets on a task (not the container's own exit code).
 # https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes
@@ -98,9 +96,7 @@ class JobStatus:
         """A human-readable reason for a FAILED job: status events and task exit codes."""
         lines = [f"{e.type}: {e.description}" for e in self.status_events if e.description]
         lines += [
-            f"task {t.index}: {t.exit_reason}"
-            for t in self.tasks
-            if t.exit_code not in (None, 0)
+            f"task {t.index}: {t.exit_reason}" for t in self.tasks if t.exit_code not in (None, 0)
         ]
         return "\n".join(lines) if lines else "no status events were reported"
 

@@ -153,17 +153,13 @@ def build_create_job_request(
         ],
     )
     if resources.service_account_email:
-        allocation.service_account = batch_v1.ServiceAccount(
-            email=resources.service_account_email
-        )
+        allocation.service_account = batch_v1.ServiceAccount(email=resources.service_account_email)
 
     job = batch_v1.Job(
         task_groups=[task_group],
         allocation_policy=allocation,
         labels=job_labels(job_type=job_type, config_labels=resources.labels, extra=labels),
-        logs_policy=batch_v1.LogsPolicy(
-            destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING
-        ),
+        logs_policy=batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING),
     )
     return batch_v1.CreateJobRequest(
         parent=f"projects/{project}/locations/{resources.location}",

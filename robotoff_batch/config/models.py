@@ -269,8 +269,7 @@ class BatchResources(BaseModel):
                 f"accelerators_type is {self.accelerators_type} but accelerators_count is 0",
             )
         if machine_gpus and (
-            self.accelerators_count != machine_gpus
-            or self.accelerators_type != machine_accelerator
+            self.accelerators_count != machine_gpus or self.accelerators_type != machine_accelerator
         ):
             raise _field_error(
                 "accelerators_count",

@@ -55,8 +55,8 @@ class SpellcheckLaunch(dg.Config):
         "of ingredients at all).",
     )
     languages: list[str] = Field(
-        default_factory=list, description="Product languages to keep (e.g. ['fr', 'en']); "
-        "empty for all."
+        default_factory=list,
+        description="Product languages to keep (e.g. ['fr', 'en']); empty for all.",
     )
     countries: list[str] = Field(
         default_factory=list,
@@ -128,8 +128,7 @@ def to_predictions(
     missing = [c for c in OUTPUT_COLUMNS if c not in names]
     if missing:
         raise OutputError(
-            f"{source_name}: output is missing column(s) {missing}; "
-            f"expected {list(OUTPUT_COLUMNS)}"
+            f"{source_name}: output is missing column(s) {missing}; expected {list(OUTPUT_COLUMNS)}"
         )
     now = datetime.now(UTC).replace(tzinfo=None)
     row_offset = 0
@@ -138,9 +137,7 @@ def to_predictions(
         barcodes, datas, tags, predictors, versions = [], [], [], [], []
         for i, code in enumerate(cols["code"]):
             if code is None or not str(code).strip():
-                raise OutputError(
-                    f"{source_name}: row {row_offset + i} has a null or empty code"
-                )
+                raise OutputError(f"{source_name}: row {row_offset + i} has a null or empty code")
             text, correction = cols["text"][i], cols["correction"][i]
             if correction is None or correction == text:
                 stats["skipped_rows"] = stats.get("skipped_rows", 0) + 1
