@@ -8,6 +8,7 @@ shows the variable's name, never its value.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,15 +56,21 @@ class StagingResource(dg.ConfigurableResource):
             return staging_from_uri(root)
         from dagster_gcp import GCSResource
 
+        from google.cloud import storage
+
         from robotoff_batch.gcp_credentials import load_credentials
 
-        credentials, project = load_credentials()
-        if credentials is None:  # Application Default Credentials, as dagster-gcp does it
-            client = GCSResource(project=self.gcp_project or project).get_client()
-        else:  # GOOGLE_CREDENTIALS, decoded in memory
-            from google.cloud import storage
+        if os.environ.get("STORAGE_EMULATOR_HOST"):  # the emulator takes no credentials
+            from google.auth.credentials import AnonymousCredentials
 
+            client = storage.Client(
+                project=self.gcp_project or "emulator", credentials=AnonymousCredentials()
+            )
+        elif "GOOGLE_CREDENTIALS" in os.environ:  # Robotoff's deployment, decoded in memory
+            credentials, project = load_credentials()
             client = storage.Client(project=self.gcp_project or project, credentials=credentials)
+        else:  # Application Default Credentials, as dagster-gcp does it
+            client = GCSResource(project=self.gcp_project).get_client()
         return staging_from_uri(root, gcs_client=client)
 
 
@@ -80,7 +87,12 @@ class BatchEngineResource(dg.ConfigurableResource):
     gcp_project: str | None = Field(default=None, description="Cloud Batch project.")
     gcp_location: str = Field(default="europe-west4", description="Cloud Batch region.")
     api_endpoint: str | None = Field(
-        default=None, description="Override of the Batch API endpoint (tests, emulators)."
+        default=None, description="Override of the Batch API endpoint (e.g. a regional one)."
+    )
+    emulator_host: str | None = Field(
+        default=None,
+        description="host:port of a Batch API emulator speaking gRPC without TLS and without "
+        "credentials (tests); the Batch counterpart of STORAGE_EMULATOR_HOST.",
     )
     _engine: Any = PrivateAttr(default=None)
 
@@ -101,6 +113,21 @@ class BatchEngineResource(dg.ConfigurableResource):
             state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
             return LocalBatchEngine(state_dir=state, commands_by_image=commands)
         from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+
+        if self.emulator_host:
+            import grpc
+            from google.cloud import batch_v1
+            from google.cloud.batch_v1.services.batch_service.transports import (
+                BatchServiceGrpcTransport,
+            )
+
+            channel = grpc.insecure_channel(self.emulator_host)
+            client = batch_v1.BatchServiceClient(
+                transport=BatchServiceGrpcTransport(channel=channel)
+            )
+            return CloudBatchEngine(
+                project=self.gcp_project or "emulator", location=self.gcp_location, client=client
+            )
         from robotoff_batch.gcp_credentials import load_credentials
 
         credentials, project = load_credentials()

@@ -1,0 +1,186 @@
+"""The Google path end to end: gs:// staging on the GCS emulator, the real BatchServiceClient
+against the gRPC fake (whose tasks run the real spellcheck container through the local
+runner), the sensor, and the import into a real PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.job_types import load_registry
+from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.resources import (
+    BatchEngineResource,
+    LaunchSettingsResource,
+    PredictionStoreResource,
+    ProductDumpResource,
+    StagingResource,
+)
+from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
+from tests.fakes.settings import STAGING_BUCKET, TEST_LOCATION, TEST_PROJECT
+from tests.test_e2e import (
+    db_rows,
+    failure_text,
+    launch,
+    launched_job_id,
+    make_defs,
+    tick_until_done,
+)
+
+JOB_TYPE = "ingredients-spellcheck"
+
+
+@pytest.fixture
+def spellcheck_batch_service(tmp_path: Path) -> Iterator[FakeBatchService]:
+    """The fake Cloud Batch, playing the spellcheck image with its real entrypoint."""
+    registered = load_registry()[JOB_TYPE]
+    backend = LocalBatchEngine(
+        state_dir=tmp_path / "fake-batch-vms",
+        commands_by_image={
+            registered.config.resources.container_image_uri: list(registered.job_type.local_command)
+        },
+    )
+    with running_fake_batch_service(backend=backend) as service:
+        yield service
+        for name in service.job_names():
+            backend.cancel(job_id=name.rsplit("/", 1)[-1])
+
+
+@pytest.fixture
+def google_resources(
+    spellcheck_batch_service: FakeBatchService, gcs_emulator: Any, pg_db: str
+) -> dict[str, Any]:
+    return {
+        "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
+        "staging": StagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
+        "batch_engine": BatchEngineResource(
+            kind="cloud-batch",
+            gcp_project=TEST_PROJECT,
+            gcp_location=TEST_LOCATION,
+            emulator_host=spellcheck_batch_service.address,
+        ),
+        "prediction_store": PredictionStoreResource(database_url=pg_db),
+        "launch_settings": LaunchSettingsResource(),
+    }
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_gcs_and_cloud_batch_from_launch_to_predictions(
+    google_resources: dict[str, Any],
+    spellcheck_batch_service: FakeBatchService,
+    instance: dg.DagsterInstance,
+    pg_db: str,
+) -> None:
+    defs = make_defs(google_resources)
+    result = launch(defs, instance, limit=60)
+    assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
+
+    bucket = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(
+        STAGING_BUCKET
+    )
+    prefix = f"batch/{JOB_TYPE}/{job_id}/"
+    staged = {b.name.removeprefix(prefix) for b in bucket.list_blobs(prefix=prefix)}
+    assert {"input.parquet", "lexicon.parquet"} <= staged
+
+    created = spellcheck_batch_service.requests["CreateJob"][0]
+    job = created.job
+    assert job.task_groups[0].task_spec.environment.variables["INPUT_FILE_PATH"] == (
+        f"gs://{STAGING_BUCKET}/{prefix}input.parquet"
+    )
+    assert job.task_groups[0].task_spec.environment.variables["BUCKET_NAME"] == STAGING_BUCKET
+    assert job.allocation_policy.instances[0].policy.accelerators[0].type_ == "nvidia-l4"
+
+    calls_before = dict(spellcheck_batch_service.calls)
+    requests, states, _ = tick_until_done(defs, instance, google_resources)
+    assert states[-1] == "SUCCEEDED", states
+    assert requests and requests[0].partition_key == job_id
+    ticks_list_calls = spellcheck_batch_service.calls["ListJobs"] - calls_before.get("ListJobs", 0)
+    assert ticks_list_calls >= 1
+    assert spellcheck_batch_service.calls.get("GetJob", 0) == calls_before.get("GetJob", 0)
+
+    imported = defs.resolve_job_def("import_ingredients_spellcheck").execute_in_process(
+        instance=instance, partition_key=job_id
+    )
+    assert imported.success
+    assert all(c.passed for c in imported.get_asset_check_evaluations())
+
+    expected = {}
+    for blob in bucket.list_blobs(prefix=f"{prefix}output/"):
+        table = pq.read_table(io.BytesIO(blob.download_as_bytes()))
+        for row in table.to_pylist():
+            if row["correction"] != row["text"]:
+                expected[row["code"]] = row["correction"]
+    assert expected
+    rows = db_rows(pg_db, job_id)
+    assert {r["barcode"]: r["data"]["correction"] for r in rows} == expected
+
+
+def test_one_list_jobs_call_per_sensor_tick_with_50_jobs_in_flight(
+    instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """The sensor's tick costs one ListJobs call, whatever the number of jobs in flight."""
+    from datetime import UTC, datetime
+
+    from robotoff_batch.batch.request import build_create_job_request, make_job_id
+    from tests.test_e2e import tick
+
+    registered = load_registry()[JOB_TYPE]
+    with running_fake_batch_service(backend=None) as service:  # jobs stay QUEUED: no VM
+        resources = {
+            "product_dump": ProductDumpResource(),
+            "staging": StagingResource(),
+            "batch_engine": BatchEngineResource(
+                kind="cloud-batch",
+                gcp_project=TEST_PROJECT,
+                gcp_location=TEST_LOCATION,
+                emulator_host=service.address,
+            ),
+            "prediction_store": PredictionStoreResource(database_url=pg_db),
+            "launch_settings": LaunchSettingsResource(),
+        }
+        engine = resources["batch_engine"].get_engine()
+        job_ids = [
+            make_job_id(JOB_TYPE, launched_at=datetime.now(UTC), nonce=str(i)) for i in range(50)
+        ]
+        for job_id in job_ids:
+            engine.submit(
+                request=build_create_job_request(
+                    registered.config.resources,
+                    job_type=JOB_TYPE,
+                    job_id=job_id,
+                    project=TEST_PROJECT,
+                    environment={},
+                    labels={},
+                )
+            )
+        defs = make_defs(resources)
+        before = dict(service.calls)
+        first = tick(defs, instance, resources, None)
+        registered_ids = [k for r in first.dynamic_partitions_requests for k in r.partition_keys]
+        assert sorted(registered_ids) == sorted(job_ids)
+        assert len(first.asset_events) == 50  # each job's first state: QUEUED
+        after_first = dict(service.calls)
+        second = tick(defs, instance, resources, first.cursor)
+        assert not second.asset_events and not second.run_requests
+        per_tick = [
+            {k: after_first.get(k, 0) - before.get(k, 0) for k in after_first},
+            {k: service.calls.get(k, 0) - after_first.get(k, 0) for k in service.calls},
+        ]
+        for calls in per_tick:
+            assert {k: v for k, v in calls.items() if v} == {"ListJobs": 1}
