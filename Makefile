@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 export ROBOTOFF_BATCH_HOME ?= $(CURDIR)/.robotoff-batch
 export DAGSTER_HOME ?= $(ROBOTOFF_BATCH_HOME)/dagster_home
 
-.PHONY: install test lint typecheck unit demo ui lock clean images push-images lint-docker
+.PHONY: install test lint typecheck unit demo ui lock clean image push-image lint-docker stop-db
+JOB ?= ingredients-spellcheck
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,5 +41,20 @@ ui: install
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
-clean:
+# Container images (need a Docker engine: run these where one exists). The image URI is the
+# job config's container_image_uri, so what is pushed is what the job runs.
+image: install
+	docker build -t "$$($(BIN)/robotoff-batch config image $(JOB))" containers/$(JOB)
+
+push-image: image
+	docker push "$$($(BIN)/robotoff-batch config image $(JOB))"
+
+lint-docker: install
+	$(BIN)/hadolint containers/*/Dockerfile
+
+# The embedded PostgreSQL outlives the commands that start it (the CLI, the daemon share it).
+stop-db: install
+	$(BIN)/python -c "from robotoff_batch.paths import home_dir; from robotoff_batch.predictions.embedded import stop_embedded_postgres as s; s(home_dir() / 'postgres')"
+
+clean: stop-db
 	rm -rf $(ROBOTOFF_BATCH_HOME)

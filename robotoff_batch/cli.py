@@ -115,6 +115,18 @@ def config_show(
         typer.echo(request_to_json(req))
 
 
+@config_app.command("image")
+def config_image(job_type: str = typer.Argument(..., help="Job type.")) -> None:
+    """Print the job type's container image URI (used by `make image` / `make push-image`)."""
+    path = JOB_CONFIGS_DIR / f"{job_type}.yaml"
+    try:
+        item = load_job_config(path)
+    except JobConfigError as exc:
+        err_console.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    typer.echo(item.config.resources.container_image_uri)
+
+
 def _table(title: str, columns: list[str]) -> Table:
     table = Table(title=title)
     for col in columns:

@@ -144,7 +144,7 @@ def follow(
     jobs whose partition already exists, so the job is followed and imported once.
     """
     inst = instance()
-    defs = _definitions()
+    _definitions()  # fail early on an invalid job config
     engine = _resource("batch_engine").get_engine()
     name = partitions_def_name(job_type)
     if not inst.has_dynamic_partition(name, job_id):

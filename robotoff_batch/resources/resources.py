@@ -55,7 +55,6 @@ class StagingResource(dg.ConfigurableResource):
             Path(root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
             return staging_from_uri(root)
         from dagster_gcp import GCSResource
-
         from google.cloud import storage
 
         from robotoff_batch.gcp_credentials import load_credentials
