@@ -1,6 +1,6 @@
 """Benchmark the offline CPU spellcheck engine with Open Food Facts' metric.
 
-Data: /work/shared/data/spellcheck/benchmark_dev.jsonl (53 rows of OFF's spellcheck benchmark
+Data: data/spellcheck/benchmark_dev.jsonl (53 rows of OFF's spellcheck benchmark
 v5: original, reference, lang) and a lexicon built from the two 1,000-product sample dumps.
 Scores the identity baseline and a few engine settings, then writes
 benchmarks/results/spellcheck_cpu_dev.json and .md.
@@ -31,10 +31,11 @@ from spellcheck_job.lexicon_cpu import LexiconSpellchecker, Settings  # noqa: E4
 
 from benchmarks.spellcheck_metric import evaluate  # noqa: E402
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon  # noqa: E402
+from robotoff_batch.paths import PROJECT_ROOT  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path("/work/shared/data")
+DEFAULT_DATA = PROJECT_ROOT / "data"  # the copies shipped with the repo
 DUMPS = ("off/food_sample_2026.parquet", "off/food_sample_2025_old_schema.parquet")
 BENCHMARK = "spellcheck/benchmark_dev.jsonl"
 PUBLISHED = [

@@ -27,8 +27,7 @@ from spellcheck_job.main import OUTPUT_SCHEMA  # noqa: E402
 from spellcheck_job.sharding import shard_range  # noqa: E402
 from spellcheck_job.vllm_engine import build_prompt  # noqa: E402
 
-SHARED = Path("/work/shared/data/off")
-DATA = SAMPLE_DATA_DIR if (SAMPLE_DATA_DIR / "food_sample_2026.parquet").exists() else SHARED
+DATA = SAMPLE_DATA_DIR
 SAMPLE = DATA / "food_sample_2026.parquet"
 
 

@@ -11,8 +11,7 @@ import pytest
 from robotoff_batch.job_types.spellcheck_lexicon import LEXICON_SCHEMA, build_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 
-SHARED = Path("/work/shared/data/off")
-DATA = SAMPLE_DATA_DIR if (SAMPLE_DATA_DIR / "food_sample_2026.parquet").exists() else SHARED
+DATA = SAMPLE_DATA_DIR
 SAMPLES = ["food_sample_2026.parquet", "food_sample_2025_old_schema.parquet"]
 
 
