@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ from robotoff_batch.resources import build_resources
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="Validate and inspect job-type configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# Piped or captured output gets wide tables instead of truncated job ids.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 @app.callback()

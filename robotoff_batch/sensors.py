@@ -49,10 +49,19 @@ def build_batch_job_sensor(
         known = {
             jt: context.instance.get_dynamic_partitions(partitions_def_name(jt)) for jt in job_types
         }
+
+        def owner_cancelled(run_id: str) -> bool:
+            run = context.instance.get_run_by_id(run_id)
+            return run is not None and run.status in (
+                dg.DagsterRunStatus.CANCELED,
+                dg.DagsterRunStatus.CANCELING,
+            )
+
         result = poll_jobs(
             engine=batch_engine.get_engine(),
             tracked=decode_cursor(context.cursor),
             known_partitions=known,
+            owner_cancelled=owner_cancelled,
         )
         run_requests = []
         if not launch_settings.webhook_url:  # otherwise Robotoff imports through its webhook

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,6 +18,8 @@ from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState,
 from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
 
 logger = logging.getLogger(__name__)
+
+OWNER_LABEL = "dagster-run-id"
 
 
 def partitions_def_name(job_type: str) -> str:
@@ -91,6 +93,7 @@ def poll_jobs(
     engine: BatchEngine,
     tracked: Mapping[str, Mapping[str, str]],
     known_partitions: Mapping[str, Iterable[str]],
+    owner_cancelled: Callable[[str], bool] | None = None,
 ) -> PollResult:
     """Compare the engine's jobs with what we last saw; one ``list_jobs`` call in the usual case.
 
@@ -123,6 +126,14 @@ def poll_jobs(
         status = found
         if status.state == JobState.FAILED:
             status = engine.get_job(job_id=job_id)  # full events and per-task exit codes
+        owner = status.labels.get(OWNER_LABEL)
+        if not status.state.is_terminal and owner and owner_cancelled and owner_cancelled(owner):
+            logger.warning("cancelling %s: its Dagster run %s was cancelled", job_id, owner)
+            engine.cancel(job_id=job_id)
+            try:
+                status = engine.get_job(job_id=job_id)
+            except JobNotFoundError:
+                status = JobStatus(job_id=job_id, state=JobState.DELETED, labels=status.labels)
         previous = info["state"]
         if status.state.value == previous:
             continue

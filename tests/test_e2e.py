@@ -6,6 +6,7 @@ The real spellcheck container entrypoint runs as local processes; nothing of our
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,3 +332,28 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     assert n == len(output_changes(tmp_path / "staging", job_id))
     importer.execute_in_process(instance=instance, partition_key=job_id)
     assert len(db_rows(pg_db, job_id)) == n
+
+
+def test_job_of_a_cancelled_run_is_cancelled(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """A batch job whose launching Dagster run was cancelled is cancelled: no orphan job."""
+    # the image is played by a container that sleeps: the job runs when the sensor looks
+    resources = make_resources(tmp_path, pg_db)
+    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
+    resources["batch_engine"] = BatchEngineResource(
+        kind="local",
+        state_dir=str(tmp_path / "batch"),
+        local_commands={image: [sys.executable, "-c", "import time; time.sleep(600)"]},
+    )
+    defs = make_defs(resources)
+    result = launch(defs, instance, limit=10)
+    assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
+    engine = resources["batch_engine"].get_engine()
+    run = instance.get_run_by_id(result.run_id)
+    instance.report_run_canceled(run)
+    first = tick(defs, instance, resources, None)
+    assert engine.get_job(job_id=job_id).state == JobState.DELETED
+    states = [str(e.metadata["state"].value) for e in first.asset_events]
+    assert states == ["DELETED"] and not first.run_requests

@@ -37,6 +37,7 @@ from robotoff_batch.resources import (
     StagingResource,
 )
 from robotoff_batch.tracking import (
+    OWNER_LABEL,
     batch_job_asset_key,
     import_job_name,
     partitions_def_name,
@@ -182,7 +183,7 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
             job_uri=job_uri, staged=staged, webhook_url=launch_settings.webhook_url
         )
         engine = batch_engine.get_engine()
-        labels = {"dagster-run-id": context.run_id}
+        labels = {OWNER_LABEL: context.run_id}
         try:
             status, request = pipeline.submit_job(
                 engine=engine,

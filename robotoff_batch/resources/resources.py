@@ -93,6 +93,11 @@ class BatchEngineResource(dg.ConfigurableResource):
         description="host:port of a Batch API emulator speaking gRPC without TLS and without "
         "credentials (tests); the Batch counterpart of STORAGE_EMULATOR_HOST.",
     )
+    local_commands: dict[str, list[str]] | None = Field(
+        default=None,
+        description="Local runner only: image URI -> argv that plays it, overriding the job "
+        "types' own local commands (e.g. to debug a container).",
+    )
     _engine: Any = PrivateAttr(default=None)
 
     def get_engine(self) -> BatchEngine:
@@ -109,6 +114,7 @@ class BatchEngineResource(dg.ConfigurableResource):
                 r.config.resources.container_image_uri: list(r.job_type.local_command)
                 for r in load_registry().values()
             }
+            commands.update(self.local_commands or {})
             state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
             return LocalBatchEngine(state_dir=state, commands_by_image=commands)
         from robotoff_batch.batch.cloud_batch import CloudBatchEngine
