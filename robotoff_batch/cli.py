@@ -247,8 +247,17 @@ def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id."))
 @app.command("cancel")
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
     """Cancel a batch job (Cloud Batch: delete it); a job already gone is not an error."""
-    _engine().cancel(job_id=job_id)
-    console.print(f"cancelled {job_id}")
+    engine = _engine()
+    try:
+        before = engine.get_job(job_id=job_id).state
+    except JobNotFoundError:
+        console.print(f"no batch job {job_id!r}: nothing to cancel")
+        return
+    if before.is_terminal:
+        console.print(f"{job_id} already ended {before.value}: nothing to cancel")
+        return
+    engine.cancel(job_id=job_id)
+    console.print(f"cancelled {job_id} (was {before.value})")
 
 
 @app.command("demo")

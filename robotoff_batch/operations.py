@@ -62,7 +62,9 @@ def dagster_home() -> Path:
     """``DAGSTER_HOME``, defaulting to <ROBOTOFF_BATCH_HOME>/dagster_home (SQLite storage)."""
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").touch()  # SQLite storage under DAGSTER_HOME, said explicitly
+    config = path / "dagster.yaml"
+    if not config.exists():  # SQLite storage under DAGSTER_HOME, said explicitly
+        config.write_text("telemetry:\n  enabled: false\n")
     return path
 
 
@@ -105,6 +107,13 @@ def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
     if job_type not in registry:
         raise OperationError(f"unknown job type {job_type!r} (known: {', '.join(registry)})")
     launch_cls = registry[job_type].job_type.launch_config
+    # dg.Config accepts unknown keyword arguments; a typo must not launch the default selection
+    unknown = sorted(set(params) - set(launch_cls.model_fields))
+    if unknown:
+        raise OperationError(
+            f"unknown launch parameter(s) {unknown} for {job_type}; "
+            f"known: {', '.join(launch_cls.model_fields)}"
+        )
     try:
         launch_config = launch_cls(**params)
     except Exception as exc:  # pydantic's ValidationError, with the field names

@@ -70,7 +70,7 @@ class TaskStatus:
     @property
     def exit_reason(self) -> str | None:
         """Who ended the task: Batch's own reserved codes are told from the container's."""
-        if self.exit_code is None:
+        if self.exit_code in (None, 0):
             return None
         if self.exit_code in BATCH_RESERVED_EXIT_CODES:
             return f"Cloud Batch: {BATCH_RESERVED_EXIT_CODES[self.exit_code]}"

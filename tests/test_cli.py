@@ -1,0 +1,76 @@
+"""The CLI end to end on embedded defaults (local runner, real PostgreSQL, a Dagster instance
+under a temporary DAGSTER_HOME)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from robotoff_batch import operations
+from robotoff_batch.cli import app
+from robotoff_batch.tracking import partitions_def_name
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("ROBOTOFF_DATABASE_URL", pg_db)
+    monkeypatch.delenv("ROBOTOFF_BATCH_ENV", raising=False)
+    operations._definitions.cache_clear()
+    operations._resource.cache_clear()
+    yield tmp_path
+    operations._definitions.cache_clear()
+    operations._resource.cache_clear()
+
+
+def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
+    launched = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=80", "--wait"])
+    assert launched.exit_code == 0, launched.output
+    job_id = re.search(r"launched batch job (\S+) \(80 products\)", launched.output).group(1)
+    assert f"{job_id}: (new) → QUEUED" in launched.output
+    imported = int(re.search(r"imported (\d+) predictions", launched.output).group(1))
+
+    # the launch and the import are runs of the same Dagster instance the UI reads
+    instance = dg.DagsterInstance.get()
+    jobs = {r.job_name for r in instance.get_runs()}
+    assert {"launch_ingredients_spellcheck", "import_ingredients_spellcheck"} <= jobs
+    assert instance.has_dynamic_partition(partitions_def_name("ingredients-spellcheck"), job_id)
+    assert operations.count(job_id=job_id) == imported
+
+    table = runner.invoke(app, ["status"])
+    assert table.exit_code == 0 and job_id in table.output and "SUCCEEDED" in table.output
+    one = runner.invoke(app, ["status", job_id])
+    assert "Task 0 succeeded" in one.output and "QUEUED" in one.output
+
+    again = runner.invoke(app, ["import", job_id])
+    assert again.exit_code == 0 and "already imported: nothing changed" in again.output
+    assert operations.count(job_id=job_id) == imported
+
+    done = runner.invoke(app, ["cancel", job_id])
+    assert "already ended SUCCEEDED: nothing to cancel" in done.output
+    unknown = runner.invoke(app, ["cancel", "no-such-job-1"])
+    assert "nothing to cancel" in unknown.output
+    assert runner.invoke(app, ["status", "no-such-job-1"]).exit_code == 1
+
+
+def test_bad_launch_parameters_and_empty_selection(cli_env: Path) -> None:
+    bad = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=many"])
+    assert (
+        bad.exit_code == 1 and "limit" in bad.output and "invalid launch parameters" in (bad.output)
+    )
+    typo = runner.invoke(app, ["launch", "ingredients-spellcheck", "limt=5"])
+    assert typo.exit_code == 1 and "limt" in typo.output
+    nothing = runner.invoke(app, ["launch", "ingredients-spellcheck", "codes=[none-such]"])
+    assert nothing.exit_code == 1 and "matched no product" in nothing.output
+    assert "no batch job is launched" in nothing.output
+    assert not list((cli_env / "home" / "local-batch").glob("ingredients-*"))
+    unknown = runner.invoke(app, ["launch", "nope"])
+    assert unknown.exit_code == 1 and "unknown job type 'nope'" in unknown.output
