@@ -28,7 +28,9 @@ from robotoff_batch.batch.request import make_job_id, request_to_json
 from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.extraction import ExtractionError, check_dump
 from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import OutputError
 from robotoff_batch.paths import home_dir
+from robotoff_batch.predictions.store import PredictionImportError
 from robotoff_batch.resources import (
     BatchEngineResource,
     LaunchSettingsResource,
@@ -262,7 +264,8 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
             outcome = pipeline.import_job_output(
                 engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
             )
-        except (pipeline.PipelineError, ValueError) as exc:
+        except (pipeline.PipelineError, OutputError, PredictionImportError) as exc:
+            # Bad output is not transient: no retry (an unreachable database is retried).
             raise dg.Failure(
                 description=f"import of {job_id} refused: {exc}", allow_retries=False
             ) from None
