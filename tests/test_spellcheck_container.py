@@ -171,13 +171,50 @@ def test_webhook_called_by_task_zero(job_dir: Path, tmp_path: Path) -> None:
 
 
 def test_engine_fixes_a_typo_and_keeps_correct_text_identical() -> None:
-    engine = LexiconSpellchecker({"chocolat": 50, "sucre": 80, "lait": 40, "crème": 10})
-    assert engine.correct("Sucre, chocollat 20%, lait") == "Sucre, chocolat 20%, lait"
-    assert engine.correct("CHOCOLTA noir") == "CHOCOLAT noir"
+    engine = LexiconSpellchecker({"fr": {"chocolat": 50, "sucre": 80, "lait": 40, "crème": 10}})
+    assert engine.correct("Sucre, chocollat 20%, lait", "fr") == "Sucre, chocolat 20%, lait"
+    assert engine.correct("CHOCOLTA noir", "fr") == "CHOCOLAT noir"
     assert engine.correct("Chocolta, creme", "fr") == "Chocolat, crème"
     correct = "Sucre,  CHOCOLAT (cacao 70 %), E322, lait*\n_lait_ écrémé."
-    assert engine.correct(correct) == correct
-    assert engine.correct("chocolat2 E330 5e") == "chocolat2 E330 5e"
+    assert engine.correct(correct, "fr") == correct
+    assert engine.correct("chocolat2 E330 5e", "fr") == "chocolat2 E330 5e"
+
+
+def test_engine_never_takes_a_correction_from_another_language() -> None:
+    english = LexiconSpellchecker({"en": {"vanilla": 50}})
+    # Spanish VAINILLA is not English VANILLA's typo: unchanged in a Spanish text...
+    assert english.correct("SABOR VAINILLA", "es") == "SABOR VAINILLA"
+    # ...and even a real typo of an English word is not fixed in a Spanish text,
+    assert english.correct("sabor vanlla", "es") == "sabor vanlla"
+    # though it is in an English one.
+    assert english.correct("vanlla flavour", "en") == "vanilla flavour"
+    # A text without a language, or in a language the lexicon lacks, is left alone.
+    assert english.correct("vanlla flavour", None) == "vanlla flavour"
+    assert english.correct("vanlla flavour", "de") == "vanlla flavour"
+
+    spanish = LexiconSpellchecker({"es": {"vainilla": 20}})
+    assert spanish.correct("SABOR VAINLLA", "es") == "SABOR VAINILLA"
+    assert spanish.correct("SABOR VAINLLA", "ES") == "SABOR VAINILLA"  # codes are normalised
+    assert spanish.correct("VAINLLA flavour", "en") == "VAINLLA flavour"
+
+    # Accents and split words also come only from the text's own language.
+    french = LexiconSpellchecker({"fr": {"crème": 10, "lécithines": 5}, "en": {"cream": 9}})
+    assert french.correct("creme, léci - thines", "fr") == "crème, lécithines"
+    assert french.correct("creme, léci - thines", "es") == "creme, léci - thines"
+
+
+def test_engine_keeps_a_word_known_in_any_language() -> None:
+    engine = LexiconSpellchecker({"es": {"vainilla": 20}, "en": {"vanilla": 50}})
+    # VANILLA is one edit from Spanish VAINILLA, but it is a known (English) word.
+    assert engine.correct("SABOR VANILLA", "es") == "SABOR VANILLA"
+    assert engine.correct("SABOR VAINILLA", "en") == "SABOR VAINILLA"
+    # Rows without a language are dropped by from_rows; language codes are lowercased.
+    rows = [("ES", "vainilla", 20), (None, "vanilla", 50), ("", "vanila", 3)]
+    built = LexiconSpellchecker.from_rows(rows)
+    assert built.languages == ["es"] and set(built.counts) == {"vainilla"}
+    assert built.correct("vanilla", "es") == "vainilla"  # unknown in every language here
+    assert built.correct_batch(["vainlla", None], ["es", "es"]) == ["vainilla", None]
+    assert built.correct_batch(["vainlla"]) == ["vainlla"]  # no language given
 
 
 def test_shards_partition_rows() -> None:

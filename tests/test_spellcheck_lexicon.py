@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from robotoff_batch.job_types.spellcheck_lexicon import LEXICON_SCHEMA, build_lexicon
@@ -27,6 +29,37 @@ def test_lexicon_from_sample(sample: str) -> None:
     assert pc.min(table.column("n")).as_py() >= 1
     langs = set(table.column("lang").to_pylist())
     assert "en" in langs and all(lang and lang == lang.lower() for lang in langs)
+    # lang is the product's language, not the ingredient id's taxonomy prefix (mostly "en").
+    product_langs = {
+        row[0]
+        for row in duckdb.sql(
+            "SELECT DISTINCT lower(lang) FROM read_parquet($path) WHERE lang IS NOT NULL",
+            params={"path": str(path)},
+        ).fetchall()
+    }
+    assert langs <= product_langs
+    pairs = set(zip(table.column("lang").to_pylist(), words, strict=True))
+    assert {("fr", "sucre"), ("en", "sugar"), ("es", "harina")} <= pairs
+    assert ("en", "harina") not in pairs  # a Spanish word is not filed as English
+
+
+def test_lexicon_is_keyed_by_product_language(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.parquet"
+    ingredients = [
+        '[{"id": "en:vanilla", "text": "vainilla", "is_in_taxonomy": 1}]',
+        '[{"id": "en:vanilla", "text": "Vanilla", "is_in_taxonomy": true,'
+        ' "ingredients": [{"id": "en:sugar", "text": "sugar", "is_in_taxonomy": 1}]}]',
+        '[{"id": "en:sugar", "text": "azucar", "is_in_taxonomy": 1}]',
+        '[{"id": "fr:truc", "text": "truc", "is_in_taxonomy": 0}]',
+    ]
+    pq.write_table(pa.table({"lang": ["es", "EN", None, "fr"], "ingredients": ingredients}), dump)
+    table = build_lexicon(duckdb.connect(), str(dump))
+    assert table.schema == LEXICON_SCHEMA
+    assert table.to_pylist() == [
+        {"lang": "en", "word": "sugar", "n": 1},
+        {"lang": "en", "word": "vanilla", "n": 1},
+        {"lang": "es", "word": "vainilla", "n": 1},
+    ]
 
 
 def test_path_is_a_parameter_not_sql(tmp_path: Path) -> None:
@@ -34,7 +67,7 @@ def test_path_is_a_parameter_not_sql(tmp_path: Path) -> None:
     con = duckdb.connect()
     src = DATA / SAMPLES[0]
     con.execute(
-        "COPY (SELECT ingredients FROM read_parquet(?)) TO '"
+        "COPY (SELECT lang, ingredients FROM read_parquet(?)) TO '"
         + str(weird).replace("'", "''")
         + "' (FORMAT parquet)",
         [str(src)],

@@ -3,10 +3,14 @@
 A wrong suggestion costs a volunteer's time, so the engine only changes a word when it is
 confident:
 
+* the lexicon is per language (the language of the product texts its words were read from);
+  a replacement is only ever taken from the lexicon of the text's own language (``lang``), never
+  from another one (Spanish ``VAINILLA`` is not "corrected" to English ``VANILLA``); a text
+  without a language is left unchanged;
 * the text is cut into letter-only words and everything else (spaces, punctuation, digits,
   E-numbers, percentages...) which is copied byte for byte; a run of letters glued to digits
   (``E330``, ``T0``, ``5e``) is never touched, and allergen markup (``_lait_``) is kept;
-* a word already in the lexicon (any language) is left alone; so are words shorter than
+* a word already in the lexicon of *any* language is left alone; so are words shorter than
   ``min_length`` letters (accent restoration excepted, see below);
 * **accents**: an unknown word without accents whose accent-stripped form matches exactly one
   lexicon word (``creme`` -> ``crème``) takes that word's accents, only in languages that use
@@ -21,8 +25,9 @@ confident:
   spaces) is joined when the joined form is a lexicon word;
 * the original casing pattern (UPPER, Title, lower) is re-applied to the replacement.
 
-Candidates are found with a SymSpell-style deletion index, so a lookup costs a few dict probes.
-The engine is deterministic: ties are broken by count then alphabetically.
+Candidates are found with a SymSpell-style deletion index (one per language, built on first
+use), so a lookup costs a few dict probes. The engine is deterministic: ties are broken by count
+then alphabetically.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 ENGINE_NAME = "lexicon-cpu"
@@ -39,7 +44,6 @@ ENGINE_NAME = "lexicon-cpu"
 _ALNUM = re.compile(r"[^\W_]+")
 # "léci - thines": letters, spaced hyphen, letters (line-break hyphenation kept by OCR).
 _SPLIT = re.compile(r"(?<![\w-])([^\W\d_]{2,}) - ([^\W\d_]{2,})(?![\w-])")
-# Endings whose addition or removal is an inflection, not a typo.
 # Languages where a missing accent is a spelling error worth restoring.
 ACCENT_LANGS = frozenset({"fr", "es", "it", "pt", "ca"})
 
@@ -130,49 +134,111 @@ def _has_marks(word: str) -> bool:
     return strip_accents(word) != word
 
 
+def normalise_lang(lang: str | None) -> str | None:
+    """A language code as the lexicon stores it (``" FR"`` -> ``"fr"``); empty -> None."""
+    if lang is None:
+        return None
+    lang = lang.strip().lower()
+    return lang or None
+
+
+class _LanguageIndex:
+    """The correction sources of one language: its word counts, accent map, deletion index."""
+
+    def __init__(self, counts: Mapping[str, int], settings: Settings) -> None:
+        self.counts = counts
+        self.accents: dict[str, list[str]] = defaultdict(list)
+        self.index: dict[str, list[str]] = defaultdict(list)
+        for word in sorted(counts):
+            self.accents[strip_accents(word)].append(word)
+            if counts[word] >= settings.min_count and len(word) >= 3:
+                for key in _deletes(word, settings.max_distance):
+                    self.index[key].append(word)
+
+
 class LexiconSpellchecker:
-    """Correct ingredient texts against a word lexicon (word -> occurrences)."""
+    """Correct ingredient texts against per-language word lexicons (lang -> word -> count).
+
+    A word is *known* when any language's lexicon has it; a replacement comes only from the
+    lexicon of the text's language.
+    """
 
     name = ENGINE_NAME
 
-    def __init__(self, counts: Mapping[str, int], settings: Settings | None = None) -> None:
+    def __init__(
+        self, lexicon: Mapping[str, Mapping[str, int]], settings: Settings | None = None
+    ) -> None:
         self.settings = settings or Settings()
-        self.counts: dict[str, int] = {w.lower(): int(n) for w, n in counts.items() if w}
-        self._accents: dict[str, list[str]] = defaultdict(list)
-        self._index: dict[str, list[str]] = defaultdict(list)
-        index_distance = self.settings.max_distance
-        for word in sorted(self.counts):
-            self._accents[strip_accents(word)].append(word)
-            if self.counts[word] >= self.settings.min_count and len(word) >= 3:
-                for key in _deletes(word, index_distance):
-                    self._index[key].append(word)
-        self._cache: dict[tuple[str, bool], str | None] = {}
+        self.lexicons: dict[str, dict[str, int]] = {}
+        for lang, words in lexicon.items():
+            if not isinstance(words, Mapping):
+                raise TypeError(
+                    "lexicon must map a language to its word counts, e.g. {'fr': {'sucre': 3}}"
+                )
+            key = normalise_lang(lang)
+            if key is None:
+                continue
+            merged = self.lexicons.setdefault(key, {})
+            for word, n in words.items():
+                if word:
+                    merged[word.lower()] = merged.get(word.lower(), 0) + int(n)
+        # Every word of every language, counts summed: what "known" means (and the size logged).
+        self.counts: dict[str, int] = defaultdict(int)
+        for words in self.lexicons.values():
+            for word, n in words.items():
+                self.counts[word] += n
+        self.counts = dict(self.counts)
+        self._known_accents: set[str] = {strip_accents(w) for w in self.counts}
+        self._languages: dict[str, _LanguageIndex] = {}
+        self._cache: dict[tuple[str, bool, str], str | None] = {}
 
     @classmethod
     def from_rows(
         cls, rows: Iterable[tuple[str | None, str, int]], settings: Settings | None = None
     ) -> LexiconSpellchecker:
-        """Build the engine from lexicon rows (lang, word, n), summing counts over languages."""
-        counts: dict[str, int] = defaultdict(int)
-        for _lang, word, n in rows:
-            if word:
-                counts[word.lower()] += int(n)
-        return cls(counts, settings)
+        """Build the engine from lexicon rows (lang, word, n); rows without a language are
+        dropped (their words could not be attributed to a text language)."""
+        lexicon: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for lang, word, n in rows:
+            key = normalise_lang(lang)
+            if word and key is not None:
+                lexicon[key][word.lower()] += int(n)
+        return cls(lexicon, settings)
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages the lexicon has words for, sorted."""
+        return sorted(self.lexicons)
+
+    def _language(self, lang: str) -> _LanguageIndex | None:
+        """The (lazily built) index of one language, or None when the lexicon lacks it."""
+        if lang not in self._languages:
+            words = self.lexicons.get(lang)
+            if not words:
+                return None
+            self._languages[lang] = _LanguageIndex(words, self.settings)
+        return self._languages[lang]
 
     # -- one word ---------------------------------------------------------------------------
 
-    def _suggest(self, lower: str, accents: bool) -> str | None:
+    def _suggest(self, lower: str, accents: bool, lang: str) -> str | None:
         """The lowercase replacement of an unknown lowercase word, or None to keep it.
 
-        ``accents``: whether restoring missing accents is allowed for this word.
+        ``accents``: whether restoring missing accents is allowed for this word. Candidates
+        come only from ``lang``'s lexicon; a word known in any language is kept.
         """
         s = self.settings
         if lower in self.counts:
             return None
-        same = [w for w in self._accents.get(strip_accents(lower), []) if w != lower]
-        if same:
-            # Only restore accents on a bare word (never remove or move them: "magnésium" is
-            # right in French even if the lexicon only knows English "magnesium").
+        own = self._language(lang)
+        if own is None:
+            return None
+        bare = strip_accents(lower)
+        if bare in self._known_accents:
+            # An accent variant of a known word (in some language): never typo-correct it.
+            # Only restore accents on a bare word, from the text's language (never remove or
+            # move them: "magnésium" is right in French even if English has "magnesium").
+            same = [w for w in own.accents.get(bare, []) if w != lower]
             if (
                 accents
                 and len(same) == 1
@@ -186,10 +252,10 @@ class LexiconSpellchecker:
         limit = s.max_distance if len(lower) >= s.long_length else 1
         found: dict[str, int] = {}
         for key in _deletes(lower, limit):
-            for cand in self._index.get(key, ()):
+            for cand in own.index.get(key, ()):
                 if cand not in found:
                     found[cand] = osa_distance(lower, cand, limit)
-        ranked = sorted((d, -self.counts[c], c) for c, d in found.items() if d <= limit)
+        ranked = sorted((d, -own.counts[c], c) for c, d in found.items() if d <= limit)
         if not ranked:
             return None
         best_d, neg_n, best = ranked[0]
@@ -200,42 +266,53 @@ class LexiconSpellchecker:
             return None
         return best
 
-    def correct_word(self, word: str, lang: str | None = None) -> str:
+    def correct_word(self, word: str, lang: str | None) -> str:
         """Return the corrected word (casing preserved), or ``word`` itself when unsure.
 
-        Accents are restored only for ``lang`` in ``ACCENT_LANGS`` (or unknown) and never on
-        an all-capitals word (capitals commonly drop accents).
+        ``lang`` is the text's language: replacements come only from its lexicon, and a word
+        of a text without a language is never changed. Accents are restored only for ``lang``
+        in ``ACCENT_LANGS`` and never on an all-capitals word (capitals commonly drop accents).
         """
-        if not word.isalpha():
+        code = normalise_lang(lang)
+        if code is None or not word.isalpha():
             return word
         if not word.islower() and not word.isupper() and not word[1:].islower():
             return word  # mixed case such as "McCain": leave it
         lower = word.lower()
-        accents = (lang is None or lang in ACCENT_LANGS) and not (word.isupper() and len(word) > 1)
-        key = (lower, accents)
+        accents = code in ACCENT_LANGS and not (word.isupper() and len(word) > 1)
+        key = (lower, accents, code)
         if key not in self._cache:
-            self._cache[key] = self._suggest(lower, accents)
+            self._cache[key] = self._suggest(lower, accents, code)
         suggestion = self._cache[key]
         return word if suggestion is None else apply_case(word, suggestion)
 
     # -- whole text -------------------------------------------------------------------------
 
-    def _join(self, match: re.Match[str]) -> str:
-        left, right = match.group(1), match.group(2)
-        joined = (left + right).lower()
-        if self.counts.get(joined, 0) >= self.settings.min_count:
-            return left + right.lower() if not right.isupper() else left + right
-        return match.group(0)
+    def _joiner(self, lang: str) -> Callable[[re.Match[str]], str]:
+        """Join ``léci - thines`` when ``lang``'s lexicon has the joined word."""
+        words = self.lexicons.get(lang, {})
 
-    def correct(self, text: str, lang: str | None = None) -> str:
+        def join(match: re.Match[str]) -> str:
+            left, right = match.group(1), match.group(2)
+            joined = (left + right).lower()
+            if words.get(joined, 0) >= self.settings.min_count:
+                return left + right.lower() if not right.isupper() else left + right
+            return match.group(0)
+
+        return join
+
+    def correct(self, text: str, lang: str | None) -> str:
         """Correct one ingredient text; parts not corrected are returned byte-identical.
 
-        ``lang`` is the text's language (the product's), used to decide on accents.
+        ``lang`` is the text's language (the product's): corrections come only from that
+        language's lexicon, so a text whose language is None (or absent from the lexicon) is
+        returned unchanged.
         """
-        if not text:
+        code = normalise_lang(lang)
+        if not text or code is None or code not in self.lexicons:
             return text
         if self.settings.join_split_words and " - " in text:
-            text = _SPLIT.sub(self._join, text)
+            text = _SPLIT.sub(self._joiner(code), text)
         out: list[str] = []
         last = 0
         for match in _ALNUM.finditer(text):
@@ -244,7 +321,7 @@ class LexiconSpellchecker:
             if not token.isalpha():  # digits inside: E330, T0, 5e, 100g...
                 continue
             out.append(text[last:start])
-            out.append(self.correct_word(token, lang))
+            out.append(self.correct_word(token, code))
             last = end
         out.append(text[last:])
         return "".join(out)
@@ -252,7 +329,10 @@ class LexiconSpellchecker:
     def correct_batch(
         self, texts: Sequence[str | None], langs: Sequence[str | None] | None = None
     ) -> list[str | None]:
-        """Correct many texts (None stays None); ``langs`` aligned with ``texts`` if given."""
+        """Correct many texts (None stays None); ``langs`` aligned with ``texts``.
+
+        Without ``langs`` no text has a language, so nothing is changed.
+        """
         languages = langs if langs is not None else [None] * len(texts)
         return [
             None if t is None else self.correct(t, lang)
