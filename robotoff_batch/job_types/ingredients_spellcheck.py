@@ -8,7 +8,11 @@ correction differs from the text become Robotoff predictions of type ``ingredien
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -29,7 +33,7 @@ from robotoff_batch.job_types.base import (
     OutputError,
 )
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
-from robotoff_batch.paths import CONTAINERS_DIR
+from robotoff_batch.paths import CONTAINERS_DIR, home_dir
 
 PREDICTION_TYPE = "ingredient_spellcheck"
 OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")
@@ -97,19 +101,39 @@ def extract(
         progress=progress,
     )
     files = {"input.parquet": input_path}
-    lexicon_rows = 0
+    metadata: dict[str, object] = {"extraction_s": round(result.duration_s, 3)}
     if result.rows:
         lexicon_path = work_dir / "lexicon.parquet"
-        with duckdb.connect() as con:
-            lexicon = build_lexicon(con, dump_path)
-        pq.write_table(lexicon, lexicon_path)
+        cached, hit = cached_lexicon(dump_path)
+        shutil.copyfile(cached, lexicon_path)
         files["lexicon.parquet"] = lexicon_path
-        lexicon_rows = lexicon.num_rows
-    return ExtractedInput(
-        rows=result.rows,
-        files=files,
-        metadata={"lexicon_words": lexicon_rows, "extraction_s": round(result.duration_s, 3)},
-    )
+        metadata["lexicon_words"] = pq.read_metadata(lexicon_path).num_rows
+        metadata["lexicon_cache"] = "hit" if hit else "built"
+    return ExtractedInput(rows=result.rows, files=files, metadata=metadata)
+
+
+def cached_lexicon(dump_path: str) -> tuple[Path, bool]:
+    """The CPU engine's lexicon of a dump, built once per dump file (it scans every product's
+    ingredients: ~38 s on a 1M-product dump, against ~1 s for the selection itself).
+
+    The cache key is the dump's path, size and modification time, and the builder's source, so
+    a new dump or a changed builder rebuilds it. Returns (path, whether it was cached).
+    """
+    stat = Path(dump_path).stat()
+    builder = Path(inspect.getfile(build_lexicon)).read_bytes()
+    key = hashlib.sha256(
+        f"{Path(dump_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + builder
+    ).hexdigest()[:16]
+    cache = home_dir() / "cache" / f"lexicon-{key}.parquet"
+    if cache.exists():
+        return cache, True
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect() as con:
+        lexicon = build_lexicon(con, dump_path)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    pq.write_table(lexicon, tmp)
+    os.replace(tmp, cache)  # atomic: a concurrent launch sees the whole file or none
+    return cache, False
 
 
 def to_predictions(
