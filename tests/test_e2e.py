@@ -357,3 +357,27 @@ def test_job_of_a_cancelled_run_is_cancelled(
     assert engine.get_job(job_id=job_id).state == JobState.DELETED
     states = [str(e.metadata["state"].value) for e in first.asset_events]
     assert states == ["DELETED"] and not first.run_requests
+
+
+def test_with_a_webhook_robotoff_imports_and_the_sensor_requests_nothing(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    resources = make_resources(tmp_path, pg_db)
+    defs = make_defs(resources)
+    result = launch(defs, instance, limit=10)
+    assert result.success, failure_text(result)
+    with_webhook = dict(resources)
+    with_webhook["launch_settings"] = LaunchSettingsResource(
+        webhook_url="https://robotoff.example/api/v1/batch/import"
+    )
+    cursor: str | None = None
+    states: list[str] = []
+    for _ in range(120):
+        tick_result = tick(defs, instance, with_webhook, cursor)
+        cursor = tick_result.cursor
+        assert not tick_result.run_requests
+        states += [str(e.metadata["state"].value) for e in tick_result.asset_events or []]
+        if "SUCCEEDED" in states:
+            break
+        time.sleep(0.25)
+    assert states[-1] == "SUCCEEDED"
