@@ -59,7 +59,6 @@ class JobType:
     local_command: Sequence[str]
     # Reads one output Parquet stream and yields Robotoff prediction batches.
     to_predictions: Callable[..., Iterator[pa.RecordBatch]]  # (source=, batch_job_id=, stats=)
-    output_columns: Sequence[str]
     prediction_type: str
     description: str = ""
 

@@ -217,7 +217,6 @@ JOB_TYPE = JobType(
         "lexicon-cpu",
     ),
     to_predictions=to_predictions,
-    output_columns=OUTPUT_COLUMNS,
     prediction_type=PREDICTION_TYPE,
 )
 
