@@ -29,12 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,23 +44,24 @@ import pyarrow.parquet as pq
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
+    build_report,
+    configure_logging,
+    environment,
+    generated_line,
+    markdown_report,
+    mib,
+    proc_status_bytes,
+    remove_work_dir,
+    run_worker,
+    write_report,
+)
+
 SAMPLE = PROJECT_ROOT / "data" / "off" / "food_sample_2026.parquet"
 JOB_TYPE = "ingredients-spellcheck"
 ENGINE, ENGINE_VERSION = "lexicon-cpu", "1"  # what the CPU container writes
 logger = logging.getLogger("import_benchmark")
-
-
-def _proc_status_bytes(field: str) -> int:
-    """A ``/proc/self/status`` memory field (VmHWM: peak RSS of this process image)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
 
 
 # -- output files ---------------------------------------------------------------------------
@@ -147,7 +145,7 @@ def worker(args: argparse.Namespace) -> int:
     paths = sorted(Path(args.outputs).glob("part-*.parquet"))
     store = PredictionStore(conninfo=args.conninfo)
     store.ensure_schema()
-    rss_before = _proc_status_bytes("VmRSS")
+    rss_before = proc_status_bytes("VmRSS")
     job_id = args.job_id
 
     stats: dict[str, int] = {}
@@ -159,7 +157,7 @@ def worker(args: argparse.Namespace) -> int:
         source_stats=stats,
     )
     import_s = time.monotonic() - t0
-    peak_import = _proc_status_bytes("VmHWM")
+    peak_import = proc_status_bytes("VmHWM")
     assert not result.already_imported, result
     in_db = store.count_predictions(batch_job_id=job_id)
 
@@ -198,7 +196,7 @@ def worker(args: argparse.Namespace) -> int:
                 "converted_rows": converted,
                 "rss_before_bytes": rss_before,
                 "peak_rss_bytes": peak_import,
-                "peak_rss_end_bytes": _proc_status_bytes("VmHWM"),
+                "peak_rss_end_bytes": proc_status_bytes("VmHWM"),
             }
         )
     )
@@ -219,8 +217,7 @@ def run_case(outputs: Path, *, conninfo: str, job_id: str, reimports: int) -> di
         "--reimports",
         str(reimports),
     ]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_worker(cmd)
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -228,39 +225,38 @@ def run_case(outputs: Path, *, conninfo: str, job_id: str, reimports: int) -> di
 
 def to_markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [
-        "# Import benchmark (ingredients-spellcheck output → `prediction` table)",
-        "",
-        f"Generated {report['generated_at']} on {env['cpus']} CPUs, {env['platform']}, "
-        f"Python {env['python']}, pyarrow {env['pyarrow']}, psycopg {env['psycopg']}, "
-        f"embedded PostgreSQL {env['postgresql']} (default settings, fresh data directory, "
-        f"started in {env['postgres_start_s']:.1f} s). Output files: "
-        f"{env['files_per_job']} per job (one per container task, written with "
-        "`pq.write_table` like the container), real ingredient lists of "
-        "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
-        f"changed fraction {env['changed_fraction']} (each changed row is one prediction). "
-        "The cases run in this order against one database: each import also updates the "
-        "indexes (GIN on `data` among them) of the rows already there.",
-        "",
-        "import s = `import_predictions` wall time (read Parquet → `to_predictions` → validate → "
-        "COPY, one transaction); rows/s = predictions imported per second; convert only = the "
-        "same stream without the database; re-import = the same job again (ledger hit, nothing "
-        "read), median of the repeats; peak RSS = VmHWM of a fresh process running the case "
-        "(RSS before = after the imports of the modules, before the import).",
-        "",
+    table = [
         "| output rows | output size | predictions | import s | rows/s | convert only s "
         "| convert rows/s | re-import ms | RSS before | peak RSS |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        lines.append(
-            f"| {r['output_rows']:,} | {_mib(r['output_bytes'])} | {r['predictions']:,} "
+        table.append(
+            f"| {r['output_rows']:,} | {mib(r['output_bytes'])} | {r['predictions']:,} "
             f"| {r['import_s']:.2f} | {r['rows_per_s']:,.0f} | {r['convert_only_s']:.2f} "
             f"| {r['convert_rows_per_s']:,.0f} | {r['reimport_median_s'] * 1000:.1f} "
-            f"| {_mib(r['rss_before_bytes'])} | {_mib(r['peak_rss_bytes'])} |"
+            f"| {mib(r['rss_before_bytes'])} | {mib(r['peak_rss_bytes'])} |"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return markdown_report(
+        "# Import benchmark (ingredients-spellcheck output → `prediction` table)",
+        [
+            f"{generated_line(report)}, pyarrow {env['pyarrow']}, psycopg {env['psycopg']}, "
+            f"embedded PostgreSQL {env['postgresql']} (default settings, fresh data directory, "
+            f"started in {env['postgres_start_s']:.1f} s). Output files: "
+            f"{env['files_per_job']} per job (one per container task, written with "
+            "`pq.write_table` like the container), real ingredient lists of "
+            "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
+            f"changed fraction {env['changed_fraction']} (each changed row is one prediction). "
+            "The cases run in this order against one database: each import also updates the "
+            "indexes (GIN on `data` among them) of the rows already there.",
+            "import s = `import_predictions` wall time (read Parquet → `to_predictions` → "
+            "validate → COPY, one transaction); rows/s = predictions imported per second; convert "
+            "only = the same stream without the database; re-import = the same job again (ledger "
+            "hit, nothing read), median of the repeats; peak RSS = VmHWM of a fresh process "
+            "running the case (RSS before = after the imports of the modules, before the import).",
+        ],
+        table,
+    )
 
 
 def _pg_version(conninfo: str) -> str:
@@ -290,15 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    configure_logging()
     import psycopg
 
-    from robotoff_batch.predictions.embedded import (
-        ensure_embedded_postgres,
-        stop_embedded_postgres,
-    )
+    from robotoff_batch.predictions.embedded import ensure_embedded_postgres
     from robotoff_batch.predictions.store import PredictionStore
 
     work = Path(tempfile.mkdtemp(prefix="robotoff-batch-import-bench-"))
@@ -346,38 +337,24 @@ def main(argv: list[str] | None = None) -> int:
                 fig["import_s"],
                 row["rows_per_s"],
                 row["reimport_median_s"] * 1000,
-                _mib(fig["peak_rss_bytes"]),
+                mib(fig["peak_rss_bytes"]),
             )
             results.append(row)
             shutil.rmtree(outputs)
     finally:
-        stop_embedded_postgres(data_dir)
-        if args.keep:
-            logger.info("kept %s", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work, data_dir, keep=args.keep, log=logger)
 
-    report = {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "pyarrow": pa.__version__,
-            "psycopg": psycopg.__version__,
-            "postgresql": pg_version,
-            "postgres_start_s": pg_start,
-            "files_per_job": args.files,
-            "changed_fraction": args.changed_fraction,
-            "reimports": args.reimports,
-            "seed": args.seed,
-        },
-        "results": results,
-    }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "import.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.results_dir / "import.md").write_text(to_markdown(report))
-    print(to_markdown(report))
+    env = environment(
+        pyarrow=pa.__version__,
+        psycopg=psycopg.__version__,
+        postgresql=pg_version,
+        postgres_start_s=pg_start,
+        files_per_job=args.files,
+        changed_fraction=args.changed_fraction,
+        reimports=args.reimports,
+        seed=args.seed,
+    )
+    write_report(build_report(env, results), args.results_dir, "import", to_markdown)
     return 0
 
 

@@ -43,9 +43,7 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +55,18 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
+    build_report,
+    configure_logging,
+    environment,
+    generated_line,
+    markdown_report,
+    remove_work_dir,
+    worker_output,
+    write_report,
+)
+
 SAMPLE = PROJECT_ROOT / "data" / "off" / "food_sample_2026.parquet"
 JOB_TYPE = "ingredients-spellcheck"
 DEFAULT_CASES = ["sample:100", "sample:537", "100000:10000", "100000:50000", "1000000:50000"]
@@ -199,7 +208,7 @@ def run_case(env: dict[str, str], limit: int) -> dict[str, Any]:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return worker_output(done.stdout)
 
 
 def _dump_for(spec: str, dumps_dir: Path, seed: int) -> Path:
@@ -234,36 +243,14 @@ def _f(x: float | None, digits: int = 2) -> str:
 
 def to_markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [
-        "# Pipeline benchmark (ingredients-spellcheck, local runner, embedded defaults)",
-        "",
-        f"Generated {report['generated_at']} on {env['cpus']} CPUs, {env['platform']}, "
-        f"Python {env['python']}, Dagster {env['dagster']}, DuckDB {env['duckdb']}; "
-        "`robotoff_batch.operations` (launch, follow, run_import: the CLI's "
-        "`launch --wait`), local runner playing the container entrypoint with the offline CPU "
-        f"engine (lexicon-cpu), {env['tasks']} task (job_configs/ingredients-spellcheck.yaml), "
-        "embedded PostgreSQL (started beforehand in "
-        f"{env['postgres_start_s']:.1f} s) and SQLite Dagster instance in a fresh temporary "
-        "directory. Generated dumps: benchmarks/generate_dump.py (seed "
-        f"{env['seed']}) from data/off/food_sample_2026.parquet. Data: Open Food Facts "
-        "contributors, ODbL 1.0. One fresh process per case, cases in this order.",
-        "",
-        "Seconds per phase. load = package import + Dagster definitions; launch = the launch "
-        "run (extract, stage, submit = its steps; the rest is Dagster run overhead; extract = "
-        "select, the DuckDB selection, + the CPU engine's lexicon built from the whole dump); "
-        "container = the task process, start to exit; follow = "
-        "`follow` until SUCCEEDED, started right after the launch (so it contains the "
-        'container; "after" = its end minus the SUCCEEDED event); import = the import run '
-        "(COPY + checks); total = launch + follow + import. products/s = products / container "
-        "s (engine s = the CPU engine's own correction time, from the task log).",
-        "",
+    table = [
         "| dump | limit | products | load | launch | extract | select | stage | submit | container "
         "| engine | follow | after | import | total | products/s | predictions |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         dump = "sample (1,000)" if r["dump"] == "sample" else f"generated {int(r['dump']):,}"
-        lines.append(
+        table.append(
             f"| {dump} | {r['limit']:,} | {r['products']:,} | {_f(r['load_s'])} "
             f"| {_f(r['launch_s'])} | {_f(r['extract_s'])} | {_f(r['select_s'])} "
             f"| {_f(r['stage_s'])} "
@@ -272,8 +259,29 @@ def to_markdown(report: dict) -> str:
             f"| {_f(r['import_s'])} | {_f(r['total_s'])} "
             f"| {r['container_products_per_s']:,.0f} | {r['predictions']:,} |"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return markdown_report(
+        "# Pipeline benchmark (ingredients-spellcheck, local runner, embedded defaults)",
+        [
+            f"{generated_line(report)}, Dagster {env['dagster']}, DuckDB {env['duckdb']}; "
+            "`robotoff_batch.operations` (launch, follow, run_import: the CLI's "
+            "`launch --wait`), local runner playing the container entrypoint with the offline CPU "
+            f"engine (lexicon-cpu), {env['tasks']} task (job_configs/ingredients-spellcheck.yaml), "
+            "embedded PostgreSQL (started beforehand in "
+            f"{env['postgres_start_s']:.1f} s) and SQLite Dagster instance in a fresh temporary "
+            "directory. Generated dumps: benchmarks/generate_dump.py (seed "
+            f"{env['seed']}) from data/off/food_sample_2026.parquet. Data: Open Food Facts "
+            "contributors, ODbL 1.0. One fresh process per case, cases in this order.",
+            "Seconds per phase. load = package import + Dagster definitions; launch = the launch "
+            "run (extract, stage, submit = its steps; the rest is Dagster run overhead; extract = "
+            "select, the DuckDB selection, + the CPU engine's lexicon built from the whole dump); "
+            "container = the task process, start to exit; follow = "
+            "`follow` until SUCCEEDED, started right after the launch (so it contains the "
+            'container; "after" = its end minus the SUCCEEDED event); import = the import run '
+            "(COPY + checks); total = launch + follow + import. products/s = products / container "
+            "s (engine s = the CPU engine's own correction time, from the task log).",
+        ],
+        table,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,16 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
+    configure_logging()
     import dagster
     import duckdb
 
-    from robotoff_batch.predictions.embedded import (
-        ensure_embedded_postgres,
-        stop_embedded_postgres,
-    )
+    from robotoff_batch.predictions.embedded import ensure_embedded_postgres
 
     cases = []
     for spec in args.cases:
@@ -360,30 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(row)
     finally:
-        stop_embedded_postgres(data_dir)
-        if args.keep:
-            logger.info("kept %s", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work_dir(work, data_dir, keep=args.keep, log=logger)
 
-    report = {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "dagster": dagster.__version__,
-            "duckdb": duckdb.__version__,
-            "postgres_start_s": pg_start,
-            "tasks": results[0]["tasks"] if results else 1,
-            "seed": args.seed,
-        },
-        "results": results,
-    }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.results_dir / "pipeline.md").write_text(to_markdown(report))
-    print(to_markdown(report))
+    env = environment(
+        dagster=dagster.__version__,
+        duckdb=duckdb.__version__,
+        postgres_start_s=pg_start,
+        tasks=results[0]["tasks"] if results else 1,
+        seed=args.seed,
+    )
+    write_report(build_report(env, results), args.results_dir, "pipeline", to_markdown)
     return 0
 
 

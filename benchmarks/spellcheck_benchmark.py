@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "containers" / "ingredients-spellcheck"))
 
 from spellcheck_job.lexicon_cpu import LexiconSpellchecker, Settings  # noqa: E402
 
+from benchmarks.common import RESULTS_DIR, write_report  # noqa: E402
 from benchmarks.spellcheck_metric import evaluate  # noqa: E402
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon  # noqa: E402
 from robotoff_batch.paths import PROJECT_ROOT  # noqa: E402
@@ -128,11 +129,7 @@ def run(data_dir: Path, out_dir: Path) -> dict:
         ],
         "default_engine_changes": examples,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "spellcheck_cpu_dev.json").write_text(
-        json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    )
-    (out_dir / "spellcheck_cpu_dev.md").write_text(to_markdown(report))
+    write_report(report, out_dir, "spellcheck_cpu_dev", to_markdown, ensure_ascii=False, echo=False)
     return report
 
 
@@ -176,7 +173,7 @@ def main() -> None:
     """CLI: run the benchmark and print the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     report = run(args.data, args.out)
