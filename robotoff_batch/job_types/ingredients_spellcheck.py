@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,8 @@ from robotoff_batch.job_types.base import (
 )
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
 from robotoff_batch.paths import CONTAINERS_DIR, home_dir
+
+logger = logging.getLogger(__name__)
 
 PREDICTION_TYPE = "ingredient_spellcheck"
 OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")
@@ -128,8 +132,12 @@ def cached_lexicon(dump_path: str) -> tuple[Path, bool]:
     if cache.exists():
         return cache, True
     cache.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("building the lexicon of %s (once per dump file)", dump_path)
+    started = time.monotonic()
     with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")  # carriage returns flood run logs
         lexicon = build_lexicon(con, dump_path)
+    logger.info("lexicon: %d words in %.1f s", lexicon.num_rows, time.monotonic() - started)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     pq.write_table(lexicon, tmp)
     os.replace(tmp, cache)  # atomic: a concurrent launch sees the whole file or none
