@@ -79,6 +79,13 @@ def submit_job(
     labels: Mapping[str, str],
 ) -> tuple[JobStatus, Any]:
     """Build the request from the validated config and submit it (idempotent by job id)."""
+    engine_location = getattr(engine, "location", None)
+    if engine_location and engine_location != config.resources.location:
+        # The sensor lists one region: a job created elsewhere would never be followed.
+        raise PipelineError(
+            f"{job_type} runs in {config.resources.location} but the batch engine follows "
+            f"{engine_location} (ROBOTOFF_BATCH_GCP_LOCATION): nothing was submitted"
+        )
     request = build_create_job_request(
         config.resources,
         job_type=job_type,

@@ -184,3 +184,22 @@ def test_one_list_jobs_call_per_sensor_tick_with_50_jobs_in_flight(
         ]
         for calls in per_tick:
             assert {k: v for k, v in calls.items() if v} == {"ListJobs": 1}
+
+
+def test_a_job_outside_the_engines_region_is_not_submitted(
+    google_resources: dict[str, Any],
+    spellcheck_batch_service: FakeBatchService,
+    instance: dg.DagsterInstance,
+) -> None:
+    """The sensor lists one region; a job elsewhere would never be followed: refuse it."""
+    resources = dict(google_resources)
+    resources["batch_engine"] = BatchEngineResource(
+        kind="cloud-batch",
+        gcp_project=TEST_PROJECT,
+        gcp_location="us-central1",
+        emulator_host=spellcheck_batch_service.address,
+    )
+    result = launch(make_defs(resources), instance, limit=5)
+    assert not result.success
+    assert "runs in europe-west4 but the batch engine follows us-central1" in failure_text(result)
+    assert spellcheck_batch_service.calls.get("CreateJob", 0) == 0

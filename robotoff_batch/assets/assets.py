@@ -196,6 +196,8 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dict[str, Any]:
                 environment=env,
                 labels=labels,
             )
+        except pipeline.PipelineError as exc:
+            raise dg.Failure(description=str(exc)) from None
         except dg.DagsterExecutionInterruptedError:
             # The run was cancelled while submitting: leave no orphan job behind.
             context.log.warning("run cancelled during submission; cancelling %s", job_id)
