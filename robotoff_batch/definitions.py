@@ -6,6 +6,8 @@ message as ``robotoff-batch config validate``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from robotoff_batch.assets.assets import build_job_type_definitions, cancel_batch_job
@@ -14,8 +16,14 @@ from robotoff_batch.resources import build_resources
 from robotoff_batch.sensors import build_batch_job_sensor
 
 
-def build_definitions(environment: str | None = None) -> dg.Definitions:
-    """Build the code location for an environment (``local`` or ``production``)."""
+def build_definitions(
+    environment: str | None = None, *, resources: dict[str, Any] | None = None
+) -> dg.Definitions:
+    """Build the code location for an environment (``local`` or ``production``).
+
+    ``resources`` replaces the environment's resource dict (tests point the same code location
+    at temporary directories, an emulator, a test database).
+    """
     registry = list(load_registry().values())
     parts = [build_job_type_definitions(r) for r in registry]
     import_jobs = [p["jobs"][1] for p in parts]
@@ -24,7 +32,7 @@ def build_definitions(environment: str | None = None) -> dg.Definitions:
         jobs=[j for p in parts for j in p["jobs"]] + [cancel_batch_job],
         schedules=[s for p in parts for s in p["schedules"]],
         sensors=[build_batch_job_sensor(registry, import_jobs)],
-        resources=build_resources(environment),
+        resources=resources if resources is not None else build_resources(environment),
     )
 
 

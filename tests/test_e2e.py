@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch.assets.assets import build_job_type_definitions, cancel_batch_job
 from robotoff_batch.batch.engine import JobState
+from robotoff_batch.definitions import build_definitions
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
@@ -30,7 +30,6 @@ from robotoff_batch.resources import (
     ProductDumpResource,
     StagingResource,
 )
-from robotoff_batch.sensors import build_batch_job_sensor
 from robotoff_batch.tracking import partitions_def_name
 
 JOB_TYPE = "ingredients-spellcheck"
@@ -50,14 +49,8 @@ def make_resources(tmp_path: Path, database_url: str, dump: Path | None = None) 
 
 
 def make_defs(resources: dict[str, Any]) -> dg.Definitions:
-    registry = list(load_registry().values())
-    parts = [build_job_type_definitions(r) for r in registry]
-    return dg.Definitions(
-        assets=[a for p in parts for a in p["assets"]],
-        jobs=[j for p in parts for j in p["jobs"]] + [cancel_batch_job],
-        sensors=[build_batch_job_sensor(registry, [p["jobs"][1] for p in parts])],
-        resources=resources,
-    )
+    """The real code location, on these resources."""
+    return build_definitions(resources=resources)
 
 
 @pytest.fixture
