@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import typing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand
 
 from robotoff_batch import operations
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState
@@ -26,10 +29,13 @@ from robotoff_batch.config.loader import (
     config_paths,
     load_job_config,
 )
+from robotoff_batch.follow import key_prefix
 from robotoff_batch.paths import JOB_CONFIGS_DIR
 from robotoff_batch.resources import build_resources
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
+)
 config_app = typer.Typer(help="Validate and inspect job-type configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 # Piped or captured output gets wide tables instead of truncated job ids.
@@ -38,13 +44,44 @@ console = Console(soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
+_DEBUG = {"on": False}
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show Dagster's event stream and full stack traces on errors."
+    ),
+) -> None:
+    _DEBUG["on"] = debug
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's SQLite migrations
+
+
+def say(message: str, *, style: str | None = None, err: bool = False) -> None:
+    """Print a message as it is: no rich markup interpretation (``[a-z]`` stays visible)."""
+    (err_console if err else console).print(Text(message, style=style or ""), highlight=False)
+
+
+def fail(message: str) -> typer.Exit:
+    say(message, style="red", err=True)
+    return typer.Exit(1)
+
+
+def main() -> None:
+    """The ``robotoff-batch`` command: one-line errors, stack traces only with ``--debug``."""
+    try:
+        app()
+    except Exception as exc:
+        if "--debug" in sys.argv:
+            raise
+        say(f"error: {type(exc).__name__}: {exc}".splitlines()[0], style="red", err=True)
+        say("(run again with --debug for the stack trace)", err=True)
+        sys.exit(1)
 
 
 @config_app.command("validate")
@@ -149,64 +186,94 @@ def _parse_params(params: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{item!r}: write launch parameters as key=value")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise typer.BadParameter(f"{item!r}: not a valid value ({first})") from None
     return parsed
 
 
-@app.command("launch")
+def launch_parameters_help() -> str:
+    """Every job type's launch parameters with their types and defaults (for --help)."""
+    from robotoff_batch.job_types import job_type_modules
+
+    lines = []
+    for name, jt in sorted(job_type_modules().items()):
+        lines.append(f"Launch parameters of {name}:")
+        for field, info in jt.launch_config.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and not typing.get_args(annotation):
+                kind = annotation.__name__
+            else:
+                kind = str(annotation).replace("typing.", "")
+            default = info.get_default(call_default_factory=True)
+            lines.append(f"  {field}={kind} (default {default!r}): {info.description or ''}")
+    return "\n".join(lines)
+
+
+class _LaunchCommand(TyperCommand):
+    """Lists the launch parameters in ``launch --help`` (read only when help is asked)."""
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in launch_parameters_help().splitlines():
+                formatter.write(line + "\n")
+
+
+@app.command("launch", cls=_LaunchCommand)
 def launch(
     job_type: str = typer.Argument(..., help="Job type, e.g. ingredients-spellcheck."),
     params: list[str] = typer.Argument(  # noqa: B008
         None, help="Launch parameters as key=value, e.g. limit=500 'languages=[fr, en]'."
     ),
-    wait: bool = typer.Option(False, "--wait", help="Follow the job and import its output."),
-    timeout_s: float = typer.Option(3600, help="With --wait: give up after this long."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job to its outcome (import)."),
+    timeout_s: float = typer.Option(
+        24 * 3600, help="With --wait: stop waiting after this long (the job goes on)."
+    ),
 ) -> None:
     """Launch a batch job through the Dagster instance (it shows in the UI)."""
     try:
-        outcome = operations.launch(job_type=job_type, params=_parse_params(params or []))
-    except operations.OperationError as exc:
-        err_console.print(f"[red]launch failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    console.print(f"launched batch job [bold]{outcome.job_id}[/bold] ({outcome.rows} products)")
-    if wait:
-        _follow_and_import(job_type, outcome.job_id, timeout_s)
-
-
-def _follow_and_import(job_type: str, job_id: str, timeout_s: float) -> operations.FollowResult:
-    followed = operations.follow(
-        job_type=job_type,
-        job_id=job_id,
-        timeout_s=timeout_s,
-        on_change=lambda old, new: console.print(f"  {job_id}: {old} → {new}", highlight=False),
-    )
-    if followed.final.state != JobState.SUCCEEDED:
-        err_console.print(
-            f"[red]{job_id} ended {followed.final.state.value}[/red]:\n"
-            f"{followed.final.failure_summary}",
-            highlight=False,
+        outcome = operations.launch(
+            job_type=job_type, params=_parse_params(params or []), debug=_DEBUG["on"]
         )
-        raise typer.Exit(1)
-    _import(job_id)
-    return followed
-
-
-def _import(job_id: str) -> operations.ImportSummary:
-    try:
-        summary = operations.run_import(job_id=job_id)
     except operations.OperationError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    note = " (already imported: nothing changed)" if summary.already_imported else ""
-    console.print(f"imported {summary.predictions} predictions from {job_id}{note}")
-    return summary
+        raise fail(f"launch failed: {exc}") from None
+    say(f"launched batch job {outcome.job_id} ({outcome.rows} products)")
+    if wait:
+        _follow(outcome.job_id, timeout_s)
+
+
+def _follow(job_id: str, timeout_s: float) -> operations.Outcome:
+    """Follow a job to its outcome; print each state once; exit 1 unless it was imported."""
+    try:
+        outcome = operations.follow_job(
+            job_id=job_id,
+            timeout_s=timeout_s,
+            on_change=lambda old, new: say(f"  {job_id}: {old} → {new}"),
+            on_message=lambda level, message: say(f"  {message}", err=True),
+            debug=_DEBUG["on"],
+        )
+    except operations.OperationError as exc:
+        raise fail(str(exc)) from None
+    who = "the Dagster daemon" if outcome.by_daemon else "this command"
+    state = outcome.status.state
+    if state != JobState.SUCCEEDED:
+        say(f"{job_id} ended {state.value} (recorded by {who}):", style="red", err=True)
+        say(outcome.message or outcome.status.failure_summary, err=True)
+        raise typer.Exit(1)
+    if outcome.imported is None:
+        raise fail(f"{job_id} SUCCEEDED but its import failed: {outcome.message}")
+    say(f"imported {outcome.imported} predictions from {job_id} (by {who})")
+    return outcome
 
 
 @app.command("status")
 def status(
     job_id: str | None = typer.Argument(None, help="A batch job id; default: all jobs."),
 ) -> None:
-    """A table of batch jobs and their states, or one job's events and tasks."""
+    """A table of batch jobs and their states, or one job's events, tasks and log tail."""
     engine = _engine()
     if job_id is None:
         table = _table("batch jobs", ["job id", "job type", "state", "created (UTC)", "tasks"])
@@ -225,39 +292,51 @@ def status(
     try:
         s = engine.get_job(job_id=job_id)
     except JobNotFoundError:
-        err_console.print(f"no batch job {job_id!r}")
-        raise typer.Exit(1) from None
-    console.print(f"{s.job_id}: [bold]{s.state.value}[/bold]  logs: {s.log_uri or '-'}")
+        raise fail(f"no batch job {job_id!r}") from None
+    say(f"{s.job_id}: {s.state.value}  logs: {s.log_uri or '-'}", style="bold")
     events = _table("status events", ["time (UTC)", "type", "description"])
     for e in s.status_events:
-        events.add_row(e.time.strftime("%H:%M:%S"), e.type, e.description)
+        events.add_row(e.time.strftime("%H:%M:%S"), e.type, Text(e.description))
     console.print(events)
     tasks = _table("tasks", ["index", "state", "exit code", "attempts", "reason"])
     for t in s.tasks:
         tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
     console.print(tasks)
+    if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
+        tail = engine.log_tail(job_id=job_id)
+        if tail:
+            say("last lines of the failed task's log:", style="bold")
+            say(tail)
 
 
 @app.command("import")
 def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
-    """Import a finished job's output (again): importing twice changes nothing."""
-    _import(job_id)
+    """Record a finished job's outcome and import its output (again: changes nothing)."""
+    try:
+        already, n, _ = operations.run_import(job_id=job_id, debug=_DEBUG["on"])
+    except operations.OperationError as exc:
+        raise fail(f"import failed: {exc}") from None
+    note = " (already imported: nothing changed)" if already else ""
+    say(f"imported {n} predictions from {job_id}{note}")
 
 
 @app.command("cancel")
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
-    """Cancel a batch job (Cloud Batch: delete it); a job already gone is not an error."""
+    """Cancel a batch job, once; a job already ended, cancelling or gone is left alone."""
     engine = _engine()
     try:
         before = engine.get_job(job_id=job_id).state
     except JobNotFoundError:
-        console.print(f"no batch job {job_id!r}: nothing to cancel")
+        say(f"no batch job {job_id!r}: nothing to cancel")
         return
     if before.is_terminal:
-        console.print(f"{job_id} already ended {before.value}: nothing to cancel")
+        say(f"{job_id} already ended {before.value}: nothing to cancel")
+        return
+    if before.is_stopping:
+        say(f"{job_id} is already {before.value}: not sent again")
         return
     engine.cancel(job_id=job_id)
-    console.print(f"cancelled {job_id} (was {before.value})")
+    say(f"cancelled {job_id} (was {before.value}); the sensor records it as CANCELLED")
 
 
 @app.command("demo")
@@ -268,43 +347,47 @@ def demo(
     job_type = "ingredients-spellcheck"
     console.rule("robotoff-batch demo: ingredients-spellcheck on the shipped OFF sample")
     try:
-        launched = operations.launch(job_type=job_type, params={"limit": limit})
+        launched = operations.launch(job_type=job_type, params={"limit": limit}, debug=_DEBUG["on"])
     except operations.OperationError as exc:
-        err_console.print(f"[red]launch failed:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    console.print(
-        f"1. extracted [bold]{launched.rows}[/bold] products, staged them, submitted "
-        f"[bold]{launched.job_id}[/bold] to the local runner"
+        raise fail(f"launch failed: {exc}") from None
+    say(
+        f"1. extracted {launched.rows} products, staged them, submitted {launched.job_id} "
+        "to the local runner"
     )
-    console.print("2. following the job (the same code as the sensor):")
-    followed = _follow_and_import(job_type, launched.job_id, timeout_s=1800)
+    say("2. following the job (the sensor's own function):")
+    followed = _follow(launched.job_id, timeout_s=1800)
     timeline = _table("state timeline", ["time (UTC)", "event"])
-    for e in followed.final.status_events:
+    for e in followed.status.status_events:
         # "... for job projects/p/locations/l/jobs/<id>." adds nothing here
-        timeline.add_row(e.time.strftime("%H:%M:%S.%f")[:-3], e.description.split(" for job ")[0])
+        timeline.add_row(
+            e.time.strftime("%H:%M:%S.%f")[:-3], Text(e.description.split(" for job ")[0])
+        )
     console.print(timeline)
     examples = operations.examples(job_id=launched.job_id, limit=5)
     table = _table("example corrections", ["barcode", "lang", "original → correction"])
     for ex in examples:
-        table.add_row(ex["barcode"], ex.get("lang") or "", _diff(ex["original"], ex["correction"]))
+        table.add_row(
+            ex["barcode"], ex.get("lang") or "", Text(_diff(ex["original"], ex["correction"]))
+        )
     console.print(table)
-    console.print(
-        f"summary: {launched.rows} products extracted, job {followed.final.state.value}, "
-        f"{operations.count(job_id=launched.job_id)} predictions in the database"
+    say(
+        f"summary: {launched.rows} products extracted, job {followed.status.state.value}, "
+        f"{followed.imported} corrections imported as predictions"
     )
-    console.print(
-        "see it in the Dagster UI: [bold]make ui[/bold] (or DAGSTER_HOME="
-        f"{operations.dagster_home()} .venv/bin/dagster dev -w workspace.yaml), "
-        "then open http://127.0.0.1:3000"
+    prefix = key_prefix(job_type)
+    say(
+        "see it in the Dagster UI: make ui (or DAGSTER_HOME="
+        f"{operations.dagster_home()} .venv/bin/dagster dev -w workspace.yaml), then open "
+        f"http://127.0.0.1:3000/assets/{prefix}/batch_job?partition={launched.job_id}"
     )
 
 
 def _diff(original: str, correction: str) -> str:
     """The words that changed, for a short display."""
-    a, b = original.split(), correction.split()
-    changed = [f"{x} → {y}" for x, y in zip(a, b, strict=False) if x != y]
-    return "; ".join(changed[:4]) or f"{original[:60]} → {correction[:60]}"
+    from robotoff_batch.assets.imports import changed_words
+
+    return changed_words(original, correction)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

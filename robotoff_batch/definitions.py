@@ -10,7 +10,8 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.assets.assets import build_job_type_definitions, cancel_batch_job
+from robotoff_batch.assets import build_job_type_definitions
+from robotoff_batch.follow import finish_job_name
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.resources import build_resources
 from robotoff_batch.sensors import build_batch_job_sensor
@@ -26,13 +27,14 @@ def build_definitions(
     """
     registry = list(load_registry().values())
     parts = [build_job_type_definitions(r) for r in registry]
-    import_jobs = [p["jobs"][1] for p in parts]
-    return dg.Definitions(
-        assets=[a for p in parts for a in p["assets"]],
-        jobs=[j for p in parts for j in p["jobs"]] + [cancel_batch_job],
-        schedules=[s for p in parts for s in p["schedules"]],
-        sensors=[build_batch_job_sensor(registry, import_jobs)],
-        resources=resources if resources is not None else build_resources(environment),
+    finish_names = {finish_job_name(r.name) for r in registry}
+    finish_jobs = [job for part in parts for job in part.jobs or [] if job.name in finish_names]
+    return dg.Definitions.merge(
+        *parts,
+        dg.Definitions(
+            sensors=[build_batch_job_sensor(registry, finish_jobs)],
+            resources=resources if resources is not None else build_resources(environment),
+        ),
     )
 
 

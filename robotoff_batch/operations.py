@@ -1,7 +1,11 @@
 """What the CLI does, through the same Dagster instance the UI and the daemon use.
 
 A launch from here is a run of the job type's launch job in the Dagster instance (so it shows
-in the UI); following a job reports the same asset events the sensor would.
+in the UI). Following a job to its outcome uses the sensor's own function,
+:func:`robotoff_batch.follow.follow`: when a Dagster daemon runs the sensor, the CLI only
+watches; when none does, the CLI applies the follower's plan itself (partitions, state
+observations, the finish run in-process), so the UI shows the same history either way and a
+job is never followed or imported twice.
 """
 
 from __future__ import annotations
@@ -17,20 +21,46 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.batch.engine import JobNotFoundError, JobStatus
-from robotoff_batch.paths import home_dir
-from robotoff_batch.tracking import (
-    import_job_name,
+from robotoff_batch.batch.engine import JobNotFoundError, JobState, JobStatus
+from robotoff_batch.follow import (
+    BATCH_JOB_ID_TAG,
+    FINISH_KIND,
+    RUN_KIND_TAG,
+    DagsterFollowStorage,
+    FinishRequest,
+    FollowCache,
+    FollowStorage,
+    finish_job_name,
+    follow,
+    launch_job_name,
     partitions_def_name,
-    poll_jobs,
     predictions_asset_key,
 )
+from robotoff_batch.paths import home_dir
 
 logger = logging.getLogger(__name__)
 
+#: dagster.yaml of the embedded default instance (SQLite under DAGSTER_HOME): runs are
+#: dequeued every second, and a run stuck starting is failed (the follower then retries it).
+DEFAULT_DAGSTER_YAML = """\
+# Written by robotoff-batch for the embedded default instance (SQLite under DAGSTER_HOME).
+telemetry:
+  enabled: false
+run_queue:
+  dequeue_interval_seconds: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+"""
+_OLD_DEFAULT_YAML = "telemetry:\n  enabled: false\n"
+SENSOR_NAME = "batch_job_sensor"
 
-# The CLI shows Dagster's INFO messages (progress), not its DEBUG event stream.
-QUIET_LOGGERS = {"console": {"config": {"log_level": "INFO"}}}
+
+def console_loggers(debug: bool) -> dict[str, Any]:
+    """Dagster's console logger in CLI runs: silent (the CLI prints its own lines), or every
+    event with ``--debug``."""
+    return {"console": {"config": {"log_level": "DEBUG" if debug else "CRITICAL"}}}
 
 
 class OperationError(RuntimeError):
@@ -45,17 +75,13 @@ class LaunchOutcome:
 
 
 @dataclass(frozen=True)
-class FollowResult:
-    final: JobStatus
-    changes: list[tuple[str, str]]
+class Outcome:
+    """How a followed job ended: its final status, and what its finish run did."""
 
-
-@dataclass(frozen=True)
-class ImportSummary:
-    job_id: str
-    predictions: int
-    already_imported: bool
-    run_id: str
+    status: JobStatus
+    imported: int | None  # predictions in the database, None when nothing was imported
+    message: str  # the finish run's failure message, or ""
+    by_daemon: bool
 
 
 def dagster_home() -> Path:
@@ -63,8 +89,8 @@ def dagster_home() -> Path:
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    if not config.exists():  # SQLite storage under DAGSTER_HOME, said explicitly
-        config.write_text("telemetry:\n  enabled: false\n")
+    if not config.exists() or config.read_text() == _OLD_DEFAULT_YAML:
+        config.write_text(DEFAULT_DAGSTER_YAML)
     return path
 
 
@@ -87,26 +113,35 @@ def _resource(key: str) -> Any:
     return resources[key].process_config_and_initialize()
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
+def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
+    """The reason a run failed, as its failed step said it (one paragraph, no stack trace)."""
+    for record in inst.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    ).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
         if event.is_step_failure and event.step_failure_data:
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
                 return data.user_failure_data.description
             if data.error:
-                return data.error.message.strip()
-    return f"run {result.run_id} failed"
+                return f"{data.error.cls_name}: {data.error.message.strip()}"
+        if event.message:
+            return event.message
+    return f"run {run_id} failed"
 
 
-def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
+def launch(*, job_type: str, params: dict[str, Any], debug: bool = False) -> LaunchOutcome:
     """Extract, stage and submit one batch job (a run of ``launch_<job type>``)."""
-    from robotoff_batch.assets.assets import launch_job_name
+    from robotoff_batch.assets.launch import launch_op_name
     from robotoff_batch.job_types import load_registry
 
     registry = load_registry()
     if job_type not in registry:
         raise OperationError(f"unknown job type {job_type!r} (known: {', '.join(registry)})")
-    launch_cls = registry[job_type].job_type.launch_config
+    jt = registry[job_type].job_type
+    launch_cls = jt.launch_config
     # dg.Config accepts unknown keyword arguments; a typo must not launch the default selection
     unknown = sorted(set(params) - set(launch_cls.model_fields))
     if unknown:
@@ -117,17 +152,17 @@ def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
     try:
         launch_config = launch_cls(**params)
     except Exception as exc:  # pydantic's ValidationError, with the field names
-        raise OperationError(f"invalid launch parameters: {exc}") from None
-    defs = _definitions()
-    job = defs.resolve_job_def(launch_job_name(job_type))
-    prefix = job_type.replace("-", "_")
+        raise OperationError(f"invalid launch parameters: {_one_line_validation(exc)}") from None
+    job = _definitions().resolve_job_def(launch_job_name(job_type))
     result = job.execute_in_process(
-        run_config=dg.RunConfig(ops={f"{prefix}__products": launch_config}, loggers=QUIET_LOGGERS),
+        run_config=dg.RunConfig(
+            ops={launch_op_name(jt.key_prefix): launch_config}, loggers=console_loggers(debug)
+        ),
         instance=instance(),
         raise_on_error=False,
     )
     if not result.success:
-        raise OperationError(_failure_message(result))
+        raise OperationError(run_failure_message(instance(), result.run_id))
     job_id, rows = "", 0
     for event in result.get_asset_materialization_events():
         mat = event.materialization
@@ -139,54 +174,148 @@ def launch(*, job_type: str, params: dict[str, Any]) -> LaunchOutcome:
     return LaunchOutcome(job_id=job_id, rows=rows, run_id=result.run_id)
 
 
-def follow(
+def _one_line_validation(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for error in errors():
+            where = ".".join(str(x) for x in error.get("loc", ())) or "value"
+            parts.append(f"{where}: {error.get('msg')} (got {error.get('input')!r})")
+        return "; ".join(parts)
+    return str(exc).splitlines()[0]
+
+
+def daemon_follows(inst: dg.DagsterInstance) -> bool:
+    """True when a Dagster daemon with a fresh heartbeat runs, and our sensor is not stopped."""
+    try:
+        from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+        from dagster._daemon.controller import get_daemon_statuses
+
+        statuses = get_daemon_statuses(
+            inst, ["SENSOR"], ignore_errors=True, heartbeat_tolerance_seconds=30
+        )
+        if not statuses["SENSOR"].healthy:
+            return False
+        for state in inst.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.name == SENSOR_NAME and state.status == InstigatorStatus.STOPPED:
+                return False
+        return True
+    except Exception:  # no heartbeat storage, no daemon
+        return False
+
+
+def _job_types() -> dict[str, bool]:
+    from robotoff_batch.job_types import load_registry
+
+    imports = not _resource("launch_settings").webhook_url
+    return {name: imports for name in load_registry()}
+
+
+def _storage(inst: dg.DagsterInstance) -> FollowStorage:
+    return DagsterFollowStorage(inst, _resource("prediction_store"))
+
+
+def execute_finish(
+    inst: dg.DagsterInstance, request: FinishRequest, *, debug: bool = False
+) -> dg.ExecuteInProcessResult:
+    """Run a finish run in this process (the sensor's run, when no daemon runs)."""
+    from robotoff_batch.follow import batch_job_asset_key
+
+    name = partitions_def_name(request.job_type)
+    if not inst.has_dynamic_partition(name, request.job_id):
+        inst.add_dynamic_partitions(name, [request.job_id])
+    selection = [batch_job_asset_key(request.job_type)]
+    if request.with_import:
+        selection.append(predictions_asset_key(request.job_type))
+    job = _definitions().resolve_job_def(finish_job_name(request.job_type))
+    return job.execute_in_process(
+        instance=inst,
+        partition_key=request.job_id,
+        asset_selection=selection,
+        raise_on_error=False,
+        tags={
+            BATCH_JOB_ID_TAG: request.job_id,
+            RUN_KIND_TAG: FINISH_KIND,
+            "dagster/run_key": request.run_key,
+            "robotoff_batch/attempt": str(request.attempt + 1),
+        },
+        run_config=dg.RunConfig(loggers=console_loggers(debug)),
+    )
+
+
+def follow_job(
     *,
-    job_type: str,
     job_id: str,
     timeout_s: float,
     poll_s: float = 1.0,
     on_change: Callable[[str, str], None] | None = None,
-) -> FollowResult:
-    """Follow one job to its end, recording its states on its partition like the sensor.
-
-    Registering the partition here makes this process the job's follower: the sensor skips
-    jobs whose partition already exists, so the job is followed and imported once.
-    """
+    on_message: Callable[[int, str], None] | None = None,
+    debug: bool = False,
+) -> Outcome:
+    """Follow one job to its settled outcome with the sensor's function (see the module doc)."""
     inst = instance()
     _definitions()  # fail early on an invalid job config
     engine = _resource("batch_engine").get_engine()
-    name = partitions_def_name(job_type)
-    if not inst.has_dynamic_partition(name, job_id):
-        inst.add_dynamic_partitions(name, [job_id])
-    tracked: dict[str, dict[str, str]] = {job_id: {"job_type": job_type, "state": "(new)"}}
-    changes: list[tuple[str, str]] = []
+    storage = _storage(inst)
+    job_types = _job_types()
+    cache = FollowCache()
+    last_state: str | None = None
     deadline = time.monotonic() + timeout_s
+    by_daemon = False
     while True:
-        result = poll_jobs(engine=engine, tracked=tracked, known_partitions={})
-        for event in result.asset_events:
-            inst.report_runless_asset_event(event)
-        for _, old, new in result.changes:
-            changes.append((old, new))
+        by_daemon = daemon_follows(inst)
+        plan = follow(
+            engine=engine, cache=cache, storage=storage, job_types=job_types, only={job_id}
+        )
+        status = plan.statuses.get(job_id)
+        if status is None and not plan.errors:
+            raise OperationError(f"no batch job {job_id!r} in the {engine.name} engine")
+        if status is not None and status.state.value != last_state:
             if on_change:
-                on_change(old, new)
-        tracked = result.tracked
-        if job_id not in tracked:
-            try:
-                final = engine.get_job(job_id=job_id)
-            except JobNotFoundError as exc:
-                raise OperationError(f"batch job {job_id} was deleted") from exc
-            return FollowResult(final=final, changes=changes)
+                on_change(last_state or "(new)", status.state.value)
+            last_state = status.state.value
+        if not by_daemon:  # apply the plan, as the daemon would
+            for jt, ids in plan.new_partitions.items():
+                inst.add_dynamic_partitions(partitions_def_name(jt), ids)
+            for observation in plan.observations:
+                inst.report_runless_asset_event(observation)
+            for level, message in plan.messages:
+                if level >= logging.WARNING and on_message:
+                    on_message(level, message)
+            for request in plan.finish_requests:
+                execute_finish(inst, request, debug=debug)
+        cache = plan.cache
+        if plan.finish_requests and not by_daemon:
+            continue  # the next call settles what the finish run just recorded
+        if job_id in cache.settled and status is not None:
+            return _outcome(inst, status, by_daemon)
         if time.monotonic() > deadline:
+            state = status.state.value if status else "unknown"
             raise OperationError(
-                f"batch job {job_id} still {tracked[job_id]['state']} after "
-                f"{timeout_s:.0f} s; it goes on: `robotoff-batch status {job_id}`"
+                f"batch job {job_id} still {state} after {timeout_s:.0f} s; it goes on and "
+                "nothing is lost: the sensor of `make ui` / the Dagster daemon follows and "
+                f"imports it, or run `robotoff-batch import {job_id}` once it ended"
             )
         time.sleep(poll_s)
 
 
-def run_import(*, job_id: str) -> ImportSummary:
-    """Import a SUCCEEDED job's output (a run of ``import_<job type>`` for its partition)."""
-    defs = _definitions()
+def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Outcome:
+    runs = _storage(inst).finish_runs([status.job_id]).get(status.job_id, [])
+    last = runs[0] if runs else None
+    message = ""
+    if last is not None and not last.succeeded:
+        message = run_failure_message(inst, last.run_id)
+    imported = None
+    if status.state == JobState.SUCCEEDED and last is not None and last.succeeded:
+        imported = count(job_id=status.job_id)
+    return Outcome(status=status, imported=imported, message=message, by_daemon=by_daemon)
+
+
+def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
+    """Record a job's outcome and import its output (again: a no-op when imported).
+
+    Returns (already imported before, predictions in the database, run id).
+    """
     engine = _resource("batch_engine").get_engine()
     try:
         status = engine.get_job(job_id=job_id)
@@ -194,30 +323,14 @@ def run_import(*, job_id: str) -> ImportSummary:
         raise OperationError(f"no batch job {job_id!r}") from None
     job_type = status.labels.get("job-type", "")
     inst = instance()
-    name = partitions_def_name(job_type)
-    if not inst.has_dynamic_partition(name, job_id):
-        inst.add_dynamic_partitions(name, [job_id])
-    job = defs.resolve_job_def(import_job_name(job_type))
-    result = job.execute_in_process(
-        instance=inst,
-        partition_key=job_id,
-        raise_on_error=False,
-        run_config=dg.RunConfig(loggers=QUIET_LOGGERS),
-    )
+    store = _resource("prediction_store").get_store()
+    already = job_id in store.imported_jobs([job_id])
+    runs = _storage(inst).finish_runs([job_id]).get(job_id, [])
+    request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
+    result = execute_finish(inst, request, debug=debug)
     if not result.success:
-        raise OperationError(_failure_message(result))
-    mats = [
-        e.materialization
-        for e in result.get_asset_materialization_events()
-        if e.materialization.asset_key == predictions_asset_key(job_type)
-    ]
-    meta = mats[0].metadata if mats else {}
-    return ImportSummary(
-        job_id=job_id,
-        predictions=int(meta["predictions_imported"].value) if meta else 0,  # type: ignore[arg-type]
-        already_imported=bool(meta["already_imported"].value) if meta else False,
-        run_id=result.run_id,
-    )
+        raise OperationError(run_failure_message(inst, result.run_id))
+    return already, count(job_id=job_id), result.run_id
 
 
 def _store() -> Any:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
 from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import JobType
+from robotoff_batch.job_types.base import INPUT_FILE, JobType
 from robotoff_batch.staging import ObjectExistsError, Staging, iter_output_uris
 
 logger = logging.getLogger(__name__)
@@ -55,11 +55,11 @@ def container_environment(
 ) -> dict[str, str]:
     """Robotoff's container contract: where to read, where to write, whom to call."""
     env = {
-        "INPUT_FILE_PATH": staged["input.parquet"],
+        "INPUT_FILE_PATH": staged[INPUT_FILE],
         "OUTPUT_FILE_PATH": f"{job_uri}/output",
     }
     for name, uri in staged.items():
-        if name != "input.parquet":
+        if name != INPUT_FILE:
             env[f"{Path(name).stem.upper()}_FILE_PATH"] = uri
     if job_uri.startswith("gs://"):
         env["BUCKET_NAME"] = job_uri.removeprefix("gs://").split("/", 1)[0]

@@ -1,89 +1,108 @@
-"""The sensor that follows every batch job of every job type, one engine listing per tick."""
+"""The sensor that follows every batch job of every job type: one engine listing per tick."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.job_types import RegisteredJobType
-from robotoff_batch.resources import BatchEngineResource, LaunchSettingsResource
-from robotoff_batch.tracking import (
-    decode_cursor,
-    encode_cursor,
-    import_job_name,
+from robotoff_batch.follow import (
+    BATCH_JOB_ID_TAG,
+    FINISH_KIND,
+    RUN_KIND_TAG,
+    DagsterFollowStorage,
+    FinishRequest,
+    FollowCache,
+    batch_job_asset_key,
+    finish_job_name,
+    follow,
     partitions_def_name,
-    poll_jobs,
     predictions_asset_key,
 )
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.resources import (
+    BatchEngineResource,
+    LaunchSettingsResource,
+    PredictionStoreResource,
+)
 
-DEFAULT_INTERVAL_S = 30
+DEFAULT_INTERVAL_S = 10
 
 
 def sensor_interval_s() -> int:
-    """``ROBOTOFF_BATCH_SENSOR_INTERVAL_S``, default 30 s."""
+    """``ROBOTOFF_BATCH_SENSOR_INTERVAL_S``, default 10 s."""
     return int(os.environ.get("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", DEFAULT_INTERVAL_S))
 
 
+def import_retry_delay_s() -> float:
+    """``ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S``: first wait before a failed import is retried."""
+    return float(os.environ.get("ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S", "30"))
+
+
+def finish_run_request(request: FinishRequest) -> dg.RunRequest:
+    """The run the follower asked for: the job's outcome, and its import when there is one."""
+    selection = [batch_job_asset_key(request.job_type)]
+    if request.with_import:
+        selection.append(predictions_asset_key(request.job_type))
+    return dg.RunRequest(
+        run_key=request.run_key,
+        job_name=finish_job_name(request.job_type),
+        partition_key=request.job_id,
+        asset_selection=selection,
+        tags={
+            BATCH_JOB_ID_TAG: request.job_id,
+            RUN_KIND_TAG: FINISH_KIND,
+            "robotoff_batch/attempt": str(request.attempt + 1),
+        },
+    )
+
+
 def build_batch_job_sensor(
-    registry: Sequence[RegisteredJobType], import_jobs: Sequence[dg.UnresolvedAssetJobDefinition]
+    registry: Sequence[RegisteredJobType], finish_jobs: Sequence[Any]
 ) -> dg.SensorDefinition:
-    """One sensor for all job types: registers new jobs, records states, requests imports."""
-    job_types = [r.name for r in registry]
+    """One sensor for all job types: registers jobs, records states, requests finish runs."""
+    names = [r.name for r in registry]
 
     @dg.sensor(
         name="batch_job_sensor",
         minimum_interval_seconds=sensor_interval_s(),
-        jobs=list(import_jobs),
+        jobs=list(finish_jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Polls the batch engine once per tick for every in-flight job: records "
-        "QUEUED -> SCHEDULED -> RUNNING -> SUCCEEDED/FAILED on the job's partition, requests "
-        "the import of a SUCCEEDED job (run_key = job id), records a FAILED one's events.",
+        description="Follows every batch job (one engine listing per tick): registers its "
+        "partition, records QUEUED -> SCHEDULED -> RUNNING, cancels a job whose launch run was "
+        "cancelled, and when the job ends requests its finish run (outcome + import), again "
+        "until the import is in the ledger.",
     )
     def batch_job_sensor(
         context: dg.SensorEvaluationContext,
         batch_engine: BatchEngineResource,
         launch_settings: LaunchSettingsResource,
+        prediction_store: PredictionStoreResource,
     ) -> dg.SensorResult:
-        known = {
-            jt: context.instance.get_dynamic_partitions(partitions_def_name(jt)) for jt in job_types
-        }
-
-        def owner_cancelled(run_id: str) -> bool:
-            run = context.instance.get_run_by_id(run_id)
-            return run is not None and run.status in (
-                dg.DagsterRunStatus.CANCELED,
-                dg.DagsterRunStatus.CANCELING,
-            )
-
-        result = poll_jobs(
+        cache, problem = FollowCache.decode(context.cursor)
+        if problem:
+            context.log.warning(f"{problem}; nothing is lost, the jobs are re-read")
+        # With Robotoff's webhook, Robotoff imports: the finish run records the outcome only.
+        imports = not launch_settings.webhook_url
+        plan = follow(
             engine=batch_engine.get_engine(),
-            tracked=decode_cursor(context.cursor),
-            known_partitions=known,
-            owner_cancelled=owner_cancelled,
+            cache=cache,
+            storage=DagsterFollowStorage(context.instance, prediction_store),
+            job_types={name: imports for name in names},
+            retry_delay_s=import_retry_delay_s(),
         )
-        run_requests = []
-        if not launch_settings.webhook_url:  # otherwise Robotoff imports through its webhook
-            for status in result.succeeded:
-                job_type = status.labels.get("job-type", "")
-                run_requests.append(
-                    dg.RunRequest(
-                        run_key=f"import-{status.job_id}",
-                        job_name=import_job_name(job_type),
-                        partition_key=status.job_id,
-                        asset_selection=[predictions_asset_key(job_type)],
-                        tags={"batch_job_id": status.job_id},
-                    )
-                )
+        for level, message in plan.messages:
+            context.log.log(level, message)
         return dg.SensorResult(
-            run_requests=run_requests,
+            run_requests=[finish_run_request(r) for r in plan.finish_requests],
             dynamic_partitions_requests=[
                 dg.AddDynamicPartitionsRequest(partitions_def_name(jt), ids)
-                for jt, ids in result.new_partitions.items()
+                for jt, ids in plan.new_partitions.items()
             ],
-            asset_events=result.asset_events,
-            cursor=encode_cursor(result.tracked),
+            asset_events=list(plan.observations),
+            cursor=plan.cache.encode(),
         )
 
     return batch_job_sensor

@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import google.cloud.storage as storage
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+from robotoff_batch.batch.local_runner import LocalBatchEngine
 from robotoff_batch.gcs_staging import GCSStaging
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.gcs_emulator import RunningEmulator, running_gcs_emulator
@@ -31,7 +31,6 @@ from tests.fakes.settings import (
     fast_batch_retry,
     fast_gcs_retry,
 )
-from tests.fakes.subprocess_backend import SubprocessBackend
 
 
 @pytest.fixture
@@ -69,28 +68,17 @@ def fake_container_commands(tmp_path: Path) -> Mapping[str, Sequence[str]]:
 @pytest.fixture
 def local_batch_backend(
     tmp_path: Path, fake_container_commands: Mapping[str, Sequence[str]]
-) -> Iterator[Any]:
-    """The project's local runner, which the fake Batch service runs the tasks with.
-
-    Falls back to :class:`tests.fakes.subprocess_backend.SubprocessBackend` only while
-    ``robotoff_batch.batch.local_runner`` cannot be imported.
-    """
-    try:
-        from robotoff_batch.batch.local_runner import LocalBatchEngine
-    except ImportError:
-        backend: Any = SubprocessBackend(commands_by_image=fake_container_commands)
-    else:
-        backend = LocalBatchEngine(
-            state_dir=tmp_path / "local-batch", commands_by_image=fake_container_commands
-        )
+) -> Iterator[LocalBatchEngine]:
+    """The project's local runner, which the fake Batch service runs the tasks with."""
+    backend = LocalBatchEngine(
+        state_dir=tmp_path / "local-batch", commands_by_image=fake_container_commands
+    )
     yield backend
-    close = getattr(backend, "close", None)
-    if callable(close):
-        close()
+    backend.close()
 
 
 @pytest.fixture
-def fake_batch_service(local_batch_backend: Any) -> Iterator[FakeBatchService]:
+def fake_batch_service(local_batch_backend: LocalBatchEngine) -> Iterator[FakeBatchService]:
     """The fake BatchService over gRPC, running jobs through the local runner."""
     with running_fake_batch_service(backend=local_batch_backend) as service:
         yield service

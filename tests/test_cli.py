@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from robotoff_batch import operations
 from robotoff_batch.cli import app
-from robotoff_batch.tracking import partitions_def_name
+from robotoff_batch.follow import partitions_def_name
 
 runner = CliRunner()
 
@@ -35,13 +35,17 @@ def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
     launched = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=80", "--wait"])
     assert launched.exit_code == 0, launched.output
     job_id = re.search(r"launched batch job (\S+) \(80 products\)", launched.output).group(1)
-    assert f"{job_id}: (new) → QUEUED" in launched.output
+    # each state once, in order, from the first one the follower saw to SUCCEEDED
+    states = re.findall(rf"{job_id}: (\S+) → (\S+)", launched.output)
+    assert states and states[0][0] == "(new)" and states[-1][1] == "SUCCEEDED", launched.output
+    assert all(a[1] == b[0] for a, b in zip(states, states[1:], strict=False)), states
+    assert len({new for _, new in states}) == len(states), states
     imported = int(re.search(r"imported (\d+) predictions", launched.output).group(1))
 
     # the launch and the import are runs of the same Dagster instance the UI reads
     instance = dg.DagsterInstance.get()
     jobs = {r.job_name for r in instance.get_runs()}
-    assert {"launch_ingredients_spellcheck", "import_ingredients_spellcheck"} <= jobs
+    assert {"launch_ingredients_spellcheck", "finish_ingredients_spellcheck"} <= jobs
     assert instance.has_dynamic_partition(partitions_def_name("ingredients-spellcheck"), job_id)
     assert operations.count(job_id=job_id) == imported
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import batch_v1
 
-from robotoff_batch.batch.cloud_batch import CloudBatchEngine, labels_filter
+from robotoff_batch.batch.cloud_batch import CloudBatchEngine, labels_filter, request_id
 from robotoff_batch.batch.engine import (
     BatchEngine,
     BatchEngineError,
@@ -116,6 +116,8 @@ def engine_on(service: FakeBatchService) -> CloudBatchEngine:
 
 def test_engine_implements_the_protocol(cloud_batch_engine: CloudBatchEngine) -> None:
     assert isinstance(cloud_batch_engine, BatchEngine)
+    # Cloud Logging is not read (no google-cloud-logging): the job's log_uri links it.
+    assert cloud_batch_engine.log_tail(job_id="any-job") is None
 
 
 def test_submitted_job_runs_and_list_jobs_sees_it_succeed(
@@ -310,15 +312,9 @@ def test_job_deleted_behind_our_back(
         cloud_batch_engine.get_job(job_id="spellcheck-vanishes")
     statuses = cloud_batch_engine.list_jobs(labels=LABELS)
     assert [s.job_id for s in statuses] == ["spellcheck-kept"]
-    fake_batch_service.calls.clear()
-    missing = cloud_batch_engine.reconcile(
-        known_job_ids=["spellcheck-kept", "spellcheck-vanishes"], listed=statuses
-    )
-    assert [(s.job_id, s.state) for s in missing] == [("spellcheck-vanishes", JobState.DELETED)]
-    assert dict(fake_batch_service.calls) == {"GetJob": 1}  # confirmed once, not assumed
 
 
-def test_cancel_deletes_the_job_and_stops_its_tasks(
+def test_cancel_is_cancel_job_and_the_cancelled_job_stays_listed(
     cloud_batch_engine: CloudBatchEngine, fake_batch_service: FakeBatchService, tmp_path: Path
 ) -> None:
     markers = tmp_path / "markers"
@@ -332,9 +328,12 @@ def test_cancel_deletes_the_job_and_stops_its_tasks(
 
     cloud_batch_engine.cancel(job_id="spellcheck-cancelled")
 
-    assert fake_batch_service.calls["DeleteJob"] == 1
-    delete = fake_batch_service.requests["DeleteJob"][0]
-    assert delete.name.endswith("/jobs/spellcheck-cancelled") and delete.request_id
+    assert fake_batch_service.calls["CancelJob"] == 1
+    assert fake_batch_service.calls["DeleteJob"] == 0
+    cancel = fake_batch_service.requests["CancelJob"][0]
+    name = f"projects/{TEST_PROJECT}/locations/{TEST_LOCATION}/jobs/spellcheck-cancelled"
+    assert cancel.name == name
+    assert cancel.request_id == request_id("cancel", name)
 
     def stopped() -> bool:  # the task writes a heartbeat every 0.1 s while it runs
         before = (markers / "alive-0").read_text()
@@ -343,9 +342,87 @@ def test_cancel_deletes_the_job_and_stops_its_tasks(
 
     wait_for(stopped, timeout=15.0)
     assert not (markers / "done-0").exists()
+
+    done = wait_for(
+        lambda: (
+            (s := listed(cloud_batch_engine, "spellcheck-cancelled")) and s.state.is_terminal and s
+        )
+    )
+    assert isinstance(done, JobStatus) and done.state is JobState.CANCELLED
+    detailed = cloud_batch_engine.get_job(job_id="spellcheck-cancelled")  # still there
+    assert detailed.state is JobState.CANCELLED
+    assert [e.new_state for e in detailed.status_events if e.new_state][-3:] == [
+        JobState.RUNNING,
+        JobState.CANCELLATION_IN_PROGRESS,
+        JobState.CANCELLED,
+    ]
+    assert "was cancelled by a cancel request" in detailed.failure_summary
+
+    cloud_batch_engine.cancel(job_id="spellcheck-cancelled")  # again: harmless
+    assert fake_batch_service.calls["CancelJob"] == 2
+    # Same request id: Batch sees one request however often it is retried or repeated.
+    assert fake_batch_service.requests["CancelJob"][1].request_id == cancel.request_id
+    assert fake_batch_service.calls["DeleteJob"] == 0
+    assert cloud_batch_engine.get_job(job_id="spellcheck-cancelled").state is JobState.CANCELLED
+
+
+def test_cancel_reports_cancellation_in_progress_then_cancelled(
+    queued_only_service: FakeBatchService,
+) -> None:
+    engine = engine_on(queued_only_service)
+    engine.submit(request=make_request("spellcheck-queued-cancel"))
+    engine.cancel(job_id="spellcheck-queued-cancel")
+    stopping = listed(engine, "spellcheck-queued-cancel")
+    assert stopping is not None and stopping.state is JobState.CANCELLATION_IN_PROGRESS
+    assert stopping.state.is_stopping and not stopping.state.is_terminal
+    cancelled = listed(engine, "spellcheck-queued-cancel")
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED
+    assert [e.new_state for e in cancelled.status_events] == [
+        JobState.CANCELLATION_IN_PROGRESS,
+        JobState.CANCELLED,
+    ]
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED])
+def test_cancel_falls_back_on_delete_when_cancel_job_is_refused(
+    cloud_batch_engine: CloudBatchEngine,
+    fake_batch_service: FakeBatchService,
+    caplog: pytest.LogCaptureFixture,
+    code: grpc.StatusCode,
+) -> None:
+    cloud_batch_engine.submit(request=make_request("spellcheck-denied", image=FAKE_IMAGE_SLEEP))
+    fake_batch_service.fail_next("CancelJob", code)
+
+    with caplog.at_level(logging.WARNING):
+        cloud_batch_engine.cancel(job_id="spellcheck-denied")
+
+    assert fake_batch_service.calls["CancelJob"] == 1  # not retried
+    assert fake_batch_service.calls["DeleteJob"] == 1
+    delete = fake_batch_service.requests["DeleteJob"][0]
+    assert delete.name.endswith("/jobs/spellcheck-denied") and delete.request_id
+    assert "spellcheck-denied" in caplog.text and "erases its history" in caplog.text
     with pytest.raises(JobNotFoundError):
-        cloud_batch_engine.get_job(job_id="spellcheck-cancelled")
-    cloud_batch_engine.cancel(job_id="spellcheck-cancelled")  # already gone: not an error
+        cloud_batch_engine.get_job(job_id="spellcheck-denied")
+
+
+def test_cancel_of_a_missing_job_is_not_an_error(
+    cloud_batch_engine: CloudBatchEngine, fake_batch_service: FakeBatchService
+) -> None:
+    cloud_batch_engine.cancel(job_id="spellcheck-never-created")
+    assert fake_batch_service.calls["CancelJob"] == 1
+    assert fake_batch_service.calls["DeleteJob"] == 0
+
+
+def test_cancel_refused_for_another_reason_raises_and_deletes_nothing(
+    queued_only_service: FakeBatchService,
+) -> None:
+    engine = engine_on(queued_only_service)
+    engine.submit(request=make_request("spellcheck-bad-cancel"))
+    queued_only_service.fail_next("CancelJob", grpc.StatusCode.FAILED_PRECONDITION)
+    with pytest.raises(BatchEngineError, match="could not cancel job spellcheck-bad-cancel"):
+        engine.cancel(job_id="spellcheck-bad-cancel")
+    assert queued_only_service.calls["DeleteJob"] == 0
+    assert engine.get_job(job_id="spellcheck-bad-cancel").state is JobState.QUEUED
 
 
 def test_labels_filter_round_trips_through_the_fake_parser() -> None:

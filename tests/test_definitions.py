@@ -26,16 +26,23 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
         "ingredients_spellcheck/predictions",
     }
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert checks == {"rows_imported_match_output", "no_duplicate_predictions"}
+    assert checks == {
+        "batch_job_succeeded",
+        "rows_imported_match_output",
+        "no_duplicate_predictions",
+    }
     jobs = {j.name for j in repo.get_all_jobs()}
     assert {
         "launch_ingredients_spellcheck",
-        "import_ingredients_spellcheck",
-        "cancel_batch_job",
+        "finish_ingredients_spellcheck",
+        "cancel_ingredients_spellcheck",
     } <= jobs
+    # the finish run is two steps in one process, no per-step process to start
+    finish = repo.get_job("finish_ingredients_spellcheck")
+    assert finish.executor_def.name == "in_process"
     sensors = {s.name: s for s in repo.sensor_defs}
     assert set(sensors) == {"batch_job_sensor"}
-    assert sensors["batch_job_sensor"].minimum_interval_seconds == 30
+    assert sensors["batch_job_sensor"].minimum_interval_seconds == 10
     assert set(defs.resources) >= {
         "product_dump",
         "staging",
@@ -45,6 +52,31 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
     }
     # the spellcheck config has no schedule: none is defined
     assert not repo.schedule_defs
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        ["ingredients_spellcheck/products"],
+        ["ingredients_spellcheck/staged_input"],
+        ["ingredients_spellcheck/batch_job_submission"],
+        ["ingredients_spellcheck/products", "ingredients_spellcheck/staged_input"],
+    ],
+)
+def test_part_of_the_launch_step_cannot_be_materialized(selection: list[str]) -> None:
+    """The launch is one step: materializing a part of it is refused with a clear message."""
+    from robotoff_batch.definitions import defs
+
+    keys = [dg.AssetKey.from_user_string(k) for k in selection]
+    launch_assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    with pytest.raises(dg.DagsterInvalidDefinitionError) as raised:
+        dg.materialize(
+            launch_assets, selection=keys, resources=defs.resources, raise_on_error=False
+        )
+    cause = raised.value.__cause__
+    assert isinstance(cause, dg.DagsterInvalidSubsetError)
+    assert "ingredients_spellcheck__launch" in str(cause)
+    assert "does not support subsetting" in str(cause)
 
 
 def _copy_project(tmp_path: Path) -> Path:

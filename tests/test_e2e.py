@@ -20,6 +20,7 @@ import pytest
 
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
+from robotoff_batch.follow import partitions_def_name
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
@@ -30,7 +31,6 @@ from robotoff_batch.resources import (
     ProductDumpResource,
     StagingResource,
 )
-from robotoff_batch.tracking import partitions_def_name
 
 JOB_TYPE = "ingredients-spellcheck"
 PARTITIONS = partitions_def_name(JOB_TYPE)

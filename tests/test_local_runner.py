@@ -3,6 +3,8 @@ from tests/fixtures/task_*.py, requests built with the real batch_v1 classes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -24,7 +26,12 @@ from robotoff_batch.batch.engine import (
     JobState,
 )
 from robotoff_batch.batch.local_runner import LocalBatchEngine
-from robotoff_batch.batch.local_supervisor import process_start_ticks, read_state
+from robotoff_batch.batch.local_supervisor import (
+    process_start_ticks,
+    read_state,
+    set_job_state,
+    updating,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -32,11 +39,13 @@ IMAGE_WRITE = "europe-docker.pkg.dev/off/robotoff/write-index:1"
 IMAGE_FLAKY = "europe-docker.pkg.dev/off/robotoff/flaky:1"
 IMAGE_SLEEP = "europe-docker.pkg.dev/off/robotoff/sleep-forever:1"
 IMAGE_EXIT3 = "europe-docker.pkg.dev/off/robotoff/exit3:1"
+IMAGE_LINES = "europe-docker.pkg.dev/off/robotoff/many-lines:1"
 COMMANDS = {
     IMAGE_WRITE: [sys.executable, str(FIXTURES / "task_write_index.py")],
     IMAGE_FLAKY: [sys.executable, str(FIXTURES / "task_flaky.py")],
     IMAGE_SLEEP: [sys.executable, str(FIXTURES / "task_sleep_forever.py")],
     IMAGE_EXIT3: [sys.executable, str(FIXTURES / "task_exit3.py")],
+    IMAGE_LINES: [sys.executable, str(FIXTURES / "task_many_lines.py")],
 }
 PARENT = "projects/off-test/locations/europe-west4"
 WAIT_S = 30.0
@@ -315,7 +324,7 @@ def test_submitting_twice_runs_once(engine: LocalBatchEngine, out_dir: Path) -> 
     assert engine.submit(request=request).state is JobState.SUCCEEDED
 
 
-def test_cancel_kills_tasks_and_marks_deleted(engine: LocalBatchEngine, out_dir: Path) -> None:
+def test_cancel_kills_tasks_and_ends_cancelled(engine: LocalBatchEngine, out_dir: Path) -> None:
     request = make_request(
         "to-cancel",
         image=IMAGE_SLEEP,
@@ -334,13 +343,108 @@ def test_cancel_kills_tasks_and_marks_deleted(engine: LocalBatchEngine, out_dir:
     assert not any(pid_alive(p) for p in pids)
     wait_for(lambda: not pid_alive(supervisor_pid))
     final = engine.get_job(job_id="to-cancel")
-    assert final.state is JobState.DELETED
-    assert states(final)[-2:] == [JobState.DELETION_IN_PROGRESS, JobState.DELETED]
-    assert engine.job_dir("to-cancel").is_dir()  # history stays visible
+    assert final.state is JobState.CANCELLED
+    assert final.state.is_terminal and not final.state.is_stopping
+    # The whole history is kept, and says who ended the job.
+    assert states(final) == [
+        JobState.QUEUED,
+        JobState.SCHEDULED,
+        JobState.RUNNING,
+        JobState.CANCELLATION_IN_PROGRESS,
+        JobState.CANCELLED,
+    ]
+    cancelled = [e for e in final.status_events if e.type == "JOB_CANCELLED"]
+    assert len(cancelled) == 1
+    assert cancelled[0].description.endswith("/jobs/to-cancel was cancelled by a cancel request.")
+    assert [t.attempts for t in final.tasks] == [1, 1]
+    assert final.run_duration_s is not None and final.run_duration_s >= 0
+    assert engine.job_dir("to-cancel").is_dir()
+    assert [(j.job_id, j.state) for j in engine.list_jobs(labels={})] == [
+        ("to-cancel", JobState.CANCELLED)
+    ]
 
-    engine.cancel(job_id="to-cancel")  # already gone: not an error
+    engine.cancel(job_id="to-cancel")  # already cancelled: not an error, nothing changes
     engine.cancel(job_id="never-existed")
-    assert engine.get_job(job_id="to-cancel").state is JobState.DELETED
+    again = engine.get_job(job_id="to-cancel")
+    assert again.state is JobState.CANCELLED
+    assert again.status_events == final.status_events
+
+
+@contextlib.contextmanager
+def paused_supervisor(job_dir: Path) -> Iterator[int]:
+    """SIGSTOP the job's supervisor while it does not hold the job's lock; SIGCONT on exit."""
+    pid: int = read_state(job_dir)["supervisor"]["pid"]
+    with open(job_dir / "lock", "a+b") as lock:
+        for _ in range(100):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # stopped while holding it: let it go on a little
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(0.01)
+                continue
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            break
+        else:
+            raise AssertionError("the supervisor never released its lock")
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # already killed and reaped
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_cancel_while_cancelling_restarts_nothing(engine: LocalBatchEngine, out_dir: Path) -> None:
+    engine.submit(
+        request=make_request(
+            "twice-cancelled", image=IMAGE_SLEEP, variables={"OUT_DIR": str(out_dir)}
+        )
+    )
+    wait_for(lambda: (out_dir / "pids-0").exists())
+    pids = [int(p) for p in (out_dir / "pids-0").read_text().split()]
+    job_dir = engine.job_dir("twice-cancelled")
+    with paused_supervisor(job_dir) as supervisor_pid:
+        # A first cancel is under way (state set, its supervisor not yet stopped).
+        with updating(job_dir) as state:
+            set_job_state(state, JobState.CANCELLATION_IN_PROGRESS, "Cancellation requested.")
+        started = time.monotonic()
+        engine.cancel(job_id="twice-cancelled")
+        elapsed = time.monotonic() - started
+        # Returned at once: no new SIGTERM + grace period, nothing killed, nothing re-recorded.
+        assert elapsed < 1.0
+        assert pid_alive(supervisor_pid) and all(pid_alive(p) for p in pids)
+        status = engine.get_job(job_id="twice-cancelled")
+        assert status.state is JobState.CANCELLATION_IN_PROGRESS
+        assert status.state.is_stopping and not status.state.is_terminal
+        assert states(status).count(JobState.CANCELLATION_IN_PROGRESS) == 1
+    # The supervisor, resumed, sees the job is being cancelled and ends it.
+    final = engine.wait(job_id="twice-cancelled", timeout_s=WAIT_S)
+    assert final.state is JobState.CANCELLED
+    assert states(final)[-2:] == [JobState.CANCELLATION_IN_PROGRESS, JobState.CANCELLED]
+    assert "was cancelled by a cancel request" in final.failure_summary
+    wait_for(lambda: not any(pid_alive(p) for p in pids))
+
+
+def test_cancelling_job_of_a_dead_supervisor_ends_cancelled(
+    engine: LocalBatchEngine, out_dir: Path
+) -> None:
+    engine.submit(
+        request=make_request(
+            "cancel-orphan", image=IMAGE_SLEEP, variables={"OUT_DIR": str(out_dir)}
+        )
+    )
+    wait_for(lambda: (out_dir / "pids-0").exists())
+    pids = [int(p) for p in (out_dir / "pids-0").read_text().split()]
+    job_dir = engine.job_dir("cancel-orphan")
+    with paused_supervisor(job_dir) as supervisor_pid:
+        with updating(job_dir) as state:
+            set_job_state(state, JobState.CANCELLATION_IN_PROGRESS, "Cancellation requested.")
+        os.kill(supervisor_pid, signal.SIGKILL)  # the canceller and the supervisor both died
+    wait_for(lambda: not pid_alive(supervisor_pid))
+    status = engine.get_job(job_id="cancel-orphan")
+    assert status.state is JobState.CANCELLED  # not FAILED: it was being cancelled
+    assert "local supervisor died" not in status.failure_summary
+    wait_for(lambda: not any(pid_alive(p) for p in pids))
 
 
 def test_cancel_of_a_finished_job_keeps_it(engine: LocalBatchEngine) -> None:
@@ -449,3 +553,69 @@ def test_supervisor_cli_refuses_garbage(tmp_path: Path) -> None:
         timeout=WAIT_S,
     )
     assert done.returncode == 2
+
+
+# -- log_tail ---------------------------------------------------------------------------------
+
+
+def test_log_tail_is_the_end_of_the_failed_tasks_log(engine: LocalBatchEngine) -> None:
+    engine.submit(
+        request=make_request(
+            "noisy-fail",
+            image=IMAGE_LINES,
+            task_count=3,
+            parallelism=3,
+            variables={"LINES": "100", "FAIL_INDEX": "1"},
+        )
+    )
+    final = engine.wait(job_id="noisy-fail", timeout_s=WAIT_S)
+    assert final.state is JobState.FAILED
+    assert [t.exit_code for t in final.tasks] == [0, 3, 0]
+
+    tail = engine.log_tail(job_id="noisy-fail")
+    assert tail is not None
+    # Task 1 failed: its log, not that of a task that succeeded (or started last).
+    assert tail.splitlines() == [f"task 1 line {n:03d}" for n in range(71, 101)]
+    assert "task 1 line 001" not in tail
+    assert engine.log_tail(job_id="noisy-fail", lines=3) == (
+        "task 1 line 098\ntask 1 line 099\ntask 1 line 100"
+    )
+
+
+def test_log_tail_without_failure_is_the_last_attempt(
+    engine: LocalBatchEngine, out_dir: Path
+) -> None:
+    request = make_request(
+        "flaky-tail",
+        image=IMAGE_FLAKY,
+        max_retry_count=1,
+        variables={"OUT_DIR": str(out_dir), "FAIL_TIMES": "1"},
+    )
+    engine.submit(request=request)
+    final = engine.wait(job_id="flaky-tail", timeout_s=WAIT_S)
+    assert final.state is JobState.SUCCEEDED, final.failure_summary
+    assert engine.log_tail(job_id="flaky-tail") == "task 0 run 2: ok"
+
+
+def test_log_tail_reads_only_the_end_of_a_big_log(engine: LocalBatchEngine) -> None:
+    engine.submit(request=make_request("big-log", image=IMAGE_EXIT3))
+    engine.wait(job_id="big-log", timeout_s=WAIT_S)
+    log = engine.job_dir("big-log") / "logs" / "task-0-attempt-1.log"
+    # One line far longer than what is read, then a line that is not valid UTF-8.
+    log.write_bytes(b"first\n" + b"x" * 200_000 + b"\ncaf\xe9 crashed\nexit 3\n")
+    assert engine.log_tail(job_id="big-log") == "caf\ufffd crashed\nexit 3"
+
+
+def test_log_tail_is_none_without_a_log(
+    engine: LocalBatchEngine, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine.log_tail(job_id="never-existed") is None
+    monkeypatch.delenv("MISSING_SECRET_XYZ", raising=False)
+    request = make_request(
+        "never-ran",
+        variables={"OUT_DIR": str(out_dir)},
+        secret_variables={"TOKEN": "projects/p/secrets/MISSING_SECRET_XYZ/versions/1"},
+    )
+    engine.submit(request=request)
+    assert engine.wait(job_id="never-ran", timeout_s=WAIT_S).state is JobState.FAILED
+    assert engine.log_tail(job_id="never-ran") is None  # no task ever started

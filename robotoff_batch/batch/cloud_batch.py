@@ -15,9 +15,13 @@ What it does, and what the systems that came before learnt the hard way:
 - :meth:`CloudBatchEngine.get_job` adds per-task exit codes (``ListTasks``); Batch's own codes
   50001-50006 are told from the container's by :attr:`TaskStatus.exit_reason`.
 
-A job deleted behind our back simply disappears from ``list_jobs``. The caller (the sensor)
-keeps the ids it knows are in flight and calls :meth:`CloudBatchEngine.reconcile`, which
-confirms each missing id with one ``GetJob``: only ``NOT_FOUND`` makes it ``DELETED``.
+- :meth:`CloudBatchEngine.cancel` is ``CancelJob``: the job goes CANCELLATION_IN_PROGRESS then
+  CANCELLED and stays listed with its status events. It falls back on ``DeleteJob`` (which
+  erases the job and its history) only where ``CancelJob`` is refused (PERMISSION_DENIED) or
+  unknown (UNIMPLEMENTED).
+
+A job deleted behind our back simply disappears from ``list_jobs``; ``get_job`` then raises
+:class:`~robotoff_batch.batch.engine.JobNotFoundError`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -56,11 +60,9 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 LIST_PAGE_SIZE = 1000
 DEFAULT_TASK_GROUP = "group0"
 
-# Cloud Batch states our neutral JobState has no name for.
-_STATE_ALIASES = {
-    "CANCELLATION_IN_PROGRESS": JobState.DELETION_IN_PROGRESS,
-    "CANCELLED": JobState.DELETED,
-}
+# request_id of CancelJob / DeleteJob: a uuid5 of the job name, so that a retried call (ours,
+# or one whose response was lost) is recognised by Batch as the same request.
+_REQUEST_ID_NAMESPACE = uuid.UUID("5b0f8a3e-2f4c-5d7e-9a61-0c3b7e2d4f18")
 _NEW_STATE_RE = re.compile(r"\bfrom\s+([A-Z_]+)\s+to\s+([A-Z_]+)")
 _PLAIN_LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -100,8 +102,6 @@ def labels_filter(labels: Mapping[str, str]) -> str:
 
 
 def _job_state(name: str) -> JobState:
-    if name in _STATE_ALIASES:
-        return _STATE_ALIASES[name]
     try:
         return JobState(name)
     except ValueError:
@@ -135,6 +135,11 @@ def _job_id_of(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
+def request_id(action: str, job_name: str) -> str:
+    """The deterministic ``request_id`` of ``action`` ("cancel", "delete") on ``job_name``."""
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{action}:{job_name}"))
+
+
 class CloudBatchEngine:
     """:class:`~robotoff_batch.batch.engine.BatchEngine` on Google Cloud Batch."""
 
@@ -148,19 +153,13 @@ class CloudBatchEngine:
         client: batch_v1.BatchServiceClient,
         retry: Retry | None = None,
         timeout: float = 60.0,
-        delete_wait_timeout: float | None = None,
     ) -> None:
-        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total.
-
-        ``delete_wait_timeout``: when set, :meth:`cancel` waits that long for the deletion's
-        long-running operation; when None it returns as soon as Batch accepted it.
-        """
+        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total."""
         self.project = project
         self.location = location
         self.client = client
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
-        self.delete_wait_timeout = delete_wait_timeout
         self.list_pages_last_call = 0
 
     @classmethod
@@ -258,26 +257,37 @@ class CloudBatchEngine:
         return self._get(self.job_name(job_id), with_tasks=True)
 
     def cancel(self, *, job_id: str) -> None:
-        """Delete the job (Cloud Batch stops its tasks); a job already gone is not an error."""
-        request = batch_v1.DeleteJobRequest(
-            name=self.job_name(job_id),
-            reason="cancelled by robotoff-batch",
-            request_id=str(uuid.uuid4()),  # makes the retried delete idempotent
-        )
+        """``CancelJob``: Batch stops the tasks, the job ends CANCELLED and stays listed.
+
+        Returns once Batch accepted the request, without waiting for its long-running
+        operation. A job already gone (NOT_FOUND) is not an error. Where ``CancelJob`` is
+        refused (PERMISSION_DENIED: the role lacks ``batch.jobs.cancel``) or unknown
+        (UNIMPLEMENTED), the job is deleted instead, which also stops it.
+        """
+        name = self.job_name(job_id)
+        request = batch_v1.CancelJobRequest(name=name, request_id=request_id("cancel", name))
         try:
-            operation = self.client.delete_job(
-                request=request, retry=self.retry, timeout=self.timeout
-            )
+            self.client.cancel_job(request=request, retry=self.retry, timeout=self.timeout)
         except api_exceptions.NotFound:
             logger.info("Job %s is already gone", job_id)
             return
+        except (api_exceptions.PermissionDenied, api_exceptions.MethodNotImplemented) as exc:
+            logger.warning(
+                "CancelJob of %s answered %s (%s): deleting the job instead, which erases its "
+                "history (status events, task exit codes)",
+                job_id,
+                exc.code,
+                exc.message,
+            )
+            self._delete(job_id)
+            return
         except api_exceptions.GoogleAPICallError as exc:
-            raise BatchEngineError(f"could not delete job {job_id}: {exc.message}") from exc
+            raise BatchEngineError(
+                f"could not cancel job {job_id}: {exc.code} {exc.message}"
+            ) from exc
         except api_exceptions.RetryError as exc:
-            raise BatchEngineError(f"Cloud Batch unreachable while deleting {job_id}") from exc
-        logger.info("Deletion of job %s requested", job_id)
-        if self.delete_wait_timeout is not None:
-            operation.result(timeout=self.delete_wait_timeout)
+            raise BatchEngineError(f"Cloud Batch unreachable while cancelling {job_id}") from exc
+        logger.info("Cancellation of job %s requested", job_id)
 
     def logs_uri(self, *, job_id: str) -> str:
         """The Cloud Logging query of the job's logs (by uid), or its Batch console page."""
@@ -287,28 +297,10 @@ class CloudBatchEngine:
             return self.console_uri(job_id)
         return status.log_uri or self.console_uri(job_id)
 
-    # -- reconciliation ---------------------------------------------------------------------
-
-    def reconcile(
-        self, *, known_job_ids: Iterable[str], listed: Sequence[JobStatus]
-    ) -> list[JobStatus]:
-        """Statuses of the known in-flight jobs that ``list_jobs`` did not return.
-
-        Each missing id costs one ``GetJob``: ``NOT_FOUND`` gives a ``DELETED`` status (deleted
-        behind our back); a job that is found after all (list lag, labels changed) is returned
-        with its real status.
-        """
-        seen = {status.job_id for status in listed}
-        result = []
-        for job_id in known_job_ids:
-            if job_id in seen:
-                continue
-            try:
-                result.append(self._get(self.job_name(job_id), with_tasks=False))
-            except JobNotFoundError:
-                logger.warning("Job %s disappeared: it was deleted outside robotoff-batch", job_id)
-                result.append(JobStatus(job_id=job_id, state=JobState.DELETED))
-        return result
+    def log_tail(self, *, job_id: str, lines: int = 30) -> str | None:
+        """None: reading Cloud Logging needs ``google-cloud-logging``, which is not a
+        dependency. The job's ``log_uri`` (:meth:`logs_uri`) links its Cloud Logging query."""
+        return None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -324,6 +316,25 @@ class CloudBatchEngine:
             f"https://console.cloud.google.com/logs/query;query={query};duration=P30D"
             f"?project={self.project}"
         )
+
+    def _delete(self, job_id: str) -> None:
+        """``DeleteJob`` (the fallback of :meth:`cancel`), not waiting for its operation."""
+        name = self.job_name(job_id)
+        request = batch_v1.DeleteJobRequest(
+            name=name, reason="cancelled by robotoff-batch", request_id=request_id("delete", name)
+        )
+        try:
+            self.client.delete_job(request=request, retry=self.retry, timeout=self.timeout)
+        except api_exceptions.NotFound:
+            logger.info("Job %s is already gone", job_id)
+            return
+        except api_exceptions.GoogleAPICallError as exc:
+            raise BatchEngineError(
+                f"could not delete job {job_id}: {exc.code} {exc.message}"
+            ) from exc
+        except api_exceptions.RetryError as exc:
+            raise BatchEngineError(f"Cloud Batch unreachable while deleting {job_id}") from exc
+        logger.info("Deletion of job %s requested", job_id)
 
     def _get(self, name: str, *, with_tasks: bool) -> JobStatus:
         try:

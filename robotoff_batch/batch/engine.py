@@ -26,19 +26,33 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     DELETION_IN_PROGRESS = "DELETION_IN_PROGRESS"
-    # Not a Cloud Batch state: the job vanished (deleted behind our back, or cancelled by us).
+    CANCELLATION_IN_PROGRESS = "CANCELLATION_IN_PROGRESS"
+    CANCELLED = "CANCELLED"
+    # Not a Cloud Batch state: the job no longer exists (deleted, by us or behind our back).
     DELETED = "DELETED"
 
     @property
     def is_terminal(self) -> bool:
+        """SUCCEEDED, FAILED, CANCELLED or DELETED: the job will not change any more."""
         return self in TERMINAL_STATES
 
+    @property
+    def is_stopping(self) -> bool:
+        """Being cancelled or deleted: its tasks are stopping, it ends CANCELLED or DELETED."""
+        return self in STOPPING_STATES
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DELETED})
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DELETED}
+)
+STOPPING_STATES = frozenset({JobState.DELETION_IN_PROGRESS, JobState.CANCELLATION_IN_PROGRESS})
 
 # Exit codes Cloud Batch itself sets on a task (not the container's own exit code).
-# https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes
+# https://cloud.google.com/batch/docs/troubleshooting#reserved-exit-codes; 50000 is documented
+# on ``batch_v1.TaskExecution.exit_code`` ("if the task failed but not due to the following
+# reasons, the exit code will be 50000").
 BATCH_RESERVED_EXIT_CODES: Mapping[int, str] = {
+    50000: "the task failed for an unspecified Batch reason",
     50001: "the VM was preempted (Spot VM) or otherwise lost",
     50002: "the VM stopped reporting to the Batch service (timeout)",
     50003: "the VM rebooted during the task",
@@ -100,6 +114,29 @@ class JobStatus:
         ]
         return "\n".join(lines) if lines else "no status events were reported"
 
+    @property
+    def run_duration_s(self) -> float | None:
+        """Seconds from the first RUNNING status event (else ``create_time``) to the event that
+        ended the job (else ``update_time``); None while the job is not terminal, or when the
+        times are unknown."""
+        if not self.state.is_terminal:
+            return None
+        start = next(
+            (e.time for e in self.status_events if e.new_state is JobState.RUNNING),
+            self.create_time,
+        )
+        end = next(
+            (
+                e.time
+                for e in reversed(self.status_events)
+                if e.new_state is not None and e.new_state.is_terminal
+            ),
+            self.update_time,
+        )
+        if start is None or end is None:
+            return None
+        return max(0.0, (end - start).total_seconds())
+
 
 class BatchEngineError(RuntimeError):
     """An engine could not do what was asked (submission refused, API down, ...)."""
@@ -128,9 +165,16 @@ class BatchEngine(Protocol):
         ...
 
     def cancel(self, *, job_id: str) -> None:
-        """Cancel (delete) the job; a job that is already gone is not an error."""
+        """Cancel the job: it goes CANCELLATION_IN_PROGRESS, then CANCELLED, and stays listed
+        with its history. It may return before the job is CANCELLED (Cloud Batch does).
+        Idempotent: a finished, already cancelling or unknown job is not an error."""
         ...
 
     def logs_uri(self, *, job_id: str) -> str:
         """Where a person reads this job's logs (a file path or a Cloud Logging URL)."""
+        ...
+
+    def log_tail(self, *, job_id: str, lines: int = 30) -> str | None:
+        """The last ``lines`` lines of the log of the job's failed task (or, when none failed,
+        of its last task attempt); None when the engine cannot read logs (or has none)."""
         ...

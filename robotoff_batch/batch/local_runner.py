@@ -50,7 +50,6 @@ from robotoff_batch.batch.engine import (
     TaskStatus,
 )
 from robotoff_batch.batch.local_supervisor import (
-    JOB_DELETED,
     JOB_FILE,
     LOCK_FILE,
     LOGS_DIR,
@@ -67,6 +66,7 @@ from robotoff_batch.batch.local_supervisor import (
     process_start_ticks,
     read_state,
     set_job_state,
+    settle_stopping,
     stop_orphaned_tasks,
     updating,
     write_state,
@@ -79,6 +79,8 @@ logger = logging.getLogger(__name__)
 SUPERVISOR_START_TIMEOUT_S = 60.0
 # How long cancel waits for the supervisor to stop its tasks before killing everything itself.
 CANCEL_GRACE_S = 5.0
+# log_tail reads at most this much of the end of a task log.
+LOG_TAIL_MAX_BYTES = 64 * 1024
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -180,9 +182,12 @@ class LocalBatchEngine:
         return self._status(job_dir)
 
     def cancel(self, *, job_id: str) -> None:
-        """Kill the job's tasks and supervisor; the job ends DELETED (its directory stays).
+        """Kill the job's tasks and supervisor: the job goes CANCELLATION_IN_PROGRESS, then
+        CANCELLED (its directory, events and logs stay).
 
-        A finished job keeps its final state, and an unknown job is ignored.
+        A finished job keeps its final state and an unknown job is ignored. A job already
+        being cancelled is left to the cancel under way (or to its supervisor): nothing is
+        signalled again and the call returns at once.
         """
         self.calls += 1
         job_dir = self._existing_job_dir(job_id)
@@ -194,8 +199,15 @@ class LocalBatchEngine:
             if current.is_terminal:
                 logger.info("cancel: job %s already %s", job_id, current)
                 return
-            set_job_state(state, JobState.DELETION_IN_PROGRESS, "Deletion requested.")
+            stopping = current.is_stopping
+            if not stopping:
+                set_job_state(state, JobState.CANCELLATION_IN_PROGRESS, "Cancellation requested.")
             supervisor = dict(state.get("supervisor") or {})
+        if stopping:
+            logger.info("cancel: job %s is already %s", job_id, current)
+            # Settles it if whoever was stopping it died (supervisor and canceller gone).
+            self._status(job_dir)
+            return
         pid: int = supervisor.get("pid") or 0
         ticks: int | None = supervisor.get("start_ticks")
         logger.info("cancelling job %s (supervisor pid %s)", job_id, pid or "not started")
@@ -211,7 +223,7 @@ class LocalBatchEngine:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
         self._reap_supervisors()
-        task_pids = self._finish_deletion(job_dir)
+        task_pids = self._finish_cancellation(job_dir)
         deadline = time.monotonic() + CANCEL_GRACE_S
         while time.monotonic() < deadline and any(
             process_start_ticks(p) is not None for p in task_pids
@@ -222,10 +234,40 @@ class LocalBatchEngine:
         """The job's task logs directory, as a ``file://`` URI."""
         return (self.state_dir / job_id / LOGS_DIR).as_uri()
 
+    def log_tail(self, *, job_id: str, lines: int = 30) -> str | None:
+        """The last ``lines`` lines of ``logs/task-<i>-attempt-<n>.log``: the last attempt of
+        the failed task (non-zero exit code, lowest index), else the attempt started last.
+
+        Reads at most the last 64 KiB of the file (undecodable bytes are replaced). None for
+        an unknown job or one without a log. Reads files only: not counted in :attr:`calls`.
+        """
+        job_dir = self._existing_job_dir(job_id)
+        if job_dir is None:
+            return None
+        try:
+            state = read_state(job_dir)
+        except (OSError, ValueError):
+            return None
+        path = self._tail_log_path(job_dir, state)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                start = max(0, size - LOG_TAIL_MAX_BYTES)
+                handle.seek(start)
+                data = handle.read(LOG_TAIL_MAX_BYTES)
+        except FileNotFoundError:
+            return None
+        text_lines = data.decode("utf-8", errors="replace").splitlines()
+        if start > 0 and text_lines:
+            text_lines = text_lines[1:]  # the first line was cut by the seek
+        return "\n".join(text_lines[-lines:]) if lines > 0 else ""
+
     # -- helpers for the CLI and tests ----------------------------------------------------------
 
     def wait(self, *, job_id: str, timeout_s: float) -> JobStatus:
-        """Block until the job is SUCCEEDED, FAILED or DELETED; raises TimeoutError.
+        """Block until the job is terminal (SUCCEEDED, FAILED, CANCELLED); raises TimeoutError.
 
         Reads the state directly: not counted in :attr:`calls`.
         """
@@ -343,11 +385,10 @@ class LocalBatchEngine:
         with updating(job_dir) as fresh:
             if not self._supervisor_lost(fresh):
                 return fresh
-            current = JobState(fresh["state"])
-            stop_orphaned_tasks(fresh)
-            if current is JobState.DELETION_IN_PROGRESS:
-                set_job_state(fresh, JobState.DELETED)
+            if JobState(fresh["state"]).is_stopping:
+                settle_stopping(fresh)
             else:
+                stop_orphaned_tasks(fresh)
                 pid = (fresh.get("supervisor") or {}).get("pid")
                 reason = (
                     f"local supervisor died (pid {pid}); see {SUPERVISOR_LOG}"
@@ -371,19 +412,40 @@ class LocalBatchEngine:
             return age > SUPERVISOR_START_TIMEOUT_S
         return not is_same_process_alive(pid, supervisor.get("start_ticks"))
 
-    def _finish_deletion(self, job_dir: Path) -> list[int]:
-        """Kill whatever tasks are still recorded as running and mark the job DELETED."""
+    def _finish_cancellation(self, job_dir: Path) -> list[int]:
+        """Kill whatever tasks are still recorded as running and, unless the supervisor did,
+        end the job CANCELLED. Returns the pids of the tasks it found running."""
         with updating(job_dir) as state:
             task_pids = [t["pid"] for t in state["tasks"] if t.get("pid")]
             for task in state["tasks"]:
                 kill_task_group(task.get("pid"), task.get("start_ticks"))
-            stop_orphaned_tasks(state)
-            if JobState(state["state"]) is not JobState.DELETED:
-                state["status_events"].append(
-                    event(JOB_DELETED, f"Job {state['name']} was deleted by a cancel request.")
-                )
-                set_job_state(state, JobState.DELETED)
+            settle_stopping(state)
         return task_pids
+
+    @staticmethod
+    def _tail_log_path(job_dir: Path, state: Mapping[str, Any]) -> Path | None:
+        """The log :meth:`log_tail` reads: the failed task's last attempt, else the last one."""
+        tasks = sorted(state.get("tasks", []), key=lambda t: t["index"])
+        failed = next(
+            (t for t in tasks if t.get("exit_code") not in (None, 0) and t.get("attempts")), None
+        )
+        if failed is not None:
+            index, attempt = failed["index"], failed["attempts"]
+        else:
+            runs = [
+                (
+                    parse_time(h.get("start_time")) or datetime.min.replace(tzinfo=UTC),
+                    t["index"],
+                    h["attempt"],
+                )
+                for t in tasks
+                for h in t.get("history", [])
+            ]
+            if not runs:
+                return None
+            _, index, attempt = max(runs)
+        path = job_dir / LOGS_DIR / f"task-{index}-attempt-{attempt}.log"
+        return path if path.is_file() else None
 
     def _to_status(self, job_dir: Path, state: Mapping[str, Any]) -> JobStatus:
         events = tuple(

@@ -12,7 +12,8 @@ One job is one directory ``<state_dir>/<job_id>/``:
 The supervisor (``python -m robotoff_batch.batch.local_runner supervise <job_dir>``) is the
 only process that starts tasks. Anyone else (the engine's ``cancel``, the dead-supervisor
 check of ``get_job``) changes state.json under the same lock, and the supervisor re-reads it
-on every update, so a job marked DELETION_IN_PROGRESS or FAILED by someone else stops.
+on every update, so a job marked CANCELLATION_IN_PROGRESS or FAILED by someone else stops (a
+cancelled job ends CANCELLED; see :func:`settle_stopping`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ TASK_STATE_CHANGED = "TASK_STATE_CHANGED"
 MAX_RUN_DURATION_EXCEEDED = "MAX_RUN_DURATION_EXCEEDED"
 SECRET_UNRESOLVED = "SECRET_UNRESOLVED"
 SUPERVISOR_DIED = "SUPERVISOR_DIED"
-JOB_DELETED = "JOB_DELETED"
+JOB_CANCELLED = "JOB_CANCELLED"
 
 # Task states, as Cloud Batch names them (batch_v1.TaskStatus.State).
 TASK_PENDING = "PENDING"
@@ -288,6 +289,25 @@ def set_job_state(state: dict[str, Any], new: JobState, extra: str = "") -> None
     state["status_events"].append(event(STATUS_CHANGED, description, new_state=new.value))
 
 
+def settle_stopping(state: dict[str, Any]) -> None:
+    """End a job that is being stopped: CANCELLATION_IN_PROGRESS -> CANCELLED, with an event
+    saying a cancel request did it (DELETION_IN_PROGRESS, left by older versions -> DELETED).
+
+    Its tasks still marked running are killed. Does nothing to a job in any other state.
+    """
+    current = JobState(state["state"])
+    if not current.is_stopping:
+        return
+    stop_orphaned_tasks(state)
+    if current is JobState.CANCELLATION_IN_PROGRESS:
+        state["status_events"].append(
+            event(JOB_CANCELLED, f"Job {state['name']} was cancelled by a cancel request.")
+        )
+        set_job_state(state, JobState.CANCELLED)
+    else:
+        set_job_state(state, JobState.DELETED)
+
+
 def stop_orphaned_tasks(state: dict[str, Any]) -> None:
     """Kill the process groups of tasks still marked RUNNING (their supervisor is gone)."""
     for task in state["tasks"]:
@@ -510,14 +530,13 @@ class Supervisor:
         return current in (JobState.SCHEDULED.value, JobState.RUNNING.value)
 
     def _stop(self, reason: str) -> JobState:
-        """Kill the tasks and settle the job: DELETED when it is being cancelled, else FAILED."""
+        """Kill the tasks and settle the job: CANCELLED when it is being cancelled, else FAILED."""
         logger.warning("job %s: stopping, %s", self.spec.job_id, reason)
         self._kill_all()
         with updating(self.job_dir) as state:
             current = JobState(state["state"])
-            if current is JobState.DELETION_IN_PROGRESS:
-                stop_orphaned_tasks(state)
-                set_job_state(state, JobState.DELETED)
+            if current.is_stopping:
+                settle_stopping(state)
             elif not current.is_terminal:
                 stop_orphaned_tasks(state)
                 state["status_events"].append(
@@ -749,7 +768,9 @@ def main_supervise(job_dir: str) -> int:
     except Exception:
         logger.exception("the supervisor of %s failed", path)
         with contextlib.suppress(Exception), updating(path) as failed:
-            if not JobState(failed["state"]).is_terminal:
+            if JobState(failed["state"]).is_stopping:
+                settle_stopping(failed)
+            elif not JobState(failed["state"]).is_terminal:
                 stop_orphaned_tasks(failed)
                 failed["status_events"].append(
                     event(SUPERVISOR_DIED, "local supervisor died: see supervisor.log")

@@ -33,6 +33,10 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
+#: Name of the staged input every job type writes; its other files are extra inputs.
+INPUT_FILE = "input.parquet"
+
+
 class OutputError(ValueError):
     """A job's output file cannot be imported (missing column, null code...)."""
 
@@ -54,13 +58,21 @@ class JobType:
     launch_config: type[dg.Config]
     # Columns of the product dump the extraction needs, with their expected type.
     required_columns: Mapping[str, str]
-    extract: Callable[..., ExtractedInput]  # (dump_path=, params=, work_dir=, progress=)
+    # (dump_path=, params=, work_dir=, job_config=, local_argv=, progress=): local_argv is the
+    # local runner's command for the image (None on Cloud Batch), so the extraction writes only
+    # what the engine that will run needs.
+    extract: Callable[..., ExtractedInput]
     # argv that plays the container on the local runner; config `commands` are appended.
     local_command: Sequence[str]
     # Reads one output Parquet stream and yields Robotoff prediction batches.
     to_predictions: Callable[..., Iterator[pa.RecordBatch]]  # (source=, batch_job_id=, stats=)
     prediction_type: str
     description: str = ""
+
+    @property
+    def input_file(self) -> str:
+        """The staged file the container reads (``INPUT_FILE_PATH``)."""
+        return INPUT_FILE
 
     @property
     def key_prefix(self) -> str:

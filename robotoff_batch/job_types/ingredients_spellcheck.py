@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from robotoff_batch import extraction
+from robotoff_batch.config.models import JobConfig
 from robotoff_batch.job_types.base import (
+    INPUT_FILE,
     PREDICTION_SCHEMA,
     ExtractedInput,
     JobType,
@@ -47,7 +49,11 @@ class SpellcheckLaunch(dg.Config):
     """What to correct in one launch (the selection of products)."""
 
     limit: int = Field(
-        default=10_000, ge=1, le=5_000_000, description="Most popular N products selected."
+        default=10_000,
+        ge=1,
+        le=5_000_000,
+        strict=True,  # `limit=true` is a mistake, not 1
+        description="Most popular N products selected.",
     )
     min_fraction: float = Field(
         default=0.0,
@@ -71,11 +77,23 @@ class SpellcheckLaunch(dg.Config):
         description="countries_tags to keep (e.g. ['en:france']); empty for all.",
     )
     min_popularity: int | None = Field(
-        default=None, description="Minimum popularity_key; null for no minimum."
+        default=None, strict=True, description="Minimum popularity_key; null for no minimum."
     )
     codes: list[str] = Field(
         default_factory=list, description="Only these barcodes (re-run a known set); empty for all."
     )
+
+
+def engine_that_runs(job_config: JobConfig, local_argv: Sequence[str] | None) -> str:
+    """The correction engine the container will run, by the container's own rule: an
+    ``--engine`` argument, else ``SPELLCHECK_ENGINE``, else lexicon-cpu."""
+    argv = [*(local_argv or ()), *job_config.resources.commands]
+    for i, arg in enumerate(argv):
+        if arg == "--engine" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--engine="):
+            return arg.split("=", 1)[1]
+    return job_config.resources.environment.get("SPELLCHECK_ENGINE", "").strip() or "lexicon-cpu"
 
 
 def extract(
@@ -83,15 +101,18 @@ def extract(
     dump_path: str,
     params: SpellcheckLaunch,
     work_dir: Path,
+    job_config: JobConfig,
+    local_argv: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExtractedInput:
-    """Select the products and build the CPU engine's lexicon from the same dump."""
+    """Select the products; with the CPU engine, add its lexicon built from the same dump
+    (vLLM never reads it, so a GPU job does not pay the lexicon's build or upload)."""
     if params.min_fraction >= params.max_fraction:
         raise extraction.ExtractionError(
             f"min_fraction {params.min_fraction} must be below max_fraction {params.max_fraction}"
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    input_path = work_dir / "input.parquet"
+    input_path = work_dir / INPUT_FILE
     result = extraction.extract_spellcheck_products(
         dump_path=dump_path,
         output_path=input_path,
@@ -104,9 +125,13 @@ def extract(
         codes=params.codes or None,
         progress=progress,
     )
-    files = {"input.parquet": input_path}
-    metadata: dict[str, object] = {"extraction_s": round(result.duration_s, 3)}
-    if result.rows:
+    files = {INPUT_FILE: input_path}
+    engine = engine_that_runs(job_config, local_argv)
+    metadata: dict[str, object] = {
+        "extraction_s": round(result.duration_s, 3),
+        "spellcheck_engine": engine,
+    }
+    if result.rows and engine == "lexicon-cpu":
         lexicon_path = work_dir / "lexicon.parquet"
         cached, hit = cached_lexicon(dump_path)
         shutil.copyfile(cached, lexicon_path)

@@ -76,6 +76,7 @@ DEFAULT_SERVER_TYPE = "off"
 _SCHEMA_LOCK_KEY = 7_286_114_052_117_303  # pg_advisory_xact_lock key of ensure_schema
 _BATCH_JOB_EXPR = "substring(predictor_version FROM '@([^@]+)$')"  # same as the index
 
+_IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
 _TABLE_EXISTS_SQL = "SELECT to_regclass('prediction') IS NOT NULL"
 _EXISTING_COLUMNS_SQL = """
 SELECT table_name, column_name FROM information_schema.columns
@@ -385,6 +386,16 @@ class PredictionStore:
         self._ready()
         with self._connection(f"look up the import of {batch_job_id}") as conn:
             return self._ledger_row(conn, batch_job_id)
+
+    def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]:
+        """Which of these batch jobs the ledger records as imported (one query)."""
+        ids = sorted(set(batch_job_ids))
+        if not ids:
+            return set()
+        self._ready()
+        with self._connection("look up imported batch jobs") as conn:
+            rows = conn.execute(_IMPORTED_JOBS_SQL, (ids,)).fetchall()
+        return {str(row[0]) for row in rows}
 
     def count_predictions(self, *, batch_job_id: str) -> int:
         """How many prediction rows carry ``@<batch_job_id>`` in predictor_version."""

@@ -105,18 +105,28 @@ class BatchEngineResource(dg.ConfigurableResource):
             self._engine = self._build()
         return self._engine  # type: ignore[no-any-return]
 
+    def local_argv(self, image: str) -> list[str] | None:
+        """The command that plays ``image`` on the local runner; None on Cloud Batch."""
+        if self.kind != "local":
+            return None
+        return self._local_commands().get(image)
+
+    def _local_commands(self) -> dict[str, list[str]]:
+        from robotoff_batch.job_types import load_registry
+
+        commands = {
+            r.config.resources.container_image_uri: list(r.job_type.local_command)
+            for r in load_registry().values()
+        }
+        commands.update(self.local_commands or {})
+        return commands
+
     def _build(self) -> BatchEngine:
         if self.kind == "local":
             from robotoff_batch.batch.local_runner import LocalBatchEngine
-            from robotoff_batch.job_types import load_registry
 
-            commands = {
-                r.config.resources.container_image_uri: list(r.job_type.local_command)
-                for r in load_registry().values()
-            }
-            commands.update(self.local_commands or {})
             state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
-            return LocalBatchEngine(state_dir=state, commands_by_image=commands)
+            return LocalBatchEngine(state_dir=state, commands_by_image=self._local_commands())
         from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 
         if self.emulator_host:

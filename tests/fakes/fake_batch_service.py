@@ -8,7 +8,10 @@ would with Google.
 Jobs really run: each created job is handed to a backend engine (the project's
 ``LocalBatchEngine``, which runs the container's command as local processes), and every
 ``GetJob``/``ListJobs``/``ListTasks`` maps the backend's ``JobStatus`` back to ``batch_v1``
-messages (state, status events, task groups, per-task exit codes).
+messages (state, status events, task groups, per-task exit codes). ``CancelJob`` cancels the
+job on the backend: it stays listed and reports CANCELLATION_IN_PROGRESS then CANCELLED as the
+backend does (a job with no backend reports them on its next two observations). ``DeleteJob``
+stops it on the backend and forgets it (NOT_FOUND from then on).
 
 For tests it counts calls per method (:attr:`FakeBatchService.calls`) and injects faults:
 ``fail_next`` (N times a status code before handling), ``lose_next_response`` (the call is
@@ -36,7 +39,7 @@ from google.cloud.batch_v1.services.batch_service.transports import BatchService
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
 
-from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobStatus
 
 SERVICE_NAME = "google.cloud.batch.v1.BatchService"
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -88,6 +91,8 @@ class _Record:
     on_backend: bool = True
     allocation_failure: str | None = None
     observations: int = 0
+    # Jobs without a backend: the observation count when CancelJob was received.
+    cancelled_at: int | None = None
     events: list[batch_v1.StatusEvent] = field(default_factory=list)
 
 
@@ -211,6 +216,12 @@ class FakeBatchService:
                     batch_v1.ListJobsRequest,
                     batch_v1.ListJobsResponse.serialize,
                 ),
+                "CancelJob": unary(
+                    "CancelJob",
+                    self._cancel_job,
+                    batch_v1.CancelJobRequest,
+                    operations_pb2.Operation.SerializeToString,
+                ),
                 "DeleteJob": unary(
                     "DeleteJob",
                     self._delete_job,
@@ -322,6 +333,24 @@ class FakeBatchService:
             name=f"{parent}/operations/{uuid.uuid4().hex}", done=True, response=response
         )
 
+    def _cancel_job(self, request: batch_v1.CancelJobRequest) -> operations_pb2.Operation:
+        with self._lock:
+            name = self._find(request.name)
+            record = self._records[name]
+            if not record.on_backend and record.cancelled_at is None:
+                already_failed = record.allocation_failure is not None and record.observations > 1
+                if not already_failed:
+                    record.allocation_failure = None
+                    record.cancelled_at = record.observations
+        if record.on_backend and self.backend is not None:
+            self.backend.cancel(job_id=record.request.job_id)
+        response = any_pb2.Any()
+        response.Pack(batch_v1.CancelJobResponse.pb(batch_v1.CancelJobResponse()))
+        parent = name.split("/jobs/")[0]
+        return operations_pb2.Operation(
+            name=f"{parent}/operations/{uuid.uuid4().hex}", done=True, response=response
+        )
+
     def _list_tasks(self, request: batch_v1.ListTasksRequest) -> batch_v1.ListTasksResponse:
         job_name = request.parent.split("/taskGroups/")[0]
         with self._lock:
@@ -366,6 +395,25 @@ class FakeBatchService:
         with self._lock:
             record.observations += 1
             observations = record.observations
+        if record.cancelled_at is not None:
+            cancelling = observations - record.cancelled_at <= 1
+            events = [
+                _event(
+                    f"Job state is set from QUEUED to CANCELLATION_IN_PROGRESS for job {job.name}."
+                )
+            ]
+            if not cancelling:
+                events.append(
+                    _event(
+                        f"Job state is set from CANCELLATION_IN_PROGRESS to CANCELLED for job "
+                        f"{job.name}."
+                    )
+                )
+            state = "CANCELLATION_IN_PROGRESS" if cancelling else "CANCELLED"
+            job.status = batch_v1.JobStatus(
+                state=batch_v1.JobStatus.State.__members__[state], status_events=events
+            )
+            return job
         if record.allocation_failure is not None:
             if observations > 1:
                 job.status = batch_v1.JobStatus(
@@ -386,10 +434,10 @@ class FakeBatchService:
 
     @staticmethod
     def _to_batch_status(name: str, status: JobStatus, task_count: int) -> batch_v1.JobStatus:
-        state_name = status.state.value
-        if status.state is JobState.DELETED:
-            state_name = "CANCELLED"
-        state = batch_v1.JobStatus.State.__members__[state_name]
+        # The backend's states are Cloud Batch's (CANCELLATION_IN_PROGRESS, CANCELLED, ...).
+        state = batch_v1.JobStatus.State.__members__.get(
+            status.state.value, batch_v1.JobStatus.State.STATE_UNSPECIFIED
+        )
         events = []
         previous = "QUEUED"
         for event in status.status_events:

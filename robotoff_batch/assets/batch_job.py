@@ -1,0 +1,193 @@
+"""A launched batch job's partition: its outcome, recorded by a finish run, and its cancellation.
+
+``<type>/batch_job`` has one dynamic partition per batch job (registered by the sensor). While
+the job runs, the sensor records each state as an observation of the partition. When the job
+ends, the sensor requests one *finish run* of the partition (``finish_<type>``): its first step
+materializes ``batch_job`` when the job SUCCEEDED, and fails it, with the reason, the exit
+codes and the end of the failed task's log, when the job FAILED, was CANCELLED or vanished, so
+the partition reads as failed in the catalog and the run is red in the run list; the check
+``batch_job_succeeded`` carries the same facts. The run's second step imports the output
+(``<type>/predictions``, skipped when the job did not succeed).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type from annotations.
+
+from typing import Any
+
+import dagster as dg
+
+from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+from robotoff_batch.follow import (
+    BATCH_JOB_ID_TAG,
+    OWNER_LABEL,
+    WORKER_TAG,
+    batch_job_asset_key,
+    cancel_job_name,
+    gone_status,
+    tasks_table,
+    timeline_table,
+    worker_id,
+)
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.resources import BatchEngineResource
+
+CHECK_NAME = "batch_job_succeeded"
+LOG_TAIL_LINES = 30
+
+
+def final_status(engine: BatchEngine, job_id: str, job_type: str) -> JobStatus:
+    try:
+        return engine.get_job(job_id=job_id)
+    except JobNotFoundError:
+        return gone_status(job_id, job_type, engine.name)
+
+
+def failure_reason(status: JobStatus) -> str:
+    """One paragraph: the state, the failed tasks' exit codes and reasons, the last events."""
+    lines = [f"batch job {status.job_id} ended {status.state.value}"]
+    failed = [t for t in status.tasks if t.exit_code not in (None, 0)]
+    for task in failed:
+        lines.append(f"task {task.index}: exit code {task.exit_code}: {task.exit_reason}")
+    if not failed:
+        codes = [e.task_exit_code for e in status.status_events if e.task_exit_code]
+        if codes:
+            lines.append(f"exit code {codes[-1]}")
+    events = [e for e in status.status_events if e.description][-3:]
+    lines += [f"{e.type}: {e.description}" for e in events]
+    return "\n".join(lines)
+
+
+def outcome_metadata(status: JobStatus) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "batch_job_id": status.job_id,
+        "state": dg.MetadataValue.text(status.state.value),
+        "timeline": timeline_table(status),
+    }
+    if status.tasks:
+        meta["tasks"] = tasks_table(status)
+    duration = status.run_duration_s
+    if duration is not None:
+        meta["run_duration_s"] = dg.MetadataValue.float(round(duration, 1))
+    owner = status.labels.get(OWNER_LABEL)
+    if owner:
+        meta["launch_run"] = dg.MetadataValue.dagster_run(owner)
+    if status.log_uri:
+        meta["logs"] = dg.MetadataValue.url(status.log_uri)
+    return meta
+
+
+def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
+    """The ``<type>/batch_job`` asset (the first step of a finish run) and its check."""
+    jt = registered.job_type
+    key = batch_job_asset_key(jt.name)
+    check = dg.AssetCheckSpec(
+        name=CHECK_NAME,
+        asset=key,
+        description="The batch job SUCCEEDED. When not: its state, exit codes, reason and the "
+        f"last {LOG_TAIL_LINES} lines of the failed task's log.",
+    )
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey([jt.key_prefix, "batch_job_submission"])],
+        group_name=jt.key_prefix,
+        partitions_def=partitions,
+        check_specs=[check],
+        description="One launched batch job per partition. The sensor records its states "
+        "(QUEUED -> SCHEDULED -> RUNNING) as observations; its finish run materializes it "
+        "when it SUCCEEDED and fails it, with the reason, when it FAILED or was cancelled.",
+        kinds={"googlecloud"},
+    )
+    def batch_job(context: dg.AssetExecutionContext, batch_engine: BatchEngineResource) -> Any:
+        job_id = context.partition_key
+        # Lets a follower tell that this run died with its process (daemon killed mid-run).
+        context.instance.add_run_tags(
+            context.run_id, {WORKER_TAG: worker_id(), BATCH_JOB_ID_TAG: job_id}
+        )
+        engine = batch_engine.get_engine()
+        status = final_status(engine, job_id, jt.name)
+        if not status.state.is_terminal:
+            raise dg.Failure(
+                description=f"batch job {job_id} is still {status.state.value}: its outcome is "
+                "recorded when it ends (the sensor requests this run then)",
+                allow_retries=False,
+            )
+        meta = outcome_metadata(status)
+        if status.state == JobState.SUCCEEDED:
+            context.log.info(f"batch job {job_id} SUCCEEDED")
+            yield dg.MaterializeResult(
+                metadata=meta,
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=CHECK_NAME,
+                        passed=True,
+                        metadata={"state": status.state.value},
+                    )
+                ],
+            )
+            return
+        reason = failure_reason(status)
+        tail = engine.log_tail(job_id=job_id, lines=LOG_TAIL_LINES)
+        check_meta: dict[str, Any] = {
+            "state": status.state.value,
+            "reason": dg.MetadataValue.md(f"```\n{reason}\n```"),
+            "exit_codes": dg.MetadataValue.json(
+                {str(t.index): t.exit_code for t in status.tasks if t.exit_code is not None}
+            ),
+        }
+        if tail:
+            check_meta["log_tail"] = dg.MetadataValue.md(f"```\n{tail}\n```")
+        if status.log_uri:
+            check_meta["logs"] = dg.MetadataValue.url(status.log_uri)
+        yield dg.AssetCheckResult(
+            check_name=CHECK_NAME,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=reason.splitlines()[0],
+            metadata=check_meta,
+        )
+        context.log.error(
+            reason + (f"\n--- last lines of the task's log ---\n{tail}" if tail else "")
+        )
+        description = reason
+        if tail:
+            description += f"\n\nlast {LOG_TAIL_LINES} lines of the task's log:\n{tail}"
+        raise dg.Failure(description=description, metadata=meta, allow_retries=False)
+
+    return batch_job
+
+
+def build_cancel_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
+    """``cancel_<type>``: cancel the batch job of a partition, from the UI or the CLI."""
+    jt = registered.job_type
+
+    @dg.op(name=f"cancel_{jt.key_prefix}_batch_job")
+    def cancel_op(context: dg.OpExecutionContext, batch_engine: BatchEngineResource) -> None:
+        job_id = context.partition_key
+        engine = batch_engine.get_engine()
+        try:
+            status = engine.get_job(job_id=job_id)
+        except JobNotFoundError:
+            context.log.info(f"{job_id} no longer exists: nothing to cancel")
+            return
+        if status.state.is_terminal:
+            context.log.info(f"{job_id} already ended {status.state.value}: nothing to cancel")
+            return
+        if status.state.is_stopping:
+            context.log.info(f"{job_id} is already {status.state.value}: not sent again")
+            return
+        engine.cancel(job_id=job_id)
+        context.log.warning(f"cancelled {job_id} (was {status.state.value})")
+
+    @dg.job(
+        name=cancel_job_name(jt.name),
+        partitions_def=partitions,
+        description=f"Cancel the {jt.name} batch job of a partition (pick it in the launchpad). "
+        "Once: a job already cancelling or ended is left alone. Its finish run then records "
+        "it as CANCELLED.",
+        tags={"job_type": jt.name},
+    )
+    def cancel_job() -> None:
+        cancel_op()
+
+    return cancel_job

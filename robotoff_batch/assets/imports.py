@@ -1,0 +1,155 @@
+"""A batch job's output imported into Robotoff's database: ``<type>/predictions``, its checks,
+and the finish job (``finish_<type>``: record the outcome, then import) the sensor requests.
+
+The finish job runs in-process: two steps, no per-step process to start. Bad output is refused
+whole and the run tags itself ``import_refused`` so the follower does not retry it; any other
+failure (database unreachable, the run's process killed) is retried by the follower with a new
+run, until the ledger says the job is imported.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type from annotations.
+
+from typing import Any
+
+import dagster as dg
+
+from robotoff_batch import pipeline
+from robotoff_batch.follow import (
+    FINISH_KIND,
+    REFUSED_TAG,
+    RUN_KIND_TAG,
+    batch_job_asset_key,
+    finish_job_name,
+    predictions_asset_key,
+)
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import OutputError
+from robotoff_batch.predictions.store import PredictionImportError
+from robotoff_batch.resources import (
+    BatchEngineResource,
+    PredictionStoreResource,
+    StagingResource,
+)
+
+EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
+
+
+def changed_words(original: str, correction: str, limit: int = 4) -> str:
+    """The words that differ, ``old → new``, for a table cell."""
+    a, b = original.split(), correction.split()
+    changes = [f"{x} → {y}" for x, y in zip(a, b, strict=False) if x != y]
+    if len(a) != len(b):
+        changes.append(f"({len(a)} → {len(b)} words)")
+    return "; ".join(changes[:limit]) or "(whitespace or punctuation only)"
+
+
+def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
+    records = []
+    for row in rows:
+        data = row.get("data") or {}
+        original, correction = str(data.get("original", "")), str(data.get("correction", ""))
+        records.append(
+            dg.TableRecord(
+                {
+                    "barcode": str(row.get("barcode", "")),
+                    "lang": str(data.get("lang") or row.get("value_tag") or ""),
+                    "changes": changed_words(original, correction),
+                    "original": original[:200],
+                    "correction": correction[:200],
+                }
+            )
+        )
+    return dg.MetadataValue.table(
+        records=records,
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in EXAMPLE_COLUMNS]),
+    )
+
+
+def build_imports(
+    registered: RegisteredJobType, partitions: dg.PartitionsDefinition, batch_job: Any
+) -> dict[str, Any]:
+    """The predictions asset and the finish job of a job type."""
+    jt = registered.job_type
+    key = predictions_asset_key(jt.name)
+    check_count = dg.AssetCheckSpec(
+        name="rows_imported_match_output",
+        asset=key,
+        description="Predictions in the database = output rows that carry a change.",
+    )
+    check_dupes = dg.AssetCheckSpec(
+        name="no_duplicate_predictions",
+        asset=key,
+        description="At most one prediction per product, type and batch job.",
+    )
+
+    @dg.asset(
+        key=key,
+        deps=[batch_job_asset_key(jt.name)],
+        group_name=jt.key_prefix,
+        partitions_def=partitions,
+        check_specs=[check_count, check_dupes],
+        description=f"The batch job's output imported into Robotoff's `prediction` table as "
+        f"`{jt.prediction_type}` predictions (one transaction per job, at most once).",
+        kinds={"postgres"},
+    )
+    def predictions(
+        context: dg.AssetExecutionContext,
+        staging: StagingResource,
+        batch_engine: BatchEngineResource,
+        prediction_store: PredictionStoreResource,
+    ) -> dg.MaterializeResult:
+        job_id = context.partition_key
+        area = staging.get_staging()
+        engine = batch_engine.get_engine()
+        store = prediction_store.get_store()
+        try:
+            outcome = pipeline.import_job_output(
+                engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
+            )
+        except (pipeline.PipelineError, OutputError, PredictionImportError) as exc:
+            # Bad output is not transient: the follower must not retry it.
+            context.instance.add_run_tags(context.run_id, {REFUSED_TAG: "true"})
+            raise dg.Failure(
+                description=f"import of {job_id} refused: {exc}", allow_retries=False
+            ) from None
+        expected = pipeline.expected_predictions(staging=area, job_type=jt, job_id=job_id)
+        in_db = store.count_predictions(batch_job_id=job_id)
+        duplicates = store.duplicate_predictions(batch_job_id=job_id)
+        examples = store.fetch_examples(batch_job_id=job_id, limit=10)
+        verb = "was already imported" if outcome.already_imported else "imported"
+        context.log.info(f"{job_id}: {verb}, {outcome.predictions} predictions")
+        return dg.MaterializeResult(
+            metadata={
+                "batch_job_id": job_id,
+                "predictions_imported": dg.MetadataValue.int(outcome.predictions),
+                "already_imported": outcome.already_imported,
+                "output_files": outcome.output_files,
+                "output_rows": outcome.source_rows,
+                "unchanged_rows_skipped": outcome.skipped_rows,
+                "import_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
+                "examples": examples_table(examples),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=check_count.name,
+                    passed=in_db == expected,
+                    metadata={"in_database": in_db, "expected_from_output": expected},
+                ),
+                dg.AssetCheckResult(
+                    check_name=check_dupes.name,
+                    passed=duplicates == 0,
+                    metadata={"duplicate_groups": duplicates},
+                ),
+            ],
+        )
+
+    finish_job = dg.define_asset_job(
+        name=finish_job_name(jt.name),
+        selection=dg.AssetSelection.assets(batch_job, predictions),
+        partitions_def=partitions,
+        executor_def=dg.in_process_executor,
+        description=f"Record a finished {jt.name} batch job's outcome on its partition and "
+        "import its output (the sensor requests it when the job ends).",
+        tags={"job_type": jt.name, RUN_KIND_TAG: FINISH_KIND},
+    )
+    return {"assets": [predictions], "jobs": [finish_job]}

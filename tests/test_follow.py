@@ -1,0 +1,440 @@
+"""The follow function, case by case: the real ``CloudBatchEngine`` and ``BatchServiceClient``
+against the fake Batch service (job states scripted per case), a real Dagster instance and a
+real PostgreSQL import ledger."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import grpc
+import psycopg
+import pytest
+from google.cloud import batch_v1
+
+from robotoff_batch.assets.batch_job import failure_reason
+from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+from robotoff_batch.batch.engine import JobState
+from robotoff_batch.follow import (
+    BATCH_JOB_ID_TAG,
+    FINISH_KIND,
+    OWNER_LABEL,
+    REFUSED_TAG,
+    RUN_KIND_TAG,
+    WORKER_TAG,
+    DagsterFollowStorage,
+    FinishRun,
+    FollowCache,
+    FollowPlan,
+    follow,
+    partitions_def_name,
+    retry_delay,
+    worker_gone,
+    worker_id,
+)
+from robotoff_batch.predictions.store import PredictionStore
+from tests.fakes import fake_batch_service
+from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
+from tests.fakes.scripted_backend import ScriptedBackend
+from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT, fast_batch_retry
+
+JT = "ingredients-spellcheck"
+PARTITIONS = partitions_def_name(JT)
+
+
+class CountingStorage(DagsterFollowStorage):
+    """The real storage, counting its queries (they must not grow with the jobs)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.calls: Counter[str] = Counter()
+
+    def registered(self, job_type: str) -> set[str]:
+        self.calls["registered"] += 1
+        return super().registered(job_type)
+
+    def finish_runs(self, job_ids: Collection[str]) -> dict[str, list[FinishRun]]:
+        self.calls["finish_runs"] += 1
+        return super().finish_runs(job_ids)
+
+    def imported(self, job_ids: Collection[str]) -> set[str]:
+        self.calls["imported"] += 1
+        return super().imported(job_ids)
+
+    def cancelled_runs(self, run_ids: Collection[str]) -> set[str]:
+        self.calls["cancelled_runs"] += 1
+        return super().cancelled_runs(run_ids)
+
+
+@dataclass
+class World:
+    backend: ScriptedBackend
+    service: FakeBatchService
+    engine: CloudBatchEngine
+    instance: dg.DagsterInstance
+    storage: CountingStorage
+    database_url: str
+
+    def submit(
+        self, n: int = 1, *, owner: str | None = None, registered: bool = False
+    ) -> list[str]:
+        ids = []
+        for _ in range(n):
+            job_id = f"spell-{uuid.uuid4().hex[:12]}"
+            labels = {"app": "robotoff-batch", "job-type": JT}
+            if owner:
+                labels[OWNER_LABEL] = owner
+            self.engine.submit(
+                request=batch_v1.CreateJobRequest(
+                    parent=self.engine.parent, job_id=job_id, job=batch_v1.Job(labels=labels)
+                )
+            )
+            ids.append(job_id)
+        if registered:
+            self.instance.add_dynamic_partitions(PARTITIONS, ids)
+        return ids
+
+    def tick(self, cursor: str | None, *, imports: bool = True, **kwargs: Any) -> FollowPlan:
+        """One follow, its partitions registered as the daemon would."""
+        cache, _ = FollowCache.decode(cursor)
+        plan = follow(
+            engine=self.engine,
+            cache=cache,
+            storage=self.storage,
+            job_types={JT: imports},
+            **kwargs,
+        )
+        for jt, ids in plan.new_partitions.items():
+            self.instance.add_dynamic_partitions(partitions_def_name(jt), ids)
+        return plan
+
+    def finish_run(
+        self, job_id: str, status: dg.DagsterRunStatus, *, worker: str | None = None, **tags: str
+    ) -> str:
+        run_id = str(uuid.uuid4())
+        all_tags = {BATCH_JOB_ID_TAG: job_id, RUN_KIND_TAG: FINISH_KIND, **tags}
+        if worker:
+            all_tags[WORKER_TAG] = worker
+        failed = status == dg.DagsterRunStatus.FAILURE
+        run = dg.DagsterRun(
+            job_name="finish_ingredients_spellcheck",
+            run_id=run_id,
+            status=dg.DagsterRunStatus.STARTED if failed else status,
+            tags=all_tags,
+        )
+        self.instance.add_run(run)
+        if failed:  # with its failure event, so the run has an end time
+            self.instance.report_run_failed(run, "injected failure")
+        return run_id
+
+    def ledger(self, job_id: str) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(
+                "INSERT INTO batch_job_import (batch_job_id, job_type, predictions, source_rows,"
+                " skipped_rows) VALUES (%s, %s, 1, 1, 0)",
+                (job_id, JT),
+            )
+
+
+@pytest.fixture
+def world(pg_db: str) -> Iterator[World]:
+    backend = ScriptedBackend()
+    store = PredictionStore(conninfo=pg_db)
+    store.ensure_schema()
+    with running_fake_batch_service(backend=backend) as service, dg.instance_for_test() as inst:
+        engine = CloudBatchEngine(
+            project=TEST_PROJECT,
+            location=TEST_LOCATION,
+            client=service.client(),
+            retry=fast_batch_retry(),
+            timeout=10.0,
+        )
+        yield World(backend, service, engine, inst, CountingStorage(inst, store), pg_db)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [None, "", "{not json", '{"tracked": {"x": {"job_type": "a"}}}', '{"version": 2}', "[1, 2]"],
+    ids=["none", "empty", "corrupt", "old-format", "missing-keys", "not-an-object"],
+)
+def test_a_lost_or_corrupt_cursor_loses_no_job(world: World, cursor: str | None) -> None:
+    running = world.submit(2) + world.submit(1, registered=True)
+    done = world.submit(1, registered=True)  # SUCCEEDED while nobody followed: the old bug
+    for job_id in running:
+        world.backend.set(job_id, JobState.RUNNING)
+    world.backend.set(done[0], JobState.SUCCEEDED, exit_codes=[0])
+
+    plan = world.tick(cursor)
+    assert sorted(plan.new_partitions[JT]) == sorted(running[:2])
+    assert {o.partition for o in plan.observations} == set(running)
+    assert [(r.job_id, r.attempt, r.with_import) for r in plan.finish_requests] == [
+        (done[0], 0, True)
+    ]
+    assert not plan.errors
+    # the rebuilt cache is complete: a second tick records nothing new
+    again = world.tick(plan.cache.encode())
+    assert not again.observations and not again.new_partitions
+    assert world.service.calls["ListJobs"] == 2 and world.service.calls["GetJob"] == 0
+
+
+def test_a_job_deleted_behind_our_back_ends_deleted_with_a_reason(world: World) -> None:
+    tracked, unwatched = world.submit(2, registered=True)
+    for job_id in (tracked, unwatched):
+        world.backend.set(job_id, JobState.RUNNING)
+    plan = world.tick(None)
+    world.service.delete_behind_back(tracked)
+    world.service.delete_behind_back(unwatched)
+
+    # one follower had it in its cache; another lost its cache (the partition is all we have)
+    for cursor in (plan.cache.encode(), None):
+        later = world.tick(cursor)
+        assert sorted(r.job_id for r in later.finish_requests) == sorted([tracked, unwatched])
+        assert all(not r.with_import for r in later.finish_requests)
+        assert later.statuses[tracked].state == JobState.DELETED
+        assert "deleted outside robotoff-batch" in later.statuses[tracked].failure_summary
+        assert not later.errors
+
+
+def test_a_cancellation_in_progress_is_not_sent_again(world: World) -> None:
+    owner = str(uuid.uuid4())
+    world.instance.add_run(
+        dg.DagsterRun(
+            job_name="launch_ingredients_spellcheck",
+            run_id=owner,
+            status=dg.DagsterRunStatus.CANCELED,
+        )
+    )
+    (job_id,) = world.submit(owner=owner)
+    world.backend.set(job_id, JobState.RUNNING)
+    cursor: str | None = None
+    seen: list[str] = []
+    for tick in range(5):
+        plan = world.tick(None if tick == 3 else cursor)  # tick 3: the cursor was lost
+        cursor = plan.cache.encode()
+        seen += [str(o.metadata["state"].value) for o in plan.observations]
+        assert not plan.finish_requests
+    assert world.backend.cancels[job_id] == 1
+    assert world.service.calls["CancelJob"] == 1
+    assert seen[:2] == ["RUNNING", "CANCELLATION_IN_PROGRESS"]
+    assert seen.count("CANCELLATION_IN_PROGRESS") == 2  # once, and once more after the loss
+
+    world.backend.set(job_id, JobState.CANCELLED)
+    ended = world.tick(cursor)
+    assert [(r.job_id, r.with_import) for r in ended.finish_requests] == [(job_id, False)]
+
+
+def test_a_deletion_in_progress_for_several_ticks_is_recorded_once(world: World) -> None:
+    (job_id,) = world.submit()
+    world.backend.set(job_id, JobState.DELETION_IN_PROGRESS)
+    cursor = None
+    states = []
+    for _ in range(4):
+        plan = world.tick(cursor)
+        cursor = plan.cache.encode()
+        states += [str(o.metadata["state"].value) for o in plan.observations]
+        assert not plan.finish_requests and not plan.cancelled
+    assert states == ["DELETION_IN_PROGRESS"]
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_codes", "import_requested"),
+    [
+        (JobState.FAILED, [50001, 3], False),  # preempted, then the container's own failure
+        (JobState.SUCCEEDED, [50001, 0], True),  # a stale 50001 in a job that succeeded
+        (JobState.FAILED, [], False),  # QUEUED -> FAILED with no task (no GPU in the zone)
+    ],
+)
+def test_finished_jobs_get_a_finish_run(
+    world: World, state: JobState, exit_codes: list[int], import_requested: bool
+) -> None:
+    (job_id,) = world.submit(registered=True)
+    world.backend.set(job_id, state, exit_codes=exit_codes, description="no L4 in the zone")
+    plan = world.tick(None)
+    assert [(r.job_id, r.attempt, r.with_import) for r in plan.finish_requests] == [
+        (job_id, 0, import_requested)
+    ]
+    assert plan.finish_requests[0].run_key == f"finish-{job_id}"
+    if state == JobState.FAILED:
+        reason = failure_reason(world.engine.get_job(job_id=job_id))
+        if exit_codes:
+            assert reason.splitlines()[1] == "task 0: exit code 3: container exited with code 3"
+        else:
+            assert "no L4 in the zone" in reason
+
+
+def test_a_succeeded_job_whose_import_already_ran_is_settled(world: World) -> None:
+    done, imported_elsewhere = world.submit(2, registered=True)
+    for job_id in (done, imported_elsewhere):
+        world.backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
+        world.ledger(job_id)
+    world.finish_run(done, dg.DagsterRunStatus.SUCCESS)
+    plan = world.tick(None)
+    # the imported job without a finish run still gets one (its outcome is recorded)
+    assert [(r.job_id, r.attempt) for r in plan.finish_requests] == [(imported_elsewhere, 0)]
+    assert done in plan.cache.settled
+    world.finish_run(imported_elsewhere, dg.DagsterRunStatus.SUCCESS)
+    second = world.tick(plan.cache.encode())
+    assert not second.finish_requests and {done, imported_elsewhere} <= second.cache.settled
+    # settled jobs cost no query: nothing to look up in the runs or the ledger
+    before = Counter(world.storage.calls)
+    world.tick(second.cache.encode())
+    assert world.storage.calls["finish_runs"] == before["finish_runs"]
+    assert world.storage.calls["imported"] == before["imported"]
+
+
+def _dead_worker() -> str:
+    """A worker tag of this host whose process has exited."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    host, _, rest = worker_id().partition(":")
+    return f"{host}:{pid}:{time.time() - 5:.2f}"
+
+
+@pytest.mark.parametrize(
+    ("runs", "delay_s", "expected_attempt", "settled"),
+    [
+        (["FAILURE"], 0, 1, False),  # the database was down: a new attempt, a new run key
+        (["FAILURE", "FAILURE"], 0, 2, False),
+        (["FAILURE"], 3600, None, False),  # backoff: not yet
+        (["REFUSED"], 0, None, True),  # bad output: never retried
+        (["DEAD"], 3600, 1, False),  # its process died with the daemon: failed, then retried
+        (["ALIVE"], 0, None, False),  # running in a live process: wait
+        (["NOT_STARTED"], 0, None, False),  # requested, not yet started
+        (["SUCCESS_NO_LEDGER"], 0, None, True),  # ran, but the ledger was reset: not looped
+    ],
+)
+def test_an_unfinished_import_is_requested_again_until_the_ledger_has_it(
+    world: World, runs: list[str], delay_s: float, expected_attempt: int | None, settled: bool
+) -> None:
+    (job_id,) = world.submit(registered=True)
+    world.backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
+    run_ids = []
+    for kind in runs:
+        if kind == "FAILURE":
+            run_ids.append(world.finish_run(job_id, dg.DagsterRunStatus.FAILURE))
+        elif kind == "REFUSED":
+            run_ids.append(
+                world.finish_run(job_id, dg.DagsterRunStatus.FAILURE, **{REFUSED_TAG: "true"})
+            )
+        elif kind == "DEAD":
+            run_ids.append(
+                world.finish_run(job_id, dg.DagsterRunStatus.STARTED, worker=_dead_worker())
+            )
+        elif kind == "ALIVE":
+            run_ids.append(
+                world.finish_run(job_id, dg.DagsterRunStatus.STARTED, worker=worker_id())
+            )
+        elif kind == "NOT_STARTED":
+            run_ids.append(world.finish_run(job_id, dg.DagsterRunStatus.NOT_STARTED))
+        else:
+            run_ids.append(world.finish_run(job_id, dg.DagsterRunStatus.SUCCESS))
+    plan = world.tick(None, retry_delay_s=delay_s)
+    attempts = [r.attempt for r in plan.finish_requests]
+    assert attempts == ([] if expected_attempt is None else [expected_attempt])
+    if expected_attempt:
+        assert plan.finish_requests[0].run_key == f"finish-{job_id}-retry-{expected_attempt}"
+    assert (job_id in plan.cache.settled) is settled
+    if runs == ["DEAD"]:
+        run = world.instance.get_run_by_id(run_ids[0])
+        assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    if runs == ["FAILURE"] and delay_s:
+        later = world.tick(None, retry_delay_s=delay_s, now=time.time() + delay_s + 1)
+        assert [r.attempt for r in later.finish_requests] == [1]
+    # once the ledger holds it, it is settled whatever happened before
+    world.ledger(job_id)
+    if expected_attempt is not None:
+        world.finish_run(job_id, dg.DagsterRunStatus.SUCCESS)
+    if runs not in (["ALIVE"], ["NOT_STARTED"]):
+        done = world.tick(None, retry_delay_s=0)
+        assert job_id in done.cache.settled and not done.finish_requests
+
+
+def test_retry_delay_doubles_up_to_an_hour() -> None:
+    assert [retry_delay(n, 30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert retry_delay(20, 30) == 3600
+
+
+def test_worker_gone_only_for_a_dead_process_of_this_host() -> None:
+    assert not worker_gone(worker_id())
+    assert worker_gone(_dead_worker())
+    assert not worker_gone("another-host:1:1.0")
+    assert not worker_gone(None)
+
+
+def test_one_jobs_error_never_stops_the_others(world: World) -> None:
+    owner_ok, owner_broken = sorted(str(uuid.uuid4()) for _ in range(2))
+    for run_id in (owner_ok, owner_broken):
+        world.instance.add_run(
+            dg.DagsterRun(job_name="launch", run_id=run_id, status=dg.DagsterRunStatus.CANCELED)
+        )
+    listed, unreadable, deleted = world.submit(3, registered=True)
+    (cancel_fails,) = world.submit(owner=owner_ok)
+    (cancel_ok,) = world.submit(owner=owner_broken)
+    for job_id in (listed, unreadable, deleted, cancel_fails, cancel_ok):
+        world.backend.set(job_id, JobState.RUNNING)
+    first = world.tick(None, only={listed, unreadable, deleted})
+    world.service.delete_behind_back(unreadable)
+    world.service.delete_behind_back(deleted)
+    world.backend.set(listed, JobState.SUCCEEDED, exit_codes=[0])
+
+    real_get = world.service._get_job
+
+    def get_job(request: batch_v1.GetJobRequest) -> batch_v1.Job:
+        if request.name.endswith(unreadable):
+            raise fake_batch_service._Abort(grpc.StatusCode.FAILED_PRECONDITION, "injected")
+        return real_get(request)
+
+    world.service._get_job = get_job  # type: ignore[method-assign]
+    world.service.fail_next("CancelJob", grpc.StatusCode.FAILED_PRECONDITION)
+    plan = world.tick(first.cache.encode())
+    assert set(plan.errors) == {unreadable, cancel_fails}
+    assert sorted(r.job_id for r in plan.finish_requests) == sorted([listed, deleted])
+    assert plan.cancelled == [cancel_ok]
+    assert unreadable in plan.cache.states  # still followed: retried next tick
+    assert cancel_fails not in plan.cache.cancel_sent  # the cancel is sent again next tick
+    retried = world.tick(plan.cache.encode())
+    assert retried.cancelled == [cancel_fails]
+
+
+def test_the_ledger_down_delays_imports_and_nothing_else(world: World) -> None:
+    ok, failed = world.submit(2, registered=True)
+    world.backend.set(ok, JobState.SUCCEEDED, exit_codes=[0])
+    world.backend.set(failed, JobState.FAILED, exit_codes=[3])
+    down = PredictionStore(conninfo="postgresql://robotoff:pw@127.0.0.1:9/x?connect_timeout=1")
+    world.storage = CountingStorage(world.instance, down)
+    plan = world.tick(None)
+    assert [r.job_id for r in plan.finish_requests] == [failed]
+    assert any("import ledger" in m for _, m in plan.messages)
+    assert ok not in plan.cache.settled
+
+
+def test_a_thousand_jobs_in_flight_cost_one_listing_and_constant_queries(world: World) -> None:
+    ids = world.submit(1000)
+    for job_id in ids:
+        world.backend.set(job_id, JobState.RUNNING)
+    started = time.perf_counter()
+    first = world.tick(None)
+    first_s = time.perf_counter() - started
+    assert len(first.new_partitions[JT]) == 1000 and len(first.observations) == 1000
+    calls_before = Counter(world.service.calls)
+    started = time.perf_counter()
+    steady = world.tick(first.cache.encode())
+    steady_s = time.perf_counter() - started
+    assert not steady.observations
+    assert world.service.calls["ListJobs"] - calls_before["ListJobs"] == 1
+    assert world.service.calls["GetJob"] == calls_before["GetJob"] == 0
+    for job_id in ids:
+        world.backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
+    world.storage.calls.clear()
+    ended = world.tick(steady.cache.encode())
+    assert len(ended.finish_requests) == 1000
+    assert world.storage.calls == Counter(registered=1, finish_runs=1, imported=1)
+    print(f"\n1000 jobs: first tick {first_s:.2f} s, steady tick {steady_s:.2f} s")
