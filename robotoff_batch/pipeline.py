@@ -6,18 +6,20 @@ Dagster assets call them; so could any other caller. Nothing here knows about Da
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
 from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import INPUT_FILE, JobType
-from robotoff_batch.staging import ObjectExistsError, Staging, iter_output_uris
+from robotoff_batch.job_types.base import INPUT_FILE, JobType, OutputError
+from robotoff_batch.predictions.store import OutputChunk
+from robotoff_batch.staging import ObjectExistsError, Staging
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,11 @@ def submit_job(
     return status, request
 
 
+class ImportNotReady(RuntimeError):
+    """The import cannot be decided now (e.g. the engine did not list the job's tasks); a
+    later attempt may succeed, unlike a refused output."""
+
+
 @dataclass(frozen=True)
 class ImportOutcome:
     batch_job_id: str
@@ -107,58 +114,139 @@ class ImportOutcome:
     source_rows: int
     skipped_rows: int
     duration_s: float
+    candidates: int = 0
+    predictions_kept: int = 0
+    predictions_replaced: int = 0
+    insights: Mapping[str, int] = field(default_factory=dict)
 
 
-def _prediction_batches(
-    *, staging: Staging, uris: list[str], job_type: JobType, job_id: str, stats: dict[str, int]
-) -> Iterator[pa.RecordBatch]:
-    for uri in uris:
+def output_file_name(task_index: int) -> str:
+    """The file task ``task_index`` writes under ``output/`` (the container's contract)."""
+    return f"part-{task_index:05d}.parquet"
+
+
+def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list[str]:
+    """The job's task files, in task order: exactly one per task index.
+
+    Refuses (:class:`OutputError`) a missing task file and any other object under
+    ``output/`` (an extra file, a copy in a sub-folder): what the tasks did not write is never
+    imported, and its presence means someone else wrote there. Names starting with ``.`` are
+    the writers' temporary files (an attempt killed mid-write) and are ignored.
+    """
+    prefix = f"{job_uri}/output/"
+    expected = [f"{prefix}{output_file_name(i)}" for i in range(task_count)]
+    present = staging.list_uris(prefix_uri=prefix)
+    temporary = [u for u in present if any(p.startswith(".") for p in u[len(prefix) :].split("/"))]
+    stray = sorted(set(present) - set(expected) - set(temporary))
+    missing = [u for u in expected if u not in set(present)]
+    if missing:
+        raise OutputError(
+            f"{len(missing)} of {task_count} task file(s) missing, e.g. {missing[0]}; nothing "
+            "was imported"
+        )
+    if stray:
+        raise OutputError(
+            f"{len(stray)} object(s) under {prefix} that no task wrote, e.g. {stray[0]} (the "
+            f"tasks write {output_file_name(0)} .. {output_file_name(task_count - 1)}); "
+            "nothing was imported: remove them, then import again"
+        )
+    return expected
+
+
+def _read_output(*, staging: Staging, uris: list[str], job_type: JobType) -> Iterator[OutputChunk]:
+    """The task files' rows, file by file, in Arrow batches (never a whole file in memory)."""
+    spec = job_type.import_spec
+    columns = spec.output_schema.names
+    for index, uri in enumerate(uris):
         with staging.open_read(uri=uri) as stream:
-            yield from job_type.to_predictions(
-                source=stream, source_name=uri, batch_job_id=job_id, stats=stats
-            )
+            try:
+                parquet = pq.ParquetFile(stream)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise OutputError(f"{uri}: not a readable Parquet file ({exc})") from exc
+            schema = parquet.schema_arrow
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise OutputError(
+                    f"{uri}: output is missing column(s) {missing}; expected {columns}"
+                )
+            for name in columns:
+                wanted = spec.output_schema.field(name).type
+                actual = schema.field(name).type
+                if pa.types.is_string(wanted) and not (
+                    pa.types.is_string(actual) or pa.types.is_large_string(actual)
+                ):
+                    raise OutputError(
+                        f"{uri}: column {name!r} is {actual}, not a string (a number loses a "
+                        "barcode's leading zeros); nothing was imported"
+                    )
+            offset = 0
+            for batch in parquet.iter_batches(columns=columns, batch_size=65_536):
+                yield OutputChunk(file_index=index, offset=offset, batch=batch)
+                offset += batch.num_rows
+
+
+def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
+    with staging.open_read(uri=uri) as stream:
+        yield from pq.ParquetFile(stream).iter_batches(batch_size=65_536)
+
+
+def _outcome(result: Any, output_files: int) -> ImportOutcome:
+    return ImportOutcome(
+        batch_job_id=result.batch_job_id,
+        predictions=result.predictions,
+        already_imported=result.already_imported,
+        output_files=output_files,
+        source_rows=result.source_rows,
+        skipped_rows=result.skipped_rows,
+        duration_s=result.duration_s,
+        candidates=result.candidates,
+        predictions_kept=result.predictions_kept,
+        predictions_replaced=result.predictions_replaced,
+        insights=dict(result.insights),
+    )
 
 
 def import_job_output(
     *, engine: BatchEngine, staging: Staging, store: Any, job_type: JobType, job_id: str
 ) -> ImportOutcome:
-    """Import a SUCCEEDED job's output as predictions: all of it in one transaction, once."""
+    """Import a SUCCEEDED job's output: all of it in one transaction, once.
+
+    A job the ledger records as imported is answered from the ledger, without asking the
+    engine or reading storage (the staged files may be gone). Otherwise the files read are
+    exactly the tasks' (one per task index); an empty output, a missing task file, a stray
+    file, a non-string or duplicated code are refused whole (nothing written).
+    """
+    earlier = store.imported_job(job_id)
+    if earlier is not None:
+        return _outcome(earlier, output_files=0)
     status = engine.get_job(job_id=job_id)
     if status.state != JobState.SUCCEEDED:
         raise PipelineError(
             f"batch job {job_id} is {status.state.value}, not SUCCEEDED: nothing is imported"
         )
+    if not status.tasks:
+        raise ImportNotReady(
+            f"the batch engine did not list the tasks of {job_id}, so its task files are "
+            "unknown; nothing was imported (retried)"
+        )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
-    uris = list(iter_output_uris(staging, job_uri=job_uri))
-    if not uris:
-        raise PipelineError(f"batch job {job_id} SUCCEEDED but wrote no output in {job_uri}/output")
-    stats: dict[str, int] = {}
-    result = store.import_predictions(
+    uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    spec = job_type.import_spec
+    facts: Iterable[pa.RecordBatch] = ()
+    if spec.facts_schema is not None and job_type.facts_file:
+        facts_uri = f"{job_uri}/{job_type.facts_file}"
+        if not staging.exists(uri=facts_uri):
+            raise OutputError(
+                f"{facts_uri} (the job's product facts, written at launch) is missing: the "
+                "insights cannot be checked; nothing was imported"
+            )
+        facts = _read_facts(staging=staging, uri=facts_uri)
+    result = store.import_output(
         batch_job_id=job_id,
         job_type=job_type.name,
-        batches=_prediction_batches(
-            staging=staging, uris=uris, job_type=job_type, job_id=job_id, stats=stats
-        ),
-        source_stats=stats,
+        spec=spec,
+        files=uris,
+        outputs=_read_output(staging=staging, uris=uris, job_type=job_type),
+        facts=facts,
     )
-    return ImportOutcome(
-        batch_job_id=job_id,
-        predictions=result.predictions,
-        already_imported=result.already_imported,
-        output_files=len(uris),
-        source_rows=result.source_rows,
-        skipped_rows=result.skipped_rows,
-        duration_s=result.duration_s,
-    )
-
-
-def expected_predictions(*, staging: Staging, job_type: JobType, job_id: str) -> int:
-    """How many predictions the job's output carries (re-read; for the import's check)."""
-    job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
-    stats: dict[str, int] = {}
-    uris = list(iter_output_uris(staging, job_uri=job_uri))
-    for _ in _prediction_batches(
-        staging=staging, uris=uris, job_type=job_type, job_id=job_id, stats=stats
-    ):
-        pass
-    return stats.get("predictions", 0)
+    return _outcome(result, output_files=len(uris))

@@ -55,7 +55,7 @@ def make_batch(start: int, n: int, *, null_barcode_at: int | None = None) -> pa.
             "source_image": pa.array([None] * n, pa.string()),
             "automatic_processing": pa.array([False] * n, pa.bool_()),
             "predictor": pa.array(["lexicon-cpu"] * n, pa.string()),
-            "predictor_version": pa.array([f"lexicon-cpu-1.0@{JOB}"] * n, pa.string()),
+            "predictor_version": pa.array(["lexicon-cpu-1.0"] * n, pa.string()),
             "confidence": pa.array([0.5] * n, pa.float64()),
             "server_type": pa.array(["off"] * n, pa.string()),
         }
@@ -89,43 +89,185 @@ def store(pg_db: str) -> PredictionStore:
     return s
 
 
-def test_schema_is_idempotent(pg_db: str) -> None:
+# Robotoff's tables after its migrations (shared/reference/robotoff_import.md §3):
+# column -> (type, nullable); no column has an SQL default.
+ROBOTOFF_PREDICTION = {
+    "id": ("integer", False),
+    "barcode": ("character varying(100)", False),
+    "type": ("character varying(256)", False),
+    "data": ("jsonb", False),
+    "timestamp": ("timestamp without time zone", False),
+    "value_tag": ("text", True),
+    "value": ("text", True),
+    "source_image": ("text", True),
+    "automatic_processing": ("boolean", True),
+    "predictor": ("character varying(100)", True),
+    "predictor_version": ("character varying(100)", True),
+    "confidence": ("real", True),
+    "server_type": ("character varying(10)", False),
+}
+ROBOTOFF_INSIGHT = {
+    "id": ("uuid", False),
+    "barcode": ("character varying(100)", False),
+    "type": ("character varying(256)", False),
+    "data": ("jsonb", False),
+    "timestamp": ("timestamp without time zone", True),
+    "completed_at": ("timestamp without time zone", True),
+    "annotation": ("integer", True),
+    "annotated_result": ("integer", True),
+    "n_votes": ("integer", False),
+    "username": ("text", True),
+    "countries": ("jsonb", True),
+    "brands": ("jsonb", True),
+    "process_after": ("timestamp without time zone", True),
+    "value_tag": ("text", True),
+    "value": ("text", True),
+    "source_image": ("text", True),
+    "automatic_processing": ("boolean", False),
+    "server_type": ("character varying(10)", True),
+    "unique_scans_n": ("integer", False),
+    "reserved_barcode": ("boolean", False),
+    "predictor": ("character varying(100)", True),
+    "predictor_version": ("character varying(100)", True),
+    "campaign": ("jsonb", True),
+    "confidence": ("real", True),
+    "bounding_box": ("jsonb", True),
+    "lc": ("character varying(255)[]", True),
+    "with_image": ("boolean", True),
+}
+# Indexed columns after migrations 004/005/008/009 (GIN where Robotoff keeps a GIN index).
+PREDICTION_INDEXES = {"barcode", "type", "timestamp", "server_type"}
+INSIGHT_INDEXES = {
+    "barcode", "type", "timestamp", "annotation", "n_votes", "countries:gin", "brands:gin",
+    "value_tag", "value", "source_image", "automatic_processing", "server_type",
+    "unique_scans_n", "reserved_barcode", "predictor", "campaign:gin", "lc:gin", "with_image",
+}  # fmt: skip
+
+
+def table_shape(url: str, table: str) -> tuple[dict[str, tuple[str, bool]], list[str], set[str]]:
+    """(column -> (type, nullable), columns with a default other than a serial's, indexes)."""
+    with psycopg.connect(url) as conn:
+        columns = {
+            name: (kind, not notnull)
+            for name, kind, notnull in conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            )
+        }
+        defaults = [
+            name
+            for name, default in conn.execute(
+                "SELECT column_name, column_default FROM information_schema.columns "
+                "WHERE table_name = %s AND column_default IS NOT NULL",
+                (table,),
+            )
+            if not str(default).startswith("nextval(")
+        ]
+        indexes = set()
+        for (definition,) in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT LIKE '%%_pkey'",
+            (table,),
+        ):
+            column = definition.rsplit("(", 1)[1].rstrip(")").strip('"')
+            indexes.add(f"{column}:gin" if "USING gin" in definition else column)
+    return columns, defaults, indexes
+
+
+def test_schema_is_robotoffs_and_idempotent(pg_db: str) -> None:
     store = PredictionStore(conninfo=pg_db)
     store.ensure_schema()
     store.ensure_schema()
     PredictionStore(conninfo=pg_db).ensure_schema()
+    assert table_shape(pg_db, "prediction") == (ROBOTOFF_PREDICTION, [], PREDICTION_INDEXES)
+    assert table_shape(pg_db, "product_insight") == (ROBOTOFF_INSIGHT, [], INSIGHT_INDEXES)
+    assert store.owned_tables() == {"prediction", "product_insight"}
+
+
+def catalog_snapshot(url: str) -> list[tuple[object, ...]]:
+    """Every column, default and index of Robotoff's tables, to compare before/after."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default, "
+            "(SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes i "
+            " WHERE i.tablename = c.table_name) "
+            "FROM information_schema.columns c "
+            "WHERE c.table_name IN ('prediction', 'product_insight') "
+            "ORDER BY c.table_name, c.column_name"
+        ).fetchall()
+
+
+ROBOTOFF_LIKE_DDL = (
+    # Robotoff's own tables, with a column and an index of their own that we must not touch.
+    "CREATE TABLE prediction (id serial PRIMARY KEY, barcode varchar(100) NOT NULL, "
+    "type varchar(256) NOT NULL, data jsonb NOT NULL, timestamp timestamp NOT NULL, "
+    "value_tag text, value text, source_image text, automatic_processing boolean, "
+    "predictor varchar(100), predictor_version varchar(100), confidence real, "
+    "server_type varchar(10) NOT NULL, image_id integer);"
+    "CREATE INDEX robotoff_own ON prediction (predictor_version);"
+    "CREATE TABLE product_insight (id uuid PRIMARY KEY, barcode varchar(100) NOT NULL, "
+    "type varchar(256) NOT NULL, data jsonb NOT NULL, timestamp timestamp, completed_at "
+    "timestamp, annotation integer, annotated_result integer, n_votes integer NOT NULL, "
+    "username text, countries jsonb, brands jsonb, process_after timestamp, value_tag text, "
+    "value text, source_image text, automatic_processing boolean NOT NULL, server_type "
+    "varchar(10), unique_scans_n integer NOT NULL, reserved_barcode boolean NOT NULL, "
+    "predictor varchar(100), predictor_version varchar(100), campaign jsonb, confidence real, "
+    "bounding_box jsonb, lc varchar(255)[], with_image boolean)"
+)
+
+
+def test_existing_robotoff_tables_are_never_altered(pg_db: str) -> None:
     with psycopg.connect(pg_db) as conn:
-        cols = {
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'prediction'"
-            )
-        }
-        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
-    assert {"barcode", "type", "data", "timestamp", "predictor_version", "server_type"} <= cols
-    assert {"prediction_barcode", "prediction_type", "prediction_server_type"} <= indexes
+        conn.execute(ROBOTOFF_LIKE_DDL)
+    before = catalog_snapshot(pg_db)
+    store = PredictionStore(conninfo=pg_db)
+    store.ensure_schema()
+    assert catalog_snapshot(pg_db) == before
+    assert store.owned_tables() == set()
+    result = store.import_predictions(batch_job_id=JOB, job_type="x", batches=batches(10, 10))
+    assert result.predictions == 10 and store.count_predictions(batch_job_id=JOB) == 10
+    assert catalog_snapshot(pg_db) == before
 
 
-def test_schema_on_existing_robotoff_table_keeps_it(pg_db: str) -> None:
-    """An older Robotoff table with extra columns: nothing dropped, missing ones added."""
+def test_table_lacking_columns_is_refused_not_altered(pg_db: str) -> None:
+    with psycopg.connect(pg_db) as conn:
+        conn.execute(
+            "CREATE TABLE prediction (id serial PRIMARY KEY, barcode varchar(100) NOT NULL, "
+            "type varchar(256) NOT NULL, data jsonb NOT NULL, timestamp timestamp NOT NULL)"
+        )
+    before = catalog_snapshot(pg_db)
+    with pytest.raises(
+        PredictionStoreError, match=r"lacks column\(s\) \['value_tag'.*never alters"
+    ):
+        PredictionStore(conninfo=pg_db).ensure_schema()
+    assert catalog_snapshot(pg_db) == before
+
+
+def test_our_earlier_embedded_table_is_upgraded(pg_db: str) -> None:
+    """The table robotoff-batch itself created before (GIN index, job id in the version)."""
     with psycopg.connect(pg_db) as conn:
         conn.execute(
             "CREATE TABLE prediction (id serial PRIMARY KEY, barcode varchar(100) NOT NULL, "
             "type varchar(256) NOT NULL, data jsonb NOT NULL, timestamp timestamp NOT NULL, "
             "value_tag text, value text, source_image text, automatic_processing boolean, "
-            "predictor varchar(100), predictor_version varchar(100), image_id integer)"
+            "predictor varchar(100), predictor_version varchar(100), confidence double "
+            "precision, server_type varchar(10) NOT NULL DEFAULT 'off');"
+            "CREATE INDEX prediction_barcode ON prediction (barcode);"
+            "CREATE INDEX prediction_type ON prediction (type);"
+            "CREATE INDEX prediction_data ON prediction USING gin (data);"
+            "CREATE INDEX prediction_timestamp ON prediction (timestamp);"
+            "CREATE INDEX prediction_source_image ON prediction (source_image);"
+            "CREATE INDEX prediction_server_type ON prediction (server_type);"
+            "CREATE INDEX prediction_batch_job_id "
+            "ON prediction ((substring(predictor_version FROM '@([^@]+)$')));"
+            "INSERT INTO prediction (barcode, type, data, timestamp, predictor_version) VALUES "
+            "('1', 'ingredient_spellcheck', '{}', now(), 'lexicon-cpu-1@old-job')"
         )
-    PredictionStore(conninfo=pg_db).ensure_schema()
-    with psycopg.connect(pg_db) as conn:
-        cols = {
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'prediction'"
-            )
-        }
-        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
-    assert {"image_id", "confidence", "server_type"} <= cols
-    assert "prediction_barcode" not in indexes  # an existing table's indexes are its own
+    store = PredictionStore(conninfo=pg_db)
+    store.ensure_schema()
+    assert table_shape(pg_db, "prediction") == (ROBOTOFF_PREDICTION, [], PREDICTION_INDEXES)
+    assert store.count_predictions(batch_job_id="old-job") == 1
+    assert store.fetch_examples(batch_job_id="old-job")[0]["predictor_version"] == "lexicon-cpu-1"
 
 
 def test_import_rows_with_jsonb(store: PredictionStore, pg_db: str) -> None:
@@ -150,6 +292,7 @@ def test_import_rows_with_jsonb(store: PredictionStore, pg_db: str) -> None:
             ("3000000000007",),
         ).fetchone()
     assert row == ("sucre7", "object", TS, "off")
+    assert store.count_predictions(batch_job_id="other-job") == 0
     examples = store.fetch_examples(batch_job_id=JOB, limit=3)
     assert len(examples) == 3
     assert examples[0]["data"]["lang"] == "fr"
@@ -187,7 +330,9 @@ def test_null_barcode_in_third_batch_imports_nothing(store: PredictionStore, pg_
         yield make_batch(100, 100)
         yield make_batch(200, 100, null_barcode_at=42)
 
-    with pytest.raises(PredictionImportError, match=r"null 'barcode' at row 242"):
+    with pytest.raises(
+        PredictionImportError, match=r"predictions row 242: null or empty 'barcode'"
+    ):
         store.import_predictions(
             batch_job_id=JOB, job_type="ingredients-spellcheck", batches=stream()
         )
@@ -214,29 +359,23 @@ def test_invalid_json_is_refused_whole(store: PredictionStore, pg_db: str) -> No
     assert rows_in(pg_db) == 0 and ledger_rows(pg_db) == []
 
 
-def test_optional_columns_default_and_version_gets_job_suffix(
-    store: PredictionStore, pg_db: str
-) -> None:
+def test_optional_columns_default(store: PredictionStore, pg_db: str) -> None:
     batch = make_batch(0, 3).select(["barcode", "type", "data", "predictor_version"])
-    batch = batch.set_column(3, "predictor_version", pa.array(["v1", None, f"v2@{JOB}"]))
+    batch = batch.set_column(3, "predictor_version", pa.array(["v1", None, "v2"]))
     store.import_predictions(batch_job_id=JOB, job_type="spell", batches=[batch])
     with psycopg.connect(pg_db) as conn:
         rows = conn.execute(
             "SELECT predictor_version, server_type, timestamp IS NOT NULL FROM prediction "
             "ORDER BY id"
         ).fetchall()
-    assert rows == [
-        (f"v1@{JOB}", "off", True),
-        (f"spell@{JOB}", "off", True),
-        (f"v2@{JOB}", "off", True),
-    ]
+    assert rows == [("v1", "off", True), (None, "off", True), ("v2", "off", True)]
     assert store.count_predictions(batch_job_id=JOB) == 3
 
 
 def test_too_long_barcode_is_named(store: PredictionStore) -> None:
     batch = make_batch(0, 4)
     batch = batch.set_column(0, "barcode", pa.array(["1", "2", "3" * 101, "4"]))
-    with pytest.raises(PredictionImportError, match=r"'barcode' at row 2 is longer than 100"):
+    with pytest.raises(PredictionImportError, match=r"row 2: 'barcode' is longer than 100"):
         store.import_predictions(batch_job_id=JOB, job_type="x", batches=[batch])
 
 

@@ -24,7 +24,7 @@ from robotoff_batch.follow import (
 )
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.job_types.base import OutputError
-from robotoff_batch.predictions.store import PredictionImportError
+from robotoff_batch.predictions.store import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
@@ -74,12 +74,14 @@ def build_imports(
     check_count = dg.AssetCheckSpec(
         name="rows_imported_match_output",
         asset=key,
-        description="Predictions in the database = output rows that carry a change.",
+        description="Predictions in the database that this job inserted = the output's "
+        "changed rows, less those already stored with the same model version.",
     )
     check_dupes = dg.AssetCheckSpec(
         name="no_duplicate_predictions",
         asset=key,
-        description="At most one prediction per product, type and batch job.",
+        description="At most one prediction per product, type, language, predictor and "
+        "version among the job's rows.",
     )
 
     @dg.asset(
@@ -112,7 +114,11 @@ def build_imports(
             raise dg.Failure(
                 description=f"import of {job_id} refused: {exc}", allow_retries=False
             ) from None
-        expected = pipeline.expected_predictions(staging=area, job_type=jt, job_id=job_id)
+        except PredictionStoreAuthError as exc:
+            # Wrong credentials do not heal by retrying; the message is the reason.
+            context.instance.add_run_tags(context.run_id, {REFUSED_TAG: "true"})
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        expected = outcome.predictions
         in_db = store.count_predictions(batch_job_id=job_id)
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
@@ -126,6 +132,13 @@ def build_imports(
                 "output_files": outcome.output_files,
                 "output_rows": outcome.source_rows,
                 "unchanged_rows_skipped": outcome.skipped_rows,
+                "predictions_from_output": outcome.candidates,
+                "predictions_kept_same_version": outcome.predictions_kept,
+                "predictions_replaced_older_version": outcome.predictions_replaced,
+                **{
+                    f"insights_{name}": dg.MetadataValue.int(n)
+                    for name, n in outcome.insights.items()
+                },
                 "import_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
                 "examples": examples_table(examples),
             },
@@ -133,7 +146,12 @@ def build_imports(
                 dg.AssetCheckResult(
                     check_name=check_count.name,
                     passed=in_db == expected,
-                    metadata={"in_database": in_db, "expected_from_output": expected},
+                    metadata={
+                        "in_database": in_db,
+                        "inserted_by_import": expected,
+                        "from_output": outcome.candidates,
+                        "kept_same_version": outcome.predictions_kept,
+                    },
                 ),
                 dg.AssetCheckResult(
                     check_name=check_dupes.name,

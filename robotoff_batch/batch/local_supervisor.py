@@ -399,6 +399,30 @@ class JobSpec:
         )
 
 
+#: What a task inherits from the supervisor's environment: what a Cloud Batch VM gives its
+#: container (a shell's basics) plus the local stand-ins of the VM's own identity and of the
+#: storage emulator. Never the orchestrator's secrets (GOOGLE_CREDENTIALS, BATCH_JOB_KEY,
+#: ROBOTOFF_DATABASE_URL...): a task gets only its job's variables and secret variables.
+TASK_INHERITED_VARIABLES = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "LOG_LEVEL",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+
+
+def task_base_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` a local task inherits (see TASK_INHERITED_VARIABLES)."""
+    return {k: environ[k] for k in TASK_INHERITED_VARIABLES if k in environ}
+
+
 def resolve_secrets(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """Resolve Secret Manager references locally: ``projects/*/secrets/NAME/versions/*``
     is read from the environment variable NAME. Raises SecretResolutionError (naming the
@@ -695,7 +719,7 @@ class Supervisor:
     def _spawn(self, index: int, attempt: int) -> _Running:
         """Start one attempt of one task in its own session (so its group can be killed)."""
         env = {
-            **os.environ,
+            **task_base_environment(os.environ),
             **self.spec.variables,
             **self.secrets,
             "BATCH_TASK_INDEX": str(index),

@@ -6,31 +6,18 @@ A job type is one module in this package plus one YAML file in ``job_configs/``;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
-# Robotoff's `prediction` table columns, in COPY order.
-PREDICTION_SCHEMA = pa.schema(
-    [
-        pa.field("barcode", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
-        pa.field("data", pa.string(), nullable=False),  # JSON text, stored as jsonb
-        pa.field("timestamp", pa.timestamp("us")),
-        pa.field("value_tag", pa.string()),
-        pa.field("value", pa.string()),
-        pa.field("source_image", pa.string()),
-        pa.field("automatic_processing", pa.bool_()),
-        pa.field("predictor", pa.string()),
-        pa.field("predictor_version", pa.string()),
-        pa.field("confidence", pa.float64()),
-        pa.field("server_type", pa.string()),
-    ]
-)
+from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
+from robotoff_batch.predictions.store import ImportSpec
+
+# Robotoff's `prediction` table columns, in COPY order (ready-made prediction batches).
+PREDICTION_SCHEMA = _PREDICTION_SCHEMA
 
 
 #: Name of the staged input every job type writes; its other files are extra inputs.
@@ -64,9 +51,11 @@ class JobType:
     extract: Callable[..., ExtractedInput]
     # argv that plays the container on the local runner; config `commands` are appended.
     local_command: Sequence[str]
-    # Reads one output Parquet stream and yields Robotoff prediction batches.
-    to_predictions: Callable[..., Iterator[pa.RecordBatch]]  # (source=, batch_job_id=, stats=)
+    # How the task files become Robotoff rows (columns read, SQL, insights): see ImportSpec.
+    import_spec: ImportSpec
     prediction_type: str
+    # Staged file beside the input holding the product facts the insights read (None: none).
+    facts_file: str | None = None
     description: str = ""
 
     @property

@@ -3,23 +3,23 @@
 Selection (Robotoff's): the product's main ingredients text, non-empty, with a fraction of
 ingredients unknown to the taxonomy in (min_fraction, max_fraction], most popular first.
 The container writes one Parquet per task (code, lang, text, correction, engine...); rows whose
-correction differs from the text become Robotoff predictions of type ``ingredient_spellcheck``.
+correction differs from the text become Robotoff predictions of type ``ingredient_spellcheck``
+and, by Robotoff's importer rules, ``ingredient_spellcheck`` insights
+(``ingredients_spellcheck_import.sql``, ``ingredients_spellcheck_insights.sql``), checked
+against the product facts the extraction wrote beside the input (``products.parquet``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import dagster as dg
 import duckdb
@@ -29,20 +29,30 @@ from pydantic import Field
 
 from robotoff_batch import extraction
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import (
-    INPUT_FILE,
-    PREDICTION_SCHEMA,
-    ExtractedInput,
-    JobType,
-    OutputError,
-)
+from robotoff_batch.job_types.base import INPUT_FILE, ExtractedInput, JobType
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
 from robotoff_batch.paths import CONTAINERS_DIR, home_dir
+from robotoff_batch.predictions.store import ImportSpec, named_statements
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_TYPE = "ingredient_spellcheck"
 OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")
+FACTS_FILE = "products.parquet"
+_HERE = Path(__file__).resolve().parent
+IMPORT_SQL_PATH = _HERE / "ingredients_spellcheck_import.sql"
+INSIGHTS_SQL_PATH = _HERE / "ingredients_spellcheck_insights.sql"
+FACTS_SQL_PATH = _HERE / "ingredients_spellcheck_facts.sql"
+FACTS_SCHEMA = pa.schema(
+    [
+        pa.field("code", pa.string()),
+        pa.field("lang", pa.string()),
+        pa.field("ingredients_text_lang", pa.string()),
+        pa.field("countries", pa.string()),  # JSON array of countries_tags
+        pa.field("brands", pa.string()),  # JSON array of brands_tags
+        pa.field("unique_scans_n", pa.int64()),
+    ]
+)
 
 
 class SpellcheckLaunch(dg.Config):
@@ -126,6 +136,10 @@ def extract(
         progress=progress,
     )
     files = {INPUT_FILE: input_path}
+    if result.rows:
+        facts_path = work_dir / FACTS_FILE
+        extract_facts(dump_path=dump_path, input_path=input_path, output_path=facts_path)
+        files[FACTS_FILE] = facts_path
     engine = engine_that_runs(job_config, local_argv)
     metadata: dict[str, object] = {
         "extraction_s": round(result.duration_s, 3),
@@ -169,70 +183,61 @@ def cached_lexicon(dump_path: str) -> tuple[Path, bool]:
     return cache, False
 
 
-def to_predictions(
-    *, source: BinaryIO | str, source_name: str, batch_job_id: str, stats: dict[str, int]
-) -> Iterator[pa.RecordBatch]:
-    """Turn one output file into prediction batches; refuse a malformed file, naming the row.
+def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
+    """Write the facts of the input's products that the insight rules read (lang, the
+    ingredients text in that lang, countries, brands, unique scans) from the same dump."""
+    with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")
+        present = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
+                {"p": dump_path},
+            ).fetchall()
+        }
+        fragments = {
+            "brands": (
+                "CAST(to_json(coalesce(p.brands_tags, CAST([] AS VARCHAR[]))) AS VARCHAR)"
+                if "brands_tags" in present
+                else "CAST('[]' AS VARCHAR)"
+            ),
+            "unique_scans_n": (
+                "CAST(p.unique_scans_n AS BIGINT)"
+                if "unique_scans_n" in present
+                else "CAST(NULL AS BIGINT)"
+            ),
+        }
+        query = FACTS_SQL_PATH.read_text(encoding="utf-8").format(**fragments)
+        table = con.execute(
+            query, {"dump_path": dump_path, "input_path": str(input_path)}
+        ).fetch_arrow_table()
+    table = table.cast(FACTS_SCHEMA)
+    pq.write_table(table, output_path)
+    return table.num_rows
 
-    ``stats`` is updated in place (source_rows, predictions, skipped_rows) so the caller can
-    report counts of a stream it never holds in memory.
-    """
-    try:
-        parquet = pq.ParquetFile(source)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise OutputError(f"{source_name}: not a readable Parquet file ({exc})") from exc
-    names = set(parquet.schema_arrow.names)
-    missing = [c for c in OUTPUT_COLUMNS if c not in names]
-    if missing:
-        raise OutputError(
-            f"{source_name}: output is missing column(s) {missing}; expected {list(OUTPUT_COLUMNS)}"
-        )
-    now = datetime.now(UTC).replace(tzinfo=None)
-    row_offset = 0
-    for batch in parquet.iter_batches(columns=list(OUTPUT_COLUMNS), batch_size=10_000):
-        cols = batch.to_pydict()
-        barcodes, datas, tags, predictors, versions = [], [], [], [], []
-        for i, code in enumerate(cols["code"]):
-            if code is None or not str(code).strip():
-                raise OutputError(f"{source_name}: row {row_offset + i} has a null or empty code")
-            text, correction = cols["text"][i], cols["correction"][i]
-            if correction is None or correction == text:
-                stats["skipped_rows"] = stats.get("skipped_rows", 0) + 1
-                continue
-            lang = cols["lang"][i]
-            barcodes.append(str(code))
-            datas.append(
-                json.dumps(
-                    {"original": text, "correction": correction, "lang": lang},
-                    ensure_ascii=False,
-                )
-            )
-            tags.append(lang)
-            predictors.append(cols["engine"][i])
-            versions.append(f"{cols['engine_version'][i]}@{batch_job_id}")
-        stats["source_rows"] = stats.get("source_rows", 0) + batch.num_rows
-        row_offset += batch.num_rows
-        if not barcodes:
-            continue
-        stats["predictions"] = stats.get("predictions", 0) + len(barcodes)
-        n = len(barcodes)
-        yield pa.RecordBatch.from_arrays(
-            [
-                pa.array(barcodes, pa.string()),
-                pa.array([PREDICTION_TYPE] * n, pa.string()),
-                pa.array(datas, pa.string()),
-                pa.array([now] * n, pa.timestamp("us")),
-                pa.array(tags, pa.string()),
-                pa.array([None] * n, pa.string()),
-                pa.array([None] * n, pa.string()),
-                pa.array([False] * n, pa.bool_()),
-                pa.array(predictors, pa.string()),
-                pa.array(versions, pa.string()),
-                pa.array([None] * n, pa.float64()),
-                pa.array(["off"] * n, pa.string()),
-            ],
-            schema=PREDICTION_SCHEMA,
-        )
+
+def _statement(path: Path, name: str) -> str:
+    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
+
+
+IMPORT_SPEC = ImportSpec(
+    output_schema=pa.schema(
+        [
+            pa.field("code", pa.string()),
+            pa.field("lang", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("correction", pa.string()),
+            pa.field("engine", pa.string()),
+            pa.field("engine_version", pa.string()),
+        ]
+    ),
+    not_null=("code",),
+    unique=("code",),
+    key_column="code",
+    predictions_sql=_statement(IMPORT_SQL_PATH, "predictions"),
+    facts_schema=FACTS_SCHEMA,
+    insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
+)
 
 
 JOB_TYPE = JobType(
@@ -249,8 +254,9 @@ JOB_TYPE = JobType(
         "--engine",
         "lexicon-cpu",
     ),
-    to_predictions=to_predictions,
+    import_spec=IMPORT_SPEC,
     prediction_type=PREDICTION_TYPE,
+    facts_file=FACTS_FILE,
 )
 
 __all__ = ["JOB_TYPE", "SpellcheckLaunch"]

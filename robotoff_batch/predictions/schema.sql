@@ -1,25 +1,14 @@
--- Robotoff's `prediction` table (robotoff/models.py, class Prediction) and robotoff-batch's
--- import ledger. Idempotent; run under pg_advisory_xact_lock by PredictionStore.ensure_schema.
--- Never drops or alters an existing column: against Robotoff's own database, where `prediction`
--- exists with its own extra columns and indexes, only the ledger table is created. Missing
--- columns of an older table are added by the store (only when missing: ALTER TABLE takes an
--- ACCESS EXCLUSIVE lock even when IF NOT EXISTS makes it a no-op).
-
-CREATE TABLE IF NOT EXISTS prediction (
-    id serial PRIMARY KEY,
-    barcode varchar(100) NOT NULL,
-    type varchar(256) NOT NULL,
-    data jsonb NOT NULL,
-    "timestamp" timestamp NOT NULL,
-    value_tag text,
-    value text,
-    source_image text,
-    automatic_processing boolean,
-    predictor varchar(100),
-    predictor_version varchar(100),
-    confidence double precision,
-    server_type varchar(10) NOT NULL DEFAULT 'off'
-);
+-- robotoff-batch's own tables, beside Robotoff's. Idempotent; run under pg_advisory_xact_lock
+-- by PredictionStore.ensure_schema. Robotoff's tables are never touched here.
+--
+-- batch_job_import: the ledger, one row per imported batch job (claimed and filled in the
+-- import's transaction, so a job is imported entirely, once, or not at all).
+-- batch_job_prediction: which `prediction` rows a batch job inserted (Robotoff's columns keep
+-- Robotoff's meaning; no foreign key, which would put a trigger on Robotoff's table). A link
+-- whose prediction was deleted since (replaced by a newer model version, product deleted) is
+-- ignored by the queries, which join on `prediction`.
+-- batch_schema_owner: the Robotoff tables robotoff-batch created itself (an embedded or empty
+-- database), the only ones it may ever upgrade.
 
 CREATE TABLE IF NOT EXISTS batch_job_import (
     batch_job_id text PRIMARY KEY,
@@ -28,4 +17,15 @@ CREATE TABLE IF NOT EXISTS batch_job_import (
     predictions integer NOT NULL,
     source_rows integer NOT NULL,
     skipped_rows integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS batch_job_prediction (
+    batch_job_id text NOT NULL,
+    prediction_id integer NOT NULL,
+    PRIMARY KEY (batch_job_id, prediction_id)
+);
+
+CREATE TABLE IF NOT EXISTS batch_schema_owner (
+    table_name text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
 );

@@ -1,26 +1,36 @@
-"""Robotoff's ``prediction`` table, written to once per batch job.
+"""Robotoff's ``prediction`` and ``product_insight`` tables, written once per batch job.
 
-One transaction per batch job: it claims the job in the ledger table ``batch_job_import``
-(``INSERT ... ON CONFLICT DO NOTHING``; a concurrent import of the same job waits on that row and
-then finds it), streams the predictions with ``COPY ... FROM STDIN`` and records the counts. Any
-error rolls all of it back, so a job is imported entirely, once, or not at all.
+One transaction per batch job:
 
-The link between a prediction and its batch job is the end of ``predictor_version``:
-``"<version>@<batch job id>"`` (e.g. ``lexicon-cpu-1.0@ingredients-spellcheck-20261124t101500``);
-the store appends ``@<batch job id>`` to a version that lacks it.
+1. claim the job in the ledger ``batch_job_import`` (``INSERT ... ON CONFLICT DO NOTHING``; a
+   concurrent import of the same job waits on that row, then finds it and answers from it);
+2. stream the job's output into a temporary table with ``COPY ... (FORMAT csv)``, the CSV
+   rendered by Arrow (no per-row Python), and its product facts into another;
+3. refuse the whole output, naming file and row, if a key is duplicated, a value too long, a
+   product unknown to the job's input (set-based checks on the temporary tables);
+4. turn the output into Robotoff prediction rows with the job type's SQL, then apply the dedup
+   rule: a stored prediction of the same product, type, server type, image and predictor but
+   another ``predictor_version`` is replaced (deleted); a new prediction whose Robotoff key
+   (type, server_type, source_image, value_tag, value, predictor, automatic_processing) is
+   already stored (hence the same version) is skipped; the rest is inserted, and the ids it
+   got are linked to the job in ``batch_job_prediction``;
+5. run the job type's insight SQL (Robotoff's importer rules, set-based) and record the counts.
 
-All SQL is constant (this module, ``schema.sql``, ``prediction_indexes.sql``); values are always
-bound parameters. Messages never contain the password of the connection string.
+Any error rolls all of it back: a job is imported entirely, once, or not at all. Robotoff's
+tables are created only where they do not exist (then recorded in ``batch_schema_owner``),
+never altered otherwise. All SQL is constant or composed from identifiers; values are bound
+parameters. Messages never contain the password of the connection string.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import logging
+import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -28,6 +38,8 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
@@ -48,12 +60,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "confidence",
     "server_type",
 )
-#: Columns every batch must have (the others default: timestamp = import time, server_type =
-#: 'off', predictor_version = '<job type>@<batch job id>', the rest NULL).
+#: Columns every prediction batch must have (the others default: timestamp = import time,
+#: server_type = 'off', the rest NULL).
 REQUIRED_COLUMNS: tuple[str, ...] = ("barcode", "type", "data")
-#: Columns that may not hold a null.
-NOT_NULL_COLUMNS: tuple[str, ...] = ("barcode", "type", "data")
-#: varchar(n) limits of Robotoff's table, checked before COPY for a clear message.
+#: varchar(n) limits of Robotoff's table, checked before the insert for a clear message.
 MAX_LENGTHS: dict[str, int] = {
     "barcode": 100,
     "type": 256,
@@ -61,108 +71,213 @@ MAX_LENGTHS: dict[str, int] = {
     "predictor_version": 100,
     "server_type": 10,
 }
-_TEXT_COLUMNS = (
-    "barcode",
-    "type",
-    "value_tag",
-    "value",
-    "source_image",
-    "predictor",
-    "predictor_version",
-    "server_type",
-)
 DEFAULT_SERVER_TYPE = "off"
+#: Rows rendered to CSV per COPY chunk (bounded memory whatever the output size).
+COPY_CHUNK_ROWS = 50_000
 
 _SCHEMA_LOCK_KEY = 7_286_114_052_117_303  # pg_advisory_xact_lock key of ensure_schema
-_BATCH_JOB_EXPR = "substring(predictor_version FROM '@([^@]+)$')"  # same as the index
-
-_IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
-_TABLE_EXISTS_SQL = "SELECT to_regclass('prediction') IS NOT NULL"
-_EXISTING_COLUMNS_SQL = """
-SELECT table_name, column_name FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name IN ('prediction', 'batch_job_import')
-"""
-# Columns an older table may lack: added only when missing (never dropped or altered).
-_UPGRADES: dict[tuple[str, str], str] = {
-    ("prediction", "value_tag"): "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS value_tag text",
-    ("prediction", "value"): "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS value text",
-    ("prediction", "source_image"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS source_image text"
-    ),
-    ("prediction", "automatic_processing"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS automatic_processing boolean"
-    ),
-    ("prediction", "predictor"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS predictor varchar(100)"
-    ),
-    ("prediction", "predictor_version"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS predictor_version varchar(100)"
-    ),
-    ("prediction", "confidence"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS confidence double precision"
-    ),
-    ("prediction", "server_type"): (
-        "ALTER TABLE prediction ADD COLUMN IF NOT EXISTS "
-        "server_type varchar(10) NOT NULL DEFAULT 'off'"
-    ),
-    ("batch_job_import", "job_type"): (
-        "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS job_type text NOT NULL DEFAULT ''"
-    ),
-    ("batch_job_import", "imported_at"): (
-        "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS "
-        "imported_at timestamptz NOT NULL DEFAULT now()"
-    ),
-    ("batch_job_import", "predictions"): (
-        "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS "
-        "predictions integer NOT NULL DEFAULT 0"
-    ),
-    ("batch_job_import", "source_rows"): (
-        "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS "
-        "source_rows integer NOT NULL DEFAULT 0"
-    ),
-    ("batch_job_import", "skipped_rows"): (
-        "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS "
-        "skipped_rows integer NOT NULL DEFAULT 0"
+# Robotoff's tables: the columns the import writes (an existing table must have them).
+_ROBOTOFF_COLUMNS: dict[str, tuple[str, ...]] = {
+    "prediction": ("id", *PREDICTION_COLUMNS),
+    "product_insight": (
+        "id",
+        "barcode",
+        "type",
+        "data",
+        "timestamp",
+        "completed_at",
+        "annotation",
+        "annotated_result",
+        "n_votes",
+        "username",
+        "countries",
+        "brands",
+        "process_after",
+        "value_tag",
+        "value",
+        "source_image",
+        "automatic_processing",
+        "server_type",
+        "unique_scans_n",
+        "reserved_barcode",
+        "predictor",
+        "predictor_version",
+        "campaign",
+        "confidence",
+        "bounding_box",
+        "lc",
+        "with_image",
     ),
 }
+# The index that only robotoff-batch's first schema created (job id at the end of
+# predictor_version): a table carrying it is our own embedded table of that time.
+_LEGACY_INDEX = "prediction_batch_job_id"
+_LEGACY_JOB_EXPR = "substring(predictor_version FROM '@([^@]+)$')"
 
+_COLUMNS_SQL = """
+SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ANY(%s)
+"""
+_OWNED_SQL = "SELECT table_name FROM batch_schema_owner"
+_OWN_SQL = "INSERT INTO batch_schema_owner (table_name) VALUES (%s) ON CONFLICT DO NOTHING"
+_INDEX_EXISTS_SQL = (
+    "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s"
+)
+# Our own ledger: columns added after its first version (our table, so we may add them).
+_LEDGER_UPGRADES: dict[str, str] = {
+    name: f"ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS {name} integer NOT NULL DEFAULT 0"
+    for name in (
+        "candidates",
+        "predictions_kept",
+        "predictions_replaced",
+        "insights_created",
+        "insights_updated",
+        "insights_kept",
+        "insights_deleted",
+    )
+}
+_LEDGER_UPGRADES["target"] = (
+    "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'postgres'"
+)
+_LEDGER_COLUMNS = (
+    "batch_job_id",
+    "job_type",
+    "imported_at",
+    "predictions",
+    "source_rows",
+    "skipped_rows",
+    "candidates",
+    "predictions_kept",
+    "predictions_replaced",
+    "insights_created",
+    "insights_updated",
+    "insights_kept",
+    "insights_deleted",
+    "target",
+)
+
+_IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
 _CLAIM_SQL = """
-INSERT INTO batch_job_import (batch_job_id, job_type, predictions, source_rows, skipped_rows)
-VALUES (%s, %s, 0, 0, 0)
+INSERT INTO batch_job_import (batch_job_id, job_type, predictions, source_rows, skipped_rows,
+    target)
+VALUES (%s, %s, 0, 0, 0, %s)
 ON CONFLICT (batch_job_id) DO NOTHING
 RETURNING batch_job_id
 """
 _RECORD_SQL = """
-UPDATE batch_job_import SET predictions = %s, source_rows = %s, skipped_rows = %s,
+UPDATE batch_job_import SET predictions = %(predictions)s, source_rows = %(source_rows)s,
+    skipped_rows = %(skipped_rows)s, candidates = %(candidates)s,
+    predictions_kept = %(predictions_kept)s, predictions_replaced = %(predictions_replaced)s,
+    insights_created = %(insights_created)s, insights_updated = %(insights_updated)s,
+    insights_kept = %(insights_kept)s, insights_deleted = %(insights_deleted)s,
     imported_at = now()
-WHERE batch_job_id = %s
+WHERE batch_job_id = %(batch_job_id)s
 """
-_LEDGER_SQL = """
-SELECT batch_job_id, job_type, imported_at, predictions, source_rows, skipped_rows
-FROM batch_job_import WHERE batch_job_id = %s
+_LEDGER_SQL = f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM batch_job_import WHERE batch_job_id = %s"
+
+_CREATE_PREDICTION_TABLE = """
+CREATE TEMP TABLE batch_prediction (
+    _file integer NOT NULL,
+    _row bigint NOT NULL,
+    barcode text,
+    type text,
+    data jsonb,
+    "timestamp" timestamp,
+    value_tag text,
+    value text,
+    source_image text,
+    automatic_processing boolean,
+    predictor text,
+    predictor_version text,
+    confidence real,
+    server_type text
+) ON COMMIT DROP
 """
-_COPY_SQL = (
-    'COPY prediction (barcode, type, data, "timestamp", value_tag, value, source_image, '
-    "automatic_processing, predictor, predictor_version, confidence, server_type) FROM STDIN"
+_NULL_PREDICTION_SQL = """
+SELECT _file, _row, CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
+    WHEN type IS NULL OR type = '' THEN 'type' WHEN data IS NULL THEN 'data'
+    ELSE 'server_type' END
+FROM batch_prediction
+WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NULL
+    OR server_type IS NULL OR "timestamp" IS NULL
+ORDER BY _file, _row LIMIT 1
+"""
+_TOO_LONG_SQL = """
+SELECT n._file, n._row, v.name, v.text FROM batch_prediction n,
+    LATERAL (VALUES ('barcode', n.barcode, 100), ('type', n.type, 256),
+        ('predictor', n.predictor, 100), ('predictor_version', n.predictor_version, 100),
+        ('server_type', n.server_type, 10)) AS v(name, text, max_length)
+WHERE length(v.text) > v.max_length
+ORDER BY n._file, n._row LIMIT 1
+"""
+# Two predictions of one job with the same Robotoff key: Robotoff would keep one at random.
+_DUPLICATE_PREDICTION_SQL = """
+SELECT a._file, a._row, b._file, b._row, a.barcode FROM batch_prediction a
+JOIN batch_prediction b ON a.barcode = b.barcode AND a.type = b.type
+    AND a.server_type = b.server_type
+    AND a.source_image IS NOT DISTINCT FROM b.source_image
+    AND a.value_tag IS NOT DISTINCT FROM b.value_tag AND a.value IS NOT DISTINCT FROM b.value
+    AND a.predictor IS NOT DISTINCT FROM b.predictor
+    AND a.automatic_processing IS NOT DISTINCT FROM b.automatic_processing
+    AND (a._file, a._row) < (b._file, b._row)
+ORDER BY b._file, b._row LIMIT 1
+"""
+# The dedup rule, step 1: an older (another) version of the same predictor is replaced.
+_REPLACE_SQL = """
+DELETE FROM prediction p USING batch_prediction n
+WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
+    AND p.source_image IS NOT DISTINCT FROM n.source_image
+    AND p.predictor IS NOT DISTINCT FROM n.predictor
+    AND p.predictor_version IS DISTINCT FROM n.predictor_version
+"""
+# Step 2: insert what Robotoff's key does not already hold (what remains is the same version),
+# and link the new ids to the job.
+_INSERT_SQL = """
+WITH inserted AS (
+    INSERT INTO prediction (barcode, type, data, "timestamp", value_tag, value, source_image,
+        automatic_processing, predictor, predictor_version, confidence, server_type)
+    SELECT n.barcode, n.type, n.data, n."timestamp", n.value_tag, n.value, n.source_image,
+        n.automatic_processing, n.predictor, n.predictor_version, n.confidence, n.server_type
+    FROM batch_prediction n
+    WHERE NOT EXISTS (
+        SELECT 1 FROM prediction p
+        WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
+            AND p.source_image IS NOT DISTINCT FROM n.source_image
+            AND p.value_tag IS NOT DISTINCT FROM n.value_tag
+            AND p.value IS NOT DISTINCT FROM n.value
+            AND p.predictor IS NOT DISTINCT FROM n.predictor
+            AND p.automatic_processing IS NOT DISTINCT FROM n.automatic_processing
+    )
+    ORDER BY n._file, n._row
+    RETURNING id
 )
-_COUNT_SQL = f"SELECT count(*) FROM prediction WHERE {_BATCH_JOB_EXPR} = %s"
+INSERT INTO batch_job_prediction (batch_job_id, prediction_id)
+SELECT %(batch_job_id)s, id FROM inserted
+"""
+_JOB_ROWS = (
+    "FROM batch_job_prediction l JOIN prediction p ON p.id = l.prediction_id "
+    "WHERE l.batch_job_id = %s"
+)
+_COUNT_SQL = f"SELECT count(*) {_JOB_ROWS}"
 _DUPLICATES_BY_JOB_SQL = f"""
 SELECT count(*) FROM (
-    SELECT 1 FROM prediction WHERE {_BATCH_JOB_EXPR} = %s
-    GROUP BY barcode, type, predictor_version HAVING count(*) > 1
+    SELECT 1 {_JOB_ROWS}
+    GROUP BY p.barcode, p.type, p.value_tag, p.predictor, p.predictor_version
+    HAVING count(*) > 1
 ) AS duplicate_groups
 """
 _DUPLICATES_BY_VERSION_SQL = """
 SELECT count(*) FROM (
     SELECT 1 FROM prediction WHERE predictor_version LIKE %s
-    GROUP BY barcode, type, predictor_version HAVING count(*) > 1
+    GROUP BY barcode, type, value_tag, predictor, predictor_version HAVING count(*) > 1
 ) AS duplicate_groups
 """
 _EXAMPLES_SQL = f"""
-SELECT id, barcode, type, data, "timestamp", value_tag, value, source_image,
-    automatic_processing, predictor, predictor_version, confidence, server_type
-FROM prediction WHERE {_BATCH_JOB_EXPR} = %s ORDER BY id LIMIT %s
+SELECT p.id, p.barcode, p.type, p.data, p."timestamp", p.value_tag, p.value, p.source_image,
+    p.automatic_processing, p.predictor, p.predictor_version, p.confidence, p.server_type
+{_JOB_ROWS} ORDER BY p.id LIMIT %s
 """
+_COPY_LINE = re.compile(r"COPY \w+, line (\d+)")
 
 
 class PredictionStoreError(Exception):
@@ -170,11 +285,47 @@ class PredictionStoreError(Exception):
 
 
 class PredictionStoreUnavailable(PredictionStoreError):
-    """The database is down, unreachable or refused the connection."""
+    """The database is down or unreachable (worth retrying later)."""
+
+
+class PredictionStoreAuthError(PredictionStoreError):
+    """The database refused our credentials or role: retrying cannot help."""
 
 
 class PredictionImportError(PredictionStoreError):
-    """The predictions were refused (nothing of the job was imported)."""
+    """The output was refused (nothing of the job was imported)."""
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """How a job type's output becomes Robotoff rows, in SQL the store runs.
+
+    ``output_schema``: the columns read from each task file, loaded into the temporary table
+    ``batch_output`` (plus ``_file``, ``_row``). ``predictions_sql``: one statement filling
+    ``batch_prediction`` from ``batch_output`` (parameter ``%(now)s``: the import time, naive
+    UTC). ``unique``: output columns whose values must not repeat over the whole output.
+    ``facts_schema``: the product facts (``batch_product``, keyed by ``code``) the insights
+    read; every output ``key_column`` value must be there. ``insights_sql``: statements
+    separated by ``-- name: <name>`` lines; the row counts of those named ``created``,
+    ``updated``, ``deleted`` and ``kept`` are the insight counts. None: no insights.
+    """
+
+    output_schema: pa.Schema
+    predictions_sql: str
+    not_null: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+    key_column: str = "code"
+    facts_schema: pa.Schema | None = None
+    insights_sql: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Rows of one output file, ``offset`` = the index of the first one in its file."""
+
+    file_index: int
+    offset: int
+    batch: pa.RecordBatch
 
 
 @dataclass(frozen=True)
@@ -189,10 +340,33 @@ class ImportResult:
     source_rows: int = 0
     skipped_rows: int = 0
     imported_at: datetime | None = None
+    candidates: int = 0  # predictions the output gave, before the dedup rule
+    predictions_kept: int = 0  # already stored with the same predictor version: skipped
+    predictions_replaced: int = 0  # another version of the same predictor: deleted
+    insights: Mapping[str, int] = field(default_factory=dict)  # created/updated/kept/deleted
+    target: str = "postgres"
 
 
 def _load_sql(name: str) -> str:
     return resources.files(__package__ or "robotoff_batch.predictions").joinpath(name).read_text()
+
+
+def named_statements(text: str) -> list[tuple[str, str]]:
+    """Split a SQL file on ``-- name: <name>`` lines into (name, statement) pairs."""
+    out: list[tuple[str, str]] = []
+    name: str | None = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"--\s*name:\s*(\w+)", line)
+        if match:
+            if name is not None:
+                out.append((name, "\n".join(lines).strip()))
+            name, lines = match.group(1), []
+        elif name is not None:
+            lines.append(line)
+    if name is not None:
+        out.append((name, "\n".join(lines).strip()))
+    return out
 
 
 def describe_conninfo(conninfo: str) -> str:
@@ -217,8 +391,42 @@ def _password_of(conninfo: str) -> str | None:
     return str(password) if password else None
 
 
+def _is_auth_error(exc: psycopg.Error) -> bool:
+    """Wrong password, unknown role, no pg_hba entry (SQLSTATE class 28) or no permission."""
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith("28") or state == "42501":
+        return True
+    text = str(exc)
+    return (
+        "authentication failed" in text
+        or "no pg_hba.conf entry" in text
+        or ('role "' in text and "does not exist" in text)
+    )
+
+
+_PG_TYPES = {
+    "string": "text",
+    "large_string": "text",
+    "int64": "bigint",
+    "int32": "bigint",
+    "int16": "bigint",
+    "double": "double precision",
+    "float": "double precision",
+    "bool": "boolean",
+}
+
+
+def _pg_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    name = str(arrow_type)
+    if name not in _PG_TYPES:
+        raise PredictionStoreError(f"no PostgreSQL type for Arrow type {arrow_type}")
+    return _PG_TYPES[name]
+
+
 class PredictionStore:
-    """Robotoff's ``prediction`` table plus the ``batch_job_import`` ledger, in PostgreSQL."""
+    """Robotoff's ``prediction`` and ``product_insight`` tables plus our ledger, in PostgreSQL."""
 
     def __init__(self, *, conninfo: str, connect_timeout: int = 10) -> None:
         self._conninfo = conninfo
@@ -243,9 +451,15 @@ class PredictionStore:
         try:
             conn = psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout)
         except psycopg.Error as exc:
+            reason = self._scrub(str(exc).strip())
+            if _is_auth_error(exc):
+                raise PredictionStoreAuthError(
+                    f"predictions database refused the credentials ({self._target}) while "
+                    f"trying to {action}: {reason}"
+                ) from None
             raise PredictionStoreUnavailable(
                 f"predictions database unavailable ({self._target}) while trying to {action}: "
-                f"{self._scrub(str(exc).strip())}"
+                f"{reason}"
             ) from None
         try:
             with conn:
@@ -258,6 +472,11 @@ class PredictionStore:
                 f"{self._scrub(str(exc).strip())}"
             ) from None
         except psycopg.Error as exc:
+            if _is_auth_error(exc):
+                raise PredictionStoreAuthError(
+                    f"predictions database denied ({self._target}) while trying to {action}: "
+                    f"{self._scrub(str(exc).strip())}"
+                ) from None
             raise PredictionStoreError(
                 f"predictions database error ({self._target}) while trying to {action}: "
                 f"{self._scrub(str(exc).strip())}"
@@ -270,25 +489,253 @@ class PredictionStore:
     # -- schema ------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create or upgrade the tables (idempotent, safe from concurrent processes)."""
+        """Create our tables, and Robotoff's where they do not exist (idempotent, safe from
+        concurrent processes). An existing Robotoff table is never altered: it must have the
+        columns the import writes, else this fails naming them."""
         started = time.monotonic()
         with self._connection("create the schema") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-            row = conn.execute(_TABLE_EXISTS_SQL).fetchone()
-            existed = bool(row and row[0])
             conn.execute(_load_sql("schema.sql"))
-            if not existed:
-                logger.info("created the prediction table in %s", self._target)
-                conn.execute(_load_sql("prediction_indexes.sql"))
-            present = {(t, c) for t, c in conn.execute(_EXISTING_COLUMNS_SQL).fetchall()}
-            for key, statement in _UPGRADES.items():
-                if key not in present:
-                    logger.info("adding column %s.%s", key[0], key[1])
+            ledger_columns = {c for _, c in conn.execute(_COLUMNS_SQL, (["batch_job_import"],))}
+            for column, statement in _LEDGER_UPGRADES.items():
+                if column not in ledger_columns:
                     conn.execute(statement)
+            owned = {row[0] for row in conn.execute(_OWNED_SQL)}
+            present: dict[str, set[str]] = {}
+            for table, column in conn.execute(_COLUMNS_SQL, (list(_ROBOTOFF_COLUMNS),)):
+                present.setdefault(table, set()).add(column)
+            if "prediction" in present and "prediction" not in owned:
+                if conn.execute(_INDEX_EXISTS_SQL, (_LEGACY_INDEX,)).fetchone():
+                    self._upgrade_legacy_table(conn)
+                    owned.add("prediction")
+            ddl = dict(named_statements(_load_sql("robotoff_schema.sql")))
+            for table, wanted in _ROBOTOFF_COLUMNS.items():
+                if table not in present:
+                    logger.info("creating Robotoff's %s table in %s", table, self._target)
+                    conn.execute(ddl[table])
+                    conn.execute(_OWN_SQL, (table,))
+                    continue
+                missing = [c for c in wanted if c not in present[table]]
+                if missing:
+                    raise PredictionStoreError(
+                        f"table {table} in {self._target} lacks column(s) {missing}: it is not "
+                        "Robotoff's current schema, and robotoff-batch never alters a table it "
+                        "did not create (run Robotoff's migrations)"
+                    )
         self._schema_ready = True
         logger.debug("schema ready in %.3f s", time.monotonic() - started)
 
+    def _upgrade_legacy_table(self, conn: psycopg.Connection[Any]) -> None:
+        """Our own first embedded table: Robotoff's current shape, job links moved out of
+        predictor_version into batch_job_prediction."""
+        logger.info("upgrading robotoff-batch's earlier embedded prediction table")
+        conn.execute(
+            "INSERT INTO batch_job_prediction (batch_job_id, prediction_id) "
+            f"SELECT {_LEGACY_JOB_EXPR}, id FROM prediction "
+            f"WHERE {_LEGACY_JOB_EXPR} IS NOT NULL ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            "UPDATE prediction SET predictor_version = "
+            "regexp_replace(predictor_version, '@[^@]+$', '') "
+            "WHERE predictor_version LIKE '%@%'"
+        )
+        for index in (_LEGACY_INDEX, "prediction_data", "prediction_source_image"):
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index)))
+        conn.execute("ALTER TABLE prediction ALTER COLUMN confidence TYPE real")
+        conn.execute("ALTER TABLE prediction ALTER COLUMN server_type DROP DEFAULT")
+        conn.execute(_OWN_SQL, ("prediction",))
+
+    def owned_tables(self) -> set[str]:
+        """Robotoff tables this store created itself (empty against Robotoff's database)."""
+        self._ready()
+        with self._connection("read the schema owner") as conn:
+            return {row[0] for row in conn.execute(_OWNED_SQL)}
+
     # -- import ------------------------------------------------------------------------------
+
+    def import_output(
+        self,
+        *,
+        batch_job_id: str,
+        job_type: str,
+        spec: ImportSpec,
+        files: Sequence[str],
+        outputs: Iterable[OutputChunk],
+        facts: Iterable[pa.RecordBatch] = (),
+        source_stats: Mapping[str, int] | None = None,
+    ) -> ImportResult:
+        """Import a job's output in one transaction, at most once per ``batch_job_id``.
+
+        ``outputs`` and ``facts`` are consumed lazily (streamed with COPY); ``files`` names the
+        output files ``OutputChunk.file_index`` points into, for messages. If the ledger
+        already holds the job, nothing is read or written and the earlier result comes back
+        with ``already_imported=True``. Raises :class:`PredictionImportError` (nothing
+        imported) for a refused output, naming the file and the row (0-based in its file).
+        """
+        if not batch_job_id:
+            raise PredictionImportError("batch_job_id must not be empty")
+        self._ready()
+        started = time.monotonic()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self._connection(f"import {batch_job_id}") as conn, conn.transaction():
+            cur = conn.cursor()
+            claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type, "postgres")).fetchone()
+            if claimed is None:
+                earlier = self._ledger_row(conn, batch_job_id)
+                if earlier is None:  # pragma: no cover - the conflict means the row exists
+                    raise PredictionStoreError(f"ledger row of {batch_job_id} vanished")
+                logger.info(
+                    "batch job %s already imported (%d predictions); nothing to do",
+                    batch_job_id,
+                    earlier.predictions,
+                )
+                return replace(earlier, duration_s=time.monotonic() - started)
+            try:
+                counts = self._import_in(
+                    cur,
+                    batch_job_id=batch_job_id,
+                    spec=spec,
+                    files=files,
+                    outputs=outputs,
+                    facts=facts,
+                    now=now,
+                )
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                raise PredictionImportError(
+                    f"the database refused the output of {batch_job_id}; nothing was "
+                    f"imported: {self._scrub(str(exc).strip())}"
+                ) from exc
+            for key in ("source_rows", "skipped_rows"):
+                if source_stats and key in source_stats:  # read once the stream is consumed
+                    counts[key] = int(source_stats[key])
+            cur.execute(_RECORD_SQL, {**counts, "batch_job_id": batch_job_id})
+        duration = time.monotonic() - started
+        result = ImportResult(
+            batch_job_id=batch_job_id,
+            predictions=counts["predictions"],
+            already_imported=False,
+            duration_s=duration,
+            job_type=job_type,
+            source_rows=counts["source_rows"],
+            skipped_rows=counts["skipped_rows"],
+            imported_at=datetime.now(UTC),
+            candidates=counts["candidates"],
+            predictions_kept=counts["predictions_kept"],
+            predictions_replaced=counts["predictions_replaced"],
+            insights=_insight_counts(counts),
+        )
+        logger.info(
+            "imported batch job %s in %.2f s: %d output rows, %d predictions inserted, %d kept, "
+            "%d replaced; insights %s",
+            batch_job_id,
+            duration,
+            result.source_rows,
+            result.predictions,
+            result.predictions_kept,
+            result.predictions_replaced,
+            dict(result.insights),
+        )
+        return result
+
+    def _import_in(
+        self,
+        cur: psycopg.Cursor[Any],
+        *,
+        batch_job_id: str,
+        spec: ImportSpec,
+        files: Sequence[str],
+        outputs: Iterable[OutputChunk],
+        facts: Iterable[pa.RecordBatch],
+        now: datetime,
+    ) -> dict[str, int]:
+        """The import's statements, inside the caller's transaction."""
+
+        def where(file_index: int, row: int) -> str:
+            name = files[file_index] if 0 <= file_index < len(files) else f"file {file_index}"
+            return f"{name} row {row}"
+
+        source_rows = _copy_output(cur, spec=spec, outputs=outputs, where=where)
+        if source_rows == 0:
+            raise PredictionImportError(
+                f"the output of {batch_job_id} has no rows ({', '.join(files) or 'no files'}): "
+                "an empty output is refused, not recorded as imported"
+            )
+        for column in spec.unique:
+            row = cur.execute(
+                sql.SQL(
+                    "SELECT a._file, a._row, b._file, b._row, a.{c} FROM batch_output a "
+                    "JOIN batch_output b ON a.{c} = b.{c} "
+                    "AND (a._file, a._row) < (b._file, b._row) "
+                    "ORDER BY b._file, b._row LIMIT 1"
+                ).format(c=sql.Identifier(column))
+            ).fetchone()
+            if row:
+                raise PredictionImportError(
+                    f"{column} {row[4]!r} appears twice in the output: {where(row[0], row[1])} "
+                    f"and {where(row[2], row[3])}; nothing was imported"
+                )
+        if spec.facts_schema is not None:
+            _copy_facts(cur, spec.facts_schema, facts)
+            row = cur.execute(
+                sql.SQL(
+                    "SELECT o._file, o._row, o.{k} FROM batch_output o "
+                    "WHERE NOT EXISTS (SELECT 1 FROM batch_product f WHERE f.code = o.{k}) "
+                    "ORDER BY o._file, o._row LIMIT 1"
+                ).format(k=sql.Identifier(spec.key_column))
+            ).fetchone()
+            if row:
+                raise PredictionImportError(
+                    f"{where(row[0], row[1])}: {spec.key_column} {row[2]!r} is not a product of "
+                    "the job's input; nothing was imported"
+                )
+        cur.execute(_CREATE_PREDICTION_TABLE)
+        cur.execute(spec.predictions_sql, {"now": now})
+        candidates = max(cur.rowcount, 0)
+        cur.execute("ANALYZE batch_prediction")
+        bad = cur.execute(_NULL_PREDICTION_SQL).fetchone()
+        if bad:
+            raise PredictionImportError(
+                f"{where(bad[0], bad[1])}: null or empty {bad[2]!r}; nothing was imported"
+            )
+        bad = cur.execute(_TOO_LONG_SQL).fetchone()
+        if bad:
+            raise PredictionImportError(
+                f"{where(bad[0], bad[1])}: {bad[2]!r} is longer than "
+                f"{MAX_LENGTHS[bad[2]]} characters: {str(bad[3])[:120]!r}; nothing was imported"
+            )
+        dup = cur.execute(_DUPLICATE_PREDICTION_SQL).fetchone()
+        if dup:
+            raise PredictionImportError(
+                f"two predictions for product {dup[4]!r} with the same Robotoff key: "
+                f"{where(dup[0], dup[1])} and {where(dup[2], dup[3])}; nothing was imported"
+            )
+        cur.execute(_REPLACE_SQL)
+        replaced = max(cur.rowcount, 0)
+        cur.execute(_INSERT_SQL, {"batch_job_id": batch_job_id})
+        inserted = max(cur.rowcount, 0)
+        counts = {
+            "source_rows": source_rows,
+            "skipped_rows": source_rows - candidates,
+            "candidates": candidates,
+            "predictions": inserted,
+            "predictions_kept": candidates - inserted,
+            "predictions_replaced": replaced,
+            "insights_created": 0,
+            "insights_updated": 0,
+            "insights_kept": 0,
+            "insights_deleted": 0,
+        }
+        if spec.insights_sql:
+            for name, statement in named_statements(spec.insights_sql):
+                cur.execute(statement, {"now": now})
+                if name in ("created", "updated", "deleted"):
+                    counts[f"insights_{name}"] = max(cur.rowcount, 0)
+                elif name == "kept":
+                    row = cur.fetchone()
+                    counts["insights_kept"] = int(row[0]) if row else 0
+        return counts
 
     def import_predictions(
         self,
@@ -298,87 +745,40 @@ class PredictionStore:
         batches: Iterable[pa.RecordBatch],
         source_stats: Mapping[str, int] | None = None,
     ) -> ImportResult:
-        """Import a job's predictions in one transaction, at most once per ``batch_job_id``.
-
-        ``batches`` is consumed lazily (streamed with COPY). ``source_stats``, if given, is
-        read after the stream is exhausted for the ledger's ``source_rows`` and
-        ``skipped_rows`` (e.g. the dict the producer of ``batches`` updates); without it,
-        source_rows = predictions and skipped_rows = 0. If the ledger already holds the job,
-        nothing is read or written and the earlier result comes back with
-        ``already_imported=True``. Raises :class:`PredictionImportError` (nothing imported)
-        for a malformed batch, naming the column and the row (0-based, over the stream).
-        """
-        if not batch_job_id:
-            raise PredictionImportError("batch_job_id must not be empty")
-        self._ready()
-        started = time.monotonic()
-        with self._connection(f"import {batch_job_id}") as conn, conn.transaction():
-            cur = conn.cursor()
-            claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type)).fetchone()
-            if claimed is None:
-                earlier = self._ledger_row(conn, batch_job_id)
-                logger.info(
-                    "batch job %s already imported (%s predictions); nothing to do",
-                    batch_job_id,
-                    earlier.predictions if earlier else "?",
-                )
-                if earlier is None:  # pragma: no cover - the conflict means the row exists
-                    raise PredictionStoreError(f"ledger row of {batch_job_id} vanished")
-                return _replace_duration(earlier, time.monotonic() - started)
-            written = 0
-            try:
-                with cur.copy(_COPY_SQL) as copy:
-                    for rows in _rows_of(batches, batch_job_id=batch_job_id, job_type=job_type):
-                        for row in rows:
-                            copy.write_row(row)
-                        written += len(rows)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error as exc:
-                raise PredictionImportError(
-                    f"the database refused the predictions of {batch_job_id}; nothing was "
-                    f"imported: {self._scrub(str(exc).strip())}"
-                ) from exc
-            stats = source_stats or {}
-            source_rows = int(stats.get("source_rows", written))
-            skipped_rows = int(stats.get("skipped_rows", 0))
-            cur.execute(_RECORD_SQL, (written, source_rows, skipped_rows, batch_job_id))
-        duration = time.monotonic() - started
-        logger.info(
-            "imported %d predictions of batch job %s in %.2f s (%.0f rows/s)",
-            written,
-            batch_job_id,
-            duration,
-            written / duration if duration > 0 else 0.0,
-        )
-        return ImportResult(
+        """Import ready-made prediction rows (columns of :data:`PREDICTION_COLUMNS`, ``data``
+        as JSON text), with the same transaction, checks and dedup rule as
+        :meth:`import_output`; rows are numbered over the whole stream."""
+        return self.import_output(
             batch_job_id=batch_job_id,
-            predictions=written,
-            already_imported=False,
-            duration_s=duration,
             job_type=job_type,
-            source_rows=source_rows,
-            skipped_rows=skipped_rows,
-            imported_at=datetime.now(UTC),
+            spec=PREDICTION_SPEC,
+            files=["predictions"],
+            outputs=_prediction_chunks(batches),
+            source_stats=source_stats,
         )
 
     # -- queries -----------------------------------------------------------------------------
 
     @staticmethod
     def _ledger_row(conn: psycopg.Connection[Any], batch_job_id: str) -> ImportResult | None:
-        row = conn.execute(_LEDGER_SQL, (batch_job_id,)).fetchone()
+        cur = conn.cursor(row_factory=dict_row)
+        row = cur.execute(_LEDGER_SQL, (batch_job_id,)).fetchone()
         if row is None:
             return None
-        job_id, job_type, imported_at, predictions, source_rows, skipped_rows = row
         return ImportResult(
-            batch_job_id=job_id,
-            predictions=predictions,
+            batch_job_id=row["batch_job_id"],
+            predictions=row["predictions"],
             already_imported=True,
             duration_s=0.0,
-            job_type=job_type,
-            source_rows=source_rows,
-            skipped_rows=skipped_rows,
-            imported_at=imported_at,
+            job_type=row["job_type"],
+            source_rows=row["source_rows"],
+            skipped_rows=row["skipped_rows"],
+            imported_at=row["imported_at"],
+            candidates=row["candidates"],
+            predictions_kept=row["predictions_kept"],
+            predictions_replaced=row["predictions_replaced"],
+            insights=_insight_counts(row),
+            target=row["target"],
         )
 
     def imported_job(self, batch_job_id: str) -> ImportResult | None:
@@ -398,7 +798,7 @@ class PredictionStore:
         return {str(row[0]) for row in rows}
 
     def count_predictions(self, *, batch_job_id: str) -> int:
-        """How many prediction rows carry ``@<batch_job_id>`` in predictor_version."""
+        """How many stored predictions the job inserted (those since replaced not counted)."""
         self._ready()
         with self._connection(f"count the predictions of {batch_job_id}") as conn:
             row = conn.execute(_COUNT_SQL, (batch_job_id,)).fetchone()
@@ -407,11 +807,9 @@ class PredictionStore:
     def duplicate_predictions(
         self, *, batch_job_id: str | None = None, predictor_version_like: str | None = None
     ) -> int:
-        """Number of (barcode, type, predictor_version) groups holding more than one row.
-
-        Restricted to one batch job, or to the rows whose predictor_version matches a LIKE
-        pattern (e.g. ``'lexicon-cpu-%'``); exactly one of the two must be given.
-        """
+        """Number of (barcode, type, value_tag, predictor, predictor_version) groups holding
+        more than one row, among one job's predictions or those whose predictor_version
+        matches a LIKE pattern (e.g. ``'lexicon-cpu-%'``); exactly one of the two is given."""
         if (batch_job_id is None) == (predictor_version_like is None):
             raise ValueError("give exactly one of batch_job_id and predictor_version_like")
         self._ready()
@@ -434,90 +832,193 @@ class PredictionStore:
         return rows
 
 
-def _replace_duration(result: ImportResult, duration: float) -> ImportResult:
-    return ImportResult(
-        batch_job_id=result.batch_job_id,
-        predictions=result.predictions,
-        already_imported=result.already_imported,
-        duration_s=duration,
-        job_type=result.job_type,
-        source_rows=result.source_rows,
-        skipped_rows=result.skipped_rows,
-        imported_at=result.imported_at,
+def _insight_counts(row: Mapping[str, Any]) -> dict[str, int]:
+    return {k: int(row[f"insights_{k}"]) for k in ("created", "updated", "kept", "deleted")}
+
+
+# -- Arrow to COPY ------------------------------------------------------------------------------
+
+
+def _create_temp_table(cur: psycopg.Cursor[Any], name: str, schema: pa.Schema) -> None:
+    columns = [sql.SQL("_file integer NOT NULL"), sql.SQL("_row bigint NOT NULL")] + [
+        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(_pg_type(f.type))) for f in schema
+    ]
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            sql.Identifier(name), sql.SQL(", ").join(columns)
+        )
     )
 
 
-# -- batch validation and conversion ------------------------------------------------------------
+def _copy_statement(name: str, columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
 
 
-def _first(mask: pa.Array | pa.ChunkedArray) -> int:
-    """Index of the first true value of a boolean mask (the caller knows there is one)."""
+def _csv(table: pa.Table | pa.RecordBatch) -> bytes:
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, batch_size=4096))
+    return sink.getvalue()
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
+    """``batch`` with exactly ``schema``'s columns and types; refuse what does not fit."""
+    arrays = []
+    for f in schema:
+        index = batch.schema.get_field_index(f.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, f.type))
+            continue
+        column = batch.column(index)
+        if not column.type.equals(f.type):
+            if pa.types.is_string(f.type) and not (
+                pa.types.is_string(column.type)
+                or pa.types.is_large_string(column.type)
+                or pa.types.is_dictionary(column.type)
+            ):
+                raise PredictionImportError(
+                    f"{where}: column {f.name!r} has type {column.type}, not text; nothing was "
+                    "imported"
+                )
+            try:
+                column = column.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise PredictionImportError(
+                    f"{where}: column {f.name!r} has type {column.type}, not {f.type}: {exc}"
+                ) from exc
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _first_empty(column: pa.Array) -> int | None:
+    """Index of the first null (or, for text, empty after trimming) value, else None."""
+    mask = column.is_null()
+    if pa.types.is_string(column.type):
+        mask = pc.or_(mask, pc.equal(pc.utf8_trim_whitespace(column), ""))
+    mask = pc.fill_null(mask, True)
+    if not pc.any(mask).as_py():
+        return None
     return int(pc.index(mask, True).as_py())
 
 
-def _text_column(name: str, column: pa.Array, offset: int) -> pa.Array:
-    if pa.types.is_string(column.type):
-        return column
+def _copy_output(
+    cur: psycopg.Cursor[Any],
+    *,
+    spec: ImportSpec,
+    outputs: Iterable[OutputChunk],
+    where: Any,
+) -> int:
+    """COPY the output into ``batch_output``; returns its row count."""
+    schema = spec.output_schema
+    _create_temp_table(cur, "batch_output", schema)
+    full = pa.schema([pa.field("_file", pa.int32()), pa.field("_row", pa.int64()), *schema])
+    lines: list[tuple[int, int, int]] = []  # (first COPY line, file, first row) per chunk
+    total = 0
     try:
-        return column.cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise PredictionImportError(
-            f"column {name!r} (rows {offset}..) has type {column.type}, not text: {exc}"
-        ) from exc
+        with cur.copy(_copy_statement("batch_output", full.names)) as copy:
+            for chunk in outputs:
+                batch = _conform(chunk.batch, schema, where(chunk.file_index, chunk.offset))
+                n = batch.num_rows
+                if n == 0:
+                    continue
+                for name in spec.not_null:
+                    row = _first_empty(batch.column(name))
+                    if row is not None:
+                        raise PredictionImportError(
+                            f"{where(chunk.file_index, chunk.offset + row)}: null or empty "
+                            f"{name!r}; nothing was imported"
+                        )
+                ids = pa.array([chunk.file_index] * n, pa.int32())
+                rows = pa.array(range(chunk.offset, chunk.offset + n), pa.int64())
+                framed = pa.RecordBatch.from_arrays([ids, rows, *batch.columns], schema=full)
+                for start in range(0, n, COPY_CHUNK_ROWS):
+                    part = framed.slice(start, COPY_CHUNK_ROWS)
+                    lines.append((total + start + 1, chunk.file_index, chunk.offset + start))
+                    copy.write(_csv(part))
+                total += n
+    except psycopg.Error as exc:
+        match = _COPY_LINE.search(str(exc))
+        if match and lines:
+            line = int(match.group(1))
+            first, file_index, row = max((e for e in lines if e[0] <= line), default=lines[0])
+            raise PredictionImportError(
+                f"{where(file_index, row + line - first)}: refused by the database: "
+                f"{str(exc).strip().splitlines()[0]}; nothing was imported"
+            ) from exc
+        raise
+    cur.execute("ANALYZE batch_output")
+    return total
 
 
-def _check_lengths(name: str, column: pa.Array, offset: int) -> None:
-    limit = MAX_LENGTHS.get(name)
-    if limit is None or len(column) == 0:
-        return
-    too_long = pc.fill_null(pc.greater(pc.utf8_length(column), limit), False)
-    if pc.any(too_long).as_py():
-        row = _first(too_long)
-        raise PredictionImportError(
-            f"column {name!r} at row {offset + row} is longer than {limit} characters: "
-            f"{str(column[row].as_py())[:120]!r}"
-        )
+def _copy_facts(
+    cur: psycopg.Cursor[Any], schema: pa.Schema, facts: Iterable[pa.RecordBatch]
+) -> None:
+    """COPY the job's product facts into ``batch_product`` (indexed by code)."""
+    _create_temp_table(cur, "batch_product", schema)
+    full = pa.schema([pa.field("_file", pa.int32()), pa.field("_row", pa.int64()), *schema])
+    offset = 0
+    with cur.copy(_copy_statement("batch_product", full.names)) as copy:
+        for batch in facts:
+            batch = _conform(batch, schema, f"product facts row {offset}")
+            n = batch.num_rows
+            if n == 0:
+                continue
+            framed = pa.RecordBatch.from_arrays(
+                [
+                    pa.array([0] * n, pa.int32()),
+                    pa.array(range(offset, offset + n), pa.int64()),
+                    *batch.columns,
+                ],
+                schema=full,
+            )
+            copy.write(_csv(framed))
+            offset += n
+    cur.execute("CREATE INDEX ON batch_product (code)")
+    cur.execute("ANALYZE batch_product")
 
 
-def _data_values(column: pa.Array, offset: int) -> list[Any]:
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return column.to_pylist()
-    values = column.to_pylist()
-    try:
-        return [json.dumps(v, ensure_ascii=False) for v in values]
-    except (TypeError, ValueError) as exc:
-        raise PredictionImportError(
-            f"column 'data' (rows {offset}..) holds values that are not JSON: {exc}"
-        ) from exc
+# -- ready-made prediction rows ------------------------------------------------------------------
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("barcode", pa.string()),
+        pa.field("type", pa.string()),
+        pa.field("data", pa.string()),  # JSON text, stored as jsonb
+        pa.field("timestamp", pa.timestamp("us")),
+        pa.field("value_tag", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("source_image", pa.string()),
+        pa.field("automatic_processing", pa.bool_()),
+        pa.field("predictor", pa.string()),
+        pa.field("predictor_version", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("server_type", pa.string()),
+    ]
+)
+
+PREDICTION_SPEC = ImportSpec(
+    output_schema=PREDICTION_SCHEMA,
+    not_null=("barcode", "type", "data"),
+    key_column="barcode",
+    predictions_sql="""
+INSERT INTO batch_prediction (_file, _row, barcode, type, data, "timestamp", value_tag, value,
+    source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
+SELECT _file, _row, barcode, type, data::jsonb, coalesce("timestamp", %(now)s), value_tag,
+    value, source_image, automatic_processing, predictor, predictor_version, confidence,
+    coalesce(nullif(server_type, ''), 'off')
+FROM batch_output
+""",
+)
 
 
-def _timestamps(column: pa.Array | None, n: int, now: datetime) -> list[Any]:
-    if column is None:
-        return [now] * n
-    values = column.to_pylist()
-    out: list[Any] = []
-    for value in values:
-        if value is None:
-            out.append(now)
-        elif isinstance(value, datetime) and value.tzinfo is not None:
-            out.append(value.astimezone(UTC).replace(tzinfo=None))
-        else:
-            out.append(value)
-    return out
-
-
-def _rows_of(
-    batches: Iterable[pa.RecordBatch], *, batch_job_id: str, job_type: str
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Validate each batch and turn it into COPY rows; raise naming column and row."""
-    suffix = f"@{batch_job_id}"
-    now = datetime.now(UTC).replace(tzinfo=None)
+def _prediction_chunks(batches: Iterable[pa.RecordBatch]) -> Iterator[OutputChunk]:
     offset = 0
     for batch in batches:
         if isinstance(batch, pa.Table):
-            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-            if batch is None:
-                continue
+            for part in batch.to_batches():
+                yield from _prediction_chunks([part])
+            continue
         names = batch.schema.names
         missing = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing:
@@ -531,42 +1032,5 @@ def _rows_of(
                 f"batch starting at row {offset} has unknown column(s) "
                 f"{', '.join(repr(c) for c in unknown)}; allowed: {list(PREDICTION_COLUMNS)}"
             )
-        n = batch.num_rows
-        if n == 0:
-            continue
-        cols: dict[str, pa.Array] = {name: batch.column(name) for name in names}
-        for name in NOT_NULL_COLUMNS:
-            if cols[name].null_count:
-                row = _first(cols[name].is_null())
-                raise PredictionImportError(
-                    f"null {name!r} at row {offset + row} (0-based, counted over all batches)"
-                )
-        values: dict[str, list[Any]] = {}
-        for name in _TEXT_COLUMNS:
-            if name in cols:
-                col = _text_column(name, cols[name], offset)
-                if name != "predictor_version":
-                    _check_lengths(name, col, offset)
-                values[name] = col.to_pylist()
-            else:
-                values[name] = [None] * n
-        values["data"] = _data_values(cols["data"], offset)
-        values["timestamp"] = _timestamps(cols.get("timestamp"), n, now)
-        for name in ("automatic_processing", "confidence"):
-            values[name] = cols[name].to_pylist() if name in cols else [None] * n
-        values["server_type"] = [v or DEFAULT_SERVER_TYPE for v in values["server_type"]]
-        versions = values["predictor_version"]
-        for i, version in enumerate(versions):
-            if version is None or version == "":
-                version = f"{job_type}{suffix}"
-            elif not version.endswith(suffix):
-                version = f"{version}{suffix}"
-            if len(version) > MAX_LENGTHS["predictor_version"]:
-                raise PredictionImportError(
-                    f"column 'predictor_version' at row {offset + i} is longer than "
-                    f"{MAX_LENGTHS['predictor_version']} characters with the job suffix: "
-                    f"{version!r}"
-                )
-            versions[i] = version
-        yield list(zip(*(values[name] for name in PREDICTION_COLUMNS), strict=True))
-        offset += n
+        yield OutputChunk(file_index=0, offset=offset, batch=batch)
+        offset += batch.num_rows

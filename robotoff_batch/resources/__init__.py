@@ -32,8 +32,11 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
             ),
             "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
             "batch_engine": BatchEngineResource(kind="local"),
+            # An EnvVar, never the value: resource config lands in Dagster's run storage.
             "prediction_store": PredictionStoreResource(
-                database_url=os.environ.get("ROBOTOFF_DATABASE_URL")
+                database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")
+                if os.environ.get("ROBOTOFF_DATABASE_URL")
+                else None
             ),
             "launch_settings": LaunchSettingsResource(),
         }

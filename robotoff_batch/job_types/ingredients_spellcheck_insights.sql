@@ -1,0 +1,101 @@
+-- ingredients-spellcheck insights: Robotoff's IngredientSpellcheckImporter (insights/importer.py
+-- 1427-1474) and InsightImporter mechanics (217-369, 424-604), set-based, for every product the
+-- job gave a prediction (inserted or kept, as Robotoff regenerates a product's insights even when
+-- its prediction was a duplicate). Reference: shared/reference/robotoff_import.md §2.3-2.5.
+--
+-- Rules: a candidate is any stored ingredient_spellcheck prediction of the product (server off)
+-- whose data.original differs from data.correction, equals the product's
+-- ingredients_text_<value_tag>, and whose value_tag is the product's lang. At most one insight
+-- per (barcode, value_tag). An annotated or automatic insight of that value_tag blocks new ones
+-- (kept). Otherwise the candidate updates the first non-annotated insight of that value_tag and
+-- source image in place (id and votes kept, n_votes reset to 0), or is created; every other
+-- non-annotated insight of the product is deleted. Ties, which Robotoff leaves to the database's
+-- unordered read, are broken here by Robotoff's sort keys, then the lowest prediction id, and the
+-- oldest insight (then lowest id) is the one updated.
+
+-- name: scope
+CREATE TEMP TABLE insight_scope ON COMMIT DROP AS
+SELECT DISTINCT barcode FROM batch_prediction
+WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
+
+-- name: candidates
+CREATE TEMP TABLE insight_candidate ON COMMIT DROP AS
+SELECT DISTINCT ON (p.barcode, p.value_tag)
+    p.id AS prediction_id, p.barcode, p.data, p.value_tag, p.value, p.source_image,
+    coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
+    p.predictor_version, p.confidence,
+    coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
+    coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
+    coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
+FROM insight_scope s
+JOIN prediction p ON p.barcode = s.barcode
+JOIN batch_product f ON f.code = p.barcode
+WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
+    AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
+    AND p.data ->> 'original' = nullif(f.ingredients_text_lang, '')
+    AND p.value_tag = f.lang
+    AND NOT EXISTS (
+        SELECT 1 FROM product_insight r
+        WHERE r.barcode = p.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+            AND (r.annotation IS NOT NULL OR r.automatic_processing)
+            AND r.value_tag IS NOT DISTINCT FROM p.value_tag
+    )
+ORDER BY p.barcode, p.value_tag, coalesce((p.data ->> 'priority')::integer, 1),
+    coalesce(p.automatic_processing, false) DESC, coalesce(p.predictor, 'z'), p.id
+
+-- name: mapping
+CREATE TEMP TABLE insight_mapping ON COMMIT DROP AS
+SELECT DISTINCT ON (c.prediction_id) c.prediction_id, r.id AS insight_id
+FROM insight_candidate c
+JOIN product_insight r ON r.barcode = c.barcode AND r.type = 'ingredient_spellcheck'
+    AND r.server_type = 'off' AND r.annotation IS NULL AND NOT r.automatic_processing
+    AND r.value_tag IS NOT DISTINCT FROM c.value_tag
+    AND r.source_image IS NOT DISTINCT FROM c.source_image
+ORDER BY c.prediction_id, r."timestamp" NULLS LAST, r.id
+
+-- name: deleted
+DELETE FROM product_insight r USING insight_scope s
+WHERE r.barcode = s.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+    AND r.annotation IS NULL AND NOT r.automatic_processing
+    AND NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.insight_id = r.id)
+
+-- name: updated
+-- Every field but id, barcode, type, server_type takes the candidate's value (add_fields
+-- included: timestamp now, n_votes 0, campaign [] as the model's default).
+UPDATE product_insight r SET
+    data = c.data, "timestamp" = %(now)s, completed_at = NULL, annotation = NULL,
+    annotated_result = NULL, n_votes = 0, username = NULL, countries = c.countries,
+    brands = c.brands,
+    process_after = CASE WHEN c.automatic_processing
+        THEN %(now)s + interval '10 minutes' END,
+    value_tag = c.value_tag, value = c.value, source_image = c.source_image,
+    automatic_processing = c.automatic_processing, unique_scans_n = c.unique_scans_n,
+    reserved_barcode = (CASE WHEN left(c.barcode, 1) = '0' THEN substr(c.barcode, 2)
+        ELSE c.barcode END) LIKE '2%%',
+    predictor = c.predictor, predictor_version = c.predictor_version, campaign = '[]'::jsonb,
+    confidence = c.confidence, bounding_box = NULL, lc = ARRAY[c.value_tag]::varchar(255)[],
+    with_image = c.source_image IS NOT NULL
+FROM insight_mapping m JOIN insight_candidate c ON c.prediction_id = m.prediction_id
+WHERE r.id = m.insight_id
+
+-- name: created
+INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at, annotation,
+    annotated_result, n_votes, username, countries, brands, process_after, value_tag, value,
+    source_image, automatic_processing, server_type, unique_scans_n, reserved_barcode,
+    predictor, predictor_version, campaign, confidence, bounding_box, lc, with_image)
+SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, NULL, NULL,
+    NULL, 0, NULL, c.countries, c.brands,
+    CASE WHEN c.automatic_processing THEN %(now)s + interval '10 minutes' END,
+    c.value_tag, c.value, c.source_image, c.automatic_processing, 'off', c.unique_scans_n,
+    (CASE WHEN left(c.barcode, 1) = '0' THEN substr(c.barcode, 2) ELSE c.barcode END)
+        LIKE '2%%',
+    c.predictor, c.predictor_version, '[]'::jsonb, c.confidence, NULL,
+    ARRAY[c.value_tag]::varchar(255)[], c.source_image IS NOT NULL
+FROM insight_candidate c
+WHERE NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.prediction_id = c.prediction_id)
+ORDER BY c.barcode
+
+-- name: kept
+SELECT count(*) FROM product_insight r JOIN insight_scope s ON s.barcode = r.barcode
+WHERE r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+    AND (r.annotation IS NOT NULL OR r.automatic_processing)
