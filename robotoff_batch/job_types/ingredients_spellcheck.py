@@ -208,9 +208,9 @@ def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int
             ),
         }
         query = FACTS_SQL_PATH.read_text(encoding="utf-8").format(**fragments)
-        table = con.execute(
-            query, {"dump_path": dump_path, "input_path": str(input_path)}
-        ).fetch_arrow_table()
+        table = con.sql(
+            query, params={"dump_path": dump_path, "input_path": str(input_path)}
+        ).to_arrow_table()
     table = table.cast(FACTS_SCHEMA)
     pq.write_table(table, output_path)
     return table.num_rows
