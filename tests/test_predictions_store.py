@@ -500,3 +500,20 @@ def test_large_import(store: PredictionStore, pg_db: str) -> None:
     assert result.predictions == n
     assert store.count_predictions(batch_job_id=JOB) == n
     print(f"\nimported {n} predictions in {elapsed:.2f} s: {n / elapsed:,.0f} rows/s")
+
+
+def test_refused_credentials_are_an_auth_error_not_an_outage(pg_db: str) -> None:
+    """Retrying cannot fix a wrong role or password: a distinct error, the reason kept."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from robotoff_batch.predictions.store import PredictionStoreAuthError
+
+    params = conninfo_to_dict(pg_db)
+    params.update(user="no_such_role", password="s3cret-pw")
+    store = PredictionStore(conninfo=make_conninfo(**params))
+    with pytest.raises(
+        PredictionStoreAuthError, match='role "no_such_role" does not exist'
+    ) as info:
+        store.ensure_schema()
+    assert not isinstance(info.value, PredictionStoreUnavailable)
+    assert "s3cret-pw" not in str(info.value)

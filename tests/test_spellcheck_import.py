@@ -458,6 +458,8 @@ def _two_parts() -> list[pa.Table]:
             r"code '3000000000006' appears twice in the output: .*part-00000\.parquet row 2 and "
             r".*part-00001\.parquet row 1",
         ),
+        ("missing column", OutputError, r"part-00001\.parquet: output is missing .*'correction'"),
+        ("not parquet", OutputError, r"part-00001\.parquet: not a readable Parquet file"),
         ("integer codes", OutputError, r"part-00000\.parquet: column 'code' is int64, not a str"),
         ("null code", PredictionImportError, r"part-00001\.parquet row 2: null or empty 'code'"),
         (
@@ -490,6 +492,10 @@ def test_bad_output_is_refused_whole(
         shutil.copyfile(out / "part-00000.parquet", out / "old" / "part-00000.parquet")
     elif case == "missing task file":
         tasks = 3
+    elif case == "missing column":
+        pq.write_table(parts[1].drop_columns(["correction"]), out / "part-00001.parquet")
+    elif case == "not parquet":
+        (out / "part-00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(error, match=message):
         run_import(staging, store, JOB_A, tasks=tasks)
     assert nothing_written(pg_db)
