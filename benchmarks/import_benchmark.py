@@ -1,27 +1,29 @@
-"""Benchmark the import of a batch job's output into the ``prediction`` table.
+"""Benchmark the import of a batch job's output into Robotoff's tables, side by side.
 
-Measures the whole read → convert → COPY path of an import, as the ``predictions`` asset runs
-it: N-row ingredients-spellcheck output Parquet files (code, lang, text, correction, engine,
-engine_version, written like the container writes them: one ``pq.write_table`` per task file)
-are streamed through the job type's ``to_predictions`` into
-``PredictionStore.import_predictions`` (one COPY, one transaction), against an embedded
-PostgreSQL started in a fresh temporary directory (``tempfile.mkdtemp``, outside pytest's temp
-area) and stopped at the end.
+For each size N, in one run, against one embedded PostgreSQL (a fresh database per case, so
+each starts from empty tables with Robotoff's indexes), each case in a fresh subprocess (its
+peak RSS, VmHWM, is its own):
 
-Each case runs in a fresh subprocess, so its peak RSS (VmHWM) is its own: it shows whether
-memory stays bounded as N grows (the import streams) or grows with N. Each case also re-imports
-the already-imported job (``--reimports`` times: the ledger makes it a no-op, which should take
-about constant time whatever N) and times the read + convert alone (no database), to tell the
-Python side of the import from PostgreSQL's. Writes ``benchmarks/results/import.json`` and
-``benchmarks/results/import.md``.
+* ``import``: the whole import as the ``predictions`` asset runs it,
+  ``pipeline.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
+  files written like the container writes them, plus the job's ``products.parquet``): read the
+  Parquet, COPY into temporary tables, checks, dedup rule, prediction INSERT, job links,
+  Robotoff's insight rules (one insight per product: the facts match the output), ledger;
+* ``copy``: a raw ``COPY prediction FROM STDIN (FORMAT csv)`` of exactly the prediction rows
+  the import wrote (dumped from its database beforehand, streamed from a file), the floor of
+  what PostgreSQL can ingest into that table;
+* ``insert100``: the same rows with ``INSERT ... VALUES`` of 100 rows per statement, one
+  transaction (the CSV parsed as it goes).
 
-    .venv/bin/python benchmarks/import_benchmark.py --sizes 10_000 100_000 1_000_000
+Also times the re-import of the imported job (a ledger hit: nothing read). Writes
+``benchmarks/results/import.json`` and ``benchmarks/results/import.md``.
+
+    .venv/bin/python benchmarks/import_benchmark.py --sizes 100_000 1_000_000
 
 Output texts are the real main-language ingredient lists of ``data/off/food_sample_2026.parquet``
 (Data: Open Food Facts contributors, ODbL 1.0); a ``--changed-fraction`` of the rows (default
-all, the stress case: every row becomes a prediction) have a typo in ``text`` (two adjacent
-letters of one word swapped) and the real list as ``correction``; the others are unchanged and
-skipped by ``to_predictions``.
+all, the stress case: every row becomes a prediction and an insight) have a typo in ``text``
+(two adjacent letters of one word swapped) and the real list as ``correction``.
 """
 
 from __future__ import annotations
@@ -125,99 +127,197 @@ def write_outputs(
 # -- one case, in a subprocess --------------------------------------------------------------
 
 
-def _stream(paths: list[Path], job_id: str, stats: dict[str, int]) -> Any:
-    """The prediction batches of ``paths``, as pipeline._prediction_batches streams them."""
-    # imported by worker() before timing (the module imports dagster and duckdb)
-    from robotoff_batch.job_types.ingredients_spellcheck import to_predictions
+class _SucceededEngine:
+    """The batch engine's answer for the benchmark's job: SUCCEEDED, one task per file."""
 
-    for path in paths:
-        with open(path, "rb") as source:
-            yield from to_predictions(
-                source=source, source_name=str(path), batch_job_id=job_id, stats=stats
-            )
+    def __init__(self, tasks: int) -> None:
+        self.tasks = tasks
+
+    def get_job(self, *, job_id: str) -> Any:
+        from robotoff_batch.batch.engine import JobState, JobStatus, TaskStatus
+
+        return JobStatus(
+            job_id=job_id,
+            state=JobState.SUCCEEDED,
+            tasks=tuple(TaskStatus(index=i, state="SUCCEEDED") for i in range(self.tasks)),
+        )
+
+
+def worker_import(args: argparse.Namespace) -> dict[str, Any]:
+    from robotoff_batch import pipeline
+    from robotoff_batch.gcs_staging import staging_from_uri
+    from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE as SPELLCHECK
+    from robotoff_batch.predictions.store import PredictionStore
+
+    staging = staging_from_uri(Path(args.staging).as_uri())
+    store = PredictionStore(conninfo=args.conninfo)
+    store.ensure_schema()
+    engine = _SucceededEngine(args.files)
+    rss_before = proc_status_bytes("VmRSS")
+    t0 = time.monotonic()
+    outcome = pipeline.import_job_output(
+        engine=engine,  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=SPELLCHECK,
+        job_id=args.job_id,
+    )
+    seconds = time.monotonic() - t0
+    peak = proc_status_bytes("VmHWM")
+    assert not outcome.already_imported, outcome
+    reimports = []
+    for _ in range(args.reimports):
+        t0 = time.monotonic()
+        again = pipeline.import_job_output(
+            engine=engine,  # type: ignore[arg-type]
+            staging=staging,
+            store=store,
+            job_type=SPELLCHECK,
+            job_id=args.job_id,
+        )
+        reimports.append(time.monotonic() - t0)
+        assert again.already_imported and again.predictions == outcome.predictions
+    return {
+        "seconds": seconds,
+        "rows": outcome.predictions,
+        "source_rows": outcome.source_rows,
+        "insights": dict(outcome.insights),
+        "in_database": store.count_predictions(batch_job_id=args.job_id),
+        "reimport_s": reimports,
+        "rss_before_bytes": rss_before,
+        "peak_rss_bytes": peak,
+    }
+
+
+_COPY_COLUMNS = (
+    'barcode, type, data, "timestamp", value_tag, value, source_image, automatic_processing, '
+    "predictor, predictor_version, confidence, server_type"
+)
+
+
+def worker_copy(args: argparse.Namespace) -> dict[str, Any]:
+    import psycopg
+
+    from robotoff_batch.predictions.store import PredictionStore
+
+    PredictionStore(conninfo=args.conninfo).ensure_schema()
+    rss_before = proc_status_bytes("VmRSS")
+    t0 = time.monotonic()
+    with psycopg.connect(args.conninfo) as conn, conn.cursor() as cur:
+        with (
+            cur.copy(f"COPY prediction ({_COPY_COLUMNS}) FROM STDIN (FORMAT csv)") as copy,
+            open(args.rows_csv, "rb") as source,
+        ):
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
+        rows = cur.execute("SELECT count(*) FROM prediction").fetchone()
+    seconds = time.monotonic() - t0
+    return {
+        "seconds": seconds,
+        "rows": int(rows[0]) if rows else 0,
+        "rss_before_bytes": rss_before,
+        "peak_rss_bytes": proc_status_bytes("VmHWM"),
+    }
+
+
+def worker_insert(args: argparse.Namespace) -> dict[str, Any]:
+    import csv
+
+    import psycopg
+
+    from robotoff_batch.predictions.store import PredictionStore
+
+    PredictionStore(conninfo=args.conninfo).ensure_schema()
+    batch = 100
+    one = "(" + ", ".join(["%s"] * 12) + ")"
+    statement = f"INSERT INTO prediction ({_COPY_COLUMNS}) VALUES " + ", ".join([one] * batch)
+    rss_before = proc_status_bytes("VmRSS")
+    t0 = time.monotonic()
+    inserted = 0
+
+    def values(row: list[str]) -> list[Any]:
+        return [v if v != "" else None for v in row]
+
+    with psycopg.connect(args.conninfo) as conn, conn.cursor() as cur:
+        with open(args.rows_csv, newline="", encoding="utf-8") as source:
+            pending: list[Any] = []
+            for row in csv.reader(source):
+                pending.extend(values(row))
+                if len(pending) == 12 * batch:
+                    cur.execute(statement, pending)
+                    inserted += batch
+                    pending = []
+            if pending:
+                n = len(pending) // 12
+                cur.execute(
+                    f"INSERT INTO prediction ({_COPY_COLUMNS}) VALUES " + ", ".join([one] * n),
+                    pending,
+                )
+                inserted += n
+    seconds = time.monotonic() - t0
+    return {
+        "seconds": seconds,
+        "rows": inserted,
+        "rss_before_bytes": rss_before,
+        "peak_rss_bytes": proc_status_bytes("VmHWM"),
+    }
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Import one job, re-import it, time read + convert alone; print a JSON line."""
-    import robotoff_batch.job_types.ingredients_spellcheck  # noqa: F401 (loaded before timing)
-    from robotoff_batch.predictions.store import PredictionStore, _rows_of
-
-    paths = sorted(Path(args.outputs).glob("part-*.parquet"))
-    store = PredictionStore(conninfo=args.conninfo)
-    store.ensure_schema()
-    rss_before = proc_status_bytes("VmRSS")
-    job_id = args.job_id
-
-    stats: dict[str, int] = {}
-    t0 = time.monotonic()
-    result = store.import_predictions(
-        batch_job_id=job_id,
-        job_type=JOB_TYPE,
-        batches=_stream(paths, job_id, stats),
-        source_stats=stats,
-    )
-    import_s = time.monotonic() - t0
-    peak_import = proc_status_bytes("VmHWM")
-    assert not result.already_imported, result
-    in_db = store.count_predictions(batch_job_id=job_id)
-
-    reimports = []
-    for _ in range(args.reimports):
-        again: dict[str, int] = {}
-        t0 = time.monotonic()
-        second = store.import_predictions(
-            batch_job_id=job_id,
-            job_type=JOB_TYPE,
-            batches=_stream(paths, job_id, again),
-            source_stats=again,
-        )
-        reimports.append(time.monotonic() - t0)
-        assert second.already_imported and second.predictions == result.predictions, second
-        assert not again, f"a re-import read the output: {again}"
-
-    # read + convert only (what import_predictions does minus COPY and PostgreSQL)
-    t0 = time.monotonic()
-    converted = 0
-    for rows in _rows_of(_stream(paths, job_id, {}), batch_job_id=job_id, job_type=JOB_TYPE):
-        converted += len(rows)
-    convert_s = time.monotonic() - t0
-
-    print(
-        json.dumps(
-            {
-                "import_s": import_s,
-                "store_duration_s": result.duration_s,
-                "predictions": result.predictions,
-                "source_rows": result.source_rows,
-                "skipped_rows": result.skipped_rows,
-                "in_database": in_db,
-                "reimport_s": reimports,
-                "convert_only_s": convert_s,
-                "converted_rows": converted,
-                "rss_before_bytes": rss_before,
-                "peak_rss_bytes": peak_import,
-                "peak_rss_end_bytes": proc_status_bytes("VmHWM"),
-            }
-        )
-    )
+    cases = {"import": worker_import, "copy": worker_copy, "insert100": worker_insert}
+    print(json.dumps(cases[args.mode](args)))
     return 0
 
 
-def run_case(outputs: Path, *, conninfo: str, job_id: str, reimports: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "--outputs",
-        str(outputs),
-        "--conninfo",
-        conninfo,
-        "--job-id",
-        job_id,
-        "--reimports",
-        str(reimports),
-    ]
+def run_case(mode: str, **options: Any) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", "--mode", mode]
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
     return run_worker(cmd)
+
+
+# -- staging a job ----------------------------------------------------------------------------
+
+
+def stage_job(staging_root: Path, job_id: str, paths: list[Path]) -> None:
+    """Put the task files and the job's products.parquet where the import reads them."""
+    job_dir = staging_root / JOB_TYPE / job_id
+    (job_dir / "output").mkdir(parents=True)
+    for path in paths:
+        shutil.move(str(path), job_dir / "output" / path.name)
+    codes, langs, texts = [], [], []
+    for path in sorted((job_dir / "output").glob("part-*.parquet")):
+        table = pq.read_table(path, columns=["code", "lang", "text"])
+        codes.append(table.column("code"))
+        langs.append(table.column("lang"))
+        texts.append(table.column("text"))
+    n = sum(len(c) for c in codes)
+    facts = pa.table(
+        {
+            "code": pa.chunked_array(codes).combine_chunks(),
+            "lang": pa.chunked_array(langs).combine_chunks(),
+            "ingredients_text_lang": pa.chunked_array(texts).combine_chunks(),
+            "countries": pa.array(['["en:france"]'] * n, pa.string()),
+            "brands": pa.array(["[]"] * n, pa.string()),
+            "unique_scans_n": pa.array([1] * n, pa.int64()),
+        }
+    )
+    pq.write_table(facts, job_dir / "products.parquet")
+
+
+def dump_prediction_rows(conninfo: str, target: Path) -> int:
+    """The prediction rows an import wrote, as the CSV the raw COPY and INSERT cases load."""
+    import psycopg
+
+    n = 0
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cur, open(target, "wb") as out:
+        query = f"COPY (SELECT {_COPY_COLUMNS} FROM prediction ORDER BY id) TO STDOUT (FORMAT csv)"
+        with cur.copy(query) as copy:
+            for data in copy:
+                out.write(data)
+        row = cur.execute("SELECT count(*) FROM prediction").fetchone()
+        n = int(row[0]) if row else 0
+    return n
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -226,34 +326,37 @@ def run_case(outputs: Path, *, conninfo: str, job_id: str, reimports: int) -> di
 def to_markdown(report: dict) -> str:
     env = report["environment"]
     table = [
-        "| output rows | output size | predictions | import s | rows/s | convert only s "
-        "| convert rows/s | re-import ms | RSS before | peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| output rows | predictions | insights | import s | import rows/s | raw COPY s "
+        "| raw COPY rows/s | INSERT×100 s | INSERT×100 rows/s | import / COPY "
+        "| import / INSERT×100 | re-import ms | import peak RSS | COPY peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         table.append(
-            f"| {r['output_rows']:,} | {mib(r['output_bytes'])} | {r['predictions']:,} "
-            f"| {r['import_s']:.2f} | {r['rows_per_s']:,.0f} | {r['convert_only_s']:.2f} "
-            f"| {r['convert_rows_per_s']:,.0f} | {r['reimport_median_s'] * 1000:.1f} "
-            f"| {mib(r['rss_before_bytes'])} | {mib(r['peak_rss_bytes'])} |"
+            f"| {r['output_rows']:,} | {r['predictions']:,} | {r['insights_created']:,} "
+            f"| {r['import_s']:.2f} | {r['import_rows_per_s']:,.0f} | {r['copy_s']:.2f} "
+            f"| {r['copy_rows_per_s']:,.0f} | {r['insert_s']:.2f} | {r['insert_rows_per_s']:,.0f} "
+            f"| {r['import_vs_copy']:.2f} | {r['import_vs_insert']:.2f} "
+            f"| {r['reimport_median_s'] * 1000:.1f} | {mib(r['import_peak_rss_bytes'])} "
+            f"| {mib(r['copy_peak_rss_bytes'])} |"
         )
     return markdown_report(
-        "# Import benchmark (ingredients-spellcheck output → `prediction` table)",
+        "# Import benchmark (ingredients-spellcheck output → Robotoff's tables), side by side",
         [
             f"{generated_line(report)}, pyarrow {env['pyarrow']}, psycopg {env['psycopg']}, "
-            f"embedded PostgreSQL {env['postgresql']} (default settings, fresh data directory, "
-            f"started in {env['postgres_start_s']:.1f} s). Output files: "
-            f"{env['files_per_job']} per job (one per container task, written with "
-            "`pq.write_table` like the container), real ingredient lists of "
+            f"embedded PostgreSQL {env['postgresql']} (default settings, fresh data directory). "
+            f"Output: {env['files_per_job']} task file(s) per job, real ingredient lists of "
             "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
-            f"changed fraction {env['changed_fraction']} (each changed row is one prediction). "
-            "The cases run in this order against one database: each import also updates the "
-            "indexes (GIN on `data` among them) of the rows already there.",
-            "import s = `import_predictions` wall time (read Parquet → `to_predictions` → "
-            "validate → COPY, one transaction); rows/s = predictions imported per second; convert "
-            "only = the same stream without the database; re-import = the same job again (ledger "
-            "hit, nothing read), median of the repeats; peak RSS = VmHWM of a fresh process "
-            "running the case (RSS before = after the imports of the modules, before the import).",
+            f"changed fraction {env['changed_fraction']}. Each case runs in its own process "
+            "against its own fresh database (empty tables, Robotoff's indexes).",
+            "import = `pipeline.import_job_output` wall time (Parquet → Arrow CSV → COPY into "
+            "temporary tables → checks → dedup → INSERT into `prediction` + job links → "
+            "Robotoff's insight rules into `product_insight` → ledger, one transaction); raw "
+            "COPY = the same prediction rows streamed from a CSV file into `prediction` with "
+            "`COPY ... (FORMAT csv)`, nothing else; INSERT×100 = the same rows, 100 per INSERT "
+            "statement, one transaction. rows/s = prediction rows per second. re-import = the "
+            "same job again (ledger hit, nothing read), median. Peak RSS = VmHWM of the case's "
+            "process (modules included).",
         ],
         table,
     )
@@ -267,11 +370,25 @@ def _pg_version(conninfo: str) -> str:
     return str(row[0]) if row else "?"
 
 
+def _fresh_database(admin: str, name: str) -> str:
+    import psycopg
+    from psycopg import sql
+
+    from robotoff_batch.predictions.embedded import with_database
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(admin, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     to_int = lambda s: int(s.replace("_", ""))  # noqa: E731
-    parser.add_argument("--sizes", nargs="+", type=to_int, default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--files", type=int, default=1, help="output files (tasks) per job")
+    parser.add_argument("--sizes", nargs="+", type=to_int, default=[100_000, 1_000_000])
+    parser.add_argument("--files", type=int, default=4, help="output files (tasks) per job")
     parser.add_argument("--changed-fraction", type=float, default=1.0)
     parser.add_argument("--reimports", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
@@ -279,9 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     # internal: one case in a subprocess
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--outputs", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--staging", help=argparse.SUPPRESS)
     parser.add_argument("--conninfo", help=argparse.SUPPRESS)
     parser.add_argument("--job-id", help=argparse.SUPPRESS)
+    parser.add_argument("--rows-csv", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -289,58 +408,81 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     import psycopg
 
-    from robotoff_batch.predictions.embedded import ensure_embedded_postgres
-    from robotoff_batch.predictions.store import PredictionStore
+    from robotoff_batch.predictions.embedded import ensure_embedded_postgres, with_database
 
     work = Path(tempfile.mkdtemp(prefix="robotoff-batch-import-bench-"))
     data_dir = work / "postgres"
     logger.info("work directory %s", work)
     results = []
     try:
-        t0 = time.monotonic()
         conninfo = ensure_embedded_postgres(data_dir)
-        pg_start = time.monotonic() - t0
-        PredictionStore(conninfo=conninfo).ensure_schema()
+        admin = with_database(conninfo, "postgres")
         pg_version = _pg_version(conninfo)
-        logger.info("embedded PostgreSQL %s started in %.1f s", pg_version, pg_start)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         for size in args.sizes:
-            outputs = work / f"outputs-{size}"
-            t0 = time.monotonic()
+            staging = work / f"staging-{size}"
+            job_id = f"{JOB_TYPE}-{stamp}-bench{size}"
             paths = write_outputs(
-                outputs,
+                work / f"outputs-{size}",
                 rows=size,
                 files=args.files,
                 changed_fraction=args.changed_fraction,
                 seed=args.seed,
             )
-            logger.info("wrote %d output rows in %.1f s", size, time.monotonic() - t0)
-            job_id = f"{JOB_TYPE}-{stamp}-bench{size}"
-            logger.info("importing %s", job_id)
-            fig = run_case(outputs, conninfo=conninfo, job_id=job_id, reimports=args.reimports)
-            if fig["in_database"] != fig["predictions"]:
-                raise RuntimeError(f"{job_id}: {fig['in_database']} in the database, {fig}")
+            output_bytes = sum(p.stat().st_size for p in paths)
+            stage_job(staging, job_id, paths)
+            db = _fresh_database(admin, f"bench_import_{size}")
+            logger.info("%d rows: whole import", size)
+            imp = run_case(
+                "import",
+                staging=staging,
+                conninfo=db,
+                job_id=job_id,
+                files=args.files,
+                reimports=args.reimports,
+            )
+            if imp["in_database"] != imp["rows"]:
+                raise RuntimeError(f"{job_id}: {imp}")
+            rows_csv = work / f"rows-{size}.csv"
+            dumped = dump_prediction_rows(db, rows_csv)
+            logger.info("%d rows: raw COPY of the %d prediction rows", size, dumped)
+            cp = run_case(
+                "copy", conninfo=_fresh_database(admin, f"bench_copy_{size}"), rows_csv=rows_csv
+            )
+            logger.info("%d rows: INSERT batches of 100", size)
+            ins = run_case(
+                "insert100",
+                conninfo=_fresh_database(admin, f"bench_insert_{size}"),
+                rows_csv=rows_csv,
+            )
+            assert imp["rows"] == cp["rows"] == ins["rows"] == dumped, (imp, cp, ins)
             row = {
                 "output_rows": size,
-                "output_files": len(paths),
-                "output_bytes": sum(p.stat().st_size for p in paths),
-                "batch_job_id": job_id,
-                **fig,
-                "rows_per_s": fig["predictions"] / fig["import_s"],
-                "convert_rows_per_s": fig["converted_rows"] / fig["convert_only_s"],
-                "reimport_median_s": statistics.median(fig["reimport_s"]),
+                "output_files": args.files,
+                "output_bytes": output_bytes,
+                "predictions": imp["rows"],
+                "insights_created": imp["insights"]["created"],
+                "import_s": imp["seconds"],
+                "copy_s": cp["seconds"],
+                "insert_s": ins["seconds"],
+                "import_rows_per_s": imp["rows"] / imp["seconds"],
+                "copy_rows_per_s": cp["rows"] / cp["seconds"],
+                "insert_rows_per_s": ins["rows"] / ins["seconds"],
+                "import_vs_copy": cp["seconds"] / imp["seconds"],
+                "import_vs_insert": ins["seconds"] / imp["seconds"],
+                "reimport_median_s": statistics.median(imp["reimport_s"]),
+                "import_rss_before_bytes": imp["rss_before_bytes"],
+                "import_peak_rss_bytes": imp["peak_rss_bytes"],
+                "copy_peak_rss_bytes": cp["peak_rss_bytes"],
+                "insert_peak_rss_bytes": ins["peak_rss_bytes"],
             }
-            logger.info(
-                "%d rows: %d predictions in %.2f s (%.0f rows/s), re-import %.1f ms, peak RSS %s",
-                size,
-                fig["predictions"],
-                fig["import_s"],
-                row["rows_per_s"],
-                row["reimport_median_s"] * 1000,
-                mib(fig["peak_rss_bytes"]),
-            )
+            logger.info("%s", json.dumps(row))
             results.append(row)
-            shutil.rmtree(outputs)
+            shutil.rmtree(staging, ignore_errors=True)
+            rows_csv.unlink()
+            with psycopg.connect(admin, autocommit=True) as conn:
+                for prefix in ("bench_import", "bench_copy", "bench_insert"):
+                    conn.execute(f"DROP DATABASE IF EXISTS {prefix}_{size} WITH (FORCE)")
     finally:
         remove_work_dir(work, data_dir, keep=args.keep, log=logger)
 
@@ -348,7 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         pyarrow=pa.__version__,
         psycopg=psycopg.__version__,
         postgresql=pg_version,
-        postgres_start_s=pg_start,
         files_per_job=args.files,
         changed_fraction=args.changed_fraction,
         reimports=args.reimports,

@@ -260,13 +260,17 @@ def test_our_earlier_embedded_table_is_upgraded(pg_db: str) -> None:
             "CREATE INDEX prediction_server_type ON prediction (server_type);"
             "CREATE INDEX prediction_batch_job_id "
             "ON prediction ((substring(predictor_version FROM '@([^@]+)$')));"
-            "INSERT INTO prediction (barcode, type, data, timestamp, predictor_version) VALUES "
-            "('1', 'ingredient_spellcheck', '{}', now(), 'lexicon-cpu-1@old-job')"
+            "INSERT INTO prediction (barcode, type, data, timestamp, predictor_version) "
+            "SELECT i::text, 'ingredient_spellcheck', '{}', now(), "
+            "CASE WHEN i % 3 = 0 THEN 'lexicon-cpu-1@other-job' ELSE 'lexicon-cpu-1@old-job' END "
+            "FROM generate_series(1, 10) AS i"  # interleaved ids: ranges with gaps
         )
     store = PredictionStore(conninfo=pg_db)
     store.ensure_schema()
     assert table_shape(pg_db, "prediction") == (ROBOTOFF_PREDICTION, [], PREDICTION_INDEXES)
-    assert store.count_predictions(batch_job_id="old-job") == 1
+    assert store.count_predictions(batch_job_id="old-job") == 7
+    assert store.count_predictions(batch_job_id="other-job") == 3
+    assert {r["barcode"] for r in store.fetch_examples(batch_job_id="other-job")} == {"3", "6", "9"}
     assert store.fetch_examples(batch_job_id="old-job")[0]["predictor_version"] == "lexicon-cpu-1"
 
 

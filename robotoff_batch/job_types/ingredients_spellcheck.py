@@ -237,6 +237,7 @@ IMPORT_SPEC = ImportSpec(
     predictions_sql=_statement(IMPORT_SQL_PATH, "predictions"),
     facts_schema=FACTS_SCHEMA,
     insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
+    one_prediction_per_product=True,
 )
 
 

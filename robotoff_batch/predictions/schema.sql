@@ -3,10 +3,11 @@
 --
 -- batch_job_import: the ledger, one row per imported batch job (claimed and filled in the
 -- import's transaction, so a job is imported entirely, once, or not at all).
--- batch_job_prediction: which `prediction` rows a batch job inserted (Robotoff's columns keep
--- Robotoff's meaning; no foreign key, which would put a trigger on Robotoff's table). A link
--- whose prediction was deleted since (replaced by a newer model version, product deleted) is
--- ignored by the queries, which join on `prediction`.
+-- batch_job_prediction: which `prediction` rows a batch job inserted, as ranges of consecutive
+-- ids (one range per import unless another writer interleaved its rows); Robotoff's columns
+-- keep Robotoff's meaning. No foreign key, which would put a trigger on Robotoff's table: the
+-- queries join on `prediction`, so a row deleted since (replaced by a newer model version,
+-- product deleted) is simply not counted.
 -- batch_schema_owner: the Robotoff tables robotoff-batch created itself (an embedded or empty
 -- database), the only ones it may ever upgrade.
 
@@ -21,8 +22,10 @@ CREATE TABLE IF NOT EXISTS batch_job_import (
 
 CREATE TABLE IF NOT EXISTS batch_job_prediction (
     batch_job_id text NOT NULL,
-    prediction_id integer NOT NULL,
-    PRIMARY KEY (batch_job_id, prediction_id)
+    first_id integer NOT NULL,
+    last_id integer NOT NULL,
+    PRIMARY KEY (batch_job_id, first_id),
+    CHECK (first_id <= last_id)
 );
 
 CREATE TABLE IF NOT EXISTS batch_schema_owner (

@@ -13,7 +13,7 @@ One transaction per batch job:
    another ``predictor_version`` is replaced (deleted); a new prediction whose Robotoff key
    (type, server_type, source_image, value_tag, value, predictor, automatic_processing) is
    already stored (hence the same version) is skipped; the rest is inserted, and the ids it
-   got are linked to the job in ``batch_job_prediction``;
+   got are linked to the job in ``batch_job_prediction`` (as ranges of consecutive ids);
 5. run the job type's insight SQL (Robotoff's importer rules, set-based) and record the counts.
 
 Any error rolls all of it back: a job is imported entirely, once, or not at all. Robotoff's
@@ -231,7 +231,8 @@ WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_typ
     AND p.predictor_version IS DISTINCT FROM n.predictor_version
 """
 # Step 2: insert what Robotoff's key does not already hold (what remains is the same version),
-# and link the new ids to the job.
+# and link the new ids to the job as ranges of consecutive ids (one range unless another writer
+# interleaved its rows: gaps and islands over the ids the insert returned).
 _INSERT_SQL = """
 WITH inserted AS (
     INSERT INTO prediction (barcode, type, data, "timestamp", value_tag, value, source_image,
@@ -250,13 +251,15 @@ WITH inserted AS (
     )
     ORDER BY n._file, n._row
     RETURNING id
-)
-INSERT INTO batch_job_prediction (batch_job_id, prediction_id)
-SELECT %(batch_job_id)s, id FROM inserted
+),
+islands AS (SELECT id, id - row_number() OVER (ORDER BY id) AS island FROM inserted)
+INSERT INTO batch_job_prediction (batch_job_id, first_id, last_id)
+SELECT %(batch_job_id)s, min(id), max(id) FROM islands GROUP BY island
+RETURNING last_id - first_id + 1
 """
 _JOB_ROWS = (
-    "FROM batch_job_prediction l JOIN prediction p ON p.id = l.prediction_id "
-    "WHERE l.batch_job_id = %s"
+    "FROM batch_job_prediction l JOIN prediction p "
+    "ON p.id BETWEEN l.first_id AND l.last_id WHERE l.batch_job_id = %s"
 )
 _COUNT_SQL = f"SELECT count(*) {_JOB_ROWS}"
 _DUPLICATES_BY_JOB_SQL = f"""
@@ -317,6 +320,10 @@ class ImportSpec:
     key_column: str = "code"
     facts_schema: pa.Schema | None = None
     insights_sql: str | None = None
+    # True when an output row gives at most one prediction, for the product its unique
+    # key_column names: two predictions of the job cannot share Robotoff's key, so that
+    # (self-join) check is skipped.
+    one_prediction_per_product: bool = False
 
 
 @dataclass(frozen=True)
@@ -530,9 +537,12 @@ class PredictionStore:
         predictor_version into batch_job_prediction."""
         logger.info("upgrading robotoff-batch's earlier embedded prediction table")
         conn.execute(
-            "INSERT INTO batch_job_prediction (batch_job_id, prediction_id) "
-            f"SELECT {_LEGACY_JOB_EXPR}, id FROM prediction "
-            f"WHERE {_LEGACY_JOB_EXPR} IS NOT NULL ON CONFLICT DO NOTHING"
+            "INSERT INTO batch_job_prediction (batch_job_id, first_id, last_id) "
+            "SELECT job, min(id), max(id) FROM ("
+            f"  SELECT {_LEGACY_JOB_EXPR} AS job, id, id - row_number() OVER "
+            f"  (PARTITION BY {_LEGACY_JOB_EXPR} ORDER BY id) AS island FROM prediction"
+            f"  WHERE {_LEGACY_JOB_EXPR} IS NOT NULL"
+            ") AS legacy GROUP BY job, island"
         )
         conn.execute(
             "UPDATE prediction SET predictor_version = "
@@ -580,6 +590,8 @@ class PredictionStore:
         with self._connection(f"import {batch_job_id}") as conn, conn.transaction():
             cur = conn.cursor()
             claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type, "postgres")).fetchone()
+            # hash joins and sorts over the job's rows in memory, for this transaction only
+            cur.execute("SET LOCAL work_mem = '64MB'")
             if claimed is None:
                 earlier = self._ledger_row(conn, batch_job_id)
                 if earlier is None:  # pragma: no cover - the conflict means the row exists
@@ -652,11 +664,21 @@ class PredictionStore:
     ) -> dict[str, int]:
         """The import's statements, inside the caller's transaction."""
 
+        phases: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now_ = time.monotonic()
+            phases[name] = round(phases.get(name, 0.0) + now_ - mark, 3)
+            mark = now_
+
         def where(file_index: int, row: int) -> str:
             name = files[file_index] if 0 <= file_index < len(files) else f"file {file_index}"
             return f"{name} row {row}"
 
         source_rows = _copy_output(cur, spec=spec, outputs=outputs, where=where)
+        phase("copy_output")
         if source_rows == 0:
             raise PredictionImportError(
                 f"the output of {batch_job_id} has no rows ({', '.join(files) or 'no files'}): "
@@ -676,8 +698,10 @@ class PredictionStore:
                     f"{column} {row[4]!r} appears twice in the output: {where(row[0], row[1])} "
                     f"and {where(row[2], row[3])}; nothing was imported"
                 )
+        phase("check_unique")
         if spec.facts_schema is not None:
             _copy_facts(cur, spec.facts_schema, facts)
+            phase("copy_facts")
             row = cur.execute(
                 sql.SQL(
                     "SELECT o._file, o._row, o.{k} FROM batch_output o "
@@ -690,10 +714,12 @@ class PredictionStore:
                     f"{where(row[0], row[1])}: {spec.key_column} {row[2]!r} is not a product of "
                     "the job's input; nothing was imported"
                 )
+        phase("check_facts")
         cur.execute(_CREATE_PREDICTION_TABLE)
         cur.execute(spec.predictions_sql, {"now": now})
         candidates = max(cur.rowcount, 0)
         cur.execute("ANALYZE batch_prediction")
+        phase("to_predictions")
         bad = cur.execute(_NULL_PREDICTION_SQL).fetchone()
         if bad:
             raise PredictionImportError(
@@ -705,16 +731,20 @@ class PredictionStore:
                 f"{where(bad[0], bad[1])}: {bad[2]!r} is longer than "
                 f"{MAX_LENGTHS[bad[2]]} characters: {str(bad[3])[:120]!r}; nothing was imported"
             )
-        dup = cur.execute(_DUPLICATE_PREDICTION_SQL).fetchone()
+        implied = spec.one_prediction_per_product and spec.key_column in spec.unique
+        dup = None if implied else cur.execute(_DUPLICATE_PREDICTION_SQL).fetchone()
         if dup:
             raise PredictionImportError(
                 f"two predictions for product {dup[4]!r} with the same Robotoff key: "
                 f"{where(dup[0], dup[1])} and {where(dup[2], dup[3])}; nothing was imported"
             )
+        phase("check_predictions")
         cur.execute(_REPLACE_SQL)
         replaced = max(cur.rowcount, 0)
+        phase("replace")
         cur.execute(_INSERT_SQL, {"batch_job_id": batch_job_id})
-        inserted = max(cur.rowcount, 0)
+        inserted = sum(int(row[0]) for row in cur.fetchall())
+        phase("insert")
         counts = {
             "source_rows": source_rows,
             "skipped_rows": source_rows - candidates,
@@ -735,6 +765,8 @@ class PredictionStore:
                 elif name == "kept":
                     row = cur.fetchone()
                     counts["insights_kept"] = int(row[0]) if row else 0
+                phase(f"insights_{name}")
+        logger.info("import of %s, seconds per step: %s", batch_job_id, phases)
         return counts
 
     def import_predictions(
