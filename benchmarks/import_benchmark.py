@@ -119,7 +119,8 @@ def write_outputs(
             }
         )
         path = out_dir / f"part-{f:05d}.parquet"
-        pq.write_table(table, path)  # as the container (spellcheck_job/io.py)
+        # as the container writes it (spellcheck_job/io.py, ROW_GROUP_ROWS)
+        pq.write_table(table, path, row_group_size=65_536)
         paths.append(path)
     return paths
 

@@ -238,6 +238,7 @@ IMPORT_SPEC = ImportSpec(
     facts_schema=FACTS_SCHEMA,
     insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
     one_prediction_per_product=True,
+    handover_sql=_statement(IMPORT_SQL_PATH, "handover"),
 )
 
 

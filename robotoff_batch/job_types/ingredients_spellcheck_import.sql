@@ -19,3 +19,10 @@ SELECT _file, _row, code, 'ingredient_spellcheck',
     %(now)s, lang, NULL, NULL, false, engine, engine_version, NULL, 'off'
 FROM batch_output
 WHERE correction IS NOT NULL AND correction IS DISTINCT FROM text
+
+-- name: handover
+-- The robotoff_api target: postprocessed_data.parquet as Robotoff's importer reads it
+-- (robotoff/batch/__init__.py:53-68 reads code, text, lang, correction), changed rows only.
+SELECT code, text, lang, correction FROM batch_output
+WHERE correction IS NOT NULL AND correction IS DISTINCT FROM text
+ORDER BY _file, _row

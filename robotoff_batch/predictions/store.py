@@ -27,18 +27,21 @@ from __future__ import annotations
 import io
 import logging
 import re
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
@@ -320,6 +323,9 @@ class ImportSpec:
     key_column: str = "code"
     facts_schema: pa.Schema | None = None
     insights_sql: str | None = None
+    # A SELECT over batch_output / batch_prediction giving the rows, with Robotoff's columns,
+    # of the postprocessed_data.parquet handed to Robotoff's importer (robotoff_api target).
+    handover_sql: str | None = None
     # True when an output row gives at most one prediction, for the product its unique
     # key_column names: two predictions of the job cannot share Robotoff's key, so that
     # (self-join) check is skipped.
@@ -573,6 +579,7 @@ class PredictionStore:
         outputs: Iterable[OutputChunk],
         facts: Iterable[pa.RecordBatch] = (),
         source_stats: Mapping[str, int] | None = None,
+        deliver: Callable[..., str] | None = None,
     ) -> ImportResult:
         """Import a job's output in one transaction, at most once per ``batch_job_id``.
 
@@ -581,7 +588,11 @@ class PredictionStore:
         already holds the job, nothing is read or written and the earlier result comes back
         with ``already_imported=True``. Raises :class:`PredictionImportError` (nothing
         imported) for a refused output, naming the file and the row (0-based in its file).
+
+        With ``deliver`` (see :meth:`hand_over_output`), the checked rows are handed over
+        instead of written to Robotoff's tables.
         """
+        target = "postgres" if deliver is None else "robotoff_api"
         if not batch_job_id:
             raise PredictionImportError("batch_job_id must not be empty")
         self._ready()
@@ -589,7 +600,7 @@ class PredictionStore:
         now = datetime.now(UTC).replace(tzinfo=None)
         with self._connection(f"import {batch_job_id}") as conn, conn.transaction():
             cur = conn.cursor()
-            claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type, "postgres")).fetchone()
+            claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type, target)).fetchone()
             # hash joins and sorts over the job's rows in memory, for this transaction only
             cur.execute("SET LOCAL work_mem = '64MB'")
             if claimed is None:
@@ -606,11 +617,13 @@ class PredictionStore:
                 counts = self._import_in(
                     cur,
                     batch_job_id=batch_job_id,
+                    job_type=job_type,
                     spec=spec,
                     files=files,
                     outputs=outputs,
                     facts=facts,
                     now=now,
+                    deliver=deliver,
                 )
             except psycopg.OperationalError:
                 raise
@@ -637,6 +650,7 @@ class PredictionStore:
             predictions_kept=counts["predictions_kept"],
             predictions_replaced=counts["predictions_replaced"],
             insights=_insight_counts(counts),
+            target=target,
         )
         logger.info(
             "imported batch job %s in %.2f s: %d output rows, %d predictions inserted, %d kept, "
@@ -651,16 +665,25 @@ class PredictionStore:
         )
         return result
 
+    def hand_over_output(self, *, deliver: Callable[..., str], **kwargs: Any) -> ImportResult:
+        """Check a job's output as :meth:`import_output` does, then hand the rows of the job
+        type's ``handover_sql`` to ``deliver(job_type=, batch_job_id=, parquet=)`` (Robotoff's
+        importer) instead of writing them; the ledger records the job (target
+        ``robotoff_api``) only once ``deliver`` returned, in the same transaction."""
+        return self.import_output(deliver=deliver, **kwargs)
+
     def _import_in(
         self,
         cur: psycopg.Cursor[Any],
         *,
         batch_job_id: str,
+        job_type: str,
         spec: ImportSpec,
         files: Sequence[str],
         outputs: Iterable[OutputChunk],
         facts: Iterable[pa.RecordBatch],
         now: datetime,
+        deliver: Callable[..., str] | None = None,
     ) -> dict[str, int]:
         """The import's statements, inside the caller's transaction."""
 
@@ -739,6 +762,19 @@ class PredictionStore:
                 f"{where(dup[0], dup[1])} and {where(dup[2], dup[3])}; nothing was imported"
             )
         phase("check_predictions")
+        if deliver is not None:
+            handed = _hand_over(
+                cur, spec=spec, job_type=job_type, batch_job_id=batch_job_id, deliver=deliver
+            )
+            phase("hand_over")
+            logger.info("hand-over of %s, seconds per step: %s", batch_job_id, phases)
+            return {
+                **dict.fromkeys(_LEDGER_COLUMNS[3:13], 0),
+                "source_rows": source_rows,
+                "skipped_rows": source_rows - candidates,
+                "candidates": candidates,
+                "predictions": handed,
+            }
         cur.execute(_REPLACE_SQL)
         replaced = max(cur.rowcount, 0)
         phase("replace")
@@ -866,6 +902,46 @@ class PredictionStore:
 
 def _insight_counts(row: Mapping[str, Any]) -> dict[str, int]:
     return {k: int(row[f"insights_{k}"]) for k in ("created", "updated", "kept", "deleted")}
+
+
+def _hand_over(
+    cur: psycopg.Cursor[Any],
+    *,
+    spec: ImportSpec,
+    job_type: str,
+    batch_job_id: str,
+    deliver: Callable[..., str],
+) -> int:
+    """Write the job type's hand-over rows to a Parquet file (COPY out as CSV, Arrow reads
+    it back: no per-row Python) and give it to ``deliver``; returns the row count."""
+    if not spec.handover_sql:
+        raise PredictionImportError(
+            f"job type {job_type} declares no hand-over to Robotoff (handover_sql); "
+            "use the postgres target"
+        )
+    with tempfile.TemporaryDirectory(prefix="robotoff-batch-handover-") as tmp:
+        csv_path = Path(tmp) / "rows.csv"
+        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(
+            sql.SQL(spec.handover_sql.strip().rstrip(";"))  # type: ignore[arg-type]
+        )
+        with open(csv_path, "wb") as out, cur.copy(copy_out) as copy:
+            for data in copy:
+                out.write(data)
+        names = open(csv_path, encoding="utf-8").readline().strip().split(",")
+        table = pacsv.read_csv(
+            csv_path,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        parquet = Path(tmp) / "postprocessed_data.parquet"
+        pq.write_table(table, parquet)
+        batch_dir = deliver(job_type=job_type, batch_job_id=batch_job_id, parquet=parquet)
+    logger.info("handed %d rows of %s to Robotoff (%s)", table.num_rows, batch_job_id, batch_dir)
+    return int(table.num_rows)
 
 
 # -- Arrow to COPY ------------------------------------------------------------------------------

@@ -22,6 +22,27 @@ from robotoff_batch.resources.resources import (
 ENVIRONMENTS = ("local", "production")
 
 
+def _prediction_store(*, database_url: Any) -> PredictionStoreResource:
+    """The import target from ROBOTOFF_BATCH_IMPORT_TARGET (postgres | robotoff_api); the
+    key of Robotoff's endpoint only ever as an EnvVar."""
+    target = os.environ.get("ROBOTOFF_BATCH_IMPORT_TARGET", "postgres")
+    if target == "robotoff_api":
+        return PredictionStoreResource(
+            database_url=database_url,
+            target="robotoff_api",
+            robotoff_url=dg.EnvVar("ROBOTOFF_BATCH_ROBOTOFF_URL"),
+            robotoff_bucket_uri=os.environ.get(
+                "ROBOTOFF_BATCH_ROBOTOFF_BUCKET_URI", "gs://robotoff-batch"
+            ),
+            batch_job_key=dg.EnvVar("ROBOTOFF_BATCH_JOB_KEY"),
+        )
+    if target != "postgres":
+        raise ValueError(
+            f"ROBOTOFF_BATCH_IMPORT_TARGET must be postgres or robotoff_api, not {target!r}"
+        )
+    return PredictionStoreResource(database_url=database_url)
+
+
 def build_resources(environment: str | None = None) -> dict[str, Any]:
     """The resource dict of an environment."""
     env = environment or os.environ.get("ROBOTOFF_BATCH_ENV", "local")
@@ -33,7 +54,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
             "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
             "batch_engine": BatchEngineResource(kind="local"),
             # An EnvVar, never the value: resource config lands in Dagster's run storage.
-            "prediction_store": PredictionStoreResource(
+            "prediction_store": _prediction_store(
                 database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")
                 if os.environ.get("ROBOTOFF_DATABASE_URL")
                 else None
@@ -52,9 +73,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
                 gcp_location=os.environ.get("ROBOTOFF_BATCH_GCP_LOCATION", "europe-west4"),
             ),
-            "prediction_store": PredictionStoreResource(
-                database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")
-            ),
+            "prediction_store": _prediction_store(database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")),
             "launch_settings": LaunchSettingsResource(
                 webhook_url=os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL")
             ),

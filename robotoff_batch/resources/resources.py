@@ -162,17 +162,37 @@ class BatchEngineResource(dg.ConfigurableResource):
 
 
 class PredictionStoreResource(dg.ConfigurableResource):
-    """Robotoff's PostgreSQL when a URL is configured, else an embedded PostgreSQL."""
+    """Where a job's output goes: Robotoff's PostgreSQL (``postgres``: a configured URL, else
+    an embedded PostgreSQL), or Robotoff's own importer (``robotoff_api``). The ledger of
+    imported jobs is in the PostgreSQL either way. Pass secrets as ``dg.EnvVar``."""
 
     database_url: str | None = Field(
         default=None,
-        description="Robotoff's PostgreSQL (postgresql://...). Default: an embedded server "
-        "under <ROBOTOFF_BATCH_HOME>/postgres.",
+        description="Robotoff's PostgreSQL (postgresql://...), as EnvVar('ROBOTOFF_DATABASE_URL'). "
+        "Default: an embedded server under <ROBOTOFF_BATCH_HOME>/postgres.",
+    )
+    target: Literal["postgres", "robotoff_api"] = Field(
+        default="postgres",
+        description="postgres: write Robotoff's prediction and product_insight rows directly. "
+        "robotoff_api: write postprocessed_data.parquet into Robotoff's bucket and POST "
+        "/api/v1/batch/import once the job SUCCEEDED.",
+    )
+    robotoff_url: str | None = Field(
+        default=None, description="robotoff_api: Robotoff's base URL (https://robotoff...)."
+    )
+    robotoff_bucket_uri: str = Field(
+        default="gs://robotoff-batch",
+        description="robotoff_api: the bucket Robotoff's importer reads (its code hard-codes "
+        "robotoff-batch); batch_dir is relative to it.",
+    )
+    batch_job_key: str | None = Field(
+        default=None,
+        description="robotoff_api: Robotoff's BATCH_JOB_KEY, as EnvVar('ROBOTOFF_BATCH_JOB_KEY').",
     )
 
     _store: Any = PrivateAttr(default=None)
 
-    def get_store(self) -> PredictionStore:
+    def get_store(self) -> Any:
         """The store, its schema created or upgraded (once per resource instance)."""
         if self._store is None:
             if self.database_url:
@@ -186,7 +206,21 @@ class PredictionStoreResource(dg.ConfigurableResource):
             store = PredictionStore(conninfo=conninfo)
             store.ensure_schema()
             self._store = store
-        return self._store  # type: ignore[no-any-return]
+            if self.target == "robotoff_api":
+                self._store = self._api_store(store)
+        return self._store
+
+    def _api_store(self, ledger: PredictionStore) -> Any:
+        from robotoff_batch.predictions.robotoff_api import RobotoffApi, RobotoffApiStore
+
+        if not self.robotoff_url or not self.batch_job_key:
+            raise dg.Failure(
+                "the robotoff_api target needs robotoff_url and batch_job_key "
+                "(ROBOTOFF_BATCH_ROBOTOFF_URL, ROBOTOFF_BATCH_JOB_KEY)"
+            )
+        bucket = StagingResource(root_uri=self.robotoff_bucket_uri).get_staging()
+        api = RobotoffApi(base_url=self.robotoff_url, key=self.batch_job_key, bucket_staging=bucket)
+        return RobotoffApiStore(ledger=ledger, api=api)
 
 
 class LaunchSettingsResource(dg.ConfigurableResource):
