@@ -529,6 +529,26 @@ def test_secret_variables_resolved_from_env_and_never_stored(
     )
 
 
+def test_task_gets_only_what_cloud_batch_would_give(
+    engine: LocalBatchEngine, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the orchestrator's environment: its credentials and connection strings stay out."""
+    from robotoff_batch.batch.local_supervisor import TASK_INHERITED_VARIABLES
+
+    monkeypatch.setenv("GOOGLE_CREDENTIALS", "eyJrZXkiOiAic2VjcmV0In0=")
+    monkeypatch.setenv("ROBOTOFF_DATABASE_URL", "postgresql://robotoff:pw@db/robotoff")
+    monkeypatch.setenv("ROBOTOFF_BATCH_JOB_KEY", "k3y")
+    request = make_request("only-job-env", variables={"OUT_DIR": str(out_dir), "SLEEP_S": "0"})
+    engine.submit(request=request)
+    final = engine.wait(job_id="only-job-env", timeout_s=WAIT_S)
+    assert final.state is JobState.SUCCEEDED, final.failure_summary
+    names = set(json.loads((out_dir / "task-0.json").read_text())["env_names"])
+    batch = {"BATCH_TASK_INDEX", "BATCH_TASK_COUNT", "BATCH_JOB_ID", "BATCH_TASK_RETRY_ATTEMPT"}
+    assert {"OUT_DIR", "SLEEP_S", "PATH"} | batch <= names
+    assert names <= {"OUT_DIR", "SLEEP_S", *batch, *TASK_INHERITED_VARIABLES, "PWD", "LC_CTYPE"}
+    assert not names & {"GOOGLE_CREDENTIALS", "ROBOTOFF_DATABASE_URL", "ROBOTOFF_BATCH_JOB_KEY"}
+
+
 def test_unresolvable_secret_fails_the_job(
     engine: LocalBatchEngine, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
