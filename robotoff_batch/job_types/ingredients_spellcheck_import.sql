@@ -4,15 +4,15 @@
 -- Tables: batch_output (the task files: _file, _row, code, lang, text, correction, engine,
 -- engine_version), batch_product (the job's product facts: code, lang, ingredients_text_lang,
 -- countries, brands, unique_scans_n, from the dump the job was extracted from),
--- batch_prediction (filled here), Robotoff's prediction and product_insight.
+-- batch_prediction (the view of the SELECT below), Robotoff's prediction and product_insight.
 -- Parameter: %(now)s, the import time (naive UTC, as Robotoff's now(UTC)).
 
 -- name: predictions
 -- One prediction per changed row, as robotoff/batch/__init__.py:58-73 builds it: the engine is
 -- the predictor, its version the predictor_version, value_tag the product's lang. data.lang is
 -- the product's lang too (Robotoff asks fastText; no detector runs here: lang_confidence null).
-INSERT INTO batch_prediction (_file, _row, barcode, type, data, "timestamp", value_tag, value,
-    source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
+-- Columns, in order: _file, _row, barcode, type, data, timestamp, value_tag, value, source_image,
+-- automatic_processing, predictor, predictor_version, confidence, server_type.
 SELECT _file, _row, code, 'ingredient_spellcheck',
     jsonb_build_object('original', text, 'correction', correction, 'lang', lang,
         'lang_confidence', NULL),

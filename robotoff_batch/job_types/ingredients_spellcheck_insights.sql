@@ -93,7 +93,6 @@ SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, N
     ARRAY[c.value_tag]::varchar(255)[], c.source_image IS NOT NULL
 FROM insight_candidate c
 WHERE NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.prediction_id = c.prediction_id)
-ORDER BY c.barcode
 
 -- name: kept
 SELECT count(*) FROM product_insight r JOIN insight_scope s ON s.barcode = r.barcode

@@ -178,23 +178,18 @@ WHERE batch_job_id = %(batch_job_id)s
 """
 _LEDGER_SQL = f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM batch_job_import WHERE batch_job_id = %s"
 
-_CREATE_PREDICTION_TABLE = """
-CREATE TEMP TABLE batch_prediction (
-    _file integer NOT NULL,
-    _row bigint NOT NULL,
-    barcode text,
-    type text,
-    data jsonb,
-    "timestamp" timestamp,
-    value_tag text,
-    value text,
-    source_image text,
-    automatic_processing boolean,
-    predictor text,
-    predictor_version text,
-    confidence real,
-    server_type text
-) ON COMMIT DROP
+# The job's predictions, as a view over batch_output (the job type's SELECT, typed here):
+# nothing is materialised, and each statement below computes only the columns it reads.
+_CREATE_PREDICTION_VIEW = """
+CREATE TEMP VIEW batch_prediction AS
+SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
+    type::text AS type, data::jsonb AS data, "timestamp"::timestamp AS "timestamp",
+    value_tag::text AS value_tag, value::text AS value, source_image::text AS source_image,
+    automatic_processing::boolean AS automatic_processing, predictor::text AS predictor,
+    predictor_version::text AS predictor_version, confidence::real AS confidence,
+    server_type::text AS server_type
+FROM ({select}) AS p (_file, _row, barcode, type, data, "timestamp", value_tag, value,
+    source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
 """
 _NULL_PREDICTION_SQL = """
 SELECT _file, _row, CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
@@ -206,12 +201,16 @@ WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NU
 ORDER BY _file, _row LIMIT 1
 """
 _TOO_LONG_SQL = """
-SELECT n._file, n._row, v.name, v.text FROM batch_prediction n,
-    LATERAL (VALUES ('barcode', n.barcode, 100), ('type', n.type, 256),
-        ('predictor', n.predictor, 100), ('predictor_version', n.predictor_version, 100),
-        ('server_type', n.server_type, 10)) AS v(name, text, max_length)
-WHERE length(v.text) > v.max_length
-ORDER BY n._file, n._row LIMIT 1
+SELECT _file, _row, CASE WHEN length(barcode) > 100 THEN 'barcode'
+        WHEN length(type) > 256 THEN 'type' WHEN length(predictor) > 100 THEN 'predictor'
+        WHEN length(predictor_version) > 100 THEN 'predictor_version' ELSE 'server_type' END,
+    CASE WHEN length(barcode) > 100 THEN barcode WHEN length(type) > 256 THEN type
+        WHEN length(predictor) > 100 THEN predictor
+        WHEN length(predictor_version) > 100 THEN predictor_version ELSE server_type END
+FROM batch_prediction
+WHERE length(barcode) > 100 OR length(type) > 256 OR length(predictor) > 100
+    OR length(predictor_version) > 100 OR length(server_type) > 10
+ORDER BY _file, _row LIMIT 1
 """
 # Two predictions of one job with the same Robotoff key: Robotoff would keep one at random.
 _DUPLICATE_PREDICTION_SQL = """
@@ -307,9 +306,10 @@ class ImportSpec:
     """How a job type's output becomes Robotoff rows, in SQL the store runs.
 
     ``output_schema``: the columns read from each task file, loaded into the temporary table
-    ``batch_output`` (plus ``_file``, ``_row``). ``predictions_sql``: one statement filling
-    ``batch_prediction`` from ``batch_output`` (parameter ``%(now)s``: the import time, naive
-    UTC). ``unique``: output columns whose values must not repeat over the whole output.
+    ``batch_output`` (plus ``_file``, ``_row``). ``predictions_sql``: a SELECT over
+    ``batch_output`` giving, in this order, _file, _row and the columns of
+    :data:`PREDICTION_COLUMNS`, one row per prediction (parameter ``%(now)s``: the import time,
+    naive UTC); it becomes the view ``batch_prediction``. ``unique``: output columns whose values must not repeat over the whole output.
     ``facts_schema``: the product facts (``batch_product``, keyed by ``code``) the insights
     read; every output ``key_column`` value must be there. ``insights_sql``: statements
     separated by ``-- name: <name>`` lines; the row counts of those named ``created``,
@@ -603,6 +603,8 @@ class PredictionStore:
             claimed = cur.execute(_CLAIM_SQL, (batch_job_id, job_type, target)).fetchone()
             # hash joins and sorts over the job's rows in memory, for this transaction only
             cur.execute("SET LOCAL work_mem = '64MB'")
+            # the temporary tables' buffers (settable before the session's first temp table)
+            cur.execute("SET LOCAL temp_buffers = '256MB'")
             if claimed is None:
                 earlier = self._ledger_row(conn, batch_job_id)
                 if earlier is None:  # pragma: no cover - the conflict means the row exists
@@ -738,10 +740,12 @@ class PredictionStore:
                     "the job's input; nothing was imported"
                 )
         phase("check_facts")
-        cur.execute(_CREATE_PREDICTION_TABLE)
-        cur.execute(spec.predictions_sql, {"now": now})
-        candidates = max(cur.rowcount, 0)
-        cur.execute("ANALYZE batch_prediction")
+        select = psycopg.ClientCursor(cur.connection).mogrify(
+            spec.predictions_sql.strip().rstrip(";"), {"now": now}
+        )
+        cur.execute(_CREATE_PREDICTION_VIEW.replace("{select}", select))
+        row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
+        candidates = int(row[0]) if row else 0
         phase("to_predictions")
         bad = cur.execute(_NULL_PREDICTION_SQL).fetchone()
         if bad:
@@ -1110,8 +1114,6 @@ PREDICTION_SPEC = ImportSpec(
     not_null=("barcode", "type", "data"),
     key_column="barcode",
     predictions_sql="""
-INSERT INTO batch_prediction (_file, _row, barcode, type, data, "timestamp", value_tag, value,
-    source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
 SELECT _file, _row, barcode, type, data::jsonb, coalesce("timestamp", %(now)s), value_tag,
     value, source_image, automatic_processing, predictor, predictor_version, confidence,
     coalesce(nullif(server_type, ''), 'off')
