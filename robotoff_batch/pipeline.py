@@ -180,14 +180,14 @@ def _read_output(*, staging: Staging, uris: list[str], job_type: JobType) -> Ite
                         "barcode's leading zeros); nothing was imported"
                     )
             offset = 0
-            for batch in parquet.iter_batches(columns=columns, batch_size=65_536):
+            for batch in parquet.iter_batches(columns=columns, batch_size=16_384, use_threads=False):
                 yield OutputChunk(file_index=index, offset=offset, batch=batch)
                 offset += batch.num_rows
 
 
 def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
     with staging.open_read(uri=uri) as stream:
-        yield from pq.ParquetFile(stream).iter_batches(batch_size=65_536)
+        yield from pq.ParquetFile(stream).iter_batches(batch_size=16_384)
 
 
 def _outcome(result: Any, output_files: int) -> ImportOutcome:

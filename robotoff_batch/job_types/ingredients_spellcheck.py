@@ -212,7 +212,7 @@ def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int
             query, params={"dump_path": dump_path, "input_path": str(input_path)}
         ).to_arrow_table()
     table = table.cast(FACTS_SCHEMA)
-    pq.write_table(table, output_path)
+    pq.write_table(table, output_path, row_group_size=16_384)  # the import reads one at a time
     return table.num_rows
 
 

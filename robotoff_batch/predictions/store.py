@@ -76,7 +76,7 @@ MAX_LENGTHS: dict[str, int] = {
 }
 DEFAULT_SERVER_TYPE = "off"
 #: Rows rendered to CSV per COPY chunk (bounded memory whatever the output size).
-COPY_CHUNK_ROWS = 50_000
+COPY_CHUNK_ROWS = 16_384
 
 _SCHEMA_LOCK_KEY = 7_286_114_052_117_303  # pg_advisory_xact_lock key of ensure_schema
 # Robotoff's tables: the columns the import writes (an existing table must have them).

@@ -117,7 +117,7 @@ def read_table(uri: str, columns: Sequence[str]) -> pa.Table:
 
 #: Rows per Parquet row group of an output file: a reader holds one row group at a time, so
 #: the import's memory stays flat whatever a task's share of the job.
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 16_384
 
 
 def write_parquet_atomic(table: pa.Table, uri: str) -> None:
