@@ -18,10 +18,16 @@ CREATE TEMP TABLE insight_scope ON COMMIT DROP AS
 SELECT DISTINCT barcode FROM batch_prediction
 WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 
+-- name: analyze_scope
+-- (temporary tables have no statistics until analysed: without them the planner guesses)
+ANALYZE insight_scope
+
 -- name: candidates
+-- (data stays in `prediction`: the statements below join it back by id, so the sort carries
+-- only small columns)
 CREATE TEMP TABLE insight_candidate ON COMMIT DROP AS
 SELECT DISTINCT ON (p.barcode, p.value_tag)
-    p.id AS prediction_id, p.barcode, p.data, p.value_tag, p.value, p.source_image,
+    p.id AS prediction_id, p.barcode, p.value_tag, p.value, p.source_image,
     coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
     p.predictor_version, p.confidence,
     coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
@@ -43,6 +49,9 @@ WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
 ORDER BY p.barcode, p.value_tag, coalesce((p.data ->> 'priority')::integer, 1),
     coalesce(p.automatic_processing, false) DESC, coalesce(p.predictor, 'z'), p.id
 
+-- name: analyze_candidates
+ANALYZE insight_candidate
+
 -- name: mapping
 CREATE TEMP TABLE insight_mapping ON COMMIT DROP AS
 SELECT DISTINCT ON (c.prediction_id) c.prediction_id, r.id AS insight_id
@@ -63,7 +72,7 @@ WHERE r.barcode = s.barcode AND r.type = 'ingredient_spellcheck' AND r.server_ty
 -- Every field but id, barcode, type, server_type takes the candidate's value (add_fields
 -- included: timestamp now, n_votes 0, campaign [] as the model's default).
 UPDATE product_insight r SET
-    data = c.data, "timestamp" = %(now)s, completed_at = NULL, annotation = NULL,
+    data = p.data, "timestamp" = %(now)s, completed_at = NULL, annotation = NULL,
     annotated_result = NULL, n_votes = 0, username = NULL, countries = c.countries,
     brands = c.brands,
     process_after = CASE WHEN c.automatic_processing
@@ -76,6 +85,7 @@ UPDATE product_insight r SET
     confidence = c.confidence, bounding_box = NULL, lc = ARRAY[c.value_tag]::varchar(255)[],
     with_image = c.source_image IS NOT NULL
 FROM insight_mapping m JOIN insight_candidate c ON c.prediction_id = m.prediction_id
+JOIN prediction p ON p.id = c.prediction_id
 WHERE r.id = m.insight_id
 
 -- name: created
@@ -83,7 +93,7 @@ INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at,
     annotated_result, n_votes, username, countries, brands, process_after, value_tag, value,
     source_image, automatic_processing, server_type, unique_scans_n, reserved_barcode,
     predictor, predictor_version, campaign, confidence, bounding_box, lc, with_image)
-SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, NULL, NULL,
+SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', p.data, %(now)s, NULL, NULL,
     NULL, 0, NULL, c.countries, c.brands,
     CASE WHEN c.automatic_processing THEN %(now)s + interval '10 minutes' END,
     c.value_tag, c.value, c.source_image, c.automatic_processing, 'off', c.unique_scans_n,
@@ -92,6 +102,7 @@ SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, N
     c.predictor, c.predictor_version, '[]'::jsonb, c.confidence, NULL,
     ARRAY[c.value_tag]::varchar(255)[], c.source_image IS NOT NULL
 FROM insight_candidate c
+JOIN prediction p ON p.id = c.prediction_id
 WHERE NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.prediction_id = c.prediction_id)
 
 -- name: kept
