@@ -180,7 +180,9 @@ def _read_output(*, staging: Staging, uris: list[str], job_type: JobType) -> Ite
                         "barcode's leading zeros); nothing was imported"
                     )
             offset = 0
-            for batch in parquet.iter_batches(columns=columns, batch_size=16_384, use_threads=False):
+            # one thread: Arrow's per-thread arenas would add to the import's peak memory
+            batches = parquet.iter_batches(columns=columns, batch_size=16_384, use_threads=False)
+            for batch in batches:
                 yield OutputChunk(file_index=index, offset=offset, batch=batch)
                 offset += batch.num_rows
 

@@ -309,7 +309,8 @@ class ImportSpec:
     ``batch_output`` (plus ``_file``, ``_row``). ``predictions_sql``: a SELECT over
     ``batch_output`` giving, in this order, _file, _row and the columns of
     :data:`PREDICTION_COLUMNS`, one row per prediction (parameter ``%(now)s``: the import time,
-    naive UTC); it becomes the view ``batch_prediction``. ``unique``: output columns whose values must not repeat over the whole output.
+    naive UTC); it becomes the view ``batch_prediction``. ``unique``: output columns whose
+    values must not repeat over the whole output.
     ``facts_schema``: the product facts (``batch_product``, keyed by ``code``) the insights
     read; every output ``key_column`` value must be there. ``insights_sql``: statements
     separated by ``-- name: <name>`` lines; the row counts of those named ``created``,
