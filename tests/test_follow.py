@@ -39,7 +39,6 @@ from robotoff_batch.follow import (
     worker_id,
 )
 from robotoff_batch.predictions.store import PredictionStore
-from tests.fakes import fake_batch_service
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.scripted_backend import ScriptedBackend
 from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT, fast_batch_retry
@@ -385,14 +384,7 @@ def test_one_jobs_error_never_stops_the_others(world: World) -> None:
     world.service.delete_behind_back(deleted)
     world.backend.set(listed, JobState.SUCCEEDED, exit_codes=[0])
 
-    real_get = world.service._get_job
-
-    def get_job(request: batch_v1.GetJobRequest) -> batch_v1.Job:
-        if request.name.endswith(unreadable):
-            raise fake_batch_service._Abort(grpc.StatusCode.FAILED_PRECONDITION, "injected")
-        return real_get(request)
-
-    world.service._get_job = get_job  # type: ignore[method-assign]
+    world.service.fail_calls_for_job("GetJob", unreadable, grpc.StatusCode.FAILED_PRECONDITION)
     world.service.fail_next("CancelJob", grpc.StatusCode.FAILED_PRECONDITION)
     plan = world.tick(first.cache.encode())
     assert set(plan.errors) == {unreadable, cancel_fails}

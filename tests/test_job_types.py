@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.job_types import RegistryError, job_type_modules, load_registry
 from robotoff_batch.job_types.base import PREDICTION_SCHEMA, OutputError
 from robotoff_batch.job_types.ingredients_spellcheck import (
@@ -18,7 +19,10 @@ from robotoff_batch.job_types.ingredients_spellcheck import (
     extract,
     to_predictions,
 )
-from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+
+JOB_CONFIG = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
+LOCAL_ARGV = list(load_registry()["ingredients-spellcheck"].job_type.local_command)
 
 
 def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -26,15 +30,31 @@ def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest
     dump = tmp_path / "food.parquet"
     shutil.copyfile(SAMPLE_DATA_DIR / "food_sample_2026.parquet", dump)
     params = SpellcheckLaunch(limit=20)
-    first = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "a")
-    second = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "b")
+    cpu = {"job_config": JOB_CONFIG, "local_argv": LOCAL_ARGV}  # the local runner's CPU engine
+    first = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "a", **cpu)
+    second = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "b", **cpu)
     assert (first.metadata["lexicon_cache"], second.metadata["lexicon_cache"]) == ("built", "hit")
     lexicon_a = pq.read_table(first.files["lexicon.parquet"])
     assert lexicon_a.num_rows > 100
     assert lexicon_a.equals(pq.read_table(second.files["lexicon.parquet"]))
     os.utime(dump, ns=(1, 1))  # a new dump at the same path is a new lexicon
-    third = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "c")
+    third = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "c", **cpu)
     assert third.metadata["lexicon_cache"] == "built"
+
+
+def test_a_vllm_job_stages_no_lexicon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production config runs vLLM, which never reads the lexicon: none is built or staged."""
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    assert JOB_CONFIG.resources.environment["SPELLCHECK_ENGINE"] == "vllm"
+    out = extract(
+        dump_path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet"),
+        params=SpellcheckLaunch(limit=20),
+        work_dir=tmp_path / "gpu",
+        job_config=JOB_CONFIG,
+    )
+    assert out.rows == 20 and sorted(out.files) == ["input.parquet"]
+    assert out.metadata["spellcheck_engine"] == "vllm" and "lexicon_cache" not in out.metadata
+    assert not (tmp_path / "home" / "cache").exists()
 
 
 def _output(**columns: list[object]) -> io.BytesIO:

@@ -124,6 +124,8 @@ class FakeBatchService:
         self.calls: Counter[str] = Counter()
         self.requests: defaultdict[str, list[Any]] = defaultdict(list)
         self._faults: defaultdict[str, deque[Fault]] = defaultdict(deque)
+        # (method, job id) -> status code: every such call fails (a job whose calls break).
+        self._job_faults: dict[tuple[str, str], grpc.StatusCode] = {}
         self._next_allocation_failure: deque[str] = deque()
         self._records: dict[str, _Record] = {}
         self._lock = threading.RLock()
@@ -160,6 +162,10 @@ class FakeBatchService:
         """The next ``times`` calls of ``method`` fail with ``code`` before being handled."""
         for _ in range(times):
             self._faults[method].append(Fault(code, details=details or f"injected {code.name}"))
+
+    def fail_calls_for_job(self, method: str, job_id: str, code: grpc.StatusCode) -> None:
+        """Every call of ``method`` about this job fails with ``code`` (until the fake stops)."""
+        self._job_faults[(method, job_id)] = code
 
     def lose_next_response(
         self, method: str = "CreateJob", code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -244,6 +250,10 @@ class FakeBatchService:
             self.calls[method] += 1
             self.requests[method].append(request)
             fault = self._faults[method].popleft() if self._faults[method] else None
+            name = str(getattr(request, "name", ""))
+            job_code = self._job_faults.get((method, name.rsplit("/", 1)[-1]))
+        if job_code is not None:
+            context.abort(job_code, f"injected {job_code.name} for this job")
         if fault is not None and not fault.after:
             context.abort(fault.code, fault.details)
         try:
