@@ -50,7 +50,14 @@ def free_port() -> int:
 class DagsterDev:
     """One `dagster dev` at a time on one Dagster instance (``home``)."""
 
-    def __init__(self, tmp_path: Path, database_url: str, command: list[str] | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        command: list[str] | None = None,
+        *,
+        sensor_interval_s: int | None = 1,
+    ) -> None:
         self.tmp_path = tmp_path
         self.home = tmp_path / "dagster_home"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -60,10 +67,12 @@ class DagsterDev:
             "DAGSTER_HOME": str(self.home),
             "ROBOTOFF_BATCH_HOME": str(tmp_path / "home"),
             "ROBOTOFF_DATABASE_URL": database_url,
-            "ROBOTOFF_BATCH_SENSOR_INTERVAL_S": "1",
             "ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S": "1",
         }
         self.env.pop("ROBOTOFF_BATCH_ENV", None)
+        self.env.pop("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", None)
+        if sensor_interval_s is not None:  # None: the code location's default (10 s)
+            self.env["ROBOTOFF_BATCH_SENSOR_INTERVAL_S"] = str(sensor_interval_s)
         if command:
             self.env["ROBOTOFF_BATCH_TEST_COMMAND"] = json.dumps(command)
         self.proc: subprocess.Popen[bytes] | None = None

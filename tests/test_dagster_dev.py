@@ -4,6 +4,7 @@ job still ends imported exactly once, with no operator, and a failed job shows a
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from robotoff_batch.predictions.embedded import ensure_embedded_postgres, stop_embedded_postgres
 from robotoff_batch.predictions.store import PredictionStore
 from tests.dagster_dev_harness import DagsterDev, is_finish_of
+from tests.pg_fixtures import private_tmp_dir
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -112,6 +115,38 @@ def test_dagster_killed_in_the_middle_of_the_import(dev: DagsterDev, pg_db: str)
     }
     assert runs == {f"finish-{job_id}": "FAILURE", f"finish-{job_id}-retry-1": "SUCCESS"}
     assert imported_once(pg_db, job_id) > 0
+
+
+def test_database_down_during_the_import_then_back(tmp_path: Path) -> None:
+    """Robotoff's database goes down in the middle of the import and comes back 20 s later:
+    the failed finish run is retried (with backoff) until the job is imported, once."""
+    data_dir = private_tmp_dir("robotoff-batch-down-pg-") / "data"
+    url = ensure_embedded_postgres(data_dir)
+    dev = DagsterDev(tmp_path, url)
+    try:
+        PredictionStore(conninfo=url).ensure_schema()
+        dev.start()
+        blocker = psycopg.connect(url)
+        blocker.execute("LOCK TABLE prediction IN ACCESS EXCLUSIVE MODE")
+        job_id = dev.launched_job_id(dev.launch(limit=40))
+        dev.wait_for_run(is_finish_of(job_id, "STARTED"), what="started finish run")
+        time.sleep(2)  # inside the import, waiting for the lock
+        stop_embedded_postgres(data_dir)  # every connection is cut, the import's included
+        blocker.close()
+        failed = dev.wait_for_run(is_finish_of(job_id, "FAILURE"), what="failed finish run")
+        assert failed["tags"]["dagster/run_key"] == f"finish-{job_id}"
+        time.sleep(20)
+        ensure_embedded_postgres(data_dir)  # back, same socket and URL
+        done = dev.wait_for_run(is_finish_of(job_id, "SUCCESS"), what="successful finish run")
+        assert done["tags"]["dagster/run_key"].startswith(f"finish-{job_id}-retry-")
+        assert imported_once(url, job_id) > 0
+        time.sleep(3)
+        statuses = [r["status"] for r in dev.runs() if is_finish_of(job_id)(r)]
+        assert statuses.count("SUCCESS") == 1 and "STARTED" not in statuses
+    finally:
+        dev.stop()
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 @pytest.mark.parametrize("dev", [SLOW_TASK], indirect=True)
