@@ -31,7 +31,7 @@ from robotoff_batch.config.loader import (
 )
 from robotoff_batch.follow import key_prefix
 from robotoff_batch.paths import JOB_CONFIGS_DIR
-from robotoff_batch.resources import build_resources
+from robotoff_batch.resources import build_resources, initialized
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
@@ -175,8 +175,7 @@ def _table(title: str, columns: list[str]) -> Table:
 
 
 def _engine() -> BatchEngine:
-    resource = build_resources()["batch_engine"].process_config_and_initialize()
-    return resource.get_engine()  # type: ignore[no-any-return]
+    return initialized(build_resources()["batch_engine"]).get_engine()  # type: ignore[no-any-return]
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:
