@@ -75,6 +75,14 @@ def partitions_def_name(job_type: str) -> str:
     return f"{key_prefix(job_type)}_batch_jobs"
 
 
+def batch_jobs_group(job_type: str) -> str:
+    """Asset group of the per-job (partitioned) assets: ``batch_job`` and ``predictions``.
+
+    Apart from the launch step's group, so that a group's "Materialize all" in the UI is either
+    one launch or a choice of job partitions, never a mix of the two."""
+    return partitions_def_name(job_type)
+
+
 def batch_job_asset_key(job_type: str) -> dg.AssetKey:
     return dg.AssetKey([key_prefix(job_type), "batch_job"])
 

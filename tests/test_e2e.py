@@ -304,7 +304,8 @@ def test_failed_container_fails_the_check_with_exit_code_and_log_tail(
     check = check_evaluations(finished)["batch_job_succeeded"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "CUDA error: no GPU found" in str(check.metadata["log_tail"].value)
-    assert check.metadata["exit_codes"].value == {"0": 3}
+    assert check.metadata["exit_codes"].value == "task 0: 3"
+    assert check.description.endswith("(exit code 3): CUDA error: no GPU found")
     engine = resources["batch_engine"].get_engine()
     assert engine.get_job(job_id=job_id).state == JobState.FAILED
     assert db_rows(pg_db, job_id) == []

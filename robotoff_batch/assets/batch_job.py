@@ -22,6 +22,7 @@ from robotoff_batch.follow import (
     OWNER_LABEL,
     WORKER_TAG,
     batch_job_asset_key,
+    batch_jobs_group,
     cancel_job_name,
     gone_status,
     tasks_table,
@@ -90,7 +91,7 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
     @dg.asset(
         key=key,
         deps=[dg.AssetKey([jt.key_prefix, "batch_job_submission"])],
-        group_name=jt.key_prefix,
+        group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
         check_specs=[check],
         description="One launched batch job per partition. The sensor records its states "
@@ -128,22 +129,31 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
             return
         reason = failure_reason(status)
         tail = engine.log_tail(job_id=job_id, lines=LOG_TAIL_LINES)
+        exit_codes = {t.index: t.exit_code for t in status.tasks if t.exit_code is not None}
+        last_line = (tail or "").strip().splitlines()[-1:] or [""]
         check_meta: dict[str, Any] = {
             "state": status.state.value,
-            "reason": dg.MetadataValue.md(f"```\n{reason}\n```"),
-            "exit_codes": dg.MetadataValue.json(
-                {str(t.index): t.exit_code for t in status.tasks if t.exit_code is not None}
+            # text, not markdown or JSON: the UI shows text inline, the others behind a button
+            "reason": dg.MetadataValue.text(" | ".join(reason.splitlines())),
+            "exit_codes": dg.MetadataValue.text(
+                ", ".join(f"task {i}: {code}" for i, code in sorted(exit_codes.items())) or "none"
             ),
         }
         if tail:
+            check_meta["last_log_line"] = dg.MetadataValue.text(last_line[0][:300])
             check_meta["log_tail"] = dg.MetadataValue.md(f"```\n{tail}\n```")
         if status.log_uri:
             check_meta["logs"] = dg.MetadataValue.url(status.log_uri)
+        headline = reason.splitlines()[0]
+        if exit_codes:
+            headline += " (exit code " + ", ".join(str(c) for c in exit_codes.values()) + ")"
+        if last_line[0]:
+            headline += f": {last_line[0][:200]}"
         yield dg.AssetCheckResult(
             check_name=CHECK_NAME,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=reason.splitlines()[0],
+            description=headline,
             metadata=check_meta,
         )
         context.log.error(
