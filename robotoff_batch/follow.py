@@ -626,7 +626,7 @@ def _settle(
 # -- metadata a person reads --------------------------------------------------------------------
 
 
-def _short(description: str) -> str:
+def short_description(description: str) -> str:
     """A status event's text without the job's resource path (it repeats in every row)."""
     text = description.replace("\n", " ")
     for marker in (" for job projects/", " of job projects/"):
@@ -644,7 +644,7 @@ def timeline_table(status: JobStatus) -> dg.MetadataValue:
                 {
                     "time (UTC)": e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     "event": e.type,
-                    "description": _short(e.description),
+                    "description": short_description(e.description),
                 }
             )
             for e in status.status_events

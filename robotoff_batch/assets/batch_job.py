@@ -25,6 +25,7 @@ from robotoff_batch.follow import (
     batch_jobs_group,
     cancel_job_name,
     gone_status,
+    short_description,
     tasks_table,
     timeline_table,
     worker_id,
@@ -54,7 +55,7 @@ def failure_reason(status: JobStatus) -> str:
         if codes:
             lines.append(f"exit code {codes[-1]}")
     events = [e for e in status.status_events if e.description][-3:]
-    lines += [f"{e.type}: {e.description}" for e in events]
+    lines += [f"{e.type}: {short_description(e.description)}" for e in events]
     return "\n".join(lines)
 
 
