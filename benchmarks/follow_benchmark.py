@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,7 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
 
     from robotoff_batch.batch.engine import JobState
     from robotoff_batch.definitions import build_definitions
-    from robotoff_batch.follow import DagsterFollowStorage, FinishRun, FollowCache, follow
+    from robotoff_batch.follow import FollowCache, follow
     from robotoff_batch.resources import (
         BatchEngineResource,
         LaunchSettingsResource,
@@ -70,30 +69,10 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
         ProductDumpResource,
         StagingResource,
     )
+    from tests.counting_storage import CountingStorage
     from tests.fakes.fake_batch_service import running_fake_batch_service
     from tests.fakes.scripted_backend import ScriptedBackend
     from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
-
-    class Counting(DagsterFollowStorage):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            self.calls: Counter[str] = Counter()
-
-        def registered(self, job_type: str) -> set[str]:
-            self.calls["registered"] += 1
-            return super().registered(job_type)
-
-        def finish_runs(self, job_ids: Collection[str]) -> dict[str, list[FinishRun]]:
-            self.calls["finish_runs"] += 1
-            return super().finish_runs(job_ids)
-
-        def imported(self, job_ids: Collection[str]) -> set[str]:
-            self.calls["imported"] += 1
-            return super().imported(job_ids)
-
-        def cancelled_runs(self, run_ids: Collection[str]) -> set[str]:
-            self.calls["cancelled_runs"] += 1
-            return super().cancelled_runs(run_ids)
 
     backend = ScriptedBackend()
     out: dict[str, Any] = {"jobs": n}
@@ -150,7 +129,7 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
         for job_id in ids:
             backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
         cache, _ = FollowCache.decode(steady.cursor)
-        storage = Counting(inst, resources["prediction_store"])
+        storage = CountingStorage(inst, resources["prediction_store"])
         plan = follow(engine=engine, cache=cache, storage=storage, job_types={JOB_TYPE: True})
         out["ended_follow_storage_reads"] = dict(storage.calls)
         ended, out["ended_tick_s"], out["ended_tick_calls"] = tick(steady.cursor)

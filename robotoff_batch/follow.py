@@ -685,18 +685,29 @@ def tasks_table(status: JobStatus) -> dg.MetadataValue:
     )
 
 
-def state_metadata(status: JobStatus, previous: str | None) -> dict[str, dg.MetadataValue]:
-    """What a state observation of a job in flight shows."""
+def job_metadata(status: JobStatus) -> dict[str, dg.MetadataValue]:
+    """What a person reads about a job, in flight or ended: state, timeline, tasks, duration,
+    the launch run and the logs."""
     meta: dict[str, dg.MetadataValue] = {
         "state": dg.MetadataValue.text(status.state.value),
-        "previous_state": dg.MetadataValue.text(previous or "(first seen)"),
         "timeline": timeline_table(status),
     }
     if status.tasks:
         meta["tasks"] = tasks_table(status)
+    duration = status.run_duration_s
+    if duration is not None:
+        meta["run_duration_s"] = dg.MetadataValue.float(round(duration, 1))
     owner = status.labels.get(OWNER_LABEL)
     if owner:
         meta["launch_run"] = dg.MetadataValue.dagster_run(owner)
     if status.log_uri:
         meta["logs"] = dg.MetadataValue.url(status.log_uri)
     return meta
+
+
+def state_metadata(status: JobStatus, previous: str | None) -> dict[str, dg.MetadataValue]:
+    """What a state observation of a job in flight shows."""
+    return {
+        "previous_state": dg.MetadataValue.text(previous or "(first seen)"),
+        **job_metadata(status),
+    }

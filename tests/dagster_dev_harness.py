@@ -47,6 +47,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT and SIGTERM as by default (a non-interactive shell's background
+    job inherits them ignored, and `dagster dev` would then not stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class DagsterDev:
     """One `dagster dev` at a time on one Dagster instance (``home``)."""
 
@@ -96,6 +103,7 @@ class DagsterDev:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # one process group: stopped or killed whole
+            preexec_fn=_default_signals,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -114,21 +122,23 @@ class DagsterDev:
     def kill(self) -> None:
         """SIGKILL the webserver, the daemon, the code server and their runs (a crash)."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        _kill_group(self.proc)
         self.proc = None
 
     def stop(self) -> None:
+        """SIGTERM, then whatever is left of the process group (children of `dagster dev`
+        can outlive it, or ignore SIGTERM when started from a non-interactive shell) is
+        killed: nothing this harness started survives it."""
         if self.proc is None:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            pass
         except ProcessLookupError:
             pass
+        _kill_group(self.proc)
         self.proc = None
 
     # -- the UI's API -------------------------------------------------------------------------
@@ -198,6 +208,20 @@ class DagsterDev:
     def check_executions(self, asset: list[str], check: str) -> list[dict[str, Any]]:
         data = self.graphql(CHECKS, {"key": {"path": asset}, "name": check})
         return data["assetCheckExecutions"]  # type: ignore[no-any-return]
+
+
+def _kill_group(leader: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """SIGKILL every process of the leader's group and wait until none is left (the leader
+    reaped, so that its zombie does not keep the group alive)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(leader.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        leader.poll()
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {leader.pid} survived SIGKILL")
 
 
 def is_finish_of(job_id: str, *statuses: str) -> Any:

@@ -73,9 +73,7 @@ def test_a_container_exiting_3_fails_the_check_visibly(dev: DagsterDev, pg_db: s
     evaluation = check["evaluation"]
     assert check["runId"] == finish["runId"] and evaluation["success"] is False
     assert evaluation["severity"] == "ERROR" and "FAILED" in evaluation["description"]
-    entries = {
-        e["label"]: e.get("mdStr") or e.get("text") for e in evaluation["metadataEntries"]
-    }
+    entries = {e["label"]: e.get("mdStr") or e.get("text") for e in evaluation["metadataEntries"]}
     assert "task failing with exit code 3" in entries["log_tail"]
     assert "exit code 3" in entries["reason"] and entries["exit_codes"] == "task 0: 3"
     assert PredictionStore(conninfo=pg_db).imported_jobs([job_id]) == set()

@@ -37,13 +37,29 @@ JOB_TYPE = "ingredients-spellcheck"
 PARTITIONS = partitions_def_name(JOB_TYPE)
 
 
-def make_resources(tmp_path: Path, database_url: str, dump: Path | None = None) -> dict[str, Any]:
+SLEEPING = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def make_resources(
+    tmp_path: Path,
+    database_url: str,
+    dump: Path | None = None,
+    *,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """The local resources on temporary directories; ``command`` plays the job type's image
+    on the local runner instead of its container (a container that fails, or sleeps)."""
+    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
     return {
         "product_dump": ProductDumpResource(
             path=str(dump or SAMPLE_DATA_DIR / "food_sample_2026.parquet")
         ),
         "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
-        "batch_engine": BatchEngineResource(kind="local", state_dir=str(tmp_path / "batch")),
+        "batch_engine": BatchEngineResource(
+            kind="local",
+            state_dir=str(tmp_path / "batch"),
+            local_commands={image: command} if command else None,
+        ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
         "launch_settings": LaunchSettingsResource(),
     }
@@ -279,15 +295,9 @@ def test_failed_container_fails_the_check_with_exit_code_and_log_tail(
 ) -> None:
     """A container that exits 3: the finish run fails the partition, the check says exit code
     3 with the end of the task's log, nothing is imported, and nothing is requested again."""
-    resources = make_resources(tmp_path, pg_db)
-    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
     script = "import sys; [print(f'line {i}') for i in range(50)]; "
     script += "print('CUDA error: no GPU found', file=sys.stderr); sys.exit(3)"
-    resources["batch_engine"] = BatchEngineResource(
-        kind="local",
-        state_dir=str(tmp_path / "batch"),
-        local_commands={image: [sys.executable, "-c", script]},
-    )
+    resources = make_resources(tmp_path, pg_db, command=[sys.executable, "-c", script])
     defs = make_defs(resources)
     result = launch(defs, instance, limit=10)
     assert result.success, failure_text(result)
@@ -370,13 +380,7 @@ def test_job_of_a_cancelled_run_is_cancelled(
 ) -> None:
     """A batch job whose launching Dagster run was cancelled is cancelled: no orphan job."""
     # the image is played by a container that sleeps: the job runs when the sensor looks
-    resources = make_resources(tmp_path, pg_db)
-    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
-    resources["batch_engine"] = BatchEngineResource(
-        kind="local",
-        state_dir=str(tmp_path / "batch"),
-        local_commands={image: [sys.executable, "-c", "import time; time.sleep(600)"]},
-    )
+    resources = make_resources(tmp_path, pg_db, command=SLEEPING)
     defs = make_defs(resources)
     result = launch(defs, instance, limit=10)
     assert result.success, failure_text(result)
@@ -401,13 +405,7 @@ def test_cancel_job_from_the_ui_cancels_once(
     tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
 ) -> None:
     """The partition's cancel job: the first run cancels, a second one sends nothing."""
-    resources = make_resources(tmp_path, pg_db)
-    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
-    resources["batch_engine"] = BatchEngineResource(
-        kind="local",
-        state_dir=str(tmp_path / "batch"),
-        local_commands={image: [sys.executable, "-c", "import time; time.sleep(600)"]},
-    )
+    resources = make_resources(tmp_path, pg_db, command=SLEEPING)
     defs = make_defs(resources)
     job_id = launched_job_id(launch(defs, instance, limit=10))
     tick(defs, instance, resources, None)  # registers the partition

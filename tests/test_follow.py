@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,6 @@ from robotoff_batch.follow import (
     REFUSED_TAG,
     RUN_KIND_TAG,
     WORKER_TAG,
-    DagsterFollowStorage,
-    FinishRun,
     FollowCache,
     FollowPlan,
     follow,
@@ -39,36 +37,13 @@ from robotoff_batch.follow import (
     worker_id,
 )
 from robotoff_batch.predictions.store import PredictionStore
+from tests.counting_storage import CountingStorage
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.scripted_backend import ScriptedBackend
 from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT, fast_batch_retry
 
 JT = "ingredients-spellcheck"
 PARTITIONS = partitions_def_name(JT)
-
-
-class CountingStorage(DagsterFollowStorage):
-    """The real storage, counting its queries (they must not grow with the jobs)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.calls: Counter[str] = Counter()
-
-    def registered(self, job_type: str) -> set[str]:
-        self.calls["registered"] += 1
-        return super().registered(job_type)
-
-    def finish_runs(self, job_ids: Collection[str]) -> dict[str, list[FinishRun]]:
-        self.calls["finish_runs"] += 1
-        return super().finish_runs(job_ids)
-
-    def imported(self, job_ids: Collection[str]) -> set[str]:
-        self.calls["imported"] += 1
-        return super().imported(job_ids)
-
-    def cancelled_runs(self, run_ids: Collection[str]) -> set[str]:
-        self.calls["cancelled_runs"] += 1
-        return super().cancelled_runs(run_ids)
 
 
 @dataclass

@@ -19,15 +19,13 @@ import dagster as dg
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
-    OWNER_LABEL,
     WORKER_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     cancel_job_name,
     gone_status,
+    job_metadata,
     short_description,
-    tasks_table,
-    timeline_table,
     worker_id,
 )
 from robotoff_batch.job_types import RegisteredJobType
@@ -60,22 +58,7 @@ def failure_reason(status: JobStatus) -> str:
 
 
 def outcome_metadata(status: JobStatus) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "batch_job_id": status.job_id,
-        "state": dg.MetadataValue.text(status.state.value),
-        "timeline": timeline_table(status),
-    }
-    if status.tasks:
-        meta["tasks"] = tasks_table(status)
-    duration = status.run_duration_s
-    if duration is not None:
-        meta["run_duration_s"] = dg.MetadataValue.float(round(duration, 1))
-    owner = status.labels.get(OWNER_LABEL)
-    if owner:
-        meta["launch_run"] = dg.MetadataValue.dagster_run(owner)
-    if status.log_uri:
-        meta["logs"] = dg.MetadataValue.url(status.log_uri)
-    return meta
+    return {"batch_job_id": status.job_id, **job_metadata(status)}
 
 
 def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
