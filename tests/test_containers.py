@@ -18,7 +18,7 @@ from robotoff_batch.paths import CONTAINERS_DIR
 
 JOB_TYPES = sorted(load_registry())
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"google": "google-cloud-storage"}
+DISTRIBUTIONS = {"google": "google-cloud-storage", "google_crc32c": "google-crc32c"}
 STDLIB = set(sys.stdlib_module_names)
 
 
