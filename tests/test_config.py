@@ -208,6 +208,11 @@ BAD_RESOURCES = {
         "resources.boot_disk_mib",
         "boot_disk_gb",
     ),
+    "no-external-ip-without-subnetwork": (
+        {"no_external_ip_address": True, "subnetwork": None, "network": None},
+        "resources.no_external_ip_address",
+        "Cloud NAT",
+    ),
     "bad-boot-image": ({"boot_image": "ubuntu-latest"}, "resources.boot_image", "pattern"),
     "g2-without-gpu": (
         {"accelerators_type": None, "accelerators_count": 0},

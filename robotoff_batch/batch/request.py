@@ -193,7 +193,7 @@ def build_create_job_request(
     )
     if resources.service_account_email:
         allocation.service_account = batch_v1.ServiceAccount(email=resources.service_account_email)
-    if resources.network or resources.no_external_ip_address:
+    if resources.network:
         interface = batch_v1.AllocationPolicy.NetworkInterface(
             network=resources.network or "",
             subnetwork=resources.subnetwork or "",

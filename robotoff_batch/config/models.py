@@ -357,6 +357,12 @@ class BatchResources(BaseModel):
                 )
             if self.network is None:
                 raise _field_error("network", "a subnetwork is set: set its network too")
+        if self.no_external_ip_address and self.subnetwork is None:
+            raise _field_error(
+                "no_external_ip_address",
+                "VMs without an external IP need an explicit network and subnetwork (with "
+                "Cloud NAT and Private Google Access)",
+            )
         return self
 
     def _check_accelerators(self, machine_gpus: int, machine_accelerator: str | None) -> None:
