@@ -4,6 +4,7 @@ real PostgreSQL import ledger."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,7 @@ from robotoff_batch.follow import (
     WORKER_TAG,
     FollowCache,
     FollowPlan,
+    PendingLimit,
     follow,
     partitions_def_name,
     retry_delay,
@@ -405,3 +407,32 @@ def test_a_thousand_jobs_in_flight_cost_one_listing_and_constant_queries(world: 
     assert len(ended.finish_requests) == 1000
     assert world.storage.calls == Counter(registered=1, finish_runs=1, imported=1)
     print(f"\n1000 jobs: first tick {first_s:.2f} s, steady tick {steady_s:.2f} s")
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_job_stuck_on_quota_is_reported_once_and_cancelled_when_asked(
+    world: World, cancel: bool
+) -> None:
+    quota = (
+        "Quota checking process decides to delay scheduling for the job due to inadequate "
+        "quota [Quota: NVIDIA_L4_GPUS, limit: 0, usage: 0, wanted: 1]."
+    )
+    world.service.hold_in_queue(quota)
+    (stuck,) = world.submit()
+    (fresh,) = world.submit()
+    limits = {JT: PendingLimit(max_pending_s=6 * 3600, cancel=cancel)}
+    early = world.tick(None, pending_limits=limits)
+    assert not early.stuck  # not yet past the limit
+    later = time.time() + 7 * 3600  # both have waited 7 h
+    world.backend.set(fresh, JobState.RUNNING)  # ... but this one got its VM
+    plan = world.tick(early.cache.encode(), pending_limits=limits, now=later)
+    assert list(plan.stuck) == [stuck]
+    assert "NVIDIA_L4_GPUS" in plan.stuck[stuck] and "7.0 h" in plan.stuck[stuck]
+    (warning,) = [o for o in plan.observations if "stuck" in o.metadata]
+    assert warning.partition == stuck
+    assert any(level == logging.WARNING and "stuck" in m for level, m in plan.messages)
+    assert plan.cancelled == ([stuck] if cancel else [])
+    assert world.service.calls["CancelJob"] == (1 if cancel else 0)
+    again = world.tick(plan.cache.encode(), pending_limits=limits, now=later + 60)
+    assert not again.stuck and not again.cancelled  # once
+    assert world.service.calls["CancelJob"] == (1 if cancel else 0)
