@@ -29,15 +29,19 @@ from robotoff_batch.config.loader import (
     config_paths,
     load_job_config,
 )
+from robotoff_batch.doctor import doctor_command
 from robotoff_batch.follow import key_prefix
 from robotoff_batch.paths import JOB_CONFIGS_DIR
-from robotoff_batch.resources import build_resources
+from robotoff_batch.resources import build_resources, initialized
+from robotoff_batch.smoke import smoke_command
 
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None
 )
 config_app = typer.Typer(help="Validate and inspect job-type configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.command("doctor")(doctor_command)  # production preflight: robotoff_batch/doctor.py
+app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: smoke.py
 # Piped or captured output gets wide tables instead of truncated job ids.
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(soft_wrap=True, width=_WIDTH)
@@ -175,8 +179,7 @@ def _table(title: str, columns: list[str]) -> Table:
 
 
 def _engine() -> BatchEngine:
-    resource = build_resources()["batch_engine"].process_config_and_initialize()
-    return resource.get_engine()  # type: ignore[no-any-return]
+    return initialized(build_resources()["batch_engine"]).get_engine()  # type: ignore[no-any-return]
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:

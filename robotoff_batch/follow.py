@@ -75,6 +75,14 @@ def partitions_def_name(job_type: str) -> str:
     return f"{key_prefix(job_type)}_batch_jobs"
 
 
+def batch_jobs_group(job_type: str) -> str:
+    """Asset group of the per-job (partitioned) assets: ``batch_job`` and ``predictions``.
+
+    Apart from the launch step's group, so that a group's "Materialize all" in the UI is either
+    one launch or a choice of job partitions, never a mix of the two."""
+    return partitions_def_name(job_type)
+
+
 def batch_job_asset_key(job_type: str) -> dg.AssetKey:
     return dg.AssetKey([key_prefix(job_type), "batch_job"])
 
@@ -264,9 +272,12 @@ class FollowCache:
     states: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (job type, state)
     settled: set[str] = field(default_factory=set)
     cancel_sent: set[str] = field(default_factory=set)
+    stuck: set[str] = field(default_factory=set)  # reported stuck (reported once)
 
     def copy(self) -> FollowCache:
-        return FollowCache(dict(self.states), set(self.settled), set(self.cancel_sent))
+        return FollowCache(
+            dict(self.states), set(self.settled), set(self.cancel_sent), set(self.stuck)
+        )
 
     def encode(self) -> str:
         return json.dumps(
@@ -275,6 +286,7 @@ class FollowCache:
                 "states": {k: list(v) for k, v in sorted(self.states.items())},
                 "settled": sorted(self.settled),
                 "cancel_sent": sorted(self.cancel_sent),
+                "stuck": sorted(self.stuck),
             },
             separators=(",", ":"),
         )
@@ -291,7 +303,10 @@ class FollowCache:
             states = {str(k): (str(v[0]), str(v[1])) for k, v in data["states"].items()}
             return (
                 cls(
-                    states, {str(x) for x in data["settled"]}, {str(x) for x in data["cancel_sent"]}
+                    states,
+                    {str(x) for x in data["settled"]},
+                    {str(x) for x in data["cancel_sent"]},
+                    {str(x) for x in data.get("stuck", ())},
                 ),
                 None,
             )
@@ -300,6 +315,16 @@ class FollowCache:
 
 
 # -- what follow decides ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingLimit:
+    """How long a job type's jobs may wait QUEUED/SCHEDULED (GPU quota, capacity) before they
+    are reported stuck, and whether a stuck job is then cancelled (job config
+    ``max_pending_duration``, ``cancel_when_stuck``)."""
+
+    max_pending_s: float
+    cancel: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,6 +358,7 @@ class FollowPlan:
     changes: list[StateChange] = field(default_factory=list)
     finish_requests: list[FinishRequest] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    stuck: dict[str, str] = field(default_factory=dict)  # job id -> why, reported this call
     messages: list[tuple[int, str]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, JobStatus] = field(default_factory=dict)
@@ -355,13 +381,16 @@ def follow(
     only: Collection[str] | None = None,
     now: float | None = None,
     retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
+    pending_limits: Mapping[str, PendingLimit] | None = None,
 ) -> FollowPlan:
     """One reconciliation of the engine's jobs with Dagster and the ledger.
 
     ``job_types`` maps each known job type to whether its SUCCEEDED jobs are imported by a
     finish run (False: the outcome is recorded, nothing is imported). ``only`` restricts the
-    work to some job ids (the CLI following its own job). Raises only when the engine cannot
-    list jobs at all (then nothing is known, and the cache is kept as it was).
+    work to some job ids (the CLI following its own job). ``pending_limits`` (per job type)
+    reports, once, a job stuck QUEUED/SCHEDULED too long, with the events that say why, and
+    cancels it where the job type asks. Raises only when the engine cannot list jobs at all
+    (then nothing is known, and the cache is kept as it was).
     """
     now = time.time() if now is None else now
     plan = FollowPlan(cache=cache.copy())
@@ -455,12 +484,14 @@ def follow(
             )
         )
 
+    _report_stuck(engine, plan, statuses, job_type_of, pending_limits or {}, now)
     _settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s)
 
     # Forget what neither the engine nor Dagster knows any more.
     known = listed_ids | {i for ids in registered.values() for i in ids}
     c.settled &= known
     c.cancel_sent &= known
+    c.stuck &= set(c.states)
     plan.statuses = statuses
     return plan
 
@@ -517,6 +548,53 @@ def _cancel_for_cancelled_owners(
         c.cancel_sent.add(job_id)
         plan.cancelled.append(job_id)
         plan.log(logging.WARNING, f"{job_id}: cancelled, its Dagster run {run_id} was cancelled")
+
+
+def _report_stuck(
+    engine: BatchEngine,
+    plan: FollowPlan,
+    statuses: Mapping[str, JobStatus],
+    job_type_of,  # type: ignore[no-untyped-def]
+    limits: Mapping[str, PendingLimit],
+    now: float,
+) -> None:
+    """Report each job waiting QUEUED/SCHEDULED past its type's limit, once: a warning in the
+    log and an observation of its partition with the reason; cancel it where asked."""
+    c = plan.cache
+    at = datetime.fromtimestamp(now, UTC)
+    for job_id, status in sorted(statuses.items()):
+        if status.state not in (JobState.QUEUED, JobState.SCHEDULED) or job_id in c.stuck:
+            continue
+        jt = job_type_of(job_id, status)
+        limit = limits.get(jt)
+        reason = limit and status.stuck_reason(now=at, max_pending_s=limit.max_pending_s)
+        if not limit or not reason:
+            continue
+        c.stuck.add(job_id)
+        plan.stuck[job_id] = reason
+        action = "left waiting (cancel_when_stuck: false)"
+        if limit.cancel and job_id not in c.cancel_sent:
+            try:
+                engine.cancel(job_id=job_id)
+            except Exception as exc:
+                c.stuck.discard(job_id)  # reported and cancelled again next tick
+                plan.error(job_id, f"stuck, cancel failed ({type(exc).__name__}: {exc})")
+                continue
+            c.cancel_sent.add(job_id)
+            plan.cancelled.append(job_id)
+            action = "cancelled (cancel_when_stuck: true)"
+        plan.log(logging.WARNING, f"{job_id}: stuck, {action}: {reason}")
+        plan.observations.append(
+            dg.AssetObservation(
+                asset_key=batch_job_asset_key(jt),
+                partition=job_id,
+                metadata={
+                    "stuck": dg.MetadataValue.text(reason),
+                    "action": dg.MetadataValue.text(action),
+                    **job_metadata(status),
+                },
+            )
+        )
 
 
 def retry_delay(attempts: int, base_s: float) -> float:
@@ -618,7 +696,7 @@ def _settle(
 # -- metadata a person reads --------------------------------------------------------------------
 
 
-def _short(description: str) -> str:
+def short_description(description: str) -> str:
     """A status event's text without the job's resource path (it repeats in every row)."""
     text = description.replace("\n", " ")
     for marker in (" for job projects/", " of job projects/"):
@@ -636,7 +714,7 @@ def timeline_table(status: JobStatus) -> dg.MetadataValue:
                 {
                     "time (UTC)": e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     "event": e.type,
-                    "description": _short(e.description),
+                    "description": short_description(e.description),
                 }
             )
             for e in status.status_events
@@ -677,18 +755,29 @@ def tasks_table(status: JobStatus) -> dg.MetadataValue:
     )
 
 
-def state_metadata(status: JobStatus, previous: str | None) -> dict[str, dg.MetadataValue]:
-    """What a state observation of a job in flight shows."""
+def job_metadata(status: JobStatus) -> dict[str, dg.MetadataValue]:
+    """What a person reads about a job, in flight or ended: state, timeline, tasks, duration,
+    the launch run and the logs."""
     meta: dict[str, dg.MetadataValue] = {
         "state": dg.MetadataValue.text(status.state.value),
-        "previous_state": dg.MetadataValue.text(previous or "(first seen)"),
         "timeline": timeline_table(status),
     }
     if status.tasks:
         meta["tasks"] = tasks_table(status)
+    duration = status.run_duration_s
+    if duration is not None:
+        meta["run_duration_s"] = dg.MetadataValue.float(round(duration, 1))
     owner = status.labels.get(OWNER_LABEL)
     if owner:
         meta["launch_run"] = dg.MetadataValue.dagster_run(owner)
     if status.log_uri:
         meta["logs"] = dg.MetadataValue.url(status.log_uri)
     return meta
+
+
+def state_metadata(status: JobStatus, previous: str | None) -> dict[str, dg.MetadataValue]:
+    """What a state observation of a job in flight shows."""
+    return {
+        "previous_state": dg.MetadataValue.text(previous or "(first seen)"),
+        **job_metadata(status),
+    }

@@ -23,6 +23,7 @@ import google.cloud.storage as storage
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
+from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from robotoff_batch.local_staging import LocalStaging
@@ -30,6 +31,8 @@ from robotoff_batch.staging import ObjectExistsError, Staging, StagingError
 
 logger = logging.getLogger(__name__)
 
+# What a resumable upload raises when the stored object's checksum is not the one sent.
+DATA_CORRUPTION: tuple[type[Exception], ...] = (DataCorruption,)
 REQUIRED_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
 READ_CHUNK_SIZE = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -153,20 +156,33 @@ class GCSStaging:
             )
         except api_exceptions.PreconditionFailed:
             self._raise_exists(uri, name, expected_crc, expected_size)
+        except DATA_CORRUPTION as exc:
+            # A resumable upload whose stored CRC32C is not ours: the object exists, damaged.
+            self._delete_corrupt(name, uri)
+            raise StagingError(
+                f"upload of {uri} was corrupted in transit ({exc}); the damaged object was "
+                "removed: launch again"
+            ) from None
         if blob.crc32c is None:
             blob.reload(retry=self.retry)
         if blob.crc32c != expected_crc or (blob.size is not None and blob.size != expected_size):
             # A corrupt object must not be mistaken for staged input: remove exactly it.
-            try:
-                blob.delete(if_generation_match=blob.generation, retry=self.retry)
-            except api_exceptions.GoogleAPICallError:
-                logger.exception("Could not delete the corrupt object %s", uri)
+            self._delete_corrupt(name, uri)
             raise StagingError(
                 f"checksum mismatch after uploading {uri}: stored crc32c {blob.crc32c} "
                 f"(size {blob.size}), local {expected_crc} (size {expected_size})"
             )
         logger.info("Staged %s (%d bytes, crc32c %s)", uri, expected_size, expected_crc)
         return uri
+
+    def _delete_corrupt(self, name: str, uri: str) -> None:
+        """Remove exactly the damaged generation we wrote (never a newer one)."""
+        try:
+            blob = self._bucket.get_blob(name, retry=self.retry)
+            if blob is not None:
+                blob.delete(if_generation_match=blob.generation, retry=self.retry)
+        except api_exceptions.GoogleAPICallError:
+            logger.exception("Could not delete the corrupt object %s", uri)
 
     def _raise_exists(self, uri: str, name: str, crc: str, size: int) -> None:
         existing = self._bucket.get_blob(name, retry=self.retry)

@@ -109,8 +109,10 @@ def _definitions() -> dg.Definitions:
 @cache
 def _resource(key: str) -> Any:
     """An initialised resource of the code location (environment variables resolved)."""
+    from robotoff_batch.resources import initialized
+
     resources = _definitions().resources or {}
-    return resources[key].process_config_and_initialize()
+    return initialized(resources[key])
 
 
 def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:

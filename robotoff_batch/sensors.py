@@ -15,6 +15,7 @@ from robotoff_batch.follow import (
     DagsterFollowStorage,
     FinishRequest,
     FollowCache,
+    PendingLimit,
     batch_job_asset_key,
     finish_job_name,
     follow,
@@ -64,6 +65,10 @@ def build_batch_job_sensor(
 ) -> dg.SensorDefinition:
     """One sensor for all job types: registers jobs, records states, requests finish runs."""
     names = [r.name for r in registry]
+    limits = {
+        r.name: PendingLimit(r.config.max_pending_duration_s, cancel=r.config.cancel_when_stuck)
+        for r in registry
+    }
 
     @dg.sensor(
         name="batch_job_sensor",
@@ -92,6 +97,7 @@ def build_batch_job_sensor(
             storage=DagsterFollowStorage(context.instance, prediction_store),
             job_types={name: imports for name in names},
             retry_delay_s=import_retry_delay_s(),
+            pending_limits=limits,
         )
         for level, message in plan.messages:
             context.log.log(level, message)

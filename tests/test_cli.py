@@ -3,7 +3,10 @@ under a temporary DAGSTER_HOME)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +81,31 @@ def test_bad_launch_parameters_and_empty_selection(cli_env: Path) -> None:
     assert not list((cli_env / "home" / "local-batch").glob("ingredients-*"))
     unknown = runner.invoke(app, ["launch", "nope"])
     assert unknown.exit_code == 1 and "unknown job type 'nope'" in unknown.output
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed ``robotoff-batch`` command, as a user runs it."""
+    command = Path(sys.executable).parent / "robotoff-batch"
+    return subprocess.run(
+        [str(command), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_errors_are_one_line_and_the_trace_needs_debug(cli_env: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOTOFF_BATCH_GCP")}
+    env["ROBOTOFF_BATCH_ENV"] = "production"
+    plain = _cli("status", env=env)
+    assert plain.returncode == 1
+    lines = plain.stderr.strip().splitlines()
+    assert len(lines) == 2, plain.stderr  # the reason, then the hint
+    assert "ROBOTOFF_BATCH_GCP_PROJECT is not set" in lines[0] and "--debug" in lines[1]
+    debug = _cli("--debug", "status", env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_messages_keep_square_brackets_and_launch_help_lists_parameters(cli_env: Path) -> None:
+    bad = runner.invoke(app, ["launch", "ingredients-spellcheck", "languages=[fr", "limit=2"])
+    assert bad.exit_code != 0 and "languages=[fr" in bad.output
+    helped = runner.invoke(app, ["launch", "--help"])
+    assert "Launch parameters of ingredients-spellcheck:" in helped.output
+    assert "limit=" in helped.output and "languages=" in helped.output

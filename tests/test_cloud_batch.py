@@ -358,10 +358,8 @@ def test_cancel_is_cancel_job_and_the_cancelled_job_stays_listed(
     ]
     assert "was cancelled by a cancel request" in detailed.failure_summary
 
-    cloud_batch_engine.cancel(job_id="spellcheck-cancelled")  # again: harmless
-    assert fake_batch_service.calls["CancelJob"] == 2
-    # Same request id: Batch sees one request however often it is retried or repeated.
-    assert fake_batch_service.requests["CancelJob"][1].request_id == cancel.request_id
+    cloud_batch_engine.cancel(job_id="spellcheck-cancelled")  # again: harmless, nothing sent
+    assert fake_batch_service.calls["CancelJob"] == 1
     assert fake_batch_service.calls["DeleteJob"] == 0
     assert cloud_batch_engine.get_job(job_id="spellcheck-cancelled").state is JobState.CANCELLED
 
@@ -372,9 +370,14 @@ def test_cancel_reports_cancellation_in_progress_then_cancelled(
     engine = engine_on(queued_only_service)
     engine.submit(request=make_request("spellcheck-queued-cancel"))
     engine.cancel(job_id="spellcheck-queued-cancel")
+    assert queued_only_service.stopping_observations == 2
     stopping = listed(engine, "spellcheck-queued-cancel")
     assert stopping is not None and stopping.state is JobState.CANCELLATION_IN_PROGRESS
     assert stopping.state.is_stopping and not stopping.state.is_terminal
+    # Cancelling again while it is in progress (2nd observation) sends nothing: Batch would
+    # refuse it (FAILED_PRECONDITION) and the follower would report a failed cancel.
+    engine.cancel(job_id="spellcheck-queued-cancel")
+    assert queued_only_service.calls["CancelJob"] == 1
     cancelled = listed(engine, "spellcheck-queued-cancel")
     assert cancelled is not None and cancelled.state is JobState.CANCELLED
     assert [e.new_state for e in cancelled.status_events] == [
@@ -401,15 +404,24 @@ def test_cancel_falls_back_on_delete_when_cancel_job_is_refused(
     delete = fake_batch_service.requests["DeleteJob"][0]
     assert delete.name.endswith("/jobs/spellcheck-denied") and delete.request_id
     assert "spellcheck-denied" in caplog.text and "erases its history" in caplog.text
+    # Like Batch: DELETION_IN_PROGRESS for a few observations, during which nothing is re-sent.
+    for _ in range(fake_batch_service.stopping_observations - 1):
+        assert cloud_batch_engine.get_job(job_id="spellcheck-denied").state is (
+            JobState.DELETION_IN_PROGRESS
+        )
+    cloud_batch_engine.cancel(job_id="spellcheck-denied")
+    assert (fake_batch_service.calls["CancelJob"], fake_batch_service.calls["DeleteJob"]) == (1, 1)
     with pytest.raises(JobNotFoundError):
         cloud_batch_engine.get_job(job_id="spellcheck-denied")
+    assert listed(cloud_batch_engine, "spellcheck-denied") is None
 
 
 def test_cancel_of_a_missing_job_is_not_an_error(
     cloud_batch_engine: CloudBatchEngine, fake_batch_service: FakeBatchService
 ) -> None:
     cloud_batch_engine.cancel(job_id="spellcheck-never-created")
-    assert fake_batch_service.calls["CancelJob"] == 1
+    assert fake_batch_service.calls["GetJob"] == 1
+    assert fake_batch_service.calls["CancelJob"] == 0
     assert fake_batch_service.calls["DeleteJob"] == 0
 
 
@@ -519,3 +531,156 @@ def test_malformed_credentials_never_echo_the_secret(
         for text in texts:
             leaked = [f for f in fragments if f in text]
             assert not leaked, f"secret fragment leaked: {leaked[:1]}"
+
+
+# -- the fake behaves like Batch where it matters (issue 8) ---------------------------------
+
+
+def test_job_level_events_carry_no_exit_code_which_comes_from_list_tasks(
+    cloud_batch_engine: CloudBatchEngine,
+) -> None:
+    cloud_batch_engine.submit(request=make_request("spellcheck-exit3", image=FAKE_IMAGE_FAIL))
+    done = wait_for(
+        lambda: (s := listed(cloud_batch_engine, "spellcheck-exit3")) and s.state.is_terminal and s
+    )
+    assert isinstance(done, JobStatus) and done.state is JobState.FAILED
+    assert done.tasks == () and all(e.task_exit_code is None for e in done.status_events)
+    detailed = cloud_batch_engine.get_job(job_id="spellcheck-exit3")
+    assert [(t.index, t.exit_code) for t in detailed.tasks] == [(0, 3)]
+    assert "task 0: container exited with code 3" in detailed.failure_summary
+
+
+def test_a_job_held_by_quota_is_reported_stuck_with_the_quota_event(
+    queued_only_service: FakeBatchService,
+) -> None:
+    from datetime import UTC, datetime
+
+    engine = engine_on(queued_only_service)
+    quota = (
+        "Quota checking process decides to delay scheduling for the job spellcheck-quota due to "
+        "inadequate quota [Quota: NVIDIA_L4_GPUS, limit: 0, usage: 0, wanted: 1]."
+    )
+    queued_only_service.hold_in_queue(quota)
+    engine.submit(request=make_request("spellcheck-quota"))
+    now = datetime.now(UTC)
+    status = listed(engine, "spellcheck-quota")
+    assert status is not None and status.state is JobState.QUEUED
+    assert status.stuck_reason(now=now, max_pending_s=6 * 3600) is None
+    queued_only_service.age_job("spellcheck-quota", 7 * 3600)
+    aged = listed(engine, "spellcheck-quota")
+    assert aged is not None and aged.state is JobState.QUEUED
+    reason = aged.stuck_reason(now=now, max_pending_s=6 * 3600)
+    assert reason is not None and "QUEUED for 7.0 h" in reason and "NVIDIA_L4_GPUS" in reason
+    engine.cancel(job_id="spellcheck-quota")  # what cancel_when_stuck does
+    assert listed(engine, "spellcheck-quota").state is JobState.CANCELLATION_IN_PROGRESS  # type: ignore[union-attr]
+
+
+def test_page_size_is_fixed_by_the_page_token(queued_only_service: FakeBatchService) -> None:
+    from google.api_core import exceptions as api_exceptions
+
+    engine = engine_on(queued_only_service)
+    for index in range(5):
+        engine.submit(request=make_request(f"spellcheck-page-{index}"))
+    client = queued_only_service.client()
+    parent = engine.parent
+    first = client.list_jobs(request=batch_v1.ListJobsRequest(parent=parent, page_size=2))
+    page = next(iter(first.pages))
+    assert len(page.jobs) == 2 and page.next_page_token
+    with pytest.raises(api_exceptions.InvalidArgument, match="page size"):
+        client.list_jobs(
+            request=batch_v1.ListJobsRequest(
+                parent=parent, page_size=3, page_token=page.next_page_token
+            )
+        )
+    with pytest.raises(api_exceptions.InvalidArgument, match="filter"):
+        client.list_jobs(
+            request=batch_v1.ListJobsRequest(
+                parent=parent, page_size=2, page_token=page.next_page_token, filter='labels.app="x"'
+            )
+        )
+    # The client's own pager keeps the size: every job, three calls.
+    assert len(list(first)) == 5
+
+
+def _break(request: batch_v1.CreateJobRequest, what: str) -> batch_v1.CreateJobRequest:
+    job = request.job
+    if what == "reserved-label":
+        job.labels["goog-billing"] = "x"
+    elif what == "bad-label-key":
+        job.labels["Team"] = "x"
+    elif what == "bad-label-value":
+        job.labels["team"] = "Robotoff Team"
+    elif what == "bad-allocation-label":
+        job.allocation_policy.labels["goog-x"] = "y"
+    elif what == "missing-image":
+        job.task_groups[0].task_spec.runnables[0].container.image_uri = ""
+    elif what == "parallelism-above-tasks":
+        job.task_groups[0].parallelism = 5
+    return request
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "reserved-label",
+        "bad-label-key",
+        "bad-label-value",
+        "bad-allocation-label",
+        "missing-image",
+        "parallelism-above-tasks",
+    ],
+)
+def test_create_job_refuses_what_the_api_refuses(
+    queued_only_service: FakeBatchService, what: str
+) -> None:
+    engine = engine_on(queued_only_service)
+    with pytest.raises(BatchEngineError, match="refused.*INVALID_ARGUMENT|refused"):
+        engine.submit(request=_break(make_request(f"spellcheck-{what}"), what))
+    assert queued_only_service.job_names() == []
+    assert queued_only_service.calls["CreateJob"] == 1  # not retried
+
+
+def test_create_job_refuses_a_bad_job_id_through_the_client(
+    queued_only_service: FakeBatchService,
+) -> None:
+    engine = engine_on(queued_only_service)
+    with pytest.raises(BatchEngineError, match="bad job id"):
+        engine.submit(request=make_request("Bad_Id"))
+
+
+# -- time budget ----------------------------------------------------------------------------
+
+
+def test_default_call_budget_fits_in_a_sensor_evaluation(
+    queued_only_service: FakeBatchService,
+) -> None:
+    from dagster._grpc.utils import default_sensor_grpc_timeout
+
+    from robotoff_batch.batch.cloud_batch import SENSOR_EVALUATION_TIMEOUT_S
+
+    engine = CloudBatchEngine(
+        project=TEST_PROJECT, location=TEST_LOCATION, client=queued_only_service.client()
+    )
+    assert default_sensor_grpc_timeout() == SENSOR_EVALUATION_TIMEOUT_S
+    # leave room for the tick's own work (a list call, then a GetJob for a failed job)
+    assert engine.call_budget_s <= SENSOR_EVALUATION_TIMEOUT_S * 2 / 3
+
+
+def test_a_slow_api_fails_the_call_cleanly_within_its_budget(
+    queued_only_service: FakeBatchService,
+) -> None:
+    engine = CloudBatchEngine(
+        project=TEST_PROJECT,
+        location=TEST_LOCATION,
+        client=queued_only_service.client(),
+        retry=fast_batch_retry().with_timeout(0.6),
+        timeout=0.2,
+    )
+    queued_only_service.delay_next("ListJobs", 0.5, times=50)
+    started = time.monotonic()
+    with pytest.raises(BatchEngineError, match="unreachable|DEADLINE"):
+        engine.list_jobs(labels=LABELS)
+    elapsed = time.monotonic() - started
+    assert elapsed < engine.call_budget_s + 0.5, elapsed
+    assert queued_only_service.calls["ListJobs"] >= 2  # the deadline was retried
+    queued_only_service._faults["ListJobs"].clear()

@@ -57,8 +57,27 @@ def test_spellcheck_config_has_robotoff_production_values() -> None:
     assert res.install_gpu_drivers is True
     assert (res.task_count, res.parallelism, res.max_retry_count) == (1, 1, 1)
     assert res.max_run_duration_s == 24 * 3600
-    assert (res.boot_disk_mib, res.memory_mib) == (100_000, 32_000)
+    assert (res.boot_disk_gb, res.memory_mib) == (100, 32_000)
     assert isinstance(res.task_count, int)
+
+
+def test_spellcheck_config_is_ready_for_production() -> None:
+    """What docs/production.md sets up is what the shipped config asks for (issue 8)."""
+    config = load_job_config(SPELLCHECK).config
+    res = config.resources
+    docs = (SPELLCHECK.parents[1] / "docs" / "production.md").read_text()
+    # 1. the VMs run as the dedicated jobs' account the docs create and grant roles to
+    assert res.service_account_email == "robotoff-batch-jobs@robotoff.iam.gserviceaccount.com"
+    assert "JOB_SA=robotoff-batch-jobs@$PROJECT.iam.gserviceaccount.com" in docs
+    assert res.network == "projects/robotoff/global/networks/default"
+    assert res.subnetwork and "/regions/europe-west4/" in res.subnetwork
+    # 2. a pinned boot image with Docker and the NVIDIA toolkit, a boot disk for the image
+    assert (res.boot_image, res.boot_disk_gb) == ("batch-debian", 100)
+    # 8. this project's image, in the jobs' region, named after the job type
+    assert res.container_image_uri.startswith(
+        "europe-west4-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck:"
+    )
+    assert (res.fail_fast_exit_codes, config.max_pending_duration_s) == ([2], 6 * 3600)
 
 
 def test_worst_case_cost_arithmetic() -> None:
@@ -164,6 +183,37 @@ BAD_RESOURCES = {
         "",
     ),
     "gpu-count-mismatch": ({"accelerators_count": 2}, "resources.accelerators_count", "exactly"),
+    "image-in-another-region": (
+        {"container_image_uri": "europe-west9-docker.pkg.dev/robotoff/gcf-artifacts/x:0.1.0"},
+        "resources.container_image_uri",
+        "the jobs run in europe-west4",
+    ),
+    "reserved-label": (
+        {"labels": {"goog-billing": "x"}},
+        "resources.labels",
+        "Google reserves",
+    ),
+    "fail-fast-on-preemption": (
+        {"fail_fast_exit_codes": [2, 50001]},
+        "resources.fail_fast_exit_codes",
+        "always retried",
+    ),
+    "subnetwork-in-another-region": (
+        {"subnetwork": "projects/robotoff/regions/us-central1/subnetworks/default"},
+        "resources.subnetwork",
+        "is in us-central1",
+    ),
+    "old-boot-disk-mib": (
+        {"boot_disk_mib": 100000},
+        "resources.boot_disk_mib",
+        "boot_disk_gb",
+    ),
+    "no-external-ip-without-subnetwork": (
+        {"no_external_ip_address": True, "subnetwork": None, "network": None},
+        "resources.no_external_ip_address",
+        "Cloud NAT",
+    ),
+    "bad-boot-image": ({"boot_image": "ubuntu-latest"}, "resources.boot_image", "pattern"),
     "g2-without-gpu": (
         {"accelerators_type": None, "accelerators_count": 0},
         "resources.accelerators_type",

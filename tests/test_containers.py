@@ -18,7 +18,7 @@ from robotoff_batch.paths import CONTAINERS_DIR
 
 JOB_TYPES = sorted(load_registry())
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"google": "google-cloud-storage"}
+DISTRIBUTIONS = {"google": "google-cloud-storage", "google_crc32c": "google-crc32c"}
 STDLIB = set(sys.stdlib_module_names)
 
 
@@ -129,3 +129,24 @@ def test_requirements_agree_with_the_code(job_type: str) -> None:
     assert not missing, f"imported but not in requirements.txt: {missing}"
     unused = set(pins) - imported
     assert not unused, f"in requirements.txt but never imported: {unused}"
+
+
+@pytest.mark.parametrize("job_type", JOB_TYPES)
+def test_a_gpu_image_finds_the_driver_where_the_request_mounts_it(job_type: str) -> None:
+    """The request mounts the driver's directories at /usr/local/nvidia/{lib64,bin}: a GPU job
+    type's image must have them on LD_LIBRARY_PATH and PATH (issue 8: vLLM must see the L4)."""
+    from robotoff_batch.batch.request import GPU_CONTAINER_VOLUMES
+    from robotoff_batch.config.loader import load_job_config
+    from robotoff_batch.paths import JOB_CONFIGS_DIR
+
+    resources = load_job_config(JOB_CONFIGS_DIR / f"{job_type}.yaml").config.resources
+    if not resources.accelerators_type:
+        pytest.skip("a CPU job type")
+    env = " ".join(i["value"] for i in parsed(job_type) if i["instruction"] == "ENV")
+    library_path = re.search(r"LD_LIBRARY_PATH=(\S+)", env)
+    path = re.search(r"\bPATH=(\S+)", env.replace("LD_LIBRARY_PATH", "LD_LIBRARY"))
+    assert library_path and path, env
+    targets = [volume.split(":")[1] for volume in GPU_CONTAINER_VOLUMES]
+    assert targets[0] in library_path[1].split(":")
+    assert targets[1] in path[1].split(":")
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env

@@ -79,6 +79,20 @@ def test_part_of_the_launch_step_cannot_be_materialized(selection: list[str]) ->
     assert "does not support subsetting" in str(cause)
 
 
+def test_a_groups_materialize_all_is_one_launch_or_job_partitions_never_a_mix() -> None:
+    """The UI's "Materialize all" on a group: the launch group is the one launch step (no
+    partition dialog); the batch-jobs group is only partitioned assets (pick a job)."""
+    from robotoff_batch.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    launch = dg.AssetSelection.groups("ingredients_spellcheck").resolve(graph)
+    jobs = dg.AssetSelection.groups("ingredients_spellcheck_batch_jobs").resolve(graph)
+    assert {k.path[-1] for k in launch} == {"products", "staged_input", "batch_job_submission"}
+    assert {k.path[-1] for k in jobs} == {"batch_job", "predictions"}
+    assert not any(graph.get(k).is_partitioned for k in launch)
+    assert all(graph.get(k).is_partitioned for k in jobs)
+
+
 def _copy_project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(
@@ -112,7 +126,12 @@ def test_invalid_job_config_fails_the_load_with_the_same_message(tmp_path: Path)
     proc = _load_in(root)
     assert proc.returncode != 0
     assert f"invalid job configuration {config}" in proc.stderr
-    assert "line 19: resources.parallelism: parallelism 2 is above task_count 1" in proc.stderr
+    line = next(
+        n for n, text in enumerate(config.read_text().splitlines(), 1) if "parallelism:" in text
+    )
+    assert f"line {line}: resources.parallelism: parallelism 2 is above task_count 1" in (
+        proc.stderr
+    )
 
 
 def test_a_schedule_in_the_config_creates_a_stopped_schedule(tmp_path: Path) -> None:

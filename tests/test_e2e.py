@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from robotoff_batch.assets.launch import launch_op_name
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
 from robotoff_batch.follow import partitions_def_name
@@ -36,13 +37,29 @@ JOB_TYPE = "ingredients-spellcheck"
 PARTITIONS = partitions_def_name(JOB_TYPE)
 
 
-def make_resources(tmp_path: Path, database_url: str, dump: Path | None = None) -> dict[str, Any]:
+SLEEPING = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def make_resources(
+    tmp_path: Path,
+    database_url: str,
+    dump: Path | None = None,
+    *,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """The local resources on temporary directories; ``command`` plays the job type's image
+    on the local runner instead of its container (a container that fails, or sleeps)."""
+    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
     return {
         "product_dump": ProductDumpResource(
             path=str(dump or SAMPLE_DATA_DIR / "food_sample_2026.parquet")
         ),
         "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
-        "batch_engine": BatchEngineResource(kind="local", state_dir=str(tmp_path / "batch")),
+        "batch_engine": BatchEngineResource(
+            kind="local",
+            state_dir=str(tmp_path / "batch"),
+            local_commands={image: command} if command else None,
+        ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
         "launch_settings": LaunchSettingsResource(),
     }
@@ -65,7 +82,7 @@ def launch(defs: dg.Definitions, instance: dg.DagsterInstance, **params: Any) ->
     job = defs.resolve_job_def("launch_ingredients_spellcheck")
     return job.execute_in_process(
         run_config=dg.RunConfig(
-            ops={"ingredients_spellcheck__products": SpellcheckLaunch(**params)}
+            ops={launch_op_name("ingredients_spellcheck"): SpellcheckLaunch(**params)}
         ),
         instance=instance,
         raise_on_error=False,
@@ -98,7 +115,7 @@ def tick(
     resources: dict[str, Any],
     cursor: str | None,
 ) -> dg.SensorResult:
-    """One sensor tick, its requests applied as the daemon would."""
+    """One sensor tick, its partitions and observations applied as the daemon would."""
     sensor = defs.get_sensor_def("batch_job_sensor")
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     result = sensor(context)
@@ -110,26 +127,43 @@ def tick(
     return result
 
 
+def run_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> Any:
+    """Execute a run the sensor requested, as the daemon would (its key, tags, selection)."""
+    job = defs.resolve_job_def(request.job_name)
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        asset_selection=list(request.asset_selection or []),
+        tags={**request.tags, "dagster/run_key": request.run_key},
+        raise_on_error=False,
+    )
+
+
 def tick_until_done(
     defs: dg.Definitions, instance: dg.DagsterInstance, resources: dict[str, Any]
 ) -> tuple[list[dg.RunRequest], list[str], str | None]:
+    """Tick until the job ends: its finish run requested (states seen in flight, cursor)."""
     cursor: str | None = None
     states: list[str] = []
-    requests: list[dg.RunRequest] = []
     for _ in range(240):
         result = tick(defs, instance, resources, cursor)
         cursor = result.cursor
         for event in result.asset_events or []:
             states.append(str(event.metadata["state"].value))
-        requests += list(result.run_requests or [])
-        if requests or any(s in ("FAILED", "DELETED") for s in states):
-            return requests, states, cursor
+        if result.run_requests:
+            return list(result.run_requests), states, cursor
         time.sleep(0.25)
     raise AssertionError(f"job did not finish; states seen: {states}")
 
 
+def check_evaluations(result: Any) -> dict[str, Any]:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
 def db_rows(database_url: str, job_id: str) -> list[dict[str, Any]]:
     with psycopg.connect(database_url) as conn:
+        if conn.execute("SELECT to_regclass('prediction')").fetchone() == (None,):
+            return []  # nothing was ever imported into this database
         cur = conn.execute(
             "SELECT barcode, type, data, value_tag, predictor, predictor_version,"
             " automatic_processing, server_type FROM prediction WHERE predictor_version LIKE %s",
@@ -159,34 +193,44 @@ def test_launch_sensor_import_end_to_end(
     job_id = launched_job_id(result)
     staged = tmp_path / "staging" / JOB_TYPE / job_id
     assert pq.read_metadata(staged / "input.parquet").num_rows == 120
+    # the launch run and the batch job name each other
+    assert instance.get_run_by_id(result.run_id).tags["batch_job_id"] == job_id
+    engine = resources["batch_engine"].get_engine()
+    assert engine.get_job(job_id=job_id).labels["dagster-run-id"] == result.run_id
 
     requests, states, cursor = tick_until_done(defs, instance, resources)
     assert instance.has_dynamic_partition(PARTITIONS, job_id)
-    assert states[-1] == "SUCCEEDED"
-    order = ["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED"]
+    order = ["QUEUED", "SCHEDULED", "RUNNING"]
     assert [order.index(s) for s in states] == sorted(order.index(s) for s in states)
     (request,) = requests
-    assert request.run_key == f"import-{job_id}" and request.partition_key == job_id
+    assert request.run_key == f"finish-{job_id}" and request.partition_key == job_id
+    assert request.job_name == "finish_ingredients_spellcheck"
 
-    # a repeated tick changes nothing and requests nothing
+    # until the finish run ran, a tick asks for nothing new (the run key dedups anyway)
+    finished = run_request(defs, instance, request)
+    assert finished.success, failure_text(finished)
+    checks = check_evaluations(finished)
+    assert {name: c.passed for name, c in checks.items()} == {
+        "batch_job_succeeded": True,
+        "rows_imported_match_output": True,
+        "no_duplicate_predictions": True,
+    }
+    # then the job is settled: a repeated tick changes nothing and requests nothing
     again = tick(defs, instance, resources, cursor)
     assert not again.run_requests and not again.asset_events
+    # ... even with the cursor lost: it is a cache, rebuilt from partitions, runs and ledger
+    lost = tick(defs, instance, resources, None)
+    assert not lost.run_requests and not lost.asset_events
 
-    # the batch job's partition carries its state history
+    # the batch job's partition is materialized with its outcome
     mat = instance.get_latest_materialization_event(
         dg.AssetKey(["ingredients_spellcheck", "batch_job"])
     )
     assert mat is not None and mat.asset_materialization.partition == job_id
-    assert "SUCCEEDED" in str(mat.asset_materialization.metadata["state_history"].value)
-
-    importer = defs.resolve_job_def("import_ingredients_spellcheck")
-    imported = importer.execute_in_process(instance=instance, partition_key=job_id)
-    assert imported.success
-    checks = imported.get_asset_check_evaluations()
-    assert {c.check_name: c.passed for c in checks} == {
-        "rows_imported_match_output": True,
-        "no_duplicate_predictions": True,
-    }
+    meta = mat.asset_materialization.metadata
+    assert meta["state"].value == "SUCCEEDED" and meta["launch_run"].value == result.run_id
+    events = [r["event"] for r in (r.data for r in meta["timeline"].value.records)]
+    assert events[-1].endswith("SUCCEEDED") or "SUCCEEDED" in str(meta["timeline"].value)
 
     expected = output_changes(tmp_path / "staging", job_id)
     assert expected, "the CPU engine corrected nothing in 120 real products"
@@ -205,8 +249,17 @@ def test_launch_sensor_import_end_to_end(
         assert row["predictor"] == out["engine"]
         assert row["automatic_processing"] is False and row["server_type"] == "off"
 
+    # the examples table shows the changed words
+    pred = instance.get_latest_materialization_event(
+        dg.AssetKey(["ingredients_spellcheck", "predictions"])
+    )
+    examples = pred.asset_materialization.metadata["examples"].value.records
+    assert examples and all(" → " in r.data["changes"] for r in examples)
+
     # importing the same job twice changes nothing
-    twice = importer.execute_in_process(instance=instance, partition_key=job_id)
+    twice = run_request(
+        defs, instance, dg.RunRequest(**{**request._asdict(), "run_key": "manual-again"})
+    )
     assert twice.success
     assert len(db_rows(pg_db, job_id)) == len(expected)
 
@@ -237,47 +290,40 @@ def test_bad_dump_is_refused_clearly(
     assert resources["batch_engine"].get_engine().list_jobs(labels={"app": "robotoff-batch"}) == []
 
 
-def test_failed_container_is_recorded_and_nothing_imported(
+def test_failed_container_fails_the_check_with_exit_code_and_log_tail(
     tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
 ) -> None:
-    from datetime import UTC, datetime
-
-    from robotoff_batch import pipeline
-    from robotoff_batch.batch.request import make_job_id
-
-    resources = make_resources(tmp_path, pg_db)
+    """A container that exits 3: the finish run fails the partition, the check says exit code
+    3 with the end of the task's log, nothing is imported, and nothing is requested again."""
+    script = "import sys; [print(f'line {i}') for i in range(50)]; "
+    script += "print('CUDA error: no GPU found', file=sys.stderr); sys.exit(3)"
+    resources = make_resources(tmp_path, pg_db, command=[sys.executable, "-c", script])
     defs = make_defs(resources)
-    registered = load_registry()[JOB_TYPE]
-    engine = resources["batch_engine"].get_engine()
-    job_id = make_job_id(JOB_TYPE, launched_at=datetime.now(UTC))
-    missing = (tmp_path / "staging" / "nope" / "input.parquet").as_uri()
-    pipeline.submit_job(
-        engine=engine,
-        config=registered.config,
-        job_type=JOB_TYPE,
-        job_id=job_id,
-        project="local",
-        environment={"INPUT_FILE_PATH": missing, "OUTPUT_FILE_PATH": (tmp_path / "out").as_uri()},
-        labels={},
-    )
-    requests, states, _ = tick_until_done(defs, instance, resources)
-    assert states[-1] == "FAILED" and not requests
-    obs = (
-        instance.fetch_observations(dg.AssetKey(["ingredients_spellcheck", "batch_job"]), limit=1)
-        .records[0]
-        .asset_observation
-    )
-    assert obs.partition == job_id
-    failure = str(obs.metadata["failure"].value)
-    assert "container exited with code" in failure
-    assert engine.get_job(job_id=job_id).state == JobState.FAILED
+    result = launch(defs, instance, limit=10)
+    assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
+    requests, _, cursor = tick_until_done(defs, instance, resources)
+    (request,) = requests
+    assert [k.path[-1] for k in request.asset_selection] == ["batch_job"]  # no import step
 
-    importer = defs.resolve_job_def("import_ingredients_spellcheck")
-    refused = importer.execute_in_process(
-        instance=instance, partition_key=job_id, raise_on_error=False
-    )
-    assert not refused.success and "not SUCCEEDED" in failure_text(refused)
+    finished = run_request(defs, instance, request)
+    assert not finished.success
+    message = failure_text(finished)
+    assert "FAILED" in message and "exit code 3" in message
+    assert "CUDA error: no GPU found" in message
+    check = check_evaluations(finished)["batch_job_succeeded"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "CUDA error: no GPU found" in str(check.metadata["log_tail"].value)
+    assert check.metadata["exit_codes"].value == "task 0: 3"
+    assert check.description.endswith("(exit code 3): CUDA error: no GPU found")
+    engine = resources["batch_engine"].get_engine()
+    assert engine.get_job(job_id=job_id).state == JobState.FAILED
     assert db_rows(pg_db, job_id) == []
+
+    # the outcome is recorded: no new request, with or without the cursor
+    for cur in (cursor, None):
+        later = tick(defs, instance, resources, cur)
+        assert not later.run_requests
 
 
 def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
@@ -288,7 +334,7 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     result = launch(defs, instance, limit=40)
     assert result.success, failure_text(result)
     job_id = launched_job_id(result)
-    tick_until_done(defs, instance, resources)
+    (request,), _, cursor = tick_until_done(defs, instance, resources)
     output = tmp_path / "staging" / JOB_TYPE / job_id / "output"
 
     # an extra output file with a null code, after good files: nothing at all is imported
@@ -296,14 +342,14 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     index = table.schema.get_field_index("code")
     bad = table.set_column(index, "code", pa.array([None] * table.num_rows, pa.string()))
     pq.write_table(bad, output / "part-99999.parquet")
-    importer = defs.resolve_job_def("import_ingredients_spellcheck")
-    refused = importer.execute_in_process(
-        instance=instance, partition_key=job_id, raise_on_error=False
-    )
+    refused = run_request(defs, instance, request)
     assert not refused.success
     message = failure_text(refused)
     assert "part-99999.parquet" in message and "row 0" in message
     assert db_rows(pg_db, job_id) == []
+    # refused output is not retried by the follower (it would fail the same way)
+    after_refusal = tick(defs, instance, resources, cursor)
+    assert not after_refusal.run_requests
     (output / "part-99999.parquet").unlink()
 
     # the database is down: a clear error without the password, nothing imported
@@ -312,18 +358,20 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
         database_url="postgresql://robotoff:s3cret-pw@127.0.0.1:9/robotoff?connect_timeout=2"
     )
     down_defs = make_defs(down)
-    failed = down_defs.resolve_job_def("import_ingredients_spellcheck").execute_in_process(
-        instance=instance, partition_key=job_id, raise_on_error=False
-    )
+    retry = dg.RunRequest(**{**request._asdict(), "run_key": "manual-retry"})
+    failed = run_request(down_defs, instance, retry)
     assert not failed.success
     assert "s3cret-pw" not in failure_text(failed)
 
-    # later, with the database back, the import happens, and exactly once
-    ok = importer.execute_in_process(instance=instance, partition_key=job_id)
-    assert ok.success
+    # the follower requests a new attempt (new run key) once the database is back
+    (attempt,) = tick(defs, instance, resources, None).run_requests
+    assert attempt.run_key == f"finish-{job_id}-retry-2" and attempt.partition_key == job_id
+    ok = run_request(defs, instance, attempt)
+    assert ok.success, failure_text(ok)
     n = len(db_rows(pg_db, job_id))
     assert n == len(output_changes(tmp_path / "staging", job_id))
-    importer.execute_in_process(instance=instance, partition_key=job_id)
+    # exactly once: settled, nothing more requested, nothing more imported
+    assert not tick(defs, instance, resources, None).run_requests
     assert len(db_rows(pg_db, job_id)) == n
 
 
@@ -332,13 +380,7 @@ def test_job_of_a_cancelled_run_is_cancelled(
 ) -> None:
     """A batch job whose launching Dagster run was cancelled is cancelled: no orphan job."""
     # the image is played by a container that sleeps: the job runs when the sensor looks
-    resources = make_resources(tmp_path, pg_db)
-    image = load_registry()[JOB_TYPE].config.resources.container_image_uri
-    resources["batch_engine"] = BatchEngineResource(
-        kind="local",
-        state_dir=str(tmp_path / "batch"),
-        local_commands={image: [sys.executable, "-c", "import time; time.sleep(600)"]},
-    )
+    resources = make_resources(tmp_path, pg_db, command=SLEEPING)
     defs = make_defs(resources)
     result = launch(defs, instance, limit=10)
     assert result.success, failure_text(result)
@@ -347,30 +389,51 @@ def test_job_of_a_cancelled_run_is_cancelled(
     run = instance.get_run_by_id(result.run_id)
     instance.report_run_canceled(run)
     first = tick(defs, instance, resources, None)
-    assert engine.get_job(job_id=job_id).state == JobState.DELETED
-    states = [str(e.metadata["state"].value) for e in first.asset_events]
-    assert states == ["DELETED"] and not first.run_requests
+    assert engine.get_job(job_id=job_id).state in (
+        JobState.CANCELLATION_IN_PROGRESS,
+        JobState.CANCELLED,
+    )
+    (request,), _, _ = tick_until_done(defs, instance, resources)
+    assert first.cursor is not None
+    finished = run_request(defs, instance, request)
+    assert not finished.success and "CANCELLED" in failure_text(finished)
+    assert not check_evaluations(finished)["batch_job_succeeded"].passed
+    assert engine.get_job(job_id=job_id).state == JobState.CANCELLED
 
 
-def test_with_a_webhook_robotoff_imports_and_the_sensor_requests_nothing(
+def test_cancel_job_from_the_ui_cancels_once(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """The partition's cancel job: the first run cancels, a second one sends nothing."""
+    resources = make_resources(tmp_path, pg_db, command=SLEEPING)
+    defs = make_defs(resources)
+    job_id = launched_job_id(launch(defs, instance, limit=10))
+    tick(defs, instance, resources, None)  # registers the partition
+    cancel = defs.resolve_job_def("cancel_ingredients_spellcheck")
+    engine = resources["batch_engine"].get_engine()
+    first = cancel.execute_in_process(instance=instance, partition_key=job_id)
+    assert first.success
+    calls = engine.calls
+    second = cancel.execute_in_process(instance=instance, partition_key=job_id)
+    assert second.success and engine.calls == calls  # not sent again
+    (request,), _, _ = tick_until_done(defs, instance, resources)
+    assert not run_request(defs, instance, request).success
+    assert engine.get_job(job_id=job_id).state == JobState.CANCELLED
+
+
+def test_with_a_webhook_robotoff_imports_and_the_finish_run_only_records(
     tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
 ) -> None:
     resources = make_resources(tmp_path, pg_db)
     defs = make_defs(resources)
     result = launch(defs, instance, limit=10)
     assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
     with_webhook = dict(resources)
     with_webhook["launch_settings"] = LaunchSettingsResource(
         webhook_url="https://robotoff.example/api/v1/batch/import"
     )
-    cursor: str | None = None
-    states: list[str] = []
-    for _ in range(120):
-        tick_result = tick(defs, instance, with_webhook, cursor)
-        cursor = tick_result.cursor
-        assert not tick_result.run_requests
-        states += [str(e.metadata["state"].value) for e in tick_result.asset_events or []]
-        if "SUCCEEDED" in states:
-            break
-        time.sleep(0.25)
-    assert states[-1] == "SUCCEEDED"
+    (request,), _, _ = tick_until_done(defs, instance, with_webhook)
+    assert [k.path[-1] for k in request.asset_selection] == ["batch_job"]
+    assert run_request(defs, instance, request).success
+    assert db_rows(pg_db, job_id) == []

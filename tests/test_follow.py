@@ -4,11 +4,12 @@ real PostgreSQL import ledger."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,9 @@ from robotoff_batch.follow import (
     REFUSED_TAG,
     RUN_KIND_TAG,
     WORKER_TAG,
-    DagsterFollowStorage,
-    FinishRun,
     FollowCache,
     FollowPlan,
+    PendingLimit,
     follow,
     partitions_def_name,
     retry_delay,
@@ -39,37 +39,13 @@ from robotoff_batch.follow import (
     worker_id,
 )
 from robotoff_batch.predictions.store import PredictionStore
-from tests.fakes import fake_batch_service
+from tests.counting_storage import CountingStorage
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.scripted_backend import ScriptedBackend
 from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT, fast_batch_retry
 
 JT = "ingredients-spellcheck"
 PARTITIONS = partitions_def_name(JT)
-
-
-class CountingStorage(DagsterFollowStorage):
-    """The real storage, counting its queries (they must not grow with the jobs)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.calls: Counter[str] = Counter()
-
-    def registered(self, job_type: str) -> set[str]:
-        self.calls["registered"] += 1
-        return super().registered(job_type)
-
-    def finish_runs(self, job_ids: Collection[str]) -> dict[str, list[FinishRun]]:
-        self.calls["finish_runs"] += 1
-        return super().finish_runs(job_ids)
-
-    def imported(self, job_ids: Collection[str]) -> set[str]:
-        self.calls["imported"] += 1
-        return super().imported(job_ids)
-
-    def cancelled_runs(self, run_ids: Collection[str]) -> set[str]:
-        self.calls["cancelled_runs"] += 1
-        return super().cancelled_runs(run_ids)
 
 
 @dataclass
@@ -385,14 +361,7 @@ def test_one_jobs_error_never_stops_the_others(world: World) -> None:
     world.service.delete_behind_back(deleted)
     world.backend.set(listed, JobState.SUCCEEDED, exit_codes=[0])
 
-    real_get = world.service._get_job
-
-    def get_job(request: batch_v1.GetJobRequest) -> batch_v1.Job:
-        if request.name.endswith(unreadable):
-            raise fake_batch_service._Abort(grpc.StatusCode.FAILED_PRECONDITION, "injected")
-        return real_get(request)
-
-    world.service._get_job = get_job  # type: ignore[method-assign]
+    world.service.fail_calls_for_job("GetJob", unreadable, grpc.StatusCode.FAILED_PRECONDITION)
     world.service.fail_next("CancelJob", grpc.StatusCode.FAILED_PRECONDITION)
     plan = world.tick(first.cache.encode())
     assert set(plan.errors) == {unreadable, cancel_fails}
@@ -438,3 +407,32 @@ def test_a_thousand_jobs_in_flight_cost_one_listing_and_constant_queries(world: 
     assert len(ended.finish_requests) == 1000
     assert world.storage.calls == Counter(registered=1, finish_runs=1, imported=1)
     print(f"\n1000 jobs: first tick {first_s:.2f} s, steady tick {steady_s:.2f} s")
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_job_stuck_on_quota_is_reported_once_and_cancelled_when_asked(
+    world: World, cancel: bool
+) -> None:
+    quota = (
+        "Quota checking process decides to delay scheduling for the job due to inadequate "
+        "quota [Quota: NVIDIA_L4_GPUS, limit: 0, usage: 0, wanted: 1]."
+    )
+    world.service.hold_in_queue(quota)
+    (stuck,) = world.submit()
+    (fresh,) = world.submit()
+    limits = {JT: PendingLimit(max_pending_s=6 * 3600, cancel=cancel)}
+    early = world.tick(None, pending_limits=limits)
+    assert not early.stuck  # not yet past the limit
+    later = time.time() + 7 * 3600  # both have waited 7 h
+    world.backend.set(fresh, JobState.RUNNING)  # ... but this one got its VM
+    plan = world.tick(early.cache.encode(), pending_limits=limits, now=later)
+    assert list(plan.stuck) == [stuck]
+    assert "NVIDIA_L4_GPUS" in plan.stuck[stuck] and "7.0 h" in plan.stuck[stuck]
+    (warning,) = [o for o in plan.observations if "stuck" in o.metadata]
+    assert warning.partition == stuck
+    assert any(level == logging.WARNING and "stuck" in m for level, m in plan.messages)
+    assert plan.cancelled == ([stuck] if cancel else [])
+    assert world.service.calls["CancelJob"] == (1 if cancel else 0)
+    again = world.tick(plan.cache.encode(), pending_limits=limits, now=later + 60)
+    assert not again.stuck and not again.cancelled  # once
+    assert world.service.calls["CancelJob"] == (1 if cancel else 0)

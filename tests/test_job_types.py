@@ -1,6 +1,5 @@
-"""The ingredients-spellcheck job type: extraction with its cached lexicon, the registry.
-
-Its output's import is tested in test_spellcheck_import.py."""
+"""The ingredients-spellcheck job type: extraction with its cached lexicon, the registry (the
+output's import: test_spellcheck_import.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.job_types import RegistryError, job_type_modules, load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch, extract
-from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+
+JOB_CONFIG = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
+LOCAL_ARGV = list(load_registry()["ingredients-spellcheck"].job_type.local_command)
 
 
 def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -21,12 +24,7 @@ def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest
     dump = tmp_path / "food.parquet"
     shutil.copyfile(SAMPLE_DATA_DIR / "food_sample_2026.parquet", dump)
     params = SpellcheckLaunch(limit=20)
-    from robotoff_batch.config.loader import load_job_configs
-
-    cpu = {
-        "job_config": load_job_configs()["ingredients-spellcheck"].config,
-        "local_argv": ["x", "--engine", "lexicon-cpu"],
-    }
+    cpu = {"job_config": JOB_CONFIG, "local_argv": LOCAL_ARGV}  # the local runner's CPU engine
     first = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "a", **cpu)
     second = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "b", **cpu)
     assert (first.metadata["lexicon_cache"], second.metadata["lexicon_cache"]) == ("built", "hit")
@@ -36,6 +34,22 @@ def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest
     os.utime(dump, ns=(1, 1))  # a new dump at the same path is a new lexicon
     third = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "c", **cpu)
     assert third.metadata["lexicon_cache"] == "built"
+
+
+def test_a_vllm_job_stages_no_lexicon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production config runs vLLM, which never reads the lexicon: none is built or staged."""
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    assert JOB_CONFIG.resources.environment["SPELLCHECK_ENGINE"] == "vllm"
+    out = extract(
+        dump_path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet"),
+        params=SpellcheckLaunch(limit=20),
+        work_dir=tmp_path / "gpu",
+        job_config=JOB_CONFIG,
+    )
+    # the product facts the import's insight rules read are staged whatever the engine
+    assert out.rows == 20 and sorted(out.files) == ["input.parquet", "products.parquet"]
+    assert out.metadata["spellcheck_engine"] == "vllm" and "lexicon_cache" not in out.metadata
+    assert not (tmp_path / "home" / "cache").exists()
 
 
 def test_registry_pairs_modules_and_configs(tmp_path: Path) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.cloud import batch_v1
 from typer.testing import CliRunner
 
+from robotoff_batch.batch.engine import JobState, JobStatus
+from robotoff_batch.batch.local_runner import LocalBatchEngine
 from robotoff_batch.batch.request import (
     JOB_ID_PATTERN,
     RequestError,
@@ -28,7 +33,11 @@ JOB_ID = "ingredients-spellcheck-20261124-101500-abc123"
 # A valid alternative value for every BatchResources field. A new field without an entry here
 # fails test_every_resources_field_has_a_mutation: add one, and prove it reaches the request.
 MUTATIONS: dict[str, dict[str, Any]] = {
-    "location": {"location": "us-central1"},
+    "location": {
+        "location": "us-central1",
+        "container_image_uri": "us-central1-docker.pkg.dev/robotoff/robotoff-batch/x:1",
+        "subnetwork": "projects/robotoff/regions/us-central1/subnetworks/default",
+    },
     "machine_type": {"machine_type": "g2-standard-12"},
     "accelerators_type": {
         "machine_type": "a2-highgpu-1g",
@@ -48,7 +57,15 @@ MUTATIONS: dict[str, dict[str, Any]] = {
     "provisioning_model": {"provisioning_model": "SPOT"},
     "cpu_milli": {"cpu_milli": 4000},
     "memory_mib": {"memory_mib": 16000},
-    "boot_disk_mib": {"boot_disk_mib": 50_000},
+    "boot_disk_gb": {"boot_disk_gb": 50},
+    "boot_image": {"boot_image": "projects/my-images/global/images/batch-debian-pinned-1"},
+    "fail_fast_exit_codes": {"fail_fast_exit_codes": [2, 3]},
+    "network": {
+        "network": "projects/robotoff/global/networks/batch",
+        "subnetwork": "projects/robotoff/regions/europe-west4/subnetworks/batch",
+    },
+    "subnetwork": {"subnetwork": "projects/robotoff/regions/europe-west4/subnetworks/batch"},
+    "no_external_ip_address": {"no_external_ip_address": True},
     "task_count": {"task_count": 4, "parallelism": 1, "max_run_duration": "6h"},
     "parallelism": {"task_count": 4, "parallelism": 2, "max_run_duration": "6h"},
     "max_retry_count": {"max_retry_count": 0},
@@ -68,6 +85,8 @@ NOT_IN_REQUEST = {
     "description": "for people reading the config",
     "max_cost_usd": "checked at validation, refuses the config before any request exists",
     "schedule": "creates a Dagster schedule",
+    "max_pending_duration": "read by the follower: a job QUEUED/SCHEDULED longer is reported",
+    "cancel_when_stuck": "read by the follower: cancels a job stuck past max_pending_duration",
 }
 
 
@@ -114,7 +133,10 @@ def test_spellcheck_request_carries_gpu_parallelism_retries_disk_and_labels() ->
     assert (group.task_count, group.parallelism) == (1, 1)
     assert group.task_spec.max_retry_count == 1
     assert group.task_spec.max_run_duration.total_seconds() == 86400
-    assert group.task_spec.compute_resource.boot_disk_mib == 100_000
+    # The VM's boot disk is set exactly; boot_disk_mib would be an *extra* disk per task.
+    assert group.task_spec.compute_resource.boot_disk_mib == 0
+    boot = instance.policy.boot_disk
+    assert (boot.image, boot.size_gb, boot.type_) == ("batch-debian", 100, "pd-balanced")
     assert group.task_spec.compute_resource.memory_mib == 32_000
     assert job.labels["job-type"] == "ingredients-spellcheck"
     assert job.labels["app"] == "robotoff-batch"
@@ -134,12 +156,56 @@ def test_secrets_travel_as_secret_manager_references_only() -> None:
         build(resources, environment={"BATCH_JOB_KEY": "plain"})
 
 
-def test_spot_gets_a_lifecycle_policy_retrying_preemptions() -> None:
-    spec = build(mutated({"provisioning_model": "SPOT"})).job.task_groups[0].task_spec
-    (policy,) = spec.lifecycle_policies
-    assert policy.action == batch_v1.LifecyclePolicy.Action.RETRY_TASK
-    assert list(policy.action_condition.exit_codes) == [50001]
-    assert not build(SPELLCHECK.resources).job.task_groups[0].task_spec.lifecycle_policies
+def test_retries_fail_fast_only_on_the_containers_permanent_errors() -> None:
+    """A RETRY_TASK policy would fail every unlisted code at once (max_retry_count unused):
+    the one policy is FAIL_TASK on the container's permanent errors, for SPOT and STANDARD."""
+    for model in ("SPOT", "STANDARD"):
+        spec = build(mutated({"provisioning_model": model})).job.task_groups[0].task_spec
+        (policy,) = spec.lifecycle_policies
+        assert policy.action == batch_v1.LifecyclePolicy.Action.FAIL_TASK
+        assert list(policy.action_condition.exit_codes) == [2]
+        assert spec.max_retry_count == 1
+    no_retry = build(mutated({"max_retry_count": 0})).job.task_groups[0].task_spec
+    assert not no_retry.lifecycle_policies
+    everything = build(mutated({"fail_fast_exit_codes": []})).job.task_groups[0].task_spec
+    assert not everything.lifecycle_policies
+
+
+def test_gpu_reaches_the_container() -> None:
+    """dsub/Nextflow: --gpus all and the driver's directories; a CPU job gets neither."""
+    container = build(SPELLCHECK.resources).job.task_groups[0].task_spec.runnables[0].container
+    assert container.options == "--gpus all"
+    assert list(container.volumes) == [
+        "/var/lib/nvidia/lib64:/usr/local/nvidia/lib64",
+        "/var/lib/nvidia/bin:/usr/local/nvidia/bin",
+    ]
+    cpu = mutated(MUTATIONS["install_gpu_drivers"])
+    cpu_container = build(cpu).job.task_groups[0].task_spec.runnables[0].container
+    assert (cpu_container.options, list(cpu_container.volumes)) == ("", [])
+
+
+def test_service_account_and_network_reach_the_allocation_policy() -> None:
+    policy = build(SPELLCHECK.resources).job.allocation_policy
+    assert policy.service_account.email == SPELLCHECK.resources.service_account_email
+    (interface,) = policy.network.network_interfaces
+    assert interface.network == "projects/robotoff/global/networks/default"
+    assert interface.subnetwork == "projects/robotoff/regions/europe-west4/subnetworks/default"
+    assert interface.no_external_ip_address is False
+
+
+def test_labels_reach_the_vms_disks_and_gpus() -> None:
+    job = build(SPELLCHECK.resources).job
+    assert dict(job.allocation_policy.labels) == dict(job.labels)
+    assert job.allocation_policy.labels["team"] == "robotoff"
+    assert job.allocation_policy.labels["dagster-run-id"] == "0f9c-run"
+
+
+@pytest.mark.parametrize("key", ["goog-billing", "google-x"])
+def test_reserved_label_keys_are_refused(key: str) -> None:
+    with pytest.raises(RequestError, match="Google's"):
+        build(SPELLCHECK.resources, labels={key: "x"})
+    with pytest.raises(RequestError, match="does not match"):
+        build(SPELLCHECK.resources, labels={"Bad Key": "x"})
 
 
 def test_the_builder_is_pure() -> None:
@@ -192,3 +258,45 @@ def test_cli_show_unknown_job_type() -> None:
     result = CliRunner().invoke(app, ["config", "show", "nope"])
     assert result.exit_code == 1
     assert "unknown job type 'nope'" in result.output
+
+
+@pytest.mark.parametrize("model", ["SPOT", "STANDARD"])
+def test_a_crash_is_retried_up_to_max_retry_count(tmp_path: Path, model: str) -> None:
+    """The built request, run by the local runner (Batch's lifecycle semantics): a container
+    that crashes once (exit 7) succeeds on its retry; exit 2 (bad input) is not retried."""
+    fixtures = Path(__file__).parent / "fixtures"
+    image = SPELLCHECK.resources.container_image_uri
+    out = tmp_path / "out"
+    out.mkdir()
+    engine = LocalBatchEngine(
+        state_dir=tmp_path / "local-batch",
+        commands_by_image={image: [sys.executable, str(fixtures / "task_flaky.py")]},
+        poll_interval_s=0.05,
+    )
+    try:
+        resources = mutated({"provisioning_model": model})
+        env = {"OUT_DIR": str(out), "FAIL_TIMES": "1"}
+        engine.submit(request=build(resources, job_id=f"flaky-{model.lower()}", environment=env))
+        status = _wait_terminal(engine, f"flaky-{model.lower()}")
+        assert status.state is JobState.SUCCEEDED, status.failure_summary
+        assert (out / "count-0").read_text() == "2"
+
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        engine.commands_by_image[image] = [sys.executable, "-c", "import sys; sys.exit(2)"]
+        engine.submit(request=build(resources, job_id=f"bad-{model.lower()}", environment={}))
+        failed = _wait_terminal(engine, f"bad-{model.lower()}")
+        assert failed.state is JobState.FAILED
+        assert [(t.exit_code, t.attempts) for t in failed.tasks] == [(2, 1)]
+    finally:
+        engine.close()
+
+
+def _wait_terminal(engine: LocalBatchEngine, job_id: str) -> JobStatus:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = engine.get_job(job_id=job_id)
+        if status.state.is_terminal:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} did not finish")

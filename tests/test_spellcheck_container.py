@@ -17,6 +17,9 @@ import pytest
 
 from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
 from robotoff_batch.paths import CONTAINERS_DIR, SAMPLE_DATA_DIR
+from tests.fakes.gcs_emulator import RunningEmulator
+
+pytest_plugins = ["tests.gcp_fixtures"]  # also registered by tests/conftest.py
 
 CONTAINER = CONTAINERS_DIR / "ingredients-spellcheck"
 ENTRYPOINT = CONTAINER / "entrypoint.py"
@@ -228,3 +231,31 @@ def test_vllm_prompt_is_robotoffs() -> None:
     assert build_prompt("sucre, farine de ble") == (
         "###Correct the list of ingredients:\nsucre, farine de ble\n\n###Correction:\n"
     )
+
+
+def test_output_upload_is_checksummed_and_a_corrupt_one_is_removed(
+    gcs_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container's gs:// output: a damaged resumable upload (DataCorruption) becomes an
+    OutputError (exit 3, retried by Batch) and the damaged object is deleted, so the retry
+    uploads it again instead of meeting it as 'already there'."""
+    import google.cloud.storage as storage
+    from spellcheck_job import io as job_io
+
+    from tests.fakes.settings import STAGING_BUCKET
+
+    monkeypatch.setattr(job_io, "_gcs_client", None)
+    big = pa.table({"blob": [os.urandom(1024 * 1024) for _ in range(9)]})  # > 8 MiB: resumable
+    uri = f"gs://{STAGING_BUCKET}/out/part-00000.parquet"
+    gcs_emulator.faults.corrupt_next_uploads(1)
+    with pytest.raises(job_io.OutputError, match="corrupted in transit"):
+        job_io.write_parquet_atomic(big, uri)
+    client = storage.Client()
+    assert client.bucket(STAGING_BUCKET).get_blob("out/part-00000.parquet") is None
+    job_io.write_parquet_atomic(big, uri)  # the retry
+    stored = client.bucket(STAGING_BUCKET).get_blob("out/part-00000.parquet")
+    assert stored is not None and stored.crc32c is not None
+    job_io.write_parquet_atomic(big, uri)  # a third attempt finds the same bytes: kept
+    small = pa.table({"blob": [b"other"]})
+    with pytest.raises(job_io.OutputError, match="other content"):
+        job_io.write_parquet_atomic(small, uri)

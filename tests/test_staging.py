@@ -202,3 +202,25 @@ def test_staging_from_uri(tmp_path: Path, gcs_client: storage.Client) -> None:
 def test_gcs_client_builds_from_anonymous_credentials(gcs_emulator: RunningEmulator) -> None:
     client = storage.Client(project="test", credentials=AnonymousCredentials())
     assert [b.name for b in client.list_buckets()] == [STAGING_BUCKET]
+
+
+def test_gcs_corrupted_resumable_upload_is_a_clear_error_and_leaves_nothing(
+    gcs_staging: GCSStaging,
+    gcs_client: storage.Client,
+    gcs_emulator: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    """Over 8 MiB the client uploads in resumable mode and checks the stored CRC32C itself:
+    a damaged transfer raises DataCorruption, which must not escape raw nor leave the object."""
+    content = os.urandom(9 * 1024 * 1024)
+    uri = gcs_staging.job_uri(job_type="t", job_id="big") + "/input.parquet"
+    gcs_emulator.faults.corrupt_next_uploads(1)
+    with pytest.raises(StagingError, match="corrupted in transit") as raised:
+        gcs_staging.upload_file(local_path=_file(tmp_path, "big", content), uri=uri)
+    assert raised.value.__cause__ is None
+    assert gcs_emulator.faults.injected["corrupt"] == 1
+    assert gcs_client.bucket(STAGING_BUCKET).get_blob("batch/t/big/input.parquet") is None
+    # launching again uploads it intact
+    gcs_staging.upload_file(local_path=_file(tmp_path, "big2", content), uri=uri)
+    blob = gcs_client.bucket(STAGING_BUCKET).get_blob("batch/t/big/input.parquet")
+    assert blob is not None and blob.crc32c == _crc(content)

@@ -19,13 +19,13 @@ import dagster as dg
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
-    OWNER_LABEL,
     WORKER_TAG,
     batch_job_asset_key,
+    batch_jobs_group,
     cancel_job_name,
     gone_status,
-    tasks_table,
-    timeline_table,
+    job_metadata,
+    short_description,
     worker_id,
 )
 from robotoff_batch.job_types import RegisteredJobType
@@ -53,27 +53,12 @@ def failure_reason(status: JobStatus) -> str:
         if codes:
             lines.append(f"exit code {codes[-1]}")
     events = [e for e in status.status_events if e.description][-3:]
-    lines += [f"{e.type}: {e.description}" for e in events]
+    lines += [f"{e.type}: {short_description(e.description)}" for e in events]
     return "\n".join(lines)
 
 
 def outcome_metadata(status: JobStatus) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "batch_job_id": status.job_id,
-        "state": dg.MetadataValue.text(status.state.value),
-        "timeline": timeline_table(status),
-    }
-    if status.tasks:
-        meta["tasks"] = tasks_table(status)
-    duration = status.run_duration_s
-    if duration is not None:
-        meta["run_duration_s"] = dg.MetadataValue.float(round(duration, 1))
-    owner = status.labels.get(OWNER_LABEL)
-    if owner:
-        meta["launch_run"] = dg.MetadataValue.dagster_run(owner)
-    if status.log_uri:
-        meta["logs"] = dg.MetadataValue.url(status.log_uri)
-    return meta
+    return {"batch_job_id": status.job_id, **job_metadata(status)}
 
 
 def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
@@ -90,7 +75,7 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
     @dg.asset(
         key=key,
         deps=[dg.AssetKey([jt.key_prefix, "batch_job_submission"])],
-        group_name=jt.key_prefix,
+        group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
         check_specs=[check],
         description="One launched batch job per partition. The sensor records its states "
@@ -128,22 +113,31 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
             return
         reason = failure_reason(status)
         tail = engine.log_tail(job_id=job_id, lines=LOG_TAIL_LINES)
+        exit_codes = {t.index: t.exit_code for t in status.tasks if t.exit_code is not None}
+        last_line = (tail or "").strip().splitlines()[-1:] or [""]
         check_meta: dict[str, Any] = {
             "state": status.state.value,
-            "reason": dg.MetadataValue.md(f"```\n{reason}\n```"),
-            "exit_codes": dg.MetadataValue.json(
-                {str(t.index): t.exit_code for t in status.tasks if t.exit_code is not None}
+            # text, not markdown or JSON: the UI shows text inline, the others behind a button
+            "reason": dg.MetadataValue.text(" | ".join(reason.splitlines())),
+            "exit_codes": dg.MetadataValue.text(
+                ", ".join(f"task {i}: {code}" for i, code in sorted(exit_codes.items())) or "none"
             ),
         }
         if tail:
+            check_meta["last_log_line"] = dg.MetadataValue.text(last_line[0][:300])
             check_meta["log_tail"] = dg.MetadataValue.md(f"```\n{tail}\n```")
         if status.log_uri:
             check_meta["logs"] = dg.MetadataValue.url(status.log_uri)
+        headline = reason.splitlines()[0]
+        if exit_codes:
+            headline += " (exit code " + ", ".join(str(c) for c in exit_codes.values()) + ")"
+        if last_line[0]:
+            headline += f": {last_line[0][:200]}"
         yield dg.AssetCheckResult(
             check_name=CHECK_NAME,
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=reason.splitlines()[0],
+            description=headline,
             metadata=check_meta,
         )
         context.log.error(

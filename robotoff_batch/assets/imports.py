@@ -19,6 +19,7 @@ from robotoff_batch.follow import (
     REFUSED_TAG,
     RUN_KIND_TAG,
     batch_job_asset_key,
+    batch_jobs_group,
     finish_job_name,
     predictions_asset_key,
 )
@@ -87,7 +88,7 @@ def build_imports(
     @dg.asset(
         key=key,
         deps=[batch_job_asset_key(jt.name)],
-        group_name=jt.key_prefix,
+        group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
         check_specs=[check_count, check_dupes],
         description=f"The batch job's output imported into Robotoff's `prediction` table as "

@@ -18,7 +18,12 @@ What it does, and what the systems that came before learnt the hard way:
 - :meth:`CloudBatchEngine.cancel` is ``CancelJob``: the job goes CANCELLATION_IN_PROGRESS then
   CANCELLED and stays listed with its status events. It falls back on ``DeleteJob`` (which
   erases the job and its history) only where ``CancelJob`` is refused (PERMISSION_DENIED) or
-  unknown (UNIMPLEMENTED).
+  unknown (UNIMPLEMENTED). It reads the job first and sends nothing for a job already
+  finished, cancelling or being deleted.
+- Every call fits in a Dagster sensor tick: per attempt :data:`DEFAULT_ATTEMPT_TIMEOUT_S`,
+  retries bounded by :data:`DEFAULT_RETRY_BUDGET_S`, together under the sensor's 60 s
+  evaluation timeout, so a slow API fails the call cleanly (BatchEngineError) instead of the
+  tick being killed.
 
 A job deleted behind our back simply disappears from ``list_jobs``; ``get_job`` then raises
 :class:`~robotoff_batch.batch.engine.JobNotFoundError`.
@@ -58,6 +63,12 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     api_exceptions.InternalServerError,  # INTERNAL / 500
 )
 LIST_PAGE_SIZE = 1000
+# Dagster kills a sensor evaluation after 60 s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS). One engine
+# call (an attempt, then retries until the budget is spent, then one last attempt) must end
+# well inside it: worst case DEFAULT_RETRY_BUDGET_S + DEFAULT_ATTEMPT_TIMEOUT_S.
+SENSOR_EVALUATION_TIMEOUT_S = 60.0
+DEFAULT_RETRY_BUDGET_S = 25.0
+DEFAULT_ATTEMPT_TIMEOUT_S = 15.0
 DEFAULT_TASK_GROUP = "group0"
 
 # request_id of CancelJob / DeleteJob: a uuid5 of the job name, so that a retried call (ours,
@@ -72,9 +83,9 @@ def make_retry(
     initial: float = 1.0,
     maximum: float = 30.0,
     multiplier: float = 2.0,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_RETRY_BUDGET_S,
 ) -> Retry:
-    """Exponential backoff on the API's transient errors only."""
+    """Exponential backoff on the API's transient errors only, ``timeout`` seconds in all."""
     return Retry(
         predicate=if_exception_type(*TRANSIENT_ERRORS),
         initial=initial,
@@ -152,7 +163,7 @@ class CloudBatchEngine:
         location: str,
         client: batch_v1.BatchServiceClient,
         retry: Retry | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
     ) -> None:
         """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total."""
         self.project = project
@@ -182,6 +193,11 @@ class CloudBatchEngine:
             credentials=credentials, transport=transport, client_options=options
         )
         return cls(project=project, location=location, client=client, **kwargs)
+
+    @property
+    def call_budget_s(self) -> float:
+        """The longest one engine call can take: the retry budget plus one last attempt."""
+        return float(self.retry.timeout or 0.0) + self.timeout
 
     @property
     def parent(self) -> str:
@@ -265,6 +281,15 @@ class CloudBatchEngine:
         (UNIMPLEMENTED), the job is deleted instead, which also stops it.
         """
         name = self.job_name(job_id)
+        try:
+            current = self._get(name, with_tasks=False)
+        except JobNotFoundError:
+            logger.info("Job %s is already gone", job_id)
+            return
+        if current.state.is_terminal or current.state.is_stopping:
+            # Never re-sent: Batch is already stopping it (or it has stopped).
+            logger.info("Job %s is %s: no cancel request sent", job_id, current.state.value)
+            return
         request = batch_v1.CancelJobRequest(name=name, request_id=request_id("cancel", name))
         try:
             self.client.cancel_job(request=request, retry=self.retry, timeout=self.timeout)

@@ -42,6 +42,9 @@ class JobState(enum.StrEnum):
         return self in STOPPING_STATES
 
 
+# No VM yet: a job waits here on GPU quota or capacity, sometimes for hours, and only its
+# status events say why.
+PENDING_STATES = frozenset({JobState.QUEUED, JobState.SCHEDULED})
 TERMINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.DELETED}
 )
@@ -114,6 +117,28 @@ class JobStatus:
         ]
         return "\n".join(lines) if lines else "no status events were reported"
 
+    def pending_for_s(self, now: datetime) -> float | None:
+        """Seconds the job has waited QUEUED/SCHEDULED (since ``create_time``); None in any
+        other state or when the creation time is unknown."""
+        if self.state not in PENDING_STATES or self.create_time is None:
+            return None
+        return max(0.0, (now - self.create_time).total_seconds())
+
+    def stuck_reason(self, *, now: datetime, max_pending_s: float) -> str | None:
+        """Why the job is stuck, when it has waited QUEUED/SCHEDULED longer than
+        ``max_pending_s``: the wait, and the status events that carry the cause (quota,
+        capacity); None when it is not stuck. What the follower shows as a warning (and, with
+        ``cancel_when_stuck``, the reason it cancels the job)."""
+        waited = self.pending_for_s(now)
+        if waited is None or waited <= max_pending_s:
+            return None
+        events = [f"{e.type}: {e.description}" for e in self.status_events if e.description]
+        cause = "; last events: " + " | ".join(events[-3:]) if events else "; no status event"
+        return (
+            f"job {self.job_id} has been {self.state.value} for {waited / 3600:.1f} h "
+            f"(limit {max_pending_s / 3600:.1f} h, max_pending_duration){cause}"
+        )
+
     @property
     def run_duration_s(self) -> float | None:
         """Seconds from the first RUNNING status event (else ``create_time``) to the event that
@@ -167,7 +192,8 @@ class BatchEngine(Protocol):
     def cancel(self, *, job_id: str) -> None:
         """Cancel the job: it goes CANCELLATION_IN_PROGRESS, then CANCELLED, and stays listed
         with its history. It may return before the job is CANCELLED (Cloud Batch does).
-        Idempotent: a finished, already cancelling or unknown job is not an error."""
+        Idempotent: a finished, already cancelling or deleting, or unknown job is not an error,
+        and no second request is sent for it."""
         ...
 
     def logs_uri(self, *, job_id: str) -> str:

@@ -6,7 +6,17 @@ object, so what the dry run shows (``robotoff-batch config show --request``) is 
 
 Robotoff built an accelerator and never attached it to the allocation policy, and never set
 ``parallelism``; here both are set, and a test walks every config field to prove it reaches
-the request.
+the request. What the first real run needs, beyond the config's own fields:
+
+- the VMs run as the config's service account, on its network;
+- a GPU reaches the container: Batch installs the driver on the VM (``install_gpu_drivers``),
+  the container gets ``--gpus all`` and the driver's directories (as dsub and Nextflow do), and
+  the VM boots a pinned image (``batch-debian`` by default) whose boot disk size is set exactly
+  (``policy.boot_disk``; ``compute_resource.boot_disk_mib`` is Batch's *extra* per-task disk);
+- labels reach the VMs, disks and GPUs (``AllocationPolicy.labels``), so billing sees them;
+- retries: every failure is retried up to ``max_retry_count`` except the container's
+  permanent errors (a FAIL_TASK lifecycle policy on ``fail_fast_exit_codes``). A RETRY_TASK
+  policy would do the opposite: Batch then fails at once every exit code it does not list.
 """
 
 from __future__ import annotations
@@ -21,15 +31,25 @@ from google.cloud import batch_v1
 from google.protobuf import duration_pb2
 
 from robotoff_batch.config.models import (
+    LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN,
-    SPOT_PREEMPTION_EXIT_CODE,
+    RESERVED_LABEL_PREFIXES,
     BatchResources,
-    ProvisioningModel,
 )
 
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 APP_LABEL = ("app", "robotoff-batch")
 JOB_TYPE_LABEL = "job-type"
+# What a container needs to see the VM's GPUs: Docker's GPU request (the NVIDIA container
+# toolkit that batch-debian installs with the driver) and the driver's directories where
+# batch-cos puts them (/var/lib/nvidia), mounted where CUDA images look (/usr/local/nvidia is
+# on the nvidia/cuda images' PATH and LD_LIBRARY_PATH). dsub and Nextflow pass the same.
+GPU_CONTAINER_OPTIONS = "--gpus all"
+GPU_CONTAINER_VOLUMES = (
+    "/var/lib/nvidia/lib64:/usr/local/nvidia/lib64",
+    "/var/lib/nvidia/bin:/usr/local/nvidia/bin",
+)
+BOOT_DISK_TYPE = "pd-balanced"
 
 
 class RequestError(ValueError):
@@ -64,7 +84,15 @@ def label_value(value: str) -> str:
 def job_labels(
     *, job_type: str, config_labels: Mapping[str, str], extra: Mapping[str, str]
 ) -> dict[str, str]:
-    """The labels every job carries: app and job type first, they cannot be overridden."""
+    """The labels every job carries: app and job type first, they cannot be overridden.
+
+    Keys Google reserves (``goog-``, ``google-``) and invalid keys are refused.
+    """
+    for key in [*config_labels, *extra]:
+        if key.startswith(RESERVED_LABEL_PREFIXES):
+            raise RequestError(f"label key {key!r}: keys starting with 'goog' are Google's")
+        if not re.match(LABEL_KEY_PATTERN, key):
+            raise RequestError(f"label key {key!r} does not match {LABEL_KEY_PATTERN}")
     labels = {**config_labels, **{k: label_value(v) for k, v in extra.items()}}
     labels[APP_LABEL[0]] = APP_LABEL[1]
     labels[JOB_TYPE_LABEL] = label_value(job_type)
@@ -98,13 +126,16 @@ def build_create_job_request(
     )
     if resources.entrypoint is not None:
         container.entrypoint = resources.entrypoint
+    if resources.accelerators_type:
+        container.options = GPU_CONTAINER_OPTIONS
+        container.volumes = list(GPU_CONTAINER_VOLUMES)
 
     task_spec = batch_v1.TaskSpec(
         runnables=[batch_v1.Runnable(container=container)],
+        # No boot_disk_mib: that is an *extra* disk per task; the boot disk is set exactly
+        # on the instance policy below.
         compute_resource=batch_v1.ComputeResource(
-            cpu_milli=resources.cpu_milli,
-            memory_mib=resources.memory_mib,
-            boot_disk_mib=resources.boot_disk_mib or 0,
+            cpu_milli=resources.cpu_milli, memory_mib=resources.memory_mib
         ),
         max_retry_count=resources.max_retry_count,
         max_run_duration=duration_pb2.Duration(seconds=resources.max_run_duration_s),
@@ -113,13 +144,15 @@ def build_create_job_request(
             secret_variables=dict(resources.secret_environment),
         ),
     )
-    if resources.provisioning_model is ProvisioningModel.SPOT:
-        # A preempted Spot VM is not the container's fault: retry the task, count nothing else.
+    if resources.max_retry_count and resources.fail_fast_exit_codes:
+        # FAIL_TASK on the container's permanent errors; every other failure (a crash, an
+        # OOM, Batch's 50001-50006 for a lost or preempted VM) follows Batch's default policy,
+        # a retry up to max_retry_count. Batch takes one lifecycle policy.
         task_spec.lifecycle_policies = [
             batch_v1.LifecyclePolicy(
-                action=batch_v1.LifecyclePolicy.Action.RETRY_TASK,
+                action=batch_v1.LifecyclePolicy.Action.FAIL_TASK,
                 action_condition=batch_v1.LifecyclePolicy.ActionCondition(
-                    exit_codes=[SPOT_PREEMPTION_EXIT_CODE]
+                    exit_codes=list(resources.fail_fast_exit_codes)
                 ),
             )
         ]
@@ -142,6 +175,10 @@ def build_create_job_request(
                 type_=resources.accelerators_type, count=resources.accelerators_count
             )
         ]
+    policy.boot_disk = batch_v1.AllocationPolicy.Disk(
+        image=resources.boot_image, type_=BOOT_DISK_TYPE, size_gb=resources.boot_disk_gb or 0
+    )
+    all_labels = job_labels(job_type=job_type, config_labels=resources.labels, extra=labels)
     allocation = batch_v1.AllocationPolicy(
         location=batch_v1.AllocationPolicy.LocationPolicy(
             allowed_locations=[f"regions/{resources.location}"]
@@ -151,14 +188,23 @@ def build_create_job_request(
                 policy=policy, install_gpu_drivers=resources.install_gpu_drivers
             )
         ],
+        # Job.labels label the job only; these label its VMs, disks and GPUs (billing).
+        labels=all_labels,
     )
     if resources.service_account_email:
         allocation.service_account = batch_v1.ServiceAccount(email=resources.service_account_email)
+    if resources.network:
+        interface = batch_v1.AllocationPolicy.NetworkInterface(
+            network=resources.network or "",
+            subnetwork=resources.subnetwork or "",
+            no_external_ip_address=resources.no_external_ip_address,
+        )
+        allocation.network = batch_v1.AllocationPolicy.NetworkPolicy(network_interfaces=[interface])
 
     job = batch_v1.Job(
         task_groups=[task_group],
         allocation_policy=allocation,
-        labels=job_labels(job_type=job_type, config_labels=resources.labels, extra=labels),
+        labels=all_labels,
         logs_policy=batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING),
     )
     return batch_v1.CreateJobRequest(

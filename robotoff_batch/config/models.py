@@ -34,8 +34,30 @@ MIN_RUN_DURATION_S = 60
 MAX_RUN_DURATION_S = 7 * 24 * 3600
 # Plain environment variables are visible in the Cloud console and in job descriptions.
 SECRET_LOOKING_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIALS)", re.IGNORECASE)
-# Batch's own exit code for a preempted Spot VM: retried by the lifecycle policy.
+# Batch's own exit code for a preempted Spot VM.
 SPOT_PREEMPTION_EXIT_CODE = 50001
+# Batch's own exit codes for a VM lost under the task (preempted, stopped reporting, rebooted,
+# recreated): never the container's fault, always worth a retry (dsub, Nextflow and Cromwell
+# retry these). They cannot be listed in ``fail_fast_exit_codes``.
+VM_LOST_EXIT_CODES = (50001, 50002, 50003, 50006)
+# The container's own exit code for a configuration or input error (see the containers'
+# entrypoints): the same input fails the same way, a retry only costs money.
+CONTAINER_INPUT_ERROR_EXIT_CODE = 2
+# Label keys Google reserves (``goog-`` and ``google-`` are set by Google's own services).
+RESERVED_LABEL_PREFIXES = ("goog",)
+BATCH_BOOT_IMAGES = ("batch-debian", "batch-cos", "batch-hpc-rocky")
+BOOT_IMAGE_PATTERN = (
+    r"^(batch-debian|batch-cos|batch-hpc-rocky|"
+    r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/global/images/(family/)?[a-z][a-z0-9-]{0,62})$"
+)
+NETWORK_PATTERN = r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/)?global/networks/[a-z][a-z0-9-]{0,62}$"
+SUBNETWORK_PATTERN = (
+    r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/)?regions/(?P<region>[a-z]+-[a-z]+[0-9]{1,2})"
+    r"/subnetworks/[a-z][a-z0-9-]{0,62}$"
+)
+# Artifact Registry hosts: <region>-docker.pkg.dev or a multi-region (europe-, us-, asia-).
+_ARTIFACT_REGISTRY_HOST = re.compile(r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev$")
+_MULTI_REGIONS = {"europe": "europe-", "us": "us-", "asia": "asia-"}
 
 
 class ProvisioningModel(enum.StrEnum):
@@ -102,11 +124,22 @@ class BatchResources(BaseModel):
         ge=250, le=416_000, description="CPU per task in thousandths of a vCPU (1000 = 1 vCPU)."
     )
     memory_mib: StrictCount = Field(ge=256, le=2_000_000, description="Memory per task, MiB.")
-    boot_disk_mib: StrictCount | None = Field(
+    boot_disk_gb: StrictCount | None = Field(
         default=None,
-        ge=10_000,
-        le=1_000_000,
-        description="Boot disk per VM in MiB; large images (vLLM is ~24 GB) need ~100000.",
+        ge=30,
+        le=1000,
+        description="Size of each VM's boot disk in GB, set exactly on the instance policy "
+        "(policy.boot_disk), where the container image is pulled: the vLLM image is ~24 GB, "
+        "give it ~100. Null lets Batch size it (image + task needs).",
+    )
+    boot_image: str = Field(
+        default="batch-debian",
+        description="VM image the boot disk is created from, pinned rather than left to Batch's "
+        "default: batch-debian (Batch's Debian with Docker and, with install_gpu_drivers, the "
+        "NVIDIA driver and container toolkit), batch-cos, batch-hpc-rocky, or an exact image "
+        "projects/P/global/images/NAME (or .../images/family/F).",
+        pattern=BOOT_IMAGE_PATTERN,
+        max_length=200,
     )
     task_count: StrictCount = Field(
         ge=1, le=10_000, description="Number of tasks; each gets BATCH_TASK_INDEX."
@@ -115,14 +148,29 @@ class BatchResources(BaseModel):
         ge=1, le=10_000, description="Tasks running at the same time (at most task_count)."
     )
     max_retry_count: StrictCount = Field(
-        ge=0, le=10, description="Retries of a failed task (Cloud Batch allows 0 to 10)."
+        ge=0,
+        le=10,
+        description="Retries of a failed task (Cloud Batch allows 0 to 10): any failure, "
+        "Batch's own VM-lost codes 50001/50002/50003/50006 included, is retried up to this "
+        "many times, except the exit codes in fail_fast_exit_codes.",
+    )
+    fail_fast_exit_codes: list[StrictCount] = Field(
+        default_factory=lambda: [CONTAINER_INPUT_ERROR_EXIT_CODE],
+        max_length=20,
+        description="Exit codes a task is never retried on (a FAIL_TASK lifecycle policy): "
+        "the container's permanent errors (2: bad configuration or input). Every other "
+        "failure is retried up to max_retry_count. Cannot list 0 nor the VM-lost codes "
+        "50001/50002/50003/50006. Empty: every failure is retried.",
     )
     max_run_duration: str = Field(
         description="Longest a task may run, e.g. '24h', '90m', '86400s' (1 minute to 7 days).",
         max_length=20,
     )
     container_image_uri: str = Field(
-        description="The job type's container image (Artifact Registry URI, tag or digest).",
+        description="The job type's container image, built by `make image` from "
+        "containers/<job-type>/: this project's Artifact Registry in the jobs' region "
+        "(<location>-docker.pkg.dev/<project>/robotoff-batch/<job-type>:<tag>), tag or digest. "
+        "An Artifact Registry image in another region is refused.",
         pattern=IMAGE_URI_PATTERN,
         max_length=512,
     )
@@ -156,12 +204,36 @@ class BatchResources(BaseModel):
     ] = Field(
         default_factory=dict,
         max_length=48,
-        description="Extra labels on the Cloud Batch job (billing, filtering).",
+        description="Extra labels on the Cloud Batch job and on its VMs, disks and GPUs "
+        "(billing, filtering); keys starting with 'goog' are Google's and refused.",
     )
     service_account_email: str | None = Field(
         default=None,
-        description="Service account the VMs run as; null uses the project's default.",
+        description="Service account the VMs run as (production: the dedicated jobs' account "
+        "of docs/production.md, on which the launcher has Service Account User). Null uses "
+        "the Compute Engine default account, which the documented IAM does not cover.",
         pattern=r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$",
+    )
+    network: str | None = Field(
+        default=None,
+        description="VPC network of the VMs (projects/P/global/networks/N or "
+        "global/networks/N); null: the project's 'default' network, which must then exist. "
+        "The VMs need egress to pull the image and download the model.",
+        pattern=NETWORK_PATTERN,
+        max_length=200,
+    )
+    subnetwork: str | None = Field(
+        default=None,
+        description="Subnetwork of the VMs (projects/P/regions/R/subnetworks/S), in the "
+        "jobs' location; null: the network's subnetwork in the location.",
+        pattern=SUBNETWORK_PATTERN,
+        max_length=200,
+    )
+    no_external_ip_address: bool = Field(
+        default=False,
+        strict=True,
+        description="VMs without an external IP: then the subnetwork needs Cloud NAT (image "
+        "pull from outside Google, model download) and Private Google Access.",
     )
 
     @field_validator("max_run_duration")
@@ -186,9 +258,60 @@ class BatchResources(BaseModel):
                 )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and "boot_disk_mib" in data:
+            raise _field_error(
+                "boot_disk_mib",
+                "boot_disk_mib is gone: it was Batch's *extra* per-task disk, not the VM's boot "
+                "disk. Write boot_disk_gb (the VM's boot disk, in GB; 100 for the vLLM image)",
+            )
+        return data
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved_label(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(RESERVED_LABEL_PREFIXES):
+                raise ValueError(
+                    f"label key {key!r} starts with 'goog': Google reserves goog-/google- keys"
+                )
+        return value
+
+    @field_validator("fail_fast_exit_codes")
+    @classmethod
+    def _check_fail_fast(cls, value: list[int]) -> list[int]:
+        for code in value:
+            if code in VM_LOST_EXIT_CODES:
+                raise ValueError(
+                    f"{code} is Cloud Batch's own code for a VM lost under the task (preempted, "
+                    "unreachable, rebooted, recreated): it is always retried"
+                )
+            if not 1 <= code <= 65535:
+                raise ValueError(f"{code} is not a failure exit code (1 to 65535)")
+        return sorted(set(value))
+
     @property
     def max_run_duration_s(self) -> int:
         return parse_duration_s(self.max_run_duration)
+
+    def _check_image_region(self) -> None:
+        host = self.container_image_uri.split("/", 1)[0]
+        match = _ARTIFACT_REGISTRY_HOST.match(host)
+        if match is None:
+            return  # another registry (Docker Hub, ghcr.io): no region to check
+        where = match["where"]
+        prefix = _MULTI_REGIONS.get(where)
+        if where == self.location or (prefix and self.location.startswith(prefix)):
+            return
+        raise _field_error(
+            "container_image_uri",
+            f"the image is in Artifact Registry {where!r} but the jobs run in {self.location}: "
+            "every VM would pull it across regions (slow, billed egress). Push it to "
+            f"{self.location}-docker.pkg.dev/<project>/robotoff-batch/<job-type> "
+            "(make push-image) and point container_image_uri there",
+        )
 
     @model_validator(mode="after")
     def _check_rules(self) -> BatchResources:
@@ -223,6 +346,23 @@ class BatchResources(BaseModel):
                 f"({machine.memory_mib} MiB)",
             )
         self._check_accelerators(machine.gpus, machine.accelerator)
+        self._check_image_region()
+        if self.subnetwork is not None:
+            region = re.match(SUBNETWORK_PATTERN, self.subnetwork)
+            if region is not None and region["region"] != self.location:
+                raise _field_error(
+                    "subnetwork",
+                    f"subnetwork {self.subnetwork} is in {region['region']}, the jobs run in "
+                    f"{self.location}",
+                )
+            if self.network is None:
+                raise _field_error("network", "a subnetwork is set: set its network too")
+        if self.no_external_ip_address and self.subnetwork is None:
+            raise _field_error(
+                "no_external_ip_address",
+                "VMs without an external IP need an explicit network and subnetwork (with "
+                "Cloud NAT and Private Google Access)",
+            )
         return self
 
     def _check_accelerators(self, machine_gpus: int, machine_accelerator: str | None) -> None:
@@ -359,6 +499,18 @@ class JobConfig(BaseModel):
         "Schedules are created stopped; turn them on in the UI.",
         max_length=100,
     )
+    max_pending_duration: str = Field(
+        default="6h",
+        description="How long a job may stay QUEUED or SCHEDULED (no VM yet: GPU quota or "
+        "capacity) before it is reported as stuck, with its status events; e.g. '6h', '90m'.",
+        max_length=20,
+    )
+    cancel_when_stuck: bool = Field(
+        default=False,
+        strict=True,
+        description="Cancel a job stuck QUEUED/SCHEDULED past max_pending_duration (else only "
+        "warn).",
+    )
     resources: BatchResources = Field(description="The Cloud Batch resources of each job.")
 
     @field_validator("max_cost_usd", mode="before")
@@ -367,6 +519,18 @@ class JobConfig(BaseModel):
         if isinstance(value, str | bool):
             raise ValueError(f"max_cost_usd must be a number, not {value!r}")
         return value
+
+    @field_validator("max_pending_duration")
+    @classmethod
+    def _check_pending(cls, value: str) -> str:
+        seconds = parse_duration_s(value)
+        if not MIN_RUN_DURATION_S <= seconds <= MAX_RUN_DURATION_S:
+            raise ValueError(f"{value!r} is {seconds} s; it must be between 1 minute and 7 days")
+        return value
+
+    @property
+    def max_pending_duration_s(self) -> int:
+        return parse_duration_s(self.max_pending_duration)
 
     @field_validator("schedule")
     @classmethod

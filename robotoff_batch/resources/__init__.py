@@ -81,6 +81,28 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
     raise ValueError(f"ROBOTOFF_BATCH_ENV must be one of {ENVIRONMENTS}, not {env!r}")
 
 
+def initialized(resource: Any) -> Any:
+    """The resource with its ``dg.EnvVar`` fields read from the environment, ready to use
+    outside a run (the CLI).
+
+    What ``process_config_and_initialize`` does for these plain resources (none has a setup
+    hook), without the ephemeral Dagster instance it builds (~1 s per call). An unset variable
+    is a clear error naming it.
+    """
+    update = {}
+    for name in type(resource).model_fields:
+        value = getattr(resource, name)
+        if isinstance(value, dg.EnvVar):
+            resolved = value.get_value()
+            if resolved is None:
+                raise ValueError(
+                    f"environment variable {value.env_var_name} is not set "
+                    f"({type(resource).__name__}.{name}; see docs/production.md)"
+                )
+            update[name] = resolved
+    return resource.model_copy(update=update) if update else resource
+
+
 __all__ = [
     "BatchEngineResource",
     "LaunchSettingsResource",
@@ -88,4 +110,5 @@ __all__ = [
     "ProductDumpResource",
     "StagingResource",
     "build_resources",
+    "initialized",
 ]

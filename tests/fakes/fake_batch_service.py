@@ -8,29 +8,51 @@ would with Google.
 Jobs really run: each created job is handed to a backend engine (the project's
 ``LocalBatchEngine``, which runs the container's command as local processes), and every
 ``GetJob``/``ListJobs``/``ListTasks`` maps the backend's ``JobStatus`` back to ``batch_v1``
-messages (state, status events, task groups, per-task exit codes). ``CancelJob`` cancels the
-job on the backend: it stays listed and reports CANCELLATION_IN_PROGRESS then CANCELLED as the
-backend does (a job with no backend reports them on its next two observations). ``DeleteJob``
-stops it on the backend and forgets it (NOT_FOUND from then on).
+messages (state, status events, task groups, per-task exit codes).
+
+Where it matters it behaves like the real service (the ``google-cloud-batch`` protos and
+Google's documentation):
+
+- ``CancelJob`` cancels the job on the backend: it stays listed and reports
+  CANCELLATION_IN_PROGRESS then CANCELLED as the backend does (a job with no backend reports
+  CANCELLATION_IN_PROGRESS for ``stopping_observations`` observations, then CANCELLED).
+  Cancelling a job that is already stopping or finished is FAILED_PRECONDITION.
+- ``DeleteJob`` stops it on the backend; the job reports DELETION_IN_PROGRESS for
+  ``stopping_observations`` observations, then is gone (NOT_FOUND).
+- Job-level status events never carry ``task_execution`` (only task events do): exit codes
+  are only in ``ListTasks``.
+- :meth:`FakeBatchService.hold_in_queue` keeps the next job QUEUED for ever with a quota event,
+  as a real job waiting on GPU quota does; :meth:`FakeBatchService.age_job` moves a job's
+  creation time back.
+- ``ListJobs`` page tokens carry the page size and the filter: a next page asked with another
+  page size or filter is INVALID_ARGUMENT, as on Batch.
+- ``CreateJob`` refuses what the API documents as invalid: the job id, label keys and values
+  (job and allocation policy), Google's reserved ``goog`` label keys, a runnable without an
+  image or script, a task count below 1, parallelism above the task count. (Unlike Batch, a
+  job with no task group at all is accepted: scripted tests create bare jobs.)
 
 For tests it counts calls per method (:attr:`FakeBatchService.calls`) and injects faults:
 ``fail_next`` (N times a status code before handling), ``lose_next_response`` (the call is
-handled, then the client gets ``DEADLINE_EXCEEDED``), ``fail_next_job_allocation`` (the next
-job goes QUEUED -> FAILED with no task and a status event saying why), and
-``delete_behind_back``.
+handled, then the client gets ``DEADLINE_EXCEEDED``), ``delay_next`` (the call answers only
+after a delay: a slow API), ``fail_next_job_allocation`` (the next job goes QUEUED -> FAILED
+with no task and a status event saying why), and ``delete_behind_back``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -44,11 +66,51 @@ from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobStatus
 SERVICE_NAME = "google.cloud.batch.v1.BatchService"
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 PARENT_PATTERN = re.compile(r"^projects/[^/]+/locations/[^/]+$")
+LABEL_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_PATTERN = re.compile(r"^[a-z0-9_-]{0,63}$")
+MAX_LABELS = 64
+QUOTA_EVENT_TYPE = "QUOTA_CHECKING"
 _CLAUSE = re.compile(
     r'^\s*labels\.(?:"(?P<qkey>(?:[^"\\]|\\.)*)"|(?P<key>[A-Za-z_][A-Za-z0-9_]*))'
     r'\s*=\s*(?:"(?P<qvalue>(?:[^"\\]|\\.)*)"|(?P<value>[A-Za-z0-9_-]+))\s*$'
 )
 _TASK_STATES = set(batch_v1.TaskStatus.State.__members__)
+_STOPPING_OR_DONE = {
+    "CANCELLATION_IN_PROGRESS",
+    "DELETION_IN_PROGRESS",
+    "CANCELLED",
+    "SUCCEEDED",
+    "FAILED",
+}
+
+
+def validate_job(job: batch_v1.Job) -> str | None:
+    """What CreateJob refuses in a job (INVALID_ARGUMENT), or None."""
+    for where, labels in (("job", job.labels), ("allocation policy", job.allocation_policy.labels)):
+        if len(labels) > MAX_LABELS:
+            return f"{where} has {len(labels)} labels, at most {MAX_LABELS}"
+        for key, value in labels.items():
+            if key.startswith("goog"):
+                return f"{where} label key {key!r}: the 'goog' prefix is reserved"
+            if not LABEL_KEY_PATTERN.match(key):
+                return f"{where} label key {key!r} is invalid"
+            if not LABEL_VALUE_PATTERN.match(value):
+                return f"{where} label value {value!r} of {key!r} is invalid"
+    # A job without a task group is accepted here (the real API refuses it): the follower's
+    # scripted tests create bare jobs whose states a scripted backend plays.
+    for group in job.task_groups:
+        if group.task_count < 1 if "task_count" in group else False:
+            return f"task_count {group.task_count} is below 1"
+        if group.parallelism and group.parallelism > max(group.task_count, 1):
+            return f"parallelism {group.parallelism} is above task_count {group.task_count}"
+        if not group.task_spec.runnables:
+            return "a task spec needs at least one runnable"
+        for runnable in group.task_spec.runnables:
+            if "container" in runnable and not runnable.container.image_uri:
+                return "a container runnable needs an image_uri"
+            if not any(kind in runnable for kind in ("container", "script", "barrier")):
+                return "a runnable needs a container, a script or a barrier"
+    return None
 
 
 def _unescape(text: str) -> str:
@@ -72,9 +134,10 @@ def parse_label_filter(text: str) -> dict[str, str]:
 
 @dataclass
 class Fault:
-    code: grpc.StatusCode
+    code: grpc.StatusCode | None
     after: bool = False  # True: handle the call, then fail (a lost response)
     details: str = "injected fault"
+    delay_s: float = 0.0  # sleep before answering (a slow API); code None: then answer
 
 
 class _Abort(Exception):
@@ -93,7 +156,13 @@ class _Record:
     observations: int = 0
     # Jobs without a backend: the observation count when CancelJob was received.
     cancelled_at: int | None = None
+    # The observation count when DeleteJob was received (it disappears a few later).
+    deleted_at: int | None = None
+    # Set by hold_in_queue: the job stays QUEUED with this quota event.
+    held_by_quota: str | None = None
     events: list[batch_v1.StatusEvent] = field(default_factory=list)
+    # The status events of the last observation before a deletion started.
+    last_events: list[batch_v1.StatusEvent] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -117,14 +186,19 @@ class FakeBatchService:
         backend: BatchEngine | None = None,
         max_page_size: int = 1000,
         default_page_size: int = 100,
+        stopping_observations: int = 2,
     ) -> None:
         self.backend = backend
         self.max_page_size = max_page_size
         self.default_page_size = default_page_size
+        self.stopping_observations = stopping_observations
         self.calls: Counter[str] = Counter()
         self.requests: defaultdict[str, list[Any]] = defaultdict(list)
         self._faults: defaultdict[str, deque[Fault]] = defaultdict(deque)
+        # (method, job id) -> status code: every such call fails (a job whose calls break).
+        self._job_faults: dict[tuple[str, str], grpc.StatusCode] = {}
         self._next_allocation_failure: deque[str] = deque()
+        self._next_quota_hold: deque[str] = deque()
         self._records: dict[str, _Record] = {}
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
@@ -161,11 +235,33 @@ class FakeBatchService:
         for _ in range(times):
             self._faults[method].append(Fault(code, details=details or f"injected {code.name}"))
 
+    def fail_calls_for_job(self, method: str, job_id: str, code: grpc.StatusCode) -> None:
+        """Every call of ``method`` about this job fails with ``code`` (until the fake stops)."""
+        self._job_faults[(method, job_id)] = code
+
     def lose_next_response(
         self, method: str = "CreateJob", code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
     ) -> None:
         """The next call of ``method`` is handled, then the client sees ``code``."""
         self._faults[method].append(Fault(code, after=True, details="response lost"))
+
+    def delay_next(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` answer only after ``seconds`` (slow API)."""
+        for _ in range(times):
+            self._faults[method].append(Fault(None, delay_s=seconds, details="slow"))
+
+    def hold_in_queue(self, description: str) -> None:
+        """The next created job stays QUEUED, never scheduled, with a quota event saying why
+        (as a job waiting for GPU quota does on Batch, for hours)."""
+        self._next_quota_hold.append(description)
+
+    def age_job(self, job_id: str, seconds: float) -> None:
+        """Move a job's creation time ``seconds`` back (it has waited that much longer)."""
+        with self._lock:
+            record = self._records[self._find(job_id)]
+            record.job.create_time = record.job.create_time - timedelta(seconds=seconds)
+            for event in record.events:
+                event.event_time = event.event_time - timedelta(seconds=seconds)
 
     def fail_next_job_allocation(self, description: str) -> None:
         """The next created job never gets a task: QUEUED, then FAILED with ``description``."""
@@ -244,13 +340,19 @@ class FakeBatchService:
             self.calls[method] += 1
             self.requests[method].append(request)
             fault = self._faults[method].popleft() if self._faults[method] else None
-        if fault is not None and not fault.after:
+            name = str(getattr(request, "name", ""))
+            job_code = self._job_faults.get((method, name.rsplit("/", 1)[-1]))
+        if job_code is not None:
+            context.abort(job_code, f"injected {job_code.name} for this job")
+        if fault is not None and fault.delay_s:
+            time.sleep(fault.delay_s)
+        if fault is not None and fault.code is not None and not fault.after:
             context.abort(fault.code, fault.details)
         try:
             response = fn(request)
         except _Abort as abort:
             context.abort(abort.code, abort.details)
-        if fault is not None:
+        if fault is not None and fault.code is not None:
             context.abort(fault.code, fault.details)
         return response
 
@@ -269,6 +371,9 @@ class FakeBatchService:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
         if not JOB_ID_PATTERN.match(request.job_id):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad job id {request.job_id!r}")
+        problem = validate_job(request.job)
+        if problem:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         name = f"{request.parent}/jobs/{request.job_id}"
         with self._lock:
             if name in self._records:
@@ -283,12 +388,20 @@ class FakeBatchService:
             failure = (
                 self._next_allocation_failure.popleft() if self._next_allocation_failure else None
             )
+            held = self._next_quota_hold.popleft() if self._next_quota_hold else None
             record = _Record(
                 job=job,
                 request=request,
-                on_backend=failure is None and self.backend is not None,
+                on_backend=failure is None and held is None and self.backend is not None,
                 allocation_failure=failure,
+                held_by_quota=held,
             )
+            if held is not None:
+                record.events.append(
+                    batch_v1.StatusEvent(
+                        type_=QUOTA_EVENT_TYPE, description=held, event_time=_now()
+                    )
+                )
             self._records[name] = record
         if record.on_backend:
             assert self.backend is not None
@@ -313,18 +426,53 @@ class FakeBatchService:
                 and all(r.job.labels.get(k) == v for k, v in wanted.items())
             ]
         size = min(request.page_size or self.default_page_size, self.max_page_size)
-        offset = int(request.page_token or 0)
+        offset = 0
+        if request.page_token:
+            offset = self._read_page_token(request, size)
         page = records[offset : offset + size]
-        next_token = str(offset + size) if offset + size < len(records) else ""
-        return batch_v1.ListJobsResponse(
-            jobs=[self._observe(r) for r in page], next_page_token=next_token
+        next_token = (
+            self._page_token(offset + size, size, request.filter)
+            if offset + size < len(records)
+            else ""
         )
+        jobs = []
+        for record in page:
+            try:
+                jobs.append(self._observe(record))
+            except _Abort:  # its deletion just ended
+                continue
+        return batch_v1.ListJobsResponse(jobs=jobs, next_page_token=next_token)
+
+    @staticmethod
+    def _page_token(offset: int, size: int, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        raw = json.dumps({"offset": offset, "size": size, "filter": digest})
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+    def _read_page_token(self, request: batch_v1.ListJobsRequest, size: int) -> int:
+        try:
+            token = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
+            offset, token_size, digest = token["offset"], token["size"], token["filter"]
+        except (ValueError, KeyError, TypeError):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid page token") from None
+        if token_size != size:
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page size {size} does not match the page token's ({token_size})",
+            )
+        if digest != hashlib.sha256(request.filter.encode()).hexdigest()[:16]:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "filter changed between pages")
+        return int(offset)
 
     def _delete_job(self, request: batch_v1.DeleteJobRequest) -> operations_pb2.Operation:
         with self._lock:
             name = self._find(request.name)
-            record = self._records.pop(name)
-        if record.on_backend and self.backend is not None:
+            record = self._records[name]
+            first = record.deleted_at is None
+            if first:
+                record.last_events = list(self._observe(record).status.status_events)
+                record.deleted_at = record.observations
+        if first and record.on_backend and self.backend is not None:
             self.backend.cancel(job_id=request.name.rsplit("/", 1)[-1])
         response = any_pb2.Any()
         response.Pack(empty_pb2.Empty())
@@ -337,11 +485,16 @@ class FakeBatchService:
         with self._lock:
             name = self._find(request.name)
             record = self._records[name]
+            state = self._state_now(record)
+            if state in _STOPPING_OR_DONE:
+                raise _Abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Job {name} is {state}: it cannot be cancelled",
+                )
             if not record.on_backend and record.cancelled_at is None:
-                already_failed = record.allocation_failure is not None and record.observations > 1
-                if not already_failed:
-                    record.allocation_failure = None
-                    record.cancelled_at = record.observations
+                record.allocation_failure = None
+                record.held_by_quota = None
+                record.cancelled_at = record.observations
         if record.on_backend and self.backend is not None:
             self.backend.cancel(job_id=record.request.job_id)
         response = any_pb2.Any()
@@ -389,14 +542,46 @@ class FakeBatchService:
         except JobNotFoundError:
             return None
 
+    def _state_now(self, record: _Record) -> str:
+        """The job's state as the last observation saw it (without observing it again)."""
+        if record.deleted_at is not None:
+            return "DELETION_IN_PROGRESS"
+        if record.cancelled_at is not None:
+            done = record.observations - record.cancelled_at > self.stopping_observations
+            return "CANCELLED" if done else "CANCELLATION_IN_PROGRESS"
+        if record.allocation_failure is not None:
+            return "FAILED" if record.observations > 1 else "QUEUED"
+        status = self._backend_status(record)
+        return status.state.value if status is not None else "QUEUED"
+
     def _observe(self, record: _Record) -> batch_v1.Job:
-        """The job as Batch would report it now."""
+        """The job as Batch would report it now (NOT_FOUND once a deletion is over)."""
         job = batch_v1.Job(record.job)
         with self._lock:
             record.observations += 1
             observations = record.observations
+            if (
+                record.deleted_at is not None
+                and observations - record.deleted_at > self.stopping_observations
+            ):
+                self._records.pop(job.name, None)
+                raise _Abort(grpc.StatusCode.NOT_FOUND, f"Job {job.name} not found")
+        if record.deleted_at is not None:
+            job.status = batch_v1.JobStatus(
+                state=batch_v1.JobStatus.State.DELETION_IN_PROGRESS,
+                status_events=[
+                    *record.last_events,
+                    _event(f"Job state is set to DELETION_IN_PROGRESS for job {job.name}."),
+                ],
+            )
+            return job
+        if record.held_by_quota is not None:
+            job.status = batch_v1.JobStatus(
+                state=batch_v1.JobStatus.State.QUEUED, status_events=list(record.events)
+            )
+            return job
         if record.cancelled_at is not None:
-            cancelling = observations - record.cancelled_at <= 1
+            cancelling = observations - record.cancelled_at <= self.stopping_observations
             events = [
                 _event(
                     f"Job state is set from QUEUED to CANCELLATION_IN_PROGRESS for job {job.name}."
@@ -442,20 +627,17 @@ class FakeBatchService:
         previous = "QUEUED"
         for event in status.status_events:
             description = event.description
-            kwargs: dict[str, Any] = {}
             if event.new_state is not None:
                 new = event.new_state.value
                 prefix = f"Job state is set from {previous} to {new} for job {name}."
                 description = f"{prefix} {description}".strip() if description else prefix
                 previous = new
-            if event.task_exit_code is not None:
-                kwargs["task_execution"] = batch_v1.TaskExecution(exit_code=event.task_exit_code)
+            # Job-level events never carry task_execution on Batch (only task events do).
             events.append(
                 batch_v1.StatusEvent(
                     type_="STATUS_CHANGED" if event.new_state is not None else event.type,
                     description=description,
                     event_time=event.time,
-                    **kwargs,
                 )
             )
         counts: Counter[str] = Counter(

@@ -5,7 +5,10 @@ The emulator is third-party; two of its behaviours are patched here (never our c
 - it ignores ``ifGenerationMatch``: uploads with ``ifGenerationMatch=0`` over an existing
   object now get ``412 Precondition Failed``, as GCS answers;
 - faults: :meth:`EmulatorFaults.fail_next` makes the next N requests (optionally only those
-  whose method/path match) answer ``503`` (or any status) before reaching the emulator.
+  whose method/path match) answer ``503`` (or any status) before reaching the emulator;
+  :meth:`EmulatorFaults.corrupt_next_uploads` flips a byte of the next N resumable uploads as
+  they are stored (bytes damaged in transit: the stored CRC32C is not the client's, and the
+  client raises ``DataCorruption``).
 
 Counters of the requests served are kept per ``METHOD path`` for assertions.
 """
@@ -30,6 +33,7 @@ from gcp_storage_emulator.handlers import objects as emulator_objects
 _FAULTS: dict[int, EmulatorFaults] = {}
 _PATCH_LOCK = threading.Lock()
 _patched = False
+_current = threading.local()  # the emulator port of the request this thread serves
 
 
 @dataclass
@@ -40,6 +44,20 @@ class EmulatorFaults:
     served: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    corrupt_uploads: int = 0
+
+    def corrupt_next_uploads(self, times: int = 1) -> None:
+        """The next ``times`` resumable uploads are stored with one byte flipped."""
+        with self.lock:
+            self.corrupt_uploads += times
+
+    def take_corruption(self) -> bool:
+        with self.lock:
+            if self.corrupt_uploads > 0:
+                self.corrupt_uploads -= 1
+                self.injected["corrupt"] += 1
+                return True
+        return False
 
     def fail_next(
         self, times: int, *, status: int = 503, method: str = "", path_contains: str = ""
@@ -120,6 +138,7 @@ def _install_patches() -> None:
         def handle(self: Any, method: str) -> None:
             request_handler = self._request_handler
             faults = _FAULTS.get(request_handler.server.server_address[1])
+            _current.faults = faults
             if faults is not None:
                 status = faults.take(method, request_handler.path)
                 if status is not None:
@@ -135,6 +154,15 @@ def _install_patches() -> None:
                 if fn is original_insert:
                     handlers[method] = strict_insert
         emulator_objects.insert = strict_insert
+        original_finalize = emulator_objects._finalize_resumable_object
+
+        def finalize(response: Any, storage: Any, obj: Any, data: bytes, upload_id: Any) -> Any:
+            faults = getattr(_current, "faults", None)
+            if faults is not None and data and faults.take_corruption():
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            return original_finalize(response, storage, obj, data, upload_id)
+
+        emulator_objects._finalize_resumable_object = finalize
         _patched = True
 
 

@@ -25,6 +25,42 @@ class InputError(RuntimeError):
     """The job's input cannot be used (missing file, missing column...)."""
 
 
+class OutputError(RuntimeError):
+    """The task's output could not be stored intact (a transient failure: the task exits 3,
+    which Batch retries up to max_retry_count)."""
+
+
+OUTPUT_ERROR_EXIT_CODE = 3
+
+
+def _data_corruption_types() -> tuple[type[BaseException], ...]:
+    """``DataCorruption`` lives in google.cloud.storage.exceptions (storage >= 3) or in
+    google.resumable_media (storage 2.x, this image's pin)."""
+    found: list[type[BaseException]] = []
+    try:
+        from google.cloud.storage.exceptions import DataCorruption as StorageCorruption
+
+        found.append(StorageCorruption)
+    except ImportError:
+        pass
+    try:
+        from google.resumable_media.common import DataCorruption as MediaCorruption
+
+        found.append(MediaCorruption)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def crc32c_b64(data: bytes) -> str:
+    """The base64 CRC32C of ``data``, as GCS reports ``crc32c``."""
+    import base64
+
+    import google_crc32c
+
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+
+
 _gcs_client: Any = None
 
 
@@ -124,25 +160,51 @@ def write_parquet_atomic(table: pa.Table, uri: str) -> None:
     """Write ``table`` at ``uri`` so that readers never see a partial file.
 
     Locally: write a temporary file in the same directory, then rename it over the target.
-    gs://: upload with ``if_generation_match=0`` (create only). If an earlier attempt of the
-    same task already created the object, it is kept: the engines are deterministic, so the
-    content is the same.
+    gs://: upload with ``if_generation_match=0`` (create only) and a CRC32C that GCS checks
+    (``checksum="crc32c"``); the stored object's CRC32C is compared with ours again. A corrupt
+    upload (``DataCorruption``, or a stored CRC32C that differs) is deleted and raises
+    :class:`OutputError`, so that a retry of the task uploads it again. If an earlier attempt
+    of the same task already created the object with the same CRC32C, it is kept; with another
+    one it is an :class:`OutputError` too.
     """
     if is_gcs(uri):
         buffer = io.BytesIO()
         pq.write_table(table, buffer, row_group_size=ROW_GROUP_ROWS)
+        data = buffer.getvalue()
+        expected = crc32c_b64(data)
         bucket, key = _split_gs(uri)
         blob = _client().bucket(bucket).blob(key)
         from google.api_core.exceptions import PreconditionFailed
 
         try:
             blob.upload_from_string(
-                buffer.getvalue(),
+                data,
                 content_type="application/vnd.apache.parquet",
                 if_generation_match=0,
+                checksum="crc32c",
             )
         except PreconditionFailed:
-            logger.warning("%s already exists (earlier attempt of this task); kept as is", uri)
+            existing = _client().bucket(bucket).get_blob(key)
+            if existing is not None and existing.crc32c == expected:
+                logger.warning("%s already exists (earlier attempt of this task), same CRC32C", uri)
+                return
+            raise OutputError(
+                f"{uri} already exists with other content (crc32c "
+                f"{getattr(existing, 'crc32c', None)}, ours {expected}): not overwritten"
+            ) from None
+        except _data_corruption_types() as exc:
+            _delete_corrupt(blob, uri)
+            raise OutputError(
+                f"upload of {uri} was corrupted in transit (CRC32C mismatch: {exc}); the "
+                "object was removed, a retry of the task uploads it again"
+            ) from None
+        if blob.crc32c is None:
+            blob.reload()
+        if blob.crc32c != expected:
+            _delete_corrupt(blob, uri)
+            raise OutputError(
+                f"{uri} was stored with crc32c {blob.crc32c}, ours is {expected}: removed"
+            )
         return
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,3 +218,16 @@ def write_parquet_atomic(table: pa.Table, uri: str) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _delete_corrupt(blob: Any, uri: str) -> None:
+    """Remove exactly the corrupt object we wrote (if it exists), never another generation."""
+    from google.api_core.exceptions import GoogleAPICallError, NotFound
+
+    try:
+        blob.reload()
+        blob.delete(if_generation_match=blob.generation)
+    except NotFound:
+        pass
+    except GoogleAPICallError:
+        logger.exception("could not delete the corrupt object %s", uri)

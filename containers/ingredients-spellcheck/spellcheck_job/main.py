@@ -24,7 +24,9 @@ import pyarrow as pa
 
 from spellcheck_job import ENGINE_VERSION
 from spellcheck_job.io import (
+    OUTPUT_ERROR_EXIT_CODE,
     InputError,
+    OutputError,
     is_gcs,
     join,
     open_parquet,
@@ -288,6 +290,10 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:  # transient: Batch retries the task (max_retry_count)
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return OUTPUT_ERROR_EXIT_CODE
     if config.webhook_url and config.task_index == 0:
         timeout = float(environ.get("WEBHOOK_WAIT_SECONDS", "1800") or 0)
         if wait_for_outputs(config, timeout):

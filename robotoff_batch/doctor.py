@@ -1,0 +1,459 @@
+"""``robotoff-batch doctor``: a read-only production preflight, one line per check.
+
+Before the first real job, each of these can fail, and each fails the job differently (a
+refused CreateJob, a job stuck SCHEDULED, a VM that cannot pull its image). The doctor checks
+them with the production settings (``ROBOTOFF_BATCH_*`` and the job configs), changes nothing
+but one probe object it creates and removes, and says for each failure how to fix it:
+
+- the credentials load (``GOOGLE_CREDENTIALS`` or ADC), and whose they are;
+- the project (``ROBOTOFF_BATCH_GCP_PROJECT``, required) and region
+  (``ROBOTOFF_BATCH_GCP_LOCATION``, a Batch region, the one every job config runs in);
+- the staging bucket is writable and readable: a probe object is created (create-only),
+  read back, compared and deleted;
+- ``ListJobs`` is permitted in the project and region;
+- the launcher may act as each job config's service account (``iam.serviceAccounts.actAs``,
+  asked with IAM ``testIamPermissions``): without it CreateJob is PERMISSION_DENIED;
+- each job config's image reference is well formed, pinned (a tag other than ``latest``, or a
+  digest), and an Artifact Registry image of this project in the jobs' region.
+
+Every check runs against injected clients (the CLI builds the real ones), so the tests run it
+against the GCS emulator, the fake Batch service and a fake IAM endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from robotoff_batch.config.models import IMAGE_URI_PATTERN, JobConfig
+
+PROJECT_ENV = "ROBOTOFF_BATCH_GCP_PROJECT"
+LOCATION_ENV = "ROBOTOFF_BATCH_GCP_LOCATION"
+STAGING_ENV = "ROBOTOFF_BATCH_STAGING_URI"
+IAM_ENDPOINT_ENV = "ROBOTOFF_BATCH_IAM_ENDPOINT"
+IAM_ENDPOINT = "https://iam.googleapis.com"
+ACT_AS = "iam.serviceAccounts.actAs"
+_AR_IMAGE = re.compile(
+    r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repo>[a-z0-9._-]+)/"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def render(self) -> str:
+        head = f"{'ok    ' if self.ok else 'FAILED'}  {self.name}: {self.detail}"
+        return head if self.ok or not self.fix else f"{head}\n        fix: {self.fix}"
+
+
+class IamPermissions(Protocol):
+    def test_permissions(self, service_account: str, permissions: list[str]) -> set[str]:
+        """The subset of ``permissions`` the caller holds on ``service_account``."""
+        ...
+
+
+class IamError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IamClient:
+    """IAM ``projects.serviceAccounts.testIamPermissions`` over an HTTP session (an
+    ``AuthorizedSession`` in production; a plain session against a fake in tests)."""
+
+    def __init__(self, *, session: Any, endpoint: str = IAM_ENDPOINT, timeout: float = 15.0):
+        self.session = session
+        self.endpoint = endpoint.rstrip("/")
+        self.timeout = timeout
+
+    def test_permissions(self, service_account: str, permissions: list[str]) -> set[str]:
+        url = (
+            f"{self.endpoint}/v1/projects/-/serviceAccounts/{quote(service_account, safe='@.')}"
+            ":testIamPermissions"
+        )
+        response = self.session.post(url, json={"permissions": permissions}, timeout=self.timeout)
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise IamError(response.status_code, message)
+        return set(response.json().get("permissions", []))
+
+
+@dataclass
+class DoctorContext:
+    """What the checks run with. A client left None is built from the credentials."""
+
+    env: Mapping[str, str]
+    configs: Mapping[str, JobConfig]
+    storage_client: Any = None
+    batch_client: Any = None
+    iam: IamPermissions | None = None
+    load_credentials: Callable[..., tuple[Any, str | None]] | None = None
+
+
+def run_checks(ctx: DoctorContext) -> list[Check]:
+    """Every check, in order; a check whose prerequisite failed says so and fails too."""
+    checks: list[Check] = []
+    credentials, key_project = _check_credentials(ctx, checks)
+    project = _check_project(ctx, checks, key_project)
+    location = _check_location(ctx, checks)
+    _check_bucket(ctx, checks, credentials, project)
+    _check_list_jobs(ctx, checks, credentials, project, location)
+    _check_act_as(ctx, checks, credentials)
+    _check_images(ctx, checks, project, location)
+    return checks
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+
+def _check_credentials(ctx: DoctorContext, checks: list[Check]) -> tuple[Any, str | None]:
+    from robotoff_batch.gcp_credentials import CredentialsError, load_credentials
+
+    loader = ctx.load_credentials or load_credentials
+    try:
+        credentials, project = loader(env=ctx.env)
+    except CredentialsError as exc:
+        checks.append(
+            Check(
+                "credentials",
+                False,
+                str(exc),
+                "set GOOGLE_CREDENTIALS to the base64 of the orchestrator's key "
+                "(base64 -w0 key.json), or run where Application Default Credentials exist",
+            )
+        )
+        return None, None
+    except Exception as exc:  # google.auth's DefaultCredentialsError and kin
+        checks.append(
+            Check(
+                "credentials",
+                False,
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                "set GOOGLE_CREDENTIALS (base64 key) or GOOGLE_APPLICATION_CREDENTIALS",
+            )
+        )
+        return None, None
+    who = getattr(credentials, "service_account_email", None) or type(credentials).__name__
+    checks.append(Check("credentials", True, f"loaded ({who})"))
+    return credentials, project
+
+
+def _check_project(ctx: DoctorContext, checks: list[Check], key_project: str | None) -> str:
+    project = ctx.env.get(PROJECT_ENV, "").strip()
+    if not project:
+        checks.append(
+            Check(
+                "project",
+                False,
+                f"{PROJECT_ENV} is not set (the key's project is {key_project or 'unknown'})",
+                f"export {PROJECT_ENV}=<the jobs' project>: it names the project of the jobs, "
+                "the bucket, the jobs' service account and the image",
+            )
+        )
+        return key_project or ""
+    checks.append(Check("project", True, project))
+    return project
+
+
+def _check_location(ctx: DoctorContext, checks: list[Check]) -> str:
+    from robotoff_batch.config.catalog import load_catalog
+
+    location = ctx.env.get(LOCATION_ENV, "").strip() or "europe-west4"
+    if location not in load_catalog().batch_regions:
+        checks.append(
+            Check(
+                "region",
+                False,
+                f"{LOCATION_ENV}={location} is not a Cloud Batch region",
+                "set it to the region of the job configs (e.g. europe-west4)",
+            )
+        )
+        return location
+    outside = {t: c.resources.location for t, c in ctx.configs.items()}
+    outside = {t: where for t, where in outside.items() if where != location}
+    if outside:
+        listed = ", ".join(f"{t} ({where})" for t, where in sorted(outside.items()))
+        checks.append(
+            Check(
+                "region",
+                False,
+                f"the engine runs in {location} but these job configs run elsewhere: {listed}",
+                f"set {LOCATION_ENV} to their location, or move their location",
+            )
+        )
+        return location
+    checks.append(Check("region", True, f"{location} (every job config runs there)"))
+    return location
+
+
+def _check_bucket(ctx: DoctorContext, checks: list[Check], credentials: Any, project: str) -> None:
+    from google.api_core import exceptions as api_exceptions
+
+    from robotoff_batch.gcs_staging import parse_gs_uri
+    from robotoff_batch.staging import StagingError
+
+    root = ctx.env.get(STAGING_ENV, "").strip()
+    if not root.startswith("gs://"):
+        checks.append(
+            Check(
+                "bucket",
+                False,
+                f"{STAGING_ENV} is {root or 'not set'}: production stages on gs://",
+                f"export {STAGING_ENV}=gs://<bucket>/<prefix> (a bucket in the jobs' region)",
+            )
+        )
+        return
+    try:
+        bucket_name, prefix = parse_gs_uri(root.rstrip("/"))
+    except StagingError as exc:
+        checks.append(Check("bucket", False, str(exc), f"fix {STAGING_ENV}"))
+        return
+    client = ctx.storage_client
+    if client is None:
+        if credentials is None:
+            checks.append(Check("bucket", False, "not checked: no credentials", ""))
+            return
+        from google.cloud import storage
+
+        client = storage.Client(project=project or None, credentials=credentials)
+    name = "/".join(p for p in (prefix.strip("/"), f".doctor-probe-{uuid.uuid4().hex}") if p)
+    where = f"gs://{bucket_name}/{name}"
+    payload = f"robotoff-batch doctor probe {uuid.uuid4()}".encode()
+    blob = client.bucket(bucket_name).blob(name)
+    grant = (
+        "grant the orchestrator Storage Object Admin on the bucket "
+        f"(gcloud storage buckets add-iam-policy-binding gs://{bucket_name} ...)"
+    )
+    try:
+        blob.upload_from_string(payload, if_generation_match=0, checksum="crc32c")
+        try:
+            read = blob.download_as_bytes()
+        finally:
+            blob.delete()
+    except api_exceptions.NotFound:
+        checks.append(
+            Check(
+                "bucket",
+                False,
+                f"gs://{bucket_name} does not exist",
+                f"gcloud storage buckets create gs://{bucket_name} --location <the jobs' region>",
+            )
+        )
+        return
+    except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
+        checks.append(Check("bucket", False, f"{where}: denied ({exc.message})", grant))
+        return
+    except api_exceptions.GoogleAPICallError as exc:
+        checks.append(Check("bucket", False, f"{where}: {exc.code} {exc.message}", grant))
+        return
+    if read != payload:
+        checks.append(Check("bucket", False, f"{where} read back other bytes", ""))
+        return
+    checks.append(
+        Check("bucket", True, f"gs://{bucket_name} writable and readable (probe removed)")
+    )
+
+
+def _check_list_jobs(
+    ctx: DoctorContext, checks: list[Check], credentials: Any, project: str, location: str
+) -> None:
+    from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+    from robotoff_batch.batch.engine import BatchEngineError
+
+    if not project:
+        checks.append(Check("ListJobs", False, "not checked: no project", ""))
+        return
+    if ctx.batch_client is not None:
+        engine = CloudBatchEngine(project=project, location=location, client=ctx.batch_client)
+    elif credentials is not None:
+        engine = CloudBatchEngine.from_settings(
+            project=project, location=location, credentials=credentials
+        )
+    else:
+        checks.append(Check("ListJobs", False, "not checked: no credentials", ""))
+        return
+    try:
+        jobs = engine.list_jobs(labels={"app": "robotoff-batch"})
+    except BatchEngineError as exc:
+        denied = "403" in str(exc) or "PERMISSION" in str(exc).upper()
+        fix = (
+            "grant the orchestrator Batch Job Editor (roles/batch.jobsEditor) on the project"
+            if denied
+            else "enable batch.googleapis.com in the project and check the region"
+        )
+        checks.append(Check("ListJobs", False, str(exc), fix))
+        return
+    checks.append(
+        Check("ListJobs", True, f"permitted in {project}/{location} ({len(jobs)} jobs listed)")
+    )
+
+
+def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> None:
+    iam = ctx.iam
+    if iam is None and credentials is not None:
+        from google.auth.transport.requests import AuthorizedSession
+
+        endpoint = ctx.env.get(IAM_ENDPOINT_ENV) or IAM_ENDPOINT
+        iam = IamClient(session=AuthorizedSession(credentials), endpoint=endpoint)
+    for job_type, config in sorted(ctx.configs.items()):
+        name = f"act as ({job_type})"
+        account = config.resources.service_account_email
+        if account is None:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    "the job config sets no service_account_email: its VMs would run as the "
+                    "Compute Engine default account, which docs/production.md grants nothing",
+                    f"set resources.service_account_email in job_configs/{job_type}.yaml to the "
+                    "jobs' account (robotoff-batch-jobs@PROJECT.iam.gserviceaccount.com)",
+                )
+            )
+            continue
+        if iam is None:
+            checks.append(Check(name, False, "not checked: no credentials", ""))
+            continue
+        grant = (
+            f"gcloud iam service-accounts add-iam-policy-binding {account} --member "
+            "serviceAccount:<orchestrator> --role roles/iam.serviceAccountUser"
+        )
+        try:
+            granted = iam.test_permissions(account, [ACT_AS])
+        except IamError as exc:
+            if exc.status == 404:
+                checks.append(
+                    Check(
+                        name,
+                        False,
+                        f"{account} does not exist",
+                        f"gcloud iam service-accounts create {account.split('@')[0]}",
+                    )
+                )
+            else:
+                checks.append(Check(name, False, f"{account}: HTTP {exc.status} {exc}", grant))
+            continue
+        except Exception as exc:  # a network error: say it, never crash the report
+            checks.append(Check(name, False, f"{account}: {type(exc).__name__}: {exc}", ""))
+            continue
+        if ACT_AS not in granted:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"the launcher may not act as {account}: CreateJob would be refused",
+                    grant,
+                )
+            )
+            continue
+        checks.append(Check(name, True, f"the launcher may act as {account}"))
+
+
+def _check_images(ctx: DoctorContext, checks: list[Check], project: str, location: str) -> None:
+    for job_type, config in sorted(ctx.configs.items()):
+        name = f"image ({job_type})"
+        image = config.resources.container_image_uri
+        problems = []
+        if not re.match(IMAGE_URI_PATTERN, image):
+            problems.append("is not a well-formed image reference")
+        last = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in last and (":" not in last or last.endswith(":latest")):
+            problems.append("is not pinned (give a tag other than latest, or a digest)")
+        match = _AR_IMAGE.match(image)
+        if match is None:
+            problems.append(
+                f"is not in Artifact Registry ({location}-docker.pkg.dev/...), where the jobs' "
+                "account reads it"
+            )
+        else:
+            if match["where"] != location:
+                problems.append(f"is in {match['where']}, the jobs run in {location}")
+            if project and match["project"] != project:
+                problems.append(f"belongs to project {match['project']}, not {project}")
+        if problems:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"{image} " + "; ".join(problems),
+                    f"make push-image JOB={job_type} to "
+                    f"{location}-docker.pkg.dev/{project or '<project>'}/robotoff-batch/"
+                    f"{job_type}:<tag>, and set container_image_uri to it",
+                )
+            )
+            continue
+        checks.append(Check(name, True, f"{image} (this project's, in {location})"))
+
+
+def load_configs() -> dict[str, JobConfig]:
+    """Every job type's validated config (the files under job_configs/)."""
+    from robotoff_batch.config.loader import config_paths, load_job_config
+
+    return {item.job_type: item.config for item in map(load_job_config, config_paths())}
+
+
+BATCH_EMULATOR_ENV = "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST"
+
+
+def context_from_env(env: Mapping[str, str]) -> DoctorContext:
+    """The production context; emulators where their variables say so (tests, rehearsals):
+    ``STORAGE_EMULATOR_HOST``, ``ROBOTOFF_BATCH_BATCH_EMULATOR_HOST`` (gRPC, no TLS) and an
+    ``http://`` ``ROBOTOFF_BATCH_IAM_ENDPOINT`` take no credentials."""
+    ctx = DoctorContext(env=env, configs=load_configs())
+    if env.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        ctx.storage_client = storage.Client(
+            project=env.get(PROJECT_ENV) or "emulator", credentials=AnonymousCredentials()
+        )
+    if env.get(BATCH_EMULATOR_ENV):
+        import grpc
+        from google.cloud import batch_v1
+        from google.cloud.batch_v1.services.batch_service.transports import (
+            BatchServiceGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(env[BATCH_EMULATOR_ENV])
+        ctx.batch_client = batch_v1.BatchServiceClient(
+            transport=BatchServiceGrpcTransport(channel=channel)
+        )
+    endpoint = env.get(IAM_ENDPOINT_ENV, "")
+    if endpoint.startswith("http://"):
+        import requests
+
+        ctx.iam = IamClient(session=requests.Session(), endpoint=endpoint)
+    return ctx
+
+
+def doctor_command() -> None:
+    """Production preflight, read-only: credentials, project and region, the bucket (a probe
+    object created and removed), ListJobs, acting as the jobs' service account, the images.
+    One line per check, with the fix; exit status 1 when any check fails."""
+    import os
+
+    import typer
+
+    checks = run_checks(context_from_env(dict(os.environ)))
+    for check in checks:
+        typer.echo(check.render())
+    failed = [c for c in checks if not c.ok]
+    typer.echo(
+        f"{len(checks) - len(failed)} ok, {len(failed)} failed"
+        + ("" if failed else ": ready for a first job (next: robotoff-batch smoke JOB_TYPE)")
+    )
+    if failed:
+        raise typer.Exit(1)

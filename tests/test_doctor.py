@@ -1,0 +1,233 @@
+"""``robotoff-batch doctor`` against the GCS emulator, the fake Batch service and a fake IAM
+endpoint: every check passes on a good deployment, and each failure is reported with its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from robotoff_batch.cli import app
+from robotoff_batch.config.models import JobConfig
+from robotoff_batch.doctor import DoctorContext, IamClient, load_configs, run_checks
+from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
+from tests.fakes.fake_iam import FakeIam, running_fake_iam
+from tests.fakes.gcs_emulator import RunningEmulator
+from tests.fakes.settings import STAGING_BUCKET
+from tests.test_cloud_batch import _b64, _service_account_info
+
+pytest_plugins = ["tests.gcp_fixtures"]  # also registered by tests/conftest.py
+
+JOB_SA = "robotoff-batch-jobs@robotoff.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def batch_service() -> Iterator[FakeBatchService]:
+    with running_fake_batch_service(backend=None) as service:
+        yield service
+
+
+@pytest.fixture
+def iam() -> Iterator[FakeIam]:
+    with running_fake_iam() as fake:
+        fake.accounts[JOB_SA] = {"iam.serviceAccounts.actAs"}
+        yield fake
+
+
+@pytest.fixture
+def env(gcs_emulator: RunningEmulator) -> dict[str, str]:
+    return {
+        "GOOGLE_CREDENTIALS": _b64(json.dumps(_service_account_info()).encode()),
+        "ROBOTOFF_BATCH_GCP_PROJECT": "robotoff",
+        "ROBOTOFF_BATCH_GCP_LOCATION": "europe-west4",
+        "ROBOTOFF_BATCH_STAGING_URI": f"gs://{STAGING_BUCKET}/batch",
+        "STORAGE_EMULATOR_HOST": gcs_emulator.url,
+    }
+
+
+def context(
+    env: dict[str, str],
+    gcs_client: Any,
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+    configs: dict[str, JobConfig] | None = None,
+) -> DoctorContext:
+    return DoctorContext(
+        env=env,
+        configs=configs if configs is not None else load_configs(),
+        storage_client=gcs_client,
+        batch_client=batch_service.client(),
+        iam=IamClient(session=requests.Session(), endpoint=iam.url),
+    )
+
+
+def by_name(checks: list[Any]) -> dict[str, Any]:
+    return {c.name: c for c in checks}
+
+
+def with_resources(**changes: Any) -> dict[str, JobConfig]:
+    data = load_configs()["ingredients-spellcheck"].model_dump()
+    data["resources"].update(changes)
+    return {"ingredients-spellcheck": JobConfig.model_validate(data)}
+
+
+def test_a_good_deployment_passes_every_check_and_leaves_nothing(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    checks = run_checks(context(env, gcs_client, batch_service, iam))
+    assert [c.name for c in checks] == [
+        "credentials",
+        "project",
+        "region",
+        "bucket",
+        "ListJobs",
+        "act as (ingredients-spellcheck)",
+        "image (ingredients-spellcheck)",
+    ]
+    assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
+    assert "robotoff-batch@off-robotoff.iam.gserviceaccount.com" in checks[0].detail
+    assert list(gcs_client.list_blobs(STAGING_BUCKET)) == []  # the probe is gone
+    assert batch_service.calls["ListJobs"] == 1 and batch_service.calls["CreateJob"] == 0
+    assert iam.calls == [(JOB_SA, ["iam.serviceAccounts.actAs"])]
+
+
+def test_bad_credentials_project_and_region_are_reported_with_the_fix(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    env = {
+        **env,
+        "GOOGLE_CREDENTIALS": "%%%not-base64%%%",
+        "ROBOTOFF_BATCH_GCP_LOCATION": "us-central1",
+    }
+    del env["ROBOTOFF_BATCH_GCP_PROJECT"]
+    checks = by_name(run_checks(context(env, gcs_client, batch_service, iam)))
+    assert not checks["credentials"].ok and "GOOGLE_CREDENTIALS" in checks["credentials"].fix
+    assert "not-base64" not in checks["credentials"].render()  # never echoes the secret
+    assert not checks["project"].ok and "ROBOTOFF_BATCH_GCP_PROJECT" in checks["project"].fix
+    assert not checks["region"].ok and "ingredients-spellcheck (europe-west4)" in (
+        checks["region"].detail
+    )
+    image = checks["image (ingredients-spellcheck)"]
+    assert not image.ok and "the jobs run in us-central1" in image.detail
+
+
+def test_missing_and_denied_bucket(
+    env: dict[str, str],
+    gcs_client: Any,
+    gcs_emulator: RunningEmulator,
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+) -> None:
+    missing = {**env, "ROBOTOFF_BATCH_STAGING_URI": "gs://no-such-bucket/x"}
+    bucket = by_name(run_checks(context(missing, gcs_client, batch_service, iam)))["bucket"]
+    assert not bucket.ok and "does not exist" in bucket.detail and "buckets create" in bucket.fix
+
+    gcs_emulator.faults.fail_next(1, status=403, method="POST")
+    bucket = by_name(run_checks(context(env, gcs_client, batch_service, iam)))["bucket"]
+    assert not bucket.ok and "denied" in bucket.detail and "Storage Object Admin" in bucket.fix
+
+    local = {**env, "ROBOTOFF_BATCH_STAGING_URI": "file:///tmp/x"}
+    bucket = by_name(run_checks(context(local, gcs_client, batch_service, iam)))["bucket"]
+    assert not bucket.ok and "gs://" in bucket.fix
+
+
+def test_list_jobs_denied(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    batch_service.fail_next("ListJobs", grpc.StatusCode.PERMISSION_DENIED)
+    check = by_name(run_checks(context(env, gcs_client, batch_service, iam)))["ListJobs"]
+    assert not check.ok and "roles/batch.jobsEditor" in check.fix
+
+
+@pytest.mark.parametrize(
+    ("accounts", "deny", "words", "fix"),
+    [
+        ({JOB_SA: set()}, False, "may not act as", "roles/iam.serviceAccountUser"),
+        ({}, False, "does not exist", "service-accounts create robotoff-batch-jobs"),
+        ({JOB_SA: {"iam.serviceAccounts.actAs"}}, True, "HTTP 403", "serviceAccountUser"),
+    ],
+    ids=["not-granted", "unknown-account", "denied"],
+)
+def test_acting_as_the_jobs_service_account(
+    env: dict[str, str],
+    gcs_client: Any,
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+    accounts: dict[str, set[str]],
+    deny: bool,
+    words: str,
+    fix: str,
+) -> None:
+    iam.accounts = accounts
+    iam.deny_all = deny
+    check = by_name(run_checks(context(env, gcs_client, batch_service, iam)))[
+        "act as (ingredients-spellcheck)"
+    ]
+    assert not check.ok and words in check.detail and fix in check.fix
+
+
+def test_a_config_without_service_account_fails_the_act_as_check(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    configs = with_resources(service_account_email=None)
+    check = by_name(run_checks(context(env, gcs_client, batch_service, iam, configs)))[
+        "act as (ingredients-spellcheck)"
+    ]
+    assert not check.ok and "Compute Engine default account" in check.detail
+    assert iam.calls == []
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [
+        ("docker.io/library/spellcheck:1", "not in Artifact Registry"),
+        ("europe-west4-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck", "pinned"),
+        ("europe-west4-docker.pkg.dev/robotoff/robotoff-batch/x:latest", "pinned"),
+        ("europe-west4-docker.pkg.dev/other-project/robotoff-batch/x:1", "not robotoff"),
+        ("europe-docker.pkg.dev/robotoff/robotoff-batch/x:1", "is in europe,"),
+    ],
+)
+def test_image_references(
+    env: dict[str, str],
+    gcs_client: Any,
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+    image: str,
+    words: str,
+) -> None:
+    configs = with_resources(container_image_uri=image)
+    check = by_name(run_checks(context(env, gcs_client, batch_service, iam, configs)))[
+        "image (ingredients-spellcheck)"
+    ]
+    assert not check.ok and words in check.detail, check.render()
+    assert "make push-image JOB=ingredients-spellcheck" in check.fix
+
+
+def test_cli_doctor_against_the_emulators(
+    env: dict[str, str],
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert batch_service.address
+    full = {
+        **env,
+        "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST": batch_service.address,
+        "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url,
+    }
+    for key, value in full.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok    ") == 7 and "7 ok, 0 failed" in result.output
+
+    iam.accounts = {}
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "FAILED  act as (ingredients-spellcheck)" in result.output
+    assert "fix: gcloud iam service-accounts create" in result.output
