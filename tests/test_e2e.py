@@ -164,10 +164,11 @@ def db_rows(database_url: str, job_id: str) -> list[dict[str, Any]]:
     with psycopg.connect(database_url) as conn:
         if conn.execute("SELECT to_regclass('prediction')").fetchone() == (None,):
             return []  # nothing was ever imported into this database
-        cur = conn.execute(
+        cur = conn.execute(  # the job's rows: our link table's id ranges
             "SELECT barcode, type, data, value_tag, predictor, predictor_version,"
-            " automatic_processing, server_type FROM prediction WHERE predictor_version LIKE %s",
-            (f"%@{job_id}",),
+            " automatic_processing, server_type FROM prediction p JOIN batch_job_prediction l"
+            " ON p.id BETWEEN l.first_id AND l.last_id WHERE l.batch_job_id = %s",
+            (job_id,),
         )
         cols = [c.name for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
@@ -243,10 +244,12 @@ def test_launch_sensor_import_end_to_end(
             "original": out["text"],
             "correction": out["correction"],
             "lang": out["lang"],
+            "lang_confidence": None,  # Robotoff's fastText confidence: no detector here
         }
         assert row["type"] == "ingredient_spellcheck"
         assert row["value_tag"] == out["lang"]
         assert row["predictor"] == out["engine"]
+        assert row["predictor_version"] == out["engine_version"]  # the model's, not the job's
         assert row["automatic_processing"] is False and row["server_type"] == "off"
 
     # the examples table shows the changed words
@@ -337,20 +340,23 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     (request,), _, cursor = tick_until_done(defs, instance, resources)
     output = tmp_path / "staging" / JOB_TYPE / job_id / "output"
 
-    # an extra output file with a null code, after good files: nothing at all is imported
-    table = pq.read_table(next(output.glob("*.parquet")))
+    # a task file whose codes are null: nothing at all is imported (a stray extra file would
+    # be refused too, as no task's: tests/test_spellcheck_import.py)
+    part = sorted(output.glob("part-*.parquet"))[-1]
+    good = part.read_bytes()
+    table = pq.read_table(part)
     index = table.schema.get_field_index("code")
     bad = table.set_column(index, "code", pa.array([None] * table.num_rows, pa.string()))
-    pq.write_table(bad, output / "part-99999.parquet")
+    pq.write_table(bad, part)
     refused = run_request(defs, instance, request)
     assert not refused.success
     message = failure_text(refused)
-    assert "part-99999.parquet" in message and "row 0" in message
+    assert f"{part.name} row 0" in message and "null or empty 'code'" in message
     assert db_rows(pg_db, job_id) == []
     # refused output is not retried by the follower (it would fail the same way)
     after_refusal = tick(defs, instance, resources, cursor)
     assert not after_refusal.run_requests
-    (output / "part-99999.parquet").unlink()
+    part.write_bytes(good)
 
     # the database is down: a clear error without the password, nothing imported
     down = dict(resources)

@@ -533,7 +533,7 @@ def test_task_gets_only_what_cloud_batch_would_give(
     engine: LocalBatchEngine, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not the orchestrator's environment: its credentials and connection strings stay out."""
-    from robotoff_batch.batch.local_supervisor import TASK_INHERITED_VARIABLES
+    from robotoff_batch.batch.local_supervisor import IMAGE_ENVIRONMENT, TASK_INHERITED_VARIABLES
 
     monkeypatch.setenv("GOOGLE_CREDENTIALS", "eyJrZXkiOiAic2VjcmV0In0=")
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", "postgresql://robotoff:pw@db/robotoff")
@@ -545,7 +545,8 @@ def test_task_gets_only_what_cloud_batch_would_give(
     names = set(json.loads((out_dir / "task-0.json").read_text())["env_names"])
     batch = {"BATCH_TASK_INDEX", "BATCH_TASK_COUNT", "BATCH_JOB_ID", "BATCH_TASK_RETRY_ATTEMPT"}
     assert {"OUT_DIR", "SLEEP_S", "PATH"} | batch <= names
-    assert names <= {"OUT_DIR", "SLEEP_S", *batch, *TASK_INHERITED_VARIABLES, "PWD", "LC_CTYPE"}
+    allowed = {"OUT_DIR", "SLEEP_S", *batch, *TASK_INHERITED_VARIABLES, *IMAGE_ENVIRONMENT}
+    assert names <= allowed | {"PWD", "LC_CTYPE"}
     assert not names & {"GOOGLE_CREDENTIALS", "ROBOTOFF_DATABASE_URL", "ROBOTOFF_BATCH_JOB_KEY"}
 
 

@@ -418,9 +418,18 @@ TASK_INHERITED_VARIABLES = (
 )
 
 
+#: What the images set themselves (containers/*/Dockerfile ENV) that the local command, which
+#: plays the image without it, needs for the same logs: unbuffered output, in order.
+IMAGE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
+
+
 def task_base_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The part of ``environ`` a local task inherits (see TASK_INHERITED_VARIABLES)."""
-    return {k: environ[k] for k in TASK_INHERITED_VARIABLES if k in environ}
+    """The part of ``environ`` a local task inherits (see TASK_INHERITED_VARIABLES), plus
+    what the image itself would set (IMAGE_ENVIRONMENT)."""
+    return {
+        **IMAGE_ENVIRONMENT,
+        **{k: environ[k] for k in TASK_INHERITED_VARIABLES if k in environ},
+    }
 
 
 def resolve_secrets(refs: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
