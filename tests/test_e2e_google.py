@@ -104,7 +104,8 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
     )
     prefix = f"batch/{JOB_TYPE}/{job_id}/"
     staged = {b.name.removeprefix(prefix) for b in bucket.list_blobs(prefix=prefix)}
-    assert staged == {"input.parquet"}  # vLLM reads no lexicon: none built, none staged
+    # vLLM reads no lexicon: none built, none staged; the import reads the product facts
+    assert staged == {"input.parquet", "products.parquet"}
 
     created = spellcheck_batch_service.requests["CreateJob"][0]
     job = created.job
