@@ -21,7 +21,7 @@ import pytest
 from robotoff_batch.assets.launch import launch_op_name
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
-from robotoff_batch.follow import partitions_def_name
+from robotoff_batch.follow import REFUSED_TAG, partitions_def_name
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
@@ -379,6 +379,32 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
     # exactly once: settled, nothing more requested, nothing more imported
     assert not tick(defs, instance, resources, None).run_requests
     assert len(db_rows(pg_db, job_id)) == n
+
+
+def test_refused_credentials_fail_with_the_reason_and_are_not_retried(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """Wrong database credentials do not heal by retrying: the finish run fails with the
+    reason, is tagged refused, and the follower requests no new attempt."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    resources = make_resources(tmp_path, pg_db)
+    defs = make_defs(resources)
+    result = launch(defs, instance, limit=20)
+    assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
+    (request,), _, cursor = tick_until_done(defs, instance, resources)
+    params = conninfo_to_dict(pg_db)
+    params.update(user="no_such_role", password="s3cret-pw")
+    wrong = dict(resources)
+    wrong["prediction_store"] = PredictionStoreResource(database_url=make_conninfo(**params))
+    failed = run_request(make_defs(wrong), instance, request)
+    assert not failed.success
+    message = failure_text(failed)
+    assert 'role "no_such_role" does not exist' in message and "s3cret-pw" not in message
+    assert instance.get_run_by_id(failed.run_id).tags.get(REFUSED_TAG) == "true"
+    assert not tick(defs, instance, resources, cursor).run_requests
+    assert db_rows(pg_db, job_id) == []
 
 
 def test_job_of_a_cancelled_run_is_cancelled(

@@ -104,8 +104,8 @@ def build_imports(
         job_id = context.partition_key
         area = staging.get_staging()
         engine = batch_engine.get_engine()
-        store = prediction_store.get_store()
         try:
+            store = prediction_store.get_store()
             outcome = pipeline.import_job_output(
                 engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
             )
