@@ -75,6 +75,7 @@ _CLEARED_ENV = (
     "ROBOTOFF_DATABASE_URL",
     "ROBOTOFF_BATCH_STAGING_URI",
     "ROBOTOFF_BATCH_WEBHOOK_URL",
+    "ROBOTOFF_BATCH_IMPORT_TARGET",
     "ROBOTOFF_BATCH_DUMP_PATH",
 )
 _ENGINE_LOG = re.compile(r"corrected (\d+) texts \((\d+) changed\) in ([0-9.]+) s")

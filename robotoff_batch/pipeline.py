@@ -52,10 +52,8 @@ def stage_files(
     return uris
 
 
-def container_environment(
-    *, job_uri: str, staged: Mapping[str, str], webhook_url: str | None
-) -> dict[str, str]:
-    """Robotoff's container contract: where to read, where to write, whom to call."""
+def container_environment(*, job_uri: str, staged: Mapping[str, str]) -> dict[str, str]:
+    """Robotoff's container contract: where to read and where to write (no webhook, no key)."""
     env = {
         "INPUT_FILE_PATH": staged[INPUT_FILE],
         "OUTPUT_FILE_PATH": f"{job_uri}/output",
@@ -65,8 +63,6 @@ def container_environment(
             env[f"{Path(name).stem.upper()}_FILE_PATH"] = uri
     if job_uri.startswith("gs://"):
         env["BUCKET_NAME"] = job_uri.removeprefix("gs://").split("/", 1)[0]
-    if webhook_url:
-        env["WEBHOOK_URL"] = webhook_url
     return env
 
 

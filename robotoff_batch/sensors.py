@@ -89,8 +89,9 @@ def build_batch_job_sensor(
         cache, problem = FollowCache.decode(context.cursor)
         if problem:
             context.log.warning(f"{problem}; nothing is lost, the jobs are re-read")
-        # With Robotoff's webhook, Robotoff imports: the finish run records the outcome only.
-        imports = not launch_settings.webhook_url
+        # Every SUCCEEDED job is imported by its finish run, into Robotoff's database or
+        # handed to Robotoff's importer (the prediction store's target): no task calls a webhook.
+        imports = True
         plan = follow(
             engine=batch_engine.get_engine(),
             cache=cache,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -453,19 +455,46 @@ def test_cancel_job_from_the_ui_cancels_once(
     assert engine.get_job(job_id=job_id).state == JobState.CANCELLED
 
 
-def test_with_a_webhook_robotoff_imports_and_the_finish_run_only_records(
+def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
     tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
 ) -> None:
-    resources = make_resources(tmp_path, pg_db)
-    defs = make_defs(resources)
-    result = launch(defs, instance, limit=10)
-    assert result.success, failure_text(result)
-    job_id = launched_job_id(result)
-    with_webhook = dict(resources)
-    with_webhook["launch_settings"] = LaunchSettingsResource(
-        webhook_url="https://robotoff.example/api/v1/batch/import"
-    )
-    (request,), _, _ = tick_until_done(defs, instance, with_webhook)
-    assert [k.path[-1] for k in request.asset_selection] == ["batch_job"]
-    assert run_request(defs, instance, request).success
+    """The finish run of a SUCCEEDED job hands its checked output to Robotoff's endpoint (a
+    local server reproducing its contract), once; nothing is written to Robotoff's tables."""
+    from tests.test_robotoff_api import KEY, RobotoffEndpoint
+
+    received: list[dict[str, str]] = []
+    handler = type("Handler", (RobotoffEndpoint,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        resources = make_resources(tmp_path, pg_db)
+        bucket = tmp_path / "robotoff-batch"
+        bucket.mkdir()
+        resources["prediction_store"] = PredictionStoreResource(
+            database_url=pg_db,
+            target="robotoff_api",
+            robotoff_url=f"http://127.0.0.1:{server.server_port}",
+            robotoff_bucket_uri=bucket.as_uri(),
+            batch_job_key=KEY,
+        )
+        defs = make_defs(resources)
+        result = launch(defs, instance, limit=30)
+        assert result.success, failure_text(result)
+        job_id = launched_job_id(result)
+        (request,), _, cursor = tick_until_done(defs, instance, resources)
+        assert [k.path[-1] for k in request.asset_selection] == ["batch_job", "predictions"]
+        finished = run_request(defs, instance, request)
+        assert finished.success, failure_text(finished)
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = output_changes(tmp_path / "staging", job_id)
+    assert received == [{"job_type": "ingredients_spellcheck", "batch_dir": f"{JOB_TYPE}/{job_id}"}]
+    handed = pq.read_table(bucket / JOB_TYPE / job_id / "postprocessed_data.parquet")
+    assert sorted(handed.column("code").to_pylist()) == sorted(expected)
     assert db_rows(pg_db, job_id) == []
+    with psycopg.connect(pg_db) as conn:
+        assert conn.execute(
+            "SELECT target, predictions FROM batch_job_import WHERE batch_job_id = %s", (job_id,)
+        ).fetchone() == ("robotoff_api", len(expected))
+    assert not tick(defs, instance, resources, cursor).run_requests  # settled, once

@@ -2,7 +2,7 @@
 
 Run as ``python entrypoint.py [--engine lexicon-cpu|vllm] [--batch-size N]`` with the
 environment described in README.md (INPUT_FILE_PATH, OUTPUT_FILE_PATH, LEXICON_FILE_PATH,
-BATCH_TASK_INDEX, BATCH_TASK_COUNT, WEBHOOK_URL, BATCH_JOB_KEY...). Exit status 0 on success,
+BATCH_TASK_INDEX, BATCH_TASK_COUNT...). Exit status 0 on success,
 2 on a configuration or input error (the message names the variable, file or column).
 """
 

@@ -169,9 +169,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 },
             )
 
-        env = pipeline.container_environment(
-            job_uri=job_uri, staged=uris, webhook_url=launch_settings.webhook_url
-        )
+        env = pipeline.container_environment(job_uri=job_uri, staged=uris)
         engine = batch_engine.get_engine()
         try:
             status, request = pipeline.submit_job(

@@ -46,6 +46,12 @@ def _prediction_store(*, database_url: Any) -> PredictionStoreResource:
 def build_resources(environment: str | None = None) -> dict[str, Any]:
     """The resource dict of an environment."""
     env = environment or os.environ.get("ROBOTOFF_BATCH_ENV", "local")
+    if os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL"):
+        raise ValueError(
+            "ROBOTOFF_BATCH_WEBHOOK_URL is no longer used (no task calls Robotoff's webhook): "
+            "set ROBOTOFF_BATCH_IMPORT_TARGET=robotoff_api, ROBOTOFF_BATCH_ROBOTOFF_URL and "
+            "ROBOTOFF_BATCH_JOB_KEY to hand outputs to Robotoff's importer (docs/production.md)"
+        )
     if env == "local":
         return {
             "product_dump": ProductDumpResource(
@@ -74,9 +80,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 gcp_location=os.environ.get("ROBOTOFF_BATCH_GCP_LOCATION", "europe-west4"),
             ),
             "prediction_store": _prediction_store(database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")),
-            "launch_settings": LaunchSettingsResource(
-                webhook_url=os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL")
-            ),
+            "launch_settings": LaunchSettingsResource(),
         }
     raise ValueError(f"ROBOTOFF_BATCH_ENV must be one of {ENVIRONMENTS}, not {env!r}")
 

@@ -224,10 +224,6 @@ class PredictionStoreResource(dg.ConfigurableResource):
 
 
 class LaunchSettingsResource(dg.ConfigurableResource):
-    """Per-deployment values every launch needs."""
-
-    webhook_url: str | None = Field(
-        default=None,
-        description="Robotoff's import webhook (…/api/v1/batch/import) the container calls "
-        "when done; null: the sensor imports instead.",
-    )
+    """Per-deployment values every launch needs. (Its former ``webhook_url``, Robotoff's import
+    webhook called by the container's task 0, is gone: the prediction store's ``robotoff_api``
+    target hands the output to Robotoff once the whole job SUCCEEDED.)"""

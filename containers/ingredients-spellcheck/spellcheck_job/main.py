@@ -1,10 +1,12 @@
-"""The container's job: read this task's shard, correct it, write one output file, notify.
+"""The container's job: read this task's shard, correct it, write one output file.
 
 Environment (Robotoff's contract, extended; CLI options override it):
 INPUT_FILE_PATH, OUTPUT_FILE_PATH (required), LEXICON_FILE_PATH (lexicon-cpu),
 SPELLCHECK_ENGINE (lexicon-cpu | vllm, default lexicon-cpu), BATCH_TASK_INDEX (0),
-BATCH_TASK_COUNT (1), BATCH_JOB_ID, WEBHOOK_URL, BATCH_JOB_KEY, BUCKET_NAME, SPELLCHECK_MODEL,
-WEBHOOK_WAIT_SECONDS (how long task 0 waits for the other tasks' outputs, default 1800).
+BATCH_TASK_COUNT (1), BATCH_JOB_ID, BUCKET_NAME, SPELLCHECK_MODEL.
+
+Unlike Robotoff's container, no task calls Robotoff's import webhook or holds its key: the
+pipeline knows when the whole job SUCCEEDED and imports, or hands the output to Robotoff, then.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import logging
 import os
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -81,8 +81,6 @@ class JobConfig:
     task_count: int
     batch_size: int
     job_id: str | None
-    webhook_url: str | None
-    job_key: str | None
     model: str
 
 
@@ -138,8 +136,6 @@ def parse_config(argv: Sequence[str], env: dict[str, str]) -> JobConfig:
         task_count=task_count,
         batch_size=batch_size,
         job_id=env.get("BATCH_JOB_ID") or None,
-        webhook_url=env.get("WEBHOOK_URL") or None,
-        job_key=env.get("BATCH_JOB_KEY") or None,
         model=args.model or env.get("SPELLCHECK_MODEL") or "openfoodfacts/spellcheck-mistral-7b",
     )
 
@@ -166,63 +162,6 @@ def load_engine(config: JobConfig) -> Engine:
 def engine_label(engine: Engine) -> str:
     """The ``engine`` column value."""
     return engine.name
-
-
-def job_dir(output_uri: str) -> str:
-    """The job directory (parent of output/), sent to the import webhook as batch_dir."""
-    stripped = output_uri.rstrip("/")
-    parent, _, last = stripped.rpartition("/")
-    return parent if last == "output" and parent else stripped
-
-
-def notify(config: JobConfig) -> None:
-    """POST Robotoff's import webhook (form job_type, batch_dir; Bearer BATCH_JOB_KEY)."""
-    assert config.webhook_url is not None
-    data = urllib.parse.urlencode(
-        {"job_type": JOB_TYPE, "batch_dir": job_dir(config.output_uri)}
-    ).encode()
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    if config.job_key:
-        headers["Authorization"] = f"Bearer {config.job_key}"
-    request = urllib.request.Request(config.webhook_url, data=data, headers=headers, method="POST")
-    last_error: Exception | None = None
-    for attempt in range(1, 4):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                logger.info("webhook answered HTTP %d", response.status)
-                return
-        except OSError as exc:  # URLError and HTTPError are OSErrors
-            last_error = exc
-            logger.warning("webhook attempt %d failed: %s", attempt, exc)
-            time.sleep(2**attempt)
-    raise RuntimeError(f"webhook {config.webhook_url} failed after 3 attempts: {last_error}")
-
-
-def output_exists(uri: str) -> bool:
-    """Whether an output file is present (local path, file:// or gs://)."""
-    if is_gcs(uri):
-        from spellcheck_job.io import _client, _split_gs
-
-        bucket, key = _split_gs(uri)
-        return bool(_client().bucket(bucket).blob(key).exists())
-    from spellcheck_job.io import local_path
-
-    return local_path(uri).is_file()
-
-
-def wait_for_outputs(config: JobConfig, timeout_s: float, poll_s: float = 10.0) -> bool:
-    """Wait until every task's part file exists; False when ``timeout_s`` passes first."""
-    deadline = time.monotonic() + timeout_s
-    names = [f"part-{i:05d}.parquet" for i in range(config.task_count)]
-    while True:
-        missing = [n for n in names if not output_exists(join(config.output_uri, n))]
-        if not missing:
-            return True
-        if time.monotonic() >= deadline:
-            logger.warning("still missing %d output file(s), e.g. %s", len(missing), missing[0])
-            return False
-        logger.info("waiting for %d other task output(s) before the webhook", len(missing))
-        time.sleep(poll_s)
 
 
 def run(config: JobConfig) -> str:
@@ -294,14 +233,4 @@ def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return OUTPUT_ERROR_EXIT_CODE
-    if config.webhook_url and config.task_index == 0:
-        timeout = float(environ.get("WEBHOOK_WAIT_SECONDS", "1800") or 0)
-        if wait_for_outputs(config, timeout):
-            notify(config)
-        else:
-            logger.warning(
-                "webhook not sent: not every task's output is present after %.0f s "
-                "(the robotoff-batch sensor still imports the job when it SUCCEEDS)",
-                timeout,
-            )
     return 0
