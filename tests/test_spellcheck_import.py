@@ -543,3 +543,53 @@ def test_extraction_writes_the_facts_the_insights_read(tmp_path: Path) -> None:
         assert json.loads(row["countries"]) == (countries or [])
         assert json.loads(row["brands"]) == (brands or [])
         assert row["unique_scans_n"] == scans
+
+
+def test_robotoffs_own_prediction_is_kept_and_wins_the_insight_by_its_sort(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """Another predictor's prediction (Robotoff's own LLM import) is not replaced by ours;
+    of the two candidates for one (barcode, lang), Robotoff's sort keys pick the insight
+    (predictor name, alphabetically: fine-tuned-mistral-7b before lexicon-cpu)."""
+    code, lang, text, _ = OUTPUT[0]
+    with psycopg.connect(pg_db) as conn:
+        conn.execute(
+            "INSERT INTO prediction (barcode, type, data, timestamp, value_tag, "
+            "automatic_processing, predictor, predictor_version, server_type) "
+            "VALUES (%s, %s, %s, now(), %s, false, 'fine-tuned-mistral-7b', "
+            "'llm-v1-20260101000000', 'off')",
+            (code, TYPE, Jsonb({"original": text, "correction": "sucre, farine de blé."}), lang),
+        )
+    before = fetch(pg_db, "SELECT * FROM product_insight")
+    write_job(staging, JOB_A)
+    outcome = run_import(staging, store, JOB_A)
+    assert (outcome.predictions, outcome.predictions_replaced) == (6, 0)
+    predictors = {
+        r["predictor"] for r in fetch(pg_db, f"SELECT * FROM prediction WHERE barcode = '{code}'")
+    }
+    assert predictors == {"fine-tuned-mistral-7b", "lexicon-cpu"}
+    assert_insights_follow_robotoff(pg_db, before, outcome, {r[0] for r in OUTPUT if r[2] != r[3]})
+    assert insights(pg_db)[(code, lang)]["predictor"] == "fine-tuned-mistral-7b"
+
+
+def test_unknown_task_count_is_retried_later_not_refused(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """Cloud Batch's ListTasks may fail: without the task count the file set is unknown, so
+    nothing is imported and the error is not a refusal (the follower retries)."""
+
+    class NoTasks(SucceededEngine):
+        def get_job(self, *, job_id: str) -> JobStatus:
+            return JobStatus(job_id=job_id, state=JobState.SUCCEEDED, tasks=())
+
+    write_job(staging, JOB_A)
+    with pytest.raises(pipeline.ImportNotReady, match="did not list the tasks"):
+        pipeline.import_job_output(
+            engine=NoTasks(),  # type: ignore[arg-type]
+            staging=staging,
+            store=store,
+            job_type=JOB_TYPE,
+            job_id=JOB_A,
+        )
+    assert not issubclass(pipeline.ImportNotReady, (pipeline.PipelineError, OutputError))
+    assert nothing_written(pg_db)
