@@ -73,6 +73,12 @@ def test_bad_launch_parameters_and_empty_selection(cli_env: Path) -> None:
     assert (
         bad.exit_code == 1 and "limit" in bad.output and "invalid launch parameters" in (bad.output)
     )
+    boolean = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=true"])
+    assert boolean.exit_code == 1 and "limit: Input should be a valid integer (got True)" in (
+        boolean.output
+    )
+    tagged = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=!!python/int 3"])
+    assert tagged.exit_code != 0 and "not a valid value" in tagged.output
     typo = runner.invoke(app, ["launch", "ingredients-spellcheck", "limt=5"])
     assert typo.exit_code == 1 and "limt" in typo.output
     nothing = runner.invoke(app, ["launch", "ingredients-spellcheck", "codes=[none-such]"])
