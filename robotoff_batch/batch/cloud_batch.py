@@ -51,8 +51,10 @@ from robotoff_batch.batch.engine import (
     JobState,
     JobStatus,
     StatusEvent,
+    TaskAttempt,
     TaskStatus,
 )
+from robotoff_batch.batch.request import machine_of_job
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +142,53 @@ def _status_event(event: batch_v1.StatusEvent) -> StatusEvent:
         new_state=new_state,
         task_exit_code=exit_code,
     )
+
+
+_TASK_NEW_STATE_RE = re.compile(r"\bto\s+([A-Z_]+)")
+_TASK_RUNNING = "RUNNING"
+
+
+def _task_state_of(event: batch_v1.StatusEvent) -> str | None:
+    """The task state an event moved the task to: its ``task_state``, else its description
+    ("Task state is updated from ASSIGNED to RUNNING on zones/..."); None when neither says."""
+    if "task_state" in event:
+        name = batch_v1.TaskStatus.State(event.task_state).name
+        if name != "STATE_UNSPECIFIED":
+            return name
+    match = _TASK_NEW_STATE_RE.search(event.description or "")
+    return match.group(1) if match else None
+
+
+def _event_timestamp(event: batch_v1.StatusEvent) -> float:
+    when = _time(event, "event_time")
+    return when.timestamp() if when is not None else 0.0
+
+
+def task_attempts(events: Sequence[batch_v1.StatusEvent]) -> list[TaskAttempt]:
+    """A task's attempts from its status events, oldest first: each one runs from the event
+    that moves the task to RUNNING to the next event that moves it out of RUNNING (SUCCEEDED,
+    FAILED, or PENDING/ASSIGNED for a retry), which carries the exit code. An end without a
+    start seen (events lost or trimmed) is an attempt with an unknown start; an attempt not
+    ended has no end (still running, or its end was not reported)."""
+    attempts: list[TaskAttempt] = []
+    start: datetime | None = None
+    running = False
+    for event in sorted(events, key=_event_timestamp):
+        when = _time(event, "event_time")
+        state = _task_state_of(event)
+        exit_code = event.task_execution.exit_code if "task_execution" in event else None
+        if state == _TASK_RUNNING:
+            if running:  # a second RUNNING without an end between: the first end was lost
+                attempts.append(TaskAttempt(len(attempts) + 1, start, None))
+            start, running = when, True
+        elif running and (state is not None or exit_code is not None):
+            attempts.append(TaskAttempt(len(attempts) + 1, start, when, exit_code))
+            start, running = None, False
+        elif exit_code is not None:
+            attempts.append(TaskAttempt(len(attempts) + 1, None, when, exit_code))
+    if running:
+        attempts.append(TaskAttempt(len(attempts) + 1, start, None))
+    return attempts
 
 
 def _job_id_of(name: str) -> str:
@@ -396,6 +445,7 @@ class CloudBatchEngine:
                         state=task.status.state.name,
                         exit_code=executions[-1] if executions else None,
                         attempts=len(executions),
+                        runs=tuple(task_attempts(task.status.status_events)),
                     )
                 )
         except api_exceptions.NotFound:
@@ -417,4 +467,5 @@ class CloudBatchEngine:
             update_time=_time(job, "update_time"),
             log_uri=self.logging_uri(job.uid) if job.uid else None,
             uid=job.uid or None,
+            machine=machine_of_job(job),
         )

@@ -46,7 +46,9 @@ from robotoff_batch.batch.engine import (
     JobNotFoundError,
     JobState,
     JobStatus,
+    MachineSpec,
     StatusEvent,
+    TaskAttempt,
     TaskStatus,
 )
 from robotoff_batch.batch.local_supervisor import (
@@ -71,7 +73,7 @@ from robotoff_batch.batch.local_supervisor import (
     updating,
     write_state,
 )
-from robotoff_batch.batch.request import JOB_ID_PATTERN
+from robotoff_batch.batch.request import JOB_ID_PATTERN, machine_of_job
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ class LocalBatchEngine:
         # One per submit / list_jobs / get_job / cancel: what a poller costs, as on Cloud Batch.
         self.calls = 0
         self._supervisors: dict[str, subprocess.Popen[bytes]] = {}
+        # job.json never changes once published: its machine is read once per job.
+        self._machines: dict[str, MachineSpec | None] = {}
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     # -- BatchEngine -----------------------------------------------------------------------------
@@ -465,6 +469,15 @@ class LocalBatchEngine:
                 state=t["state"],
                 exit_code=t.get("exit_code"),
                 attempts=t.get("attempts", 0),
+                runs=tuple(
+                    TaskAttempt(
+                        attempt=h["attempt"],
+                        start=parse_time(h.get("start_time")),
+                        end=parse_time(h.get("end_time")),
+                        exit_code=h.get("exit_code"),
+                    )
+                    for h in t.get("history", [])
+                ),
             )
             for t in state["tasks"]
         )
@@ -478,7 +491,21 @@ class LocalBatchEngine:
             update_time=parse_time(state.get("update_time")),
             log_uri=(job_dir / LOGS_DIR).as_uri(),
             uid=state.get("uid"),
+            machine=self._machine(job_dir),
         )
+
+    def _machine(self, job_dir: Path) -> MachineSpec | None:
+        """The machine of the job's request (job.json): what the run would be billed as on
+        Cloud Batch. None when job.json is unreadable."""
+        key = job_dir.name
+        if key not in self._machines:
+            try:
+                job = batch_v1.Job.from_json((job_dir / JOB_FILE).read_text(), ignore_unknown_fields=True)
+            except (OSError, ValueError) as error:
+                logger.warning("job %s: cannot read %s: %s", key, JOB_FILE, error)
+                return None
+            self._machines[key] = machine_of_job(job)
+        return self._machines[key]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
