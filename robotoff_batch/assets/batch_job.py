@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+from robotoff_batch.cost import actual_cost, cost_metadata, job_facts
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     WORKER_TAG,
@@ -57,8 +58,14 @@ def failure_reason(status: JobStatus) -> str:
     return "\n".join(lines)
 
 
-def outcome_metadata(status: JobStatus) -> dict[str, Any]:
-    return {"batch_job_id": status.job_id, **job_metadata(status)}
+def outcome_metadata(
+    status: JobStatus, *, engine: str, instance: dg.DagsterInstance
+) -> dict[str, Any]:
+    """The job's outcome with its cost beside its ceiling (the launch run's products count and
+    worst case; the config's as it is now when the launch run is not in this instance)."""
+    facts = job_facts(instance, status)
+    cost = actual_cost(status, engine=engine)
+    return {"batch_job_id": status.job_id, **job_metadata(status), **cost_metadata(cost, facts)}
 
 
 def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
@@ -97,7 +104,7 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
                 "recorded when it ends (the sensor requests this run then)",
                 allow_retries=False,
             )
-        meta = outcome_metadata(status)
+        meta = outcome_metadata(status, engine=engine.name, instance=context.instance)
         if status.state == JobState.SUCCEEDED:
             context.log.info(f"batch job {job_id} SUCCEEDED")
             yield dg.MaterializeResult(

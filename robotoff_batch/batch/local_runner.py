@@ -500,7 +500,9 @@ class LocalBatchEngine:
         key = job_dir.name
         if key not in self._machines:
             try:
-                job = batch_v1.Job.from_json((job_dir / JOB_FILE).read_text(), ignore_unknown_fields=True)
+                job = batch_v1.Job.from_json(
+                    (job_dir / JOB_FILE).read_text(), ignore_unknown_fields=True
+                )
             except (OSError, ValueError) as error:
                 logger.warning("job %s: cannot read %s: %s", key, JOB_FILE, error)
                 return None
