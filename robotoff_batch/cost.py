@@ -39,6 +39,15 @@ CEILING_LABEL = "production worst-case ceiling"
 _MAX_REASONS = 3
 
 
+def usd(amount: float) -> str:
+    """Dollars with the digits that matter: $43.02, $0.8963, $0.000112 (a short local run)."""
+    if amount == 0:
+        return "$0.00"
+    if abs(amount) >= 10:
+        return f"${amount:.2f}"
+    return f"${amount:.4f}" if abs(amount) >= 0.01 else f"${amount:.6f}"
+
+
 @dataclass(frozen=True)
 class AttemptCost:
     task: int
@@ -84,10 +93,9 @@ class ActualCost:
         """What the figure is: billed (Cloud Batch) or what it would have cost (local)."""
         so_far = " so far" if self.in_progress else ""
         if self.simulated:
-            where = self.machine.describe() if self.machine else "the configured machine"
             return (
-                f"would-be cost{so_far} (local runner, nothing billed: this run on {where} "
-                "in Cloud Batch)"
+                f"would-be cost{so_far} (local runner, nothing billed: the same run on the "
+                "configured machine in Cloud Batch)"
             )
         return f"actual cost{so_far}"
 
@@ -98,7 +106,7 @@ class ActualCost:
             return f"unknown: {self.unknown}"
         total = self.total_usd or 0.0
         if not self.attempts:
-            return "$0.0000: no task ran"
+            return "$0.00: no task ran"
         assert self.rate is not None and self.machine is not None
         rate = self.rate
         spot = (
@@ -108,7 +116,7 @@ class ActualCost:
         )
         estimate = ", price is an estimate" if rate.estimate else ""
         return (
-            f"${total:.4f} = {len(self.attempts)} attempt(s), {self.task_seconds:.1f} s of task "
+            f"{usd(total)} = {len(self.attempts)} attempt(s), {self.task_seconds:.1f} s of task "
             f"time x ${rate.hourly_usd:.6f}/h{spot} ({self.machine.describe()}{estimate})"
         )
 
@@ -271,7 +279,7 @@ def ceiling_text(facts: LaunchFacts) -> str:
 def per_1000_text(cost: ActualCost, facts: LaunchFacts) -> str:
     value = cost.per_1000(facts.products)
     if value is not None:
-        return f"${value:.4f} ({facts.products} products)"
+        return f"{usd(value)} ({facts.products} products)"
     if not cost.known:
         return "unknown (the cost is unknown)"
     return f"unknown (no products count: {facts.source})"
@@ -514,9 +522,9 @@ def cost_command(
         "jobs",
         "not succeeded",
         "task hours",
-        "cost (USD)",
+        "cost",
         "unknown",
-        "per 1,000 products (USD)",
+        "per 1,000 products",
     ):
         table.add_column(column)
     for row in rows:
@@ -526,21 +534,24 @@ def cost_command(
             row.job_type,
             str(row.jobs),
             str(row.not_succeeded),
-            f"{row.task_hours:.3f}",
-            f"{row.known_usd:.4f}",
+            f"{row.task_hours:.4f}",
+            usd(row.known_usd),
             str(row.unknown),
-            f"{per_1000:.4f}" if per_1000 is not None else "unknown",
+            usd(per_1000) if per_1000 is not None else "unknown",
         )
     if rows:
+        products = sum(r.products for r in rows)
+        with_products = sum(r.usd_with_products for r in rows)
+        total_1000 = with_products / products * 1000 if products else None
         table.add_row(
             "total",
             "",
             str(sum(r.jobs for r in rows)),
             str(sum(r.not_succeeded for r in rows)),
-            f"{sum(r.task_hours for r in rows):.3f}",
-            f"{sum(r.known_usd for r in rows):.4f}",
+            f"{sum(r.task_hours for r in rows):.4f}",
+            usd(sum(r.known_usd for r in rows)),
             str(sum(r.unknown for r in rows)),
-            "",
+            usd(total_1000) if total_1000 is not None else "unknown",
         )
     console = Console(soft_wrap=True, width=None if _isatty() else 160)
     if not rows:

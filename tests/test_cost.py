@@ -28,6 +28,7 @@ from robotoff_batch.cost import (
     cost_lines,
     cost_metadata,
     summarize,
+    usd,
 )
 from robotoff_batch.job_types import load_registry
 from tests.fakes.settings import FAKE_IMAGE_OK
@@ -166,7 +167,7 @@ def test_a_job_that_never_started_a_task_cost_nothing() -> None:
     queued = StatusEvent(T0, "STATUS_CHANGED", "", new_state=JobState.QUEUED)
     failed = StatusEvent(T0, "STATUS_CHANGED", "no L4 in zone", new_state=JobState.FAILED)
     cost = actual_cost(job([], state=JobState.FAILED, events=(queued, failed)), engine="x")
-    assert cost.known and cost.total_usd == 0.0 and cost.explain() == "$0.0000: no task ran"
+    assert cost.known and cost.total_usd == 0.0 and cost.explain() == "$0.00: no task ran"
 
 
 def test_a_running_job_costs_so_far_up_to_now() -> None:
@@ -181,11 +182,18 @@ def test_local_runner_figures_say_nothing_was_billed_and_per_1000_products() -> 
     cost = actual_cost(job(RETRIED), engine="local")
     facts = LaunchFacts(products=120, worst_case_usd=43.02, worst_case="...", ceiling_usd=50.0)
     lines = cost_lines(cost, facts)
-    assert lines[0].startswith(
-        "would-be cost (local runner, nothing billed: this run on g2-standard-8 + 1 x "
-        "nvidia-l4, STANDARD in Cloud Batch): $0.8963 = 3 attempt(s)"
+    assert lines[0] == (
+        "would-be cost (local runner, nothing billed: the same run on the configured machine "
+        "in Cloud Batch): $0.8963 = 3 attempt(s), 3600.0 s of task time x $0.896306/h "
+        "(g2-standard-8 + 1 x nvidia-l4, STANDARD)"
     )
     assert lines[1] == f"per 1,000 products: ${G2_8_PER_HOUR / 120 * 1000:.4f} (120 products)"
+    assert [usd(x) for x in (0, 43.0249, 0.89631, 0.0001124)] == [
+        "$0.00",
+        "$43.02",
+        "$0.8963",
+        "$0.000112",
+    ]
     assert lines[2] == f"{CEILING_LABEL}: $43.02: ...; max_cost_usd $50.00"
     meta = cost_metadata(cost, facts)
     assert meta["actual_cost_usd"].value == round(G2_8_PER_HOUR, 6)
