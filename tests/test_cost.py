@@ -31,7 +31,7 @@ from robotoff_batch.cost import (
     usd,
 )
 from robotoff_batch.job_types import load_registry
-from tests.fakes.settings import FAKE_IMAGE_OK
+from tests.fakes.settings import FAKE_IMAGE_FAIL, FAKE_IMAGE_OK
 from tests.test_cloud_batch import make_request
 
 pytest_plugins = ["tests.gcp_fixtures"]
@@ -251,15 +251,8 @@ def test_cloud_batch_task_events_give_each_attempt_retries_included() -> None:
 def test_cloud_batch_job_cost_through_the_fake_from_its_allocation_policy(
     cloud_batch_engine: CloudBatchEngine, local_batch_backend: LocalBatchEngine
 ) -> None:
-    request = make_request("spellcheck-costed", image=FAKE_IMAGE_OK, task_count=2)
-    model = batch_v1.AllocationPolicy.ProvisioningModel.SPOT
-    policy = batch_v1.AllocationPolicy.InstancePolicy(
-        machine_type="g2-standard-8",
-        provisioning_model=model,
-        accelerators=[batch_v1.AllocationPolicy.Accelerator(type_="nvidia-l4", count=1)],
-    )
-    request.job.allocation_policy = batch_v1.AllocationPolicy(
-        instances=[batch_v1.AllocationPolicy.InstancePolicyOrTemplate(policy=policy)]
+    request = with_machine(
+        make_request("spellcheck-costed", image=FAKE_IMAGE_OK, task_count=2), spot=True
     )
     cloud_batch_engine.submit(request=request)
     deadline = time.monotonic() + 30
@@ -273,6 +266,38 @@ def test_cloud_batch_job_cost_through_the_fake_from_its_allocation_policy(
     seconds = sum(r.duration_s() or 0 for t in truth.tasks for r in t.runs)
     assert len(cost.attempts) == 2 and seconds > 0
     assert cost.total_usd == pytest.approx(seconds / 3600 * G2_8_PER_HOUR * 0.4, rel=1e-9)
+
+
+def with_machine(request: batch_v1.CreateJobRequest, spot: bool) -> batch_v1.CreateJobRequest:
+    models = batch_v1.AllocationPolicy.ProvisioningModel
+    policy = batch_v1.AllocationPolicy.InstancePolicy(
+        machine_type="g2-standard-8",
+        provisioning_model=models.SPOT if spot else models.STANDARD,
+        accelerators=[batch_v1.AllocationPolicy.Accelerator(type_="nvidia-l4", count=1)],
+    )
+    request.job.allocation_policy = batch_v1.AllocationPolicy(
+        instances=[batch_v1.AllocationPolicy.InstancePolicyOrTemplate(policy=policy)]
+    )
+    return request
+
+
+def test_local_runner_retries_are_each_an_attempt_with_its_times(
+    local_batch_backend: LocalBatchEngine,
+) -> None:
+    request = with_machine(make_request("spellcheck-retried", image=FAKE_IMAGE_FAIL), spot=False)
+    request.job.task_groups[0].task_spec.max_retry_count = 1
+    local_batch_backend.submit(request=request)
+    local_batch_backend.wait(job_id="spellcheck-retried", timeout_s=30)
+    status = local_batch_backend.get_job(job_id="spellcheck-retried")
+    assert status.state is JobState.FAILED and status.machine == L4_STANDARD
+    (task,) = status.tasks
+    assert [(r.attempt, r.exit_code) for r in task.runs] == [(1, 3), (2, 3)]
+    seconds = [r.duration_s() for r in task.runs]
+    assert all(s is not None and s > 0 for s in seconds)
+    cost = actual_cost(status, engine=local_batch_backend.name)
+    assert cost.simulated and len(cost.attempts) == 2
+    expected = sum(s or 0.0 for s in seconds) / 3600 * G2_8_PER_HOUR
+    assert cost.total_usd == pytest.approx(expected, rel=1e-12)
 
 
 # -- the summary ------------------------------------------------------------------------------

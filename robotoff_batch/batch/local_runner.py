@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,9 @@ class LocalBatchEngine:
         job_dir = self._existing_job_dir(job_id)
         if job_dir is None:
             raise JobNotFoundError(f"no local batch job {job_id!r} under {self.state_dir}")
-        return self._status(job_dir)
+        # The machine (job.json) only here: list_jobs reads state.json alone, whatever the
+        # number of jobs.
+        return replace(self._status(job_dir), machine=self._machine(job_dir))
 
     def cancel(self, *, job_id: str) -> None:
         """Kill the job's tasks and supervisor: the job goes CANCELLATION_IN_PROGRESS, then
@@ -491,7 +494,6 @@ class LocalBatchEngine:
             update_time=parse_time(state.get("update_time")),
             log_uri=(job_dir / LOGS_DIR).as_uri(),
             uid=state.get("uid"),
-            machine=self._machine(job_dir),
         )
 
     def _machine(self, job_dir: Path) -> MachineSpec | None:
