@@ -76,12 +76,12 @@ class ActualCost:
     @property
     def total_usd(self) -> float | None:
         """The cost in USD; None when unknown (never 0 for "we do not know")."""
-        return sum(a.usd for a in self.attempts) if self.known else None
+        return float(sum((a.usd for a in self.attempts), 0.0)) if self.known else None
 
     @property
     def task_seconds(self) -> float:
         """Task run time of the attempts whose times are known."""
-        return sum(a.seconds for a in self.attempts)
+        return float(sum((a.seconds for a in self.attempts), 0.0))
 
     @property
     def simulated(self) -> bool:
@@ -358,10 +358,12 @@ def cost_metadata(cost: ActualCost, facts: LaunchFacts) -> dict[str, dg.Metadata
     }
     total = cost.total_usd
     if total is not None:
-        meta["actual_cost_usd"] = dg.MetadataValue.float(round(total, 6))
+        meta["actual_cost_usd"] = dg.MetadataValue.float(float(round(total, 6)))
     per_1000 = cost.per_1000(facts.products)
     if per_1000 is not None:
-        meta["actual_cost_per_1000_products_usd"] = dg.MetadataValue.float(round(per_1000, 6))
+        meta["actual_cost_per_1000_products_usd"] = dg.MetadataValue.float(
+            float(round(per_1000, 6))
+        )
     meta["actual_cost_per_1000_products"] = dg.MetadataValue.text(per_1000_text(cost, facts))
     if facts.products is not None:
         meta["products"] = dg.MetadataValue.int(facts.products)

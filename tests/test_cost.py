@@ -168,6 +168,9 @@ def test_a_job_that_never_started_a_task_cost_nothing() -> None:
     failed = StatusEvent(T0, "STATUS_CHANGED", "no L4 in zone", new_state=JobState.FAILED)
     cost = actual_cost(job([], state=JobState.FAILED, events=(queued, failed)), engine="x")
     assert cost.known and cost.total_usd == 0.0 and cost.explain() == "$0.00: no task ran"
+    meta = cost_metadata(cost, LaunchFacts(products=10))
+    assert meta["actual_cost_usd"].value == 0.0 and "cost_by_attempt" not in meta
+    assert meta["actual_cost_per_1000_products_usd"].value == 0.0
 
 
 def test_a_running_job_costs_so_far_up_to_now() -> None:
