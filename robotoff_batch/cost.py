@@ -21,6 +21,7 @@ run in the Dagster instance.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -373,6 +374,7 @@ def cost_metadata(cost: ActualCost, facts: LaunchFacts) -> dict[str, dg.Metadata
         )
     meta["production_worst_case_ceiling"] = dg.MetadataValue.text(ceiling_text(facts))
     if cost.attempts:
+        meta["task_seconds"] = dg.MetadataValue.float(float(round(cost.task_seconds, 3)))
         meta["cost_by_attempt"] = attempts_table(cost)
     return meta
 
@@ -387,9 +389,24 @@ class JobCost:
     job_id: str
     job_type: str
     month: str  # YYYY-MM of its creation (UTC)
-    state: JobState
-    cost: ActualCost
+    state: str  # JobState value
+    usd: float | None  # None: unknown
+    task_seconds: float = 0.0
     products: int | None = None
+
+    @classmethod
+    def of(
+        cls, status: JobStatus, cost: ActualCost, job_type: str, products: int | None
+    ) -> JobCost:
+        return cls(
+            job_id=status.job_id,
+            job_type=job_type,
+            month=month_of(status),
+            state=status.state.value,
+            usd=cost.total_usd,
+            task_seconds=cost.task_seconds,
+            products=products,
+        )
 
 
 @dataclass
@@ -416,9 +433,9 @@ def summarize(jobs: Iterable[JobCost]) -> list[SummaryRow]:
     for job in jobs:
         row = rows.setdefault((job.month, job.job_type), SummaryRow(job.month, job.job_type))
         row.jobs += 1
-        row.not_succeeded += job.state is not JobState.SUCCEEDED
-        row.task_hours += job.cost.task_seconds / 3600
-        total = job.cost.total_usd
+        row.not_succeeded += job.state != JobState.SUCCEEDED.value
+        row.task_hours += job.task_seconds / 3600
+        total = job.usd
         if total is None:
             row.unknown += 1
             row.job_ids_unknown.append(job.job_id)
@@ -430,9 +447,101 @@ def summarize(jobs: Iterable[JobCost]) -> list[SummaryRow]:
     return [rows[k] for k in sorted(rows)]
 
 
+_JOB_ID_DATE = re.compile(r"-(\d{4})(\d{2})\d{2}-\d{6}-[a-z0-9]+$")
+
+
 def month_of(status: JobStatus) -> str:
+    """YYYY-MM (UTC) the job was created: its creation time, else its id's date."""
     when = status.create_time
-    return when.astimezone(UTC).strftime("%Y-%m") if when else "unknown"
+    if when:
+        return when.astimezone(UTC).strftime("%Y-%m")
+    return month_of_job_id(status.job_id) or "unknown"
+
+
+def month_of_job_id(job_id: str) -> str | None:
+    """``ingredients-spellcheck-20261120-100000-ab12`` -> ``2026-11`` (see make_job_id)."""
+    match = _JOB_ID_DATE.search(job_id)
+    return f"{match.group(1)}-{match.group(2)}" if match else None
+
+
+# How many of a job type's latest records the UI's summary reads (a finish run's job is one
+# materialization or observation with a cost; the sensor adds a few state observations).
+RECORDS_READ = 2000
+
+
+def recorded_costs(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, job_type: str
+) -> dict[str, JobCost]:
+    """The cost each job's finish run recorded on ``<type>/batch_job`` (materialization when
+    it SUCCEEDED, observation otherwise), the newest per partition: two event-log queries."""
+    found: dict[str, tuple[float, JobCost]] = {}
+    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+        for record in fetch(asset_key, limit=RECORDS_READ).records:
+            entry = record.event_log_entry
+            event = entry.asset_materialization or entry.asset_observation
+            if event is None or event.partition is None or "actual_cost" not in event.metadata:
+                continue
+            previous = found.get(event.partition)
+            if previous is not None and previous[0] >= entry.timestamp:
+                continue
+            meta = event.metadata
+            usd_value = _value(meta, "actual_cost_usd")
+            products = _value(meta, "products")
+            found[event.partition] = (
+                entry.timestamp,
+                JobCost(
+                    job_id=event.partition,
+                    job_type=job_type,
+                    month=month_of_job_id(event.partition)
+                    or datetime.fromtimestamp(entry.timestamp, UTC).strftime("%Y-%m"),
+                    state=str(_value(meta, "state") or "unknown"),
+                    usd=float(usd_value) if usd_value is not None else None,
+                    task_seconds=float(_value(meta, "task_seconds") or 0.0),
+                    products=int(products) if products is not None else None,
+                ),
+            )
+    return {job_id: cost for job_id, (_, cost) in found.items()}
+
+
+def summary_table(rows: Sequence[SummaryRow]) -> dg.MetadataValue:
+    """The summary as a UI table (newest month first)."""
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "month": r.month,
+                    "jobs": r.jobs,
+                    "not succeeded": r.not_succeeded,
+                    "task hours": round(r.task_hours, 4),
+                    "cost (USD)": round(r.known_usd, 6),
+                    "jobs of unknown cost": r.unknown,
+                    "per 1,000 products (USD)": "" if r.per_1000 is None else usd(r.per_1000),
+                }
+            )
+            for r in sorted(rows, key=lambda r: r.month, reverse=True)
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("month", "string"),
+                dg.TableColumn("jobs", "int"),
+                dg.TableColumn("not succeeded", "int"),
+                dg.TableColumn("task hours", "float"),
+                dg.TableColumn("cost (USD)", "float"),
+                dg.TableColumn("jobs of unknown cost", "int"),
+                dg.TableColumn("per 1,000 products (USD)", "string"),
+            ]
+        ),
+    )
+
+
+def job_type_summary(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, job_type: str, current: JobCost
+) -> dg.MetadataValue:
+    """The job type's cost per month from its recorded jobs, this one (not recorded yet)
+    included: what the finish run shows as ``cost_per_month``."""
+    jobs = recorded_costs(instance, asset_key, job_type)
+    jobs[current.job_id] = current
+    return summary_table(summarize(jobs.values()))
 
 
 def collect(
@@ -460,16 +569,7 @@ def collect(
         except Exception:  # gone between the listing and the read: its listed status
             status = listed_status
         cost = actual_cost(status, engine=engine.name)
-        out.append(
-            JobCost(
-                job_id=status.job_id,
-                job_type=jt,
-                month=month_of(status),
-                state=status.state,
-                cost=cost,
-                products=products_of(status) if products_of else None,
-            )
-        )
+        out.append(JobCost.of(status, cost, jt, products_of(status) if products_of else None))
     return out, in_flight
 
 

@@ -4,8 +4,11 @@ Cloud Batch task events it is read from, and the summary per job type and month.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import dagster as dg
 import pytest
 from google.cloud import batch_v1
 
@@ -27,6 +30,8 @@ from robotoff_batch.cost import (
     actual_cost,
     cost_lines,
     cost_metadata,
+    job_type_summary,
+    recorded_costs,
     summarize,
     usd,
 )
@@ -308,8 +313,9 @@ def test_local_runner_retries_are_each_an_attempt_with_its_times(
 
 def test_summary_per_job_type_and_month() -> None:
     def entry(job_id: str, month: str, jt: str, state: JobState, tasks, products):  # type: ignore[no-untyped-def]
-        status = job(tasks, state=state)
-        return JobCost(job_id, jt, month, state, actual_cost(status, engine="x"), products)
+        cost = actual_cost(job(tasks, state=state), engine="x")
+        return replace(JobCost.of(job(tasks, state=state), cost, jt, products), job_id=job_id,
+                       month=month)  # fmt: skip
 
     one_hour = RETRIED
     half = [TaskStatus(0, "FAILED", 1, 1, (attempt(1, 0, 1800, 1),))]
@@ -337,3 +343,47 @@ def test_summary_per_job_type_and_month() -> None:
     # per 1,000 products only over the jobs whose cost and count are both known ("a")
     assert november.per_1000 == pytest.approx(G2_8_PER_HOUR, abs=1e-12)
     assert rows[0].per_1000 == pytest.approx(G2_8_PER_HOUR / 2 / 500 * 1000, abs=1e-12)
+
+
+def test_the_ui_summary_reads_each_jobs_newest_recorded_cost() -> None:
+    key = dg.AssetKey(["ingredients_spellcheck", "batch_job"])
+    jt = "ingredients-spellcheck"
+    ok = "ingredients-spellcheck-20261105-100000-aaaa"
+    failed = "ingredients-spellcheck-20261106-100000-bbbb"
+    older = "ingredients-spellcheck-20261020-100000-cccc"
+
+    def meta(state: str, tasks: list[TaskStatus], products: int | None) -> dict[str, Any]:
+        status = job(tasks, state=JobState(state))
+        return {"state": state, **cost_metadata(actual_cost(status, engine="x"),
+                                                LaunchFacts(products=products))}  # fmt: skip
+
+    with dg.instance_for_test() as instance:
+        report = instance.report_runless_asset_event
+        # the sensor's state observations carry no cost: ignored
+        report(dg.AssetObservation(key, partition=ok, metadata={"state": "RUNNING"}))
+        report(
+            dg.AssetMaterialization(key, partition=ok, metadata=meta("SUCCEEDED", RETRIED, 1000))
+        )
+        half = [TaskStatus(0, "FAILED", 1, 1, (attempt(1, 0, 1800, 1),))]
+        report(dg.AssetObservation(key, partition=failed, metadata=meta("FAILED", half, 10)))
+        report(
+            dg.AssetMaterialization(key, partition=older, metadata=meta("SUCCEEDED", half, None))
+        )
+        # a second finish run of the same job: its newest record counts, once
+        report(
+            dg.AssetMaterialization(key, partition=ok, metadata=meta("SUCCEEDED", RETRIED, 1000))
+        )
+        recorded = recorded_costs(instance, key, jt)
+        assert sorted(recorded) == sorted([ok, failed, older])
+        assert recorded[failed].state == "FAILED" and recorded[failed].month == "2026-11"
+        assert recorded[ok].usd == pytest.approx(G2_8_PER_HOUR, abs=1e-6)
+        assert recorded[ok].task_seconds == 3600.0
+
+        current = JobCost("ingredients-spellcheck-20261107-100000-dddd", jt, "2026-11",
+                          "SUCCEEDED", None, 0.0, 5)  # fmt: skip
+        table = job_type_summary(instance, key, jt, current).value
+        rows = [r.data for r in table.records]
+        assert [(r["month"], r["jobs"], r["not succeeded"], r["jobs of unknown cost"])
+                for r in rows] == [("2026-11", 3, 1, 1), ("2026-10", 1, 0, 0)]  # fmt: skip
+        assert rows[0]["cost (USD)"] == pytest.approx(G2_8_PER_HOUR * 1.5, abs=1e-5)
+        assert rows[0]["per 1,000 products (USD)"] == usd((G2_8_PER_HOUR * 1.5) / 1010 * 1000)

@@ -250,6 +250,8 @@ def test_launch_sensor_import_end_to_end(
     )
     assert meta["production_worst_case_ceiling_usd"].value == round(config.cost.total_usd, 2)
     assert "max_cost_usd $50.00" in str(meta["production_worst_case_ceiling"].value)
+    (month,) = [r.data for r in meta["cost_per_month"].value.records]
+    assert month["jobs"] == 1 and month["cost (USD)"] == meta["actual_cost_usd"].value
 
     expected = output_changes(tmp_path / "staging", job_id)
     assert expected, "the CPU engine corrected nothing in 120 real products"
@@ -340,6 +342,12 @@ def test_failed_container_fails_the_check_with_exit_code_and_log_tail(
     cost_meta = failure.step_failure_data.user_failure_data.metadata
     assert len(cost_meta["cost_by_attempt"].value.records) == 2
     assert cost_meta["actual_cost_usd"].value > 0
+    # ... and is on the partition (an observation: a failed step materializes nothing)
+    seen = instance.fetch_observations(dg.AssetKey(["ingredients_spellcheck", "batch_job"]), 10)
+    recorded = [r.asset_observation for r in seen.records if r.asset_observation]
+    (outcome,) = [o for o in recorded if "actual_cost" in o.metadata]
+    assert outcome.partition == job_id and outcome.metadata["state"].value == "FAILED"
+    assert check.metadata["actual_cost"] == cost_meta["actual_cost"]
     engine = resources["batch_engine"].get_engine()
     assert engine.get_job(job_id=job_id).state == JobState.FAILED
     assert db_rows(pg_db, job_id) == []
