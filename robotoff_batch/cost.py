@@ -2,12 +2,13 @@
 
 A job's *actual cost* is, for every attempt of every task (retries included), the time from
 the attempt's start to its end as the engine reports it (Cloud Batch: the task's status
-events, RUNNING -> out of RUNNING; the local runner: each attempt's start and end times) x the
-hourly price of the job's own machine (its allocation policy: machine type, GPUs, provisioning
-model), from the same price table and the same arithmetic as the worst-case ceiling
-(:func:`robotoff_batch.config.models.hourly_rate`). It is what the VMs cost while the tasks ran;
-VM boot, image pull and idle time between tasks are not in it (a Cloud Batch bill is a little
-higher), and the table's prices are list prices, some of them estimates.
+events, from ASSIGNED, a VM took it and pulls the image, or RUNNING, to the state it ends in;
+the local runner: each attempt's start and end times) x the hourly price of the job's own
+machine (its allocation policy: machine type, GPUs, provisioning model), from the same price
+table and the same arithmetic as the worst-case ceiling
+(:func:`robotoff_batch.config.models.hourly_rate`). It is what the VMs cost while busy with the
+tasks; VM boot before the task is assigned and idle time between tasks are not in it (a Cloud
+Batch bill is a little higher), and the table's prices are list prices, some of them estimates.
 
 An attempt whose start or end is not known makes the cost *unknown*, never 0: a job that ran
 without reported run times did cost money. A job none of whose tasks ever started (no GPU
@@ -579,7 +580,7 @@ def report_lines(rows: Sequence[SummaryRow], *, engine: str, in_flight: int) -> 
     lines = [
         f"from each ended job's task run times (retries included) x prices.yaml (retrieved "
         f"{catalog.prices_retrieved}, list prices, some estimates); VM boot and idle time "
-        "are not included"
+        "between tasks are not included"
     ]
     if engine == LOCAL_ENGINE:
         lines.append(
@@ -608,6 +609,8 @@ def cost_command(
 
     from robotoff_batch.resources import build_resources, initialized
 
+    if month is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise typer.BadParameter(f"{month!r}: write the month as YYYY-MM, e.g. 2026-11")
     engine = initialized(build_resources()["batch_engine"]).get_engine()
     products_of = _products_lookup()
     jobs, in_flight = collect(engine, month=month, job_type=job_type, products_of=products_of)

@@ -84,9 +84,10 @@ def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
     assert row[:4] == [month, "ingredients-spellcheck", "1", "0"], report.output
     assert row[5] == usd.group(1) and row[6] == "0"
     assert "local runner: nothing was billed" in report.output
-    assert (
-        "no ended batch job in 1999-01" in runner.invoke(app, ["cost", "--month", "1999-01"]).output
-    )
+    none = runner.invoke(app, ["cost", "--month", "1999-01"])
+    assert none.exit_code == 0 and "no ended batch job in 1999-01" in none.output
+    bad = runner.invoke(app, ["cost", "--month", "2026-13"])
+    assert bad.exit_code != 0 and "YYYY-MM" in bad.output
 
     again = runner.invoke(app, ["import", job_id])
     assert again.exit_code == 0 and "already imported: nothing changed" in again.output

@@ -35,6 +35,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -145,7 +146,8 @@ def _status_event(event: batch_v1.StatusEvent) -> StatusEvent:
 
 
 _TASK_NEW_STATE_RE = re.compile(r"\bto\s+([A-Z_]+)")
-_TASK_RUNNING = "RUNNING"
+# Task states in which a VM is busy with the task.
+_TASK_BUSY = frozenset({"ASSIGNED", "RUNNING"})
 
 
 def _task_state_of(event: batch_v1.StatusEvent) -> str | None:
@@ -165,27 +167,34 @@ def _event_timestamp(event: batch_v1.StatusEvent) -> float:
 
 
 def task_attempts(events: Sequence[batch_v1.StatusEvent]) -> list[TaskAttempt]:
-    """A task's attempts from its status events, oldest first: each one runs from the event
-    that moves the task to RUNNING to the next event that moves it out of RUNNING (SUCCEEDED,
-    FAILED, or PENDING/ASSIGNED for a retry), which carries the exit code. An end without a
-    start seen (events lost or trimmed) is an attempt with an unknown start; an attempt not
-    ended has no end (still running, or its end was not reported)."""
+    """A task's attempts from its status events, oldest first. An attempt starts when a VM
+    takes the task (ASSIGNED, which includes pulling the image; RUNNING when no ASSIGNED was
+    reported) and ends at the next event that moves the task elsewhere (SUCCEEDED, FAILED, or
+    PENDING for a retry), which carries the exit code: the time its VM was busy with it.
+
+    An end seen without a start (events lost or trimmed) is an attempt with an unknown start;
+    an attempt not ended has no end (still running, or its end was not reported). A second
+    end of the same attempt (another event with its exit code) is not another attempt."""
     attempts: list[TaskAttempt] = []
     start: datetime | None = None
     running = False
+    ended = False  # an attempt ended and no new one started since
     for event in sorted(events, key=_event_timestamp):
         when = _time(event, "event_time")
         state = _task_state_of(event)
         exit_code = event.task_execution.exit_code if "task_execution" in event else None
-        if state == _TASK_RUNNING:
-            if running:  # a second RUNNING without an end between: the first end was lost
-                attempts.append(TaskAttempt(len(attempts) + 1, start, None))
-            start, running = when, True
-        elif running and (state is not None or exit_code is not None):
+        if state in _TASK_BUSY:
+            if not running:
+                start, running, ended = when, True, False
+            continue
+        if running and (state is not None or exit_code is not None):
             attempts.append(TaskAttempt(len(attempts) + 1, start, when, exit_code))
-            start, running = None, False
-        elif exit_code is not None:
+            start, running, ended = None, False, True
+        elif exit_code is not None and ended and attempts[-1].exit_code is None:
+            attempts[-1] = replace(attempts[-1], exit_code=exit_code)
+        elif exit_code is not None and not ended:
             attempts.append(TaskAttempt(len(attempts) + 1, None, when, exit_code))
+            ended = True
     if running:
         attempts.append(TaskAttempt(len(attempts) + 1, start, None))
     return attempts
@@ -439,13 +448,14 @@ class CloudBatchEngine:
                     if "task_execution" in e
                 ]
                 index_text = _job_id_of(task.name)
+                runs = tuple(task_attempts(task.status.status_events))
                 tasks.append(
                     TaskStatus(
                         index=int(index_text) if index_text.isdigit() else len(tasks),
                         state=task.status.state.name,
                         exit_code=executions[-1] if executions else None,
-                        attempts=len(executions),
-                        runs=tuple(task_attempts(task.status.status_events)),
+                        attempts=len(runs) or len(executions),
+                        runs=runs,
                     )
                 )
         except api_exceptions.NotFound:
