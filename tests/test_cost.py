@@ -3,6 +3,7 @@ Cloud Batch task events it is read from, and the summary per job type and month.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import dagster as dg
 import pytest
 from google.cloud import batch_v1
 
-from robotoff_batch.batch.cloud_batch import task_attempts
+from robotoff_batch.batch.cloud_batch import CloudBatchEngine, task_attempts
 from robotoff_batch.batch.engine import (
     JobState,
     JobStatus,
@@ -35,7 +36,7 @@ from robotoff_batch.cost import (
     usd,
 )
 from robotoff_batch.job_types import load_registry
-from tests.fakes.settings import FAKE_IMAGE_FAIL
+from tests.fakes.settings import FAKE_IMAGE_FAIL, FAKE_IMAGE_OK
 from tests.test_cloud_batch import make_request
 
 pytest_plugins = ["tests.gcp_fixtures"]
@@ -274,6 +275,27 @@ def with_machine(request: batch_v1.CreateJobRequest, spot: bool) -> batch_v1.Cre
     return request
 
 
+def test_cloud_batch_job_cost_through_the_fake_from_its_allocation_policy(
+    cloud_batch_engine: CloudBatchEngine, local_batch_backend: LocalBatchEngine
+) -> None:
+    request = with_machine(
+        make_request("spellcheck-costed", image=FAKE_IMAGE_OK, task_count=2), spot=True
+    )
+    cloud_batch_engine.submit(request=request)
+    deadline = time.monotonic() + 30
+    while not (status := cloud_batch_engine.get_job(job_id="spellcheck-costed")).state.is_terminal:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status.machine == L4_SPOT
+    cost = actual_cost(status, engine=cloud_batch_engine.name)
+    # the backend's own attempt times, through Batch's task events and back
+    truth = local_batch_backend.get_job(job_id="spellcheck-costed")
+    seconds = sum(r.duration_s() or 0 for t in truth.tasks for r in t.runs)
+    assert len(cost.attempts) == 2 and seconds > 0
+    assert [t.attempts for t in status.tasks] == [1, 1]
+    assert cost.total_usd == pytest.approx(seconds / 3600 * G2_8_PER_HOUR * 0.4, rel=1e-9)
+
+
 def test_local_runner_retries_are_each_an_attempt_with_its_times(
     local_batch_backend: LocalBatchEngine,
 ) -> None:
@@ -372,3 +394,23 @@ def test_the_ui_summary_reads_each_jobs_newest_recorded_cost() -> None:
                 for r in rows] == [("2026-11", 3, 1, 1), ("2026-10", 1, 0, 0)]  # fmt: skip
         assert rows[0]["cost (USD)"] == pytest.approx(G2_8_PER_HOUR * 1.5, abs=1e-5)
         assert rows[0]["per 1,000 products (USD)"] == usd((G2_8_PER_HOUR * 1.5) / 1010 * 1000)
+
+
+def test_a_cost_that_cannot_be_worked_out_never_stops_the_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from robotoff_batch.assets import batch_job
+
+    def broken(*_: Any) -> None:
+        raise OSError("event log unreachable")
+
+    monkeypatch.setattr(batch_job, "job_facts", broken)
+    with dg.instance_for_test() as instance:
+        meta = batch_job.outcome_metadata(
+            job(RETRIED), engine="cloud-batch", instance=instance, job_type="ingredients-spellcheck"
+        )
+    assert meta["state"].value == "SUCCEEDED"
+    assert meta["actual_cost"].value == (
+        "unknown: it could not be worked out (OSError: event log unreachable)"
+    )
+    assert "actual_cost_usd" not in meta

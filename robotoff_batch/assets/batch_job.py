@@ -65,22 +65,32 @@ def failure_reason(status: JobStatus) -> str:
 
 
 def outcome_metadata(
-    status: JobStatus, *, engine: str, instance: dg.DagsterInstance, job_type: str
+    status: JobStatus,
+    *,
+    engine: str,
+    instance: dg.DagsterInstance,
+    job_type: str,
+    log: Any = None,
 ) -> dict[str, Any]:
     """The job's outcome with its cost beside its ceiling (the launch run's products count and
     worst case; the config's as it is now when the launch run is not in this instance), and
-    the job type's cost per month, this job included."""
-    facts = job_facts(instance, status)
-    cost = actual_cost(status, engine=engine)
-    this_job = JobCost.of(status, cost, job_type, facts.products)
-    return {
-        "batch_job_id": status.job_id,
-        **job_metadata(status),
-        **cost_metadata(cost, facts),
-        "cost_per_month": job_type_summary(
-            instance, batch_job_asset_key(job_type), job_type, this_job
-        ),
-    }
+    the job type's cost per month, this job included. The cost never stops the outcome from
+    being recorded: when it cannot be worked out, it says so."""
+    meta: dict[str, Any] = {"batch_job_id": status.job_id, **job_metadata(status)}
+    try:
+        facts = job_facts(instance, status)
+        cost = actual_cost(status, engine=engine)
+        this_job = JobCost.of(status, cost, job_type, facts.products)
+        summary = job_type_summary(instance, batch_job_asset_key(job_type), job_type, this_job)
+    except Exception as exc:  # reading the launch run or the event log failed
+        if log is not None:
+            log.warning(f"cost of {status.job_id} not worked out: {type(exc).__name__}: {exc}")
+        meta["actual_cost"] = dg.MetadataValue.text(
+            f"unknown: it could not be worked out ({type(exc).__name__}: {exc})"
+        )
+        meta["production_worst_case_ceiling"] = dg.MetadataValue.text("unknown")
+        return meta
+    return {**meta, **cost_metadata(cost, facts), "cost_per_month": summary}
 
 
 def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
@@ -120,7 +130,11 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
                 allow_retries=False,
             )
         meta = outcome_metadata(
-            status, engine=engine.name, instance=context.instance, job_type=jt.name
+            status,
+            engine=engine.name,
+            instance=context.instance,
+            job_type=jt.name,
+            log=context.log,
         )
         if status.state == JobState.SUCCEEDED:
             context.log.info(f"batch job {job_id} SUCCEEDED")
