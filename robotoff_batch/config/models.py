@@ -466,11 +466,6 @@ class HourlyRate:
         """The hourly price the provisioning model pays (SPOT discounted)."""
         return self.hourly_usd * (self.spot_fraction if self.spot_fraction is not None else 1.0)
 
-    def explain(self) -> str:
-        est = " (price is an estimate)" if self.estimate else ""
-        spot = f" x {self.spot_fraction} (SPOT)" if self.spot_fraction is not None else ""
-        return f"${self.hourly_usd:.6f}/h ({self.machine_type}{est}){spot}"
-
 
 def hourly_rate(
     machine_type: str,
