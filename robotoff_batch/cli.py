@@ -29,6 +29,7 @@ from robotoff_batch.config.loader import (
     config_paths,
     load_job_config,
 )
+from robotoff_batch.cost import cost_command, job_cost_lines
 from robotoff_batch.doctor import doctor_command
 from robotoff_batch.follow import key_prefix
 from robotoff_batch.paths import JOB_CONFIGS_DIR
@@ -42,6 +43,7 @@ config_app = typer.Typer(help="Validate and inspect job-type configurations.", n
 app.add_typer(config_app, name="config")
 app.command("doctor")(doctor_command)  # production preflight: robotoff_batch/doctor.py
 app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: smoke.py
+app.command("cost")(cost_command)  # cost per job type per month: cost.py
 # Piped or captured output gets wide tables instead of truncated job ids.
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(soft_wrap=True, width=_WIDTH)
@@ -305,6 +307,8 @@ def status(
     for t in s.tasks:
         tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
     console.print(tasks)
+    for line in job_cost_lines(s, engine.name):
+        say(line)
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
         tail = engine.log_tail(job_id=job_id)
         if tail:

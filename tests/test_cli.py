@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -56,6 +57,37 @@ def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
     assert table.exit_code == 0 and job_id in table.output and "SUCCEEDED" in table.output
     one = runner.invoke(app, ["status", job_id])
     assert "Task 0 succeeded" in one.output and "QUEUED" in one.output
+    # its cost: what this run would have cost on the configured machine, beside the ceiling
+    usd = re.search(
+        r"would-be cost \(local runner, nothing billed: the same run on the configured machine "
+        r"in Cloud Batch\): (\$\d+\.\d+) = 1 attempt\(s\), [\d.]+ s of task time x "
+        r"\$0\.896306/h \(g2-standard-8 \+ 1 x nvidia-l4, STANDARD\)",
+        one.output,
+    )
+    assert usd, one.output
+    per_1000 = re.search(r"per 1,000 products: \$(\d+\.\d+) \(80 products\)", one.output)
+    assert per_1000 and float(per_1000.group(1)) == pytest.approx(
+        float(usd.group(1)[1:]) / 80 * 1000, rel=0.01
+    )
+    assert "production worst-case ceiling: $43.02: $0.896306/h" in one.output
+    assert "max_cost_usd $50.00" in one.output
+
+    # the summary per job type and month has this job, at the same cost
+    report = runner.invoke(app, ["cost"])
+    assert report.exit_code == 0, report.output
+    month = datetime.now(UTC).strftime("%Y-%m")
+    (row,) = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in report.output.splitlines()
+        if month in line and "ingredients-spellcheck" in line
+    ]
+    assert row[:4] == [month, "ingredients-spellcheck", "1", "0"], report.output
+    assert row[5] == usd.group(1) and row[6] == "0"
+    assert "local runner: nothing was billed" in report.output
+    none = runner.invoke(app, ["cost", "--month", "1999-01"])
+    assert none.exit_code == 0 and "no ended batch job in 1999-01" in none.output
+    bad = runner.invoke(app, ["cost", "--month", "2026-13"])
+    assert bad.exit_code != 0 and "YYYY-MM" in bad.output
 
     again = runner.invoke(app, ["import", job_id])
     assert again.exit_code == 0 and "already imported: nothing changed" in again.output

@@ -235,6 +235,27 @@ def test_launch_sensor_import_end_to_end(
     events = [r["event"] for r in (r.data for r in meta["timeline"].value.records)]
     assert events[-1].endswith("SUCCEEDED") or "SUCCEEDED" in str(meta["timeline"].value)
 
+    # its cost beside the ceiling: the local runner's task attempts x the configured machine
+    config = load_registry()[JOB_TYPE].config
+    runs = [r for t in engine.get_job(job_id=job_id).tasks for r in t.runs]
+    seconds = sum(r.duration_s() or 0.0 for r in runs)
+    assert runs and seconds > 0
+    usd = seconds / 3600 * config.cost.hourly_usd  # STANDARD: no SPOT fraction
+    assert meta["actual_cost_usd"].value == pytest.approx(usd, abs=1e-6)
+    assert str(meta["actual_cost"].value).startswith(
+        "would-be cost (local runner, nothing billed: the same run on the configured machine "
+        "in Cloud Batch): $"
+    )
+    assert "(g2-standard-8 + 1 x nvidia-l4, STANDARD)" in str(meta["actual_cost"].value)
+    assert meta["products"].value == 120
+    assert meta["actual_cost_per_1000_products_usd"].value == pytest.approx(
+        usd / 120 * 1000, abs=1e-5
+    )
+    assert meta["production_worst_case_ceiling_usd"].value == round(config.cost.total_usd, 2)
+    assert "max_cost_usd $50.00" in str(meta["production_worst_case_ceiling"].value)
+    (month,) = [r.data for r in meta["cost_per_month"].value.records]
+    assert month["jobs"] == 1 and month["cost (USD)"] == meta["actual_cost_usd"].value
+
     expected = output_changes(tmp_path / "staging", job_id)
     assert expected, "the CPU engine corrected nothing in 120 real products"
     rows = db_rows(pg_db, job_id)
@@ -321,6 +342,17 @@ def test_failed_container_fails_the_check_with_exit_code_and_log_tail(
     assert "CUDA error: no GPU found" in str(check.metadata["log_tail"].value)
     assert check.metadata["exit_codes"].value == "task 0: 3"
     assert check.description.endswith("(exit code 3): CUDA error: no GPU found")
+    # the failed job's cost counts both attempts (exit 3 is retried once)
+    (failure,) = [e for e in finished.all_events if e.is_step_failure]
+    cost_meta = failure.step_failure_data.user_failure_data.metadata
+    assert len(cost_meta["cost_by_attempt"].value.records) == 2
+    assert cost_meta["actual_cost_usd"].value > 0
+    # ... and is on the partition (an observation: a failed step materializes nothing)
+    seen = instance.fetch_observations(dg.AssetKey(["ingredients_spellcheck", "batch_job"]), 10)
+    recorded = [r.asset_observation for r in seen.records if r.asset_observation]
+    (outcome,) = [o for o in recorded if "actual_cost" in o.metadata]
+    assert outcome.partition == job_id and outcome.metadata["state"].value == "FAILED"
+    assert check.metadata["actual_cost"] == cost_meta["actual_cost"]
     engine = resources["batch_engine"].get_engine()
     assert engine.get_job(job_id=job_id).state == JobState.FAILED
     assert db_rows(pg_db, job_id) == []

@@ -128,6 +128,15 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
     assert imported.success, failure_text(imported)
     checks = imported.get_asset_check_evaluations()
     assert len(checks) == 3 and all(c.passed for c in checks)
+    # its cost, from the Cloud Batch task events and the job's own allocation policy
+    mat = instance.get_latest_materialization_event(
+        dg.AssetKey(["ingredients_spellcheck", "batch_job"])
+    )
+    assert mat is not None and mat.asset_materialization is not None
+    meta = mat.asset_materialization.metadata
+    assert str(meta["actual_cost"].value).startswith("actual cost: $"), meta["actual_cost"]
+    assert "(g2-standard-8 + 1 x nvidia-l4, STANDARD)" in str(meta["actual_cost"].value)
+    assert meta["actual_cost_usd"].value > 0 and meta["products"].value == 60
 
     expected = {}
     for blob in bucket.list_blobs(prefix=f"{prefix}output/"):

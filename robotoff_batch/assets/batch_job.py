@@ -17,6 +17,13 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+from robotoff_batch.cost import (
+    JobCost,
+    actual_cost,
+    cost_metadata,
+    job_facts,
+    job_type_summary,
+)
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     WORKER_TAG,
@@ -57,8 +64,33 @@ def failure_reason(status: JobStatus) -> str:
     return "\n".join(lines)
 
 
-def outcome_metadata(status: JobStatus) -> dict[str, Any]:
-    return {"batch_job_id": status.job_id, **job_metadata(status)}
+def outcome_metadata(
+    status: JobStatus,
+    *,
+    engine: str,
+    instance: dg.DagsterInstance,
+    job_type: str,
+    log: Any = None,
+) -> dict[str, Any]:
+    """The job's outcome with its cost beside its ceiling (the launch run's products count and
+    worst case; the config's as it is now when the launch run is not in this instance), and
+    the job type's cost per month, this job included. The cost never stops the outcome from
+    being recorded: when it cannot be worked out, it says so."""
+    meta: dict[str, Any] = {"batch_job_id": status.job_id, **job_metadata(status)}
+    try:
+        facts = job_facts(instance, status)
+        cost = actual_cost(status, engine=engine)
+        this_job = JobCost.of(status, cost, job_type, facts.products)
+        summary = job_type_summary(instance, batch_job_asset_key(job_type), job_type, this_job)
+    except Exception as exc:  # reading the launch run or the event log failed
+        if log is not None:
+            log.warning(f"cost of {status.job_id} not worked out: {type(exc).__name__}: {exc}")
+        meta["actual_cost"] = dg.MetadataValue.text(
+            f"unknown: it could not be worked out ({type(exc).__name__}: {exc})"
+        )
+        meta["production_worst_case_ceiling"] = dg.MetadataValue.text("unknown")
+        return meta
+    return {**meta, **cost_metadata(cost, facts), "cost_per_month": summary}
 
 
 def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
@@ -97,7 +129,13 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
                 "recorded when it ends (the sensor requests this run then)",
                 allow_retries=False,
             )
-        meta = outcome_metadata(status)
+        meta = outcome_metadata(
+            status,
+            engine=engine.name,
+            instance=context.instance,
+            job_type=jt.name,
+            log=context.log,
+        )
         if status.state == JobState.SUCCEEDED:
             context.log.info(f"batch job {job_id} SUCCEEDED")
             yield dg.MaterializeResult(
@@ -111,6 +149,9 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
                 ],
             )
             return
+        # The outcome and its cost on the partition (a failed step materializes nothing):
+        # what the UI's cost summary and the partition's latest observation read.
+        context.log_event(dg.AssetObservation(asset_key=key, partition=job_id, metadata=meta))
         reason = failure_reason(status)
         tail = engine.log_tail(job_id=job_id, lines=LOG_TAIL_LINES)
         exit_codes = {t.index: t.exit_code for t in status.tasks if t.exit_code is not None}
@@ -128,6 +169,8 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
             check_meta["log_tail"] = dg.MetadataValue.md(f"```\n{tail}\n```")
         if status.log_uri:
             check_meta["logs"] = dg.MetadataValue.url(status.log_uri)
+        for name in ("actual_cost", "production_worst_case_ceiling"):
+            check_meta[name] = meta[name]
         headline = reason.splitlines()[0]
         if exit_codes:
             headline += " (exit code " + ", ".join(str(c) for c in exit_codes.values()) + ")"

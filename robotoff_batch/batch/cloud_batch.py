@@ -35,6 +35,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -51,8 +52,10 @@ from robotoff_batch.batch.engine import (
     JobState,
     JobStatus,
     StatusEvent,
+    TaskAttempt,
     TaskStatus,
 )
+from robotoff_batch.batch.request import machine_of_job
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,61 @@ def _status_event(event: batch_v1.StatusEvent) -> StatusEvent:
         new_state=new_state,
         task_exit_code=exit_code,
     )
+
+
+_TASK_NEW_STATE_RE = re.compile(r"\bto\s+([A-Z_]+)")
+# Task states in which a VM is busy with the task.
+_TASK_BUSY = frozenset({"ASSIGNED", "RUNNING"})
+
+
+def _task_state_of(event: batch_v1.StatusEvent) -> str | None:
+    """The task state an event moved the task to: its ``task_state``, else its description
+    ("Task state is updated from ASSIGNED to RUNNING on zones/..."); None when neither says."""
+    if "task_state" in event:
+        name = batch_v1.TaskStatus.State(event.task_state).name
+        if name != "STATE_UNSPECIFIED":
+            return name
+    match = _TASK_NEW_STATE_RE.search(event.description or "")
+    return match.group(1) if match else None
+
+
+def _event_timestamp(event: batch_v1.StatusEvent) -> float:
+    when = _time(event, "event_time")
+    return when.timestamp() if when is not None else 0.0
+
+
+def task_attempts(events: Sequence[batch_v1.StatusEvent]) -> list[TaskAttempt]:
+    """A task's attempts from its status events, oldest first. An attempt starts when a VM
+    takes the task (ASSIGNED, which includes pulling the image; RUNNING when no ASSIGNED was
+    reported) and ends at the next event that moves the task elsewhere (SUCCEEDED, FAILED, or
+    PENDING for a retry), which carries the exit code: the time its VM was busy with it.
+
+    An end seen without a start (events lost or trimmed) is an attempt with an unknown start;
+    an attempt not ended has no end (still running, or its end was not reported). A second
+    end of the same attempt (another event with its exit code) is not another attempt."""
+    attempts: list[TaskAttempt] = []
+    start: datetime | None = None
+    running = False
+    ended = False  # an attempt ended and no new one started since
+    for event in sorted(events, key=_event_timestamp):
+        when = _time(event, "event_time")
+        state = _task_state_of(event)
+        exit_code = event.task_execution.exit_code if "task_execution" in event else None
+        if state in _TASK_BUSY:
+            if not running:
+                start, running, ended = when, True, False
+            continue
+        if running and (state is not None or exit_code is not None):
+            attempts.append(TaskAttempt(len(attempts) + 1, start, when, exit_code))
+            start, running, ended = None, False, True
+        elif exit_code is not None and ended and attempts[-1].exit_code is None:
+            attempts[-1] = replace(attempts[-1], exit_code=exit_code)
+        elif exit_code is not None and not ended:
+            attempts.append(TaskAttempt(len(attempts) + 1, None, when, exit_code))
+            ended = True
+    if running:
+        attempts.append(TaskAttempt(len(attempts) + 1, start, None))
+    return attempts
 
 
 def _job_id_of(name: str) -> str:
@@ -390,12 +448,14 @@ class CloudBatchEngine:
                     if "task_execution" in e
                 ]
                 index_text = _job_id_of(task.name)
+                runs = tuple(task_attempts(task.status.status_events))
                 tasks.append(
                     TaskStatus(
                         index=int(index_text) if index_text.isdigit() else len(tasks),
                         state=task.status.state.name,
                         exit_code=executions[-1] if executions else None,
-                        attempts=len(executions),
+                        attempts=len(runs) or len(executions),
+                        runs=runs,
                     )
                 )
         except api_exceptions.NotFound:
@@ -417,4 +477,5 @@ class CloudBatchEngine:
             update_time=_time(job, "update_time"),
             log_uri=self.logging_uri(job.uid) if job.uid else None,
             uid=job.uid or None,
+            machine=machine_of_job(job),
         )

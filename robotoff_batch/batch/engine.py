@@ -78,11 +78,52 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class TaskAttempt:
+    """One attempt (1-based) of a task: when its container started and stopped running.
+
+    ``start`` is None when the engine did not report it, ``end`` None while it runs or when
+    the engine did not report it: the cost of such an attempt is unknown, never 0."""
+
+    attempt: int
+    start: datetime | None
+    end: datetime | None = None
+    exit_code: int | None = None
+
+    def duration_s(self, now: datetime | None = None) -> float | None:
+        """Seconds from start to end (to ``now`` for an attempt still running, when given)."""
+        end = self.end if self.end is not None else now
+        if self.start is None or end is None:
+            return None
+        return max(0.0, (end - self.start).total_seconds())
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What a job's VMs are, from its allocation policy: what its run time is priced at."""
+
+    machine_type: str
+    provisioning_model: str = "STANDARD"  # STANDARD or SPOT
+    accelerators_type: str | None = None
+    accelerators_count: int = 0
+
+    def describe(self) -> str:
+        gpus = (
+            f" + {self.accelerators_count} x {self.accelerators_type}"
+            if self.accelerators_type
+            else ""
+        )
+        return f"{self.machine_type}{gpus}, {self.provisioning_model}"
+
+
+@dataclass(frozen=True)
 class TaskStatus:
     index: int
     state: str
     exit_code: int | None = None
     attempts: int = 0
+    # Each attempt's run times, retries included, oldest first; empty where the engine
+    # reports none.
+    runs: Sequence[TaskAttempt] = ()
 
     @property
     def exit_reason(self) -> str | None:
@@ -107,6 +148,8 @@ class JobStatus:
     update_time: datetime | None = None
     log_uri: str | None = None
     uid: str | None = None
+    # The job's machine (allocation policy); None where the engine does not say.
+    machine: MachineSpec | None = None
 
     @property
     def failure_summary(self) -> str:

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ from robotoff_batch.batch.engine import (
     JobNotFoundError,
     JobState,
     JobStatus,
+    MachineSpec,
     StatusEvent,
+    TaskAttempt,
     TaskStatus,
 )
 from robotoff_batch.batch.local_supervisor import (
@@ -71,7 +74,7 @@ from robotoff_batch.batch.local_supervisor import (
     updating,
     write_state,
 )
-from robotoff_batch.batch.request import JOB_ID_PATTERN
+from robotoff_batch.batch.request import JOB_ID_PATTERN, machine_of_job
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,8 @@ class LocalBatchEngine:
         # One per submit / list_jobs / get_job / cancel: what a poller costs, as on Cloud Batch.
         self.calls = 0
         self._supervisors: dict[str, subprocess.Popen[bytes]] = {}
+        # job.json never changes once published: its machine is read once per job.
+        self._machines: dict[str, MachineSpec | None] = {}
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     # -- BatchEngine -----------------------------------------------------------------------------
@@ -179,7 +184,9 @@ class LocalBatchEngine:
         job_dir = self._existing_job_dir(job_id)
         if job_dir is None:
             raise JobNotFoundError(f"no local batch job {job_id!r} under {self.state_dir}")
-        return self._status(job_dir)
+        # The machine (job.json) only here: list_jobs reads state.json alone, whatever the
+        # number of jobs.
+        return replace(self._status(job_dir), machine=self._machine(job_dir))
 
     def cancel(self, *, job_id: str) -> None:
         """Kill the job's tasks and supervisor: the job goes CANCELLATION_IN_PROGRESS, then
@@ -465,6 +472,15 @@ class LocalBatchEngine:
                 state=t["state"],
                 exit_code=t.get("exit_code"),
                 attempts=t.get("attempts", 0),
+                runs=tuple(
+                    TaskAttempt(
+                        attempt=h["attempt"],
+                        start=parse_time(h.get("start_time")),
+                        end=parse_time(h.get("end_time")),
+                        exit_code=h.get("exit_code"),
+                    )
+                    for h in t.get("history", [])
+                ),
             )
             for t in state["tasks"]
         )
@@ -479,6 +495,21 @@ class LocalBatchEngine:
             log_uri=(job_dir / LOGS_DIR).as_uri(),
             uid=state.get("uid"),
         )
+
+    def _machine(self, job_dir: Path) -> MachineSpec | None:
+        """The machine of the job's request (job.json): what the run would be billed as on
+        Cloud Batch. None when job.json is unreadable."""
+        key = job_dir.name
+        if key not in self._machines:
+            try:
+                job = batch_v1.Job.from_json(
+                    (job_dir / JOB_FILE).read_text(), ignore_unknown_fields=True
+                )
+            except (OSError, ValueError) as error:
+                logger.warning("job %s: cannot read %s: %s", key, JOB_FILE, error)
+                return None
+            self._machines[key] = machine_of_job(job)
+        return self._machines[key]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

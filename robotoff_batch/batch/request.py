@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from google.cloud import batch_v1
 from google.protobuf import duration_pb2
 
+from robotoff_batch.batch.engine import MachineSpec
 from robotoff_batch.config.models import (
     LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN,
@@ -211,6 +212,25 @@ def build_create_job_request(
         parent=f"projects/{project}/locations/{resources.location}",
         job_id=job_id,
         job=job,
+    )
+
+
+def machine_of_job(job: batch_v1.Job) -> MachineSpec | None:
+    """The machine a job's VMs are (its first instance policy), as built above; None when the
+    job has no instance policy (an instance template, or a bare job in tests)."""
+    if "allocation_policy" not in job or not job.allocation_policy.instances:
+        return None
+    instance = job.allocation_policy.instances[0]
+    if "policy" not in instance or not instance.policy.machine_type:
+        return None
+    policy = instance.policy
+    model = batch_v1.AllocationPolicy.ProvisioningModel(policy.provisioning_model).name
+    accelerator = policy.accelerators[0] if policy.accelerators else None
+    return MachineSpec(
+        machine_type=policy.machine_type,
+        provisioning_model="STANDARD" if model == "PROVISIONING_MODEL_UNSPECIFIED" else model,
+        accelerators_type=accelerator.type_ if accelerator else None,
+        accelerators_count=int(accelerator.count) if accelerator else 0,
     )
 
 

@@ -447,34 +447,74 @@ class CostEstimate:
         )
 
 
-def worst_case_cost(resources: BatchResources) -> CostEstimate:
-    """Hourly price x max run duration x task count x (1 + max retries), SPOT discounted."""
+class UnknownPriceError(KeyError):
+    """A machine type or GPU the price table does not list."""
+
+
+@dataclass(frozen=True)
+class HourlyRate:
+    """What one VM of a job costs per hour, from the price table: the one source of the
+    worst-case ceiling and of a job's actual cost."""
+
+    machine_type: str
+    hourly_usd: float  # machine + attached GPUs, on-demand
+    spot_fraction: float | None  # the SPOT discount factor; None for STANDARD
+    estimate: bool
+
+    @property
+    def effective_usd(self) -> float:
+        """The hourly price the provisioning model pays (SPOT discounted)."""
+        return self.hourly_usd * (self.spot_fraction if self.spot_fraction is not None else 1.0)
+
+
+def hourly_rate(
+    machine_type: str,
+    *,
+    provisioning_model: str = "STANDARD",
+    accelerators_type: str | None = None,
+    accelerators_count: int = 0,
+) -> HourlyRate:
+    """The hourly price of one VM: the machine type, plus GPUs attached to an n1 machine
+    (g2/a2/a3 carry theirs in the machine price), x the SPOT fraction for SPOT (and Batch's
+    older PREEMPTIBLE). Raises :class:`UnknownPriceError` for what the table does not list."""
     catalog = load_catalog()
-    machine = catalog.machine_types[resources.machine_type]
+    machine = catalog.machine_types.get(machine_type)
+    if machine is None:
+        raise UnknownPriceError(f"no price for machine type {machine_type!r} in prices.yaml")
     hourly = machine.usd_per_hour
     estimate = machine.estimate
-    if resources.accelerators_type and not machine.gpus:
+    if accelerators_type and not machine.gpus:
         # n1: GPUs are attached and billed on top of the machine.
-        hourly += catalog.accelerator_prices[resources.accelerators_type] * (
-            resources.accelerators_count
-        )
-        estimate = estimate or catalog.accelerator_price_estimates[resources.accelerators_type]
-    spot = (
-        catalog.spot_price_fraction
-        if resources.provisioning_model is ProvisioningModel.SPOT
-        else None
+        price = catalog.accelerator_prices.get(accelerators_type)
+        if price is None:
+            raise UnknownPriceError(f"no price for GPU {accelerators_type!r} in prices.yaml")
+        hourly += price * accelerators_count
+        estimate = estimate or catalog.accelerator_price_estimates[accelerators_type]
+    spot = catalog.spot_price_fraction if provisioning_model in ("SPOT", "PREEMPTIBLE") else None
+    return HourlyRate(
+        machine_type=machine_type, hourly_usd=hourly, spot_fraction=spot, estimate=estimate
+    )
+
+
+def worst_case_cost(resources: BatchResources) -> CostEstimate:
+    """Hourly price x max run duration x task count x (1 + max retries), SPOT discounted."""
+    rate = hourly_rate(
+        resources.machine_type,
+        provisioning_model=resources.provisioning_model.value,
+        accelerators_type=resources.accelerators_type,
+        accelerators_count=resources.accelerators_count,
     )
     hours = resources.max_run_duration_s / 3600
     attempts = 1 + resources.max_retry_count
-    total = hourly * (spot if spot is not None else 1.0) * hours * resources.task_count * attempts
+    total = rate.effective_usd * hours * resources.task_count * attempts
     return CostEstimate(
-        hourly_usd=hourly,
+        hourly_usd=rate.hourly_usd,
         hours=hours,
         task_count=resources.task_count,
         attempts=attempts,
-        spot_fraction=spot,
+        spot_fraction=rate.spot_fraction,
         total_usd=total,
-        estimate=estimate,
+        estimate=rate.estimate,
         machine_type=resources.machine_type,
     )
 

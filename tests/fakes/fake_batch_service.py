@@ -512,8 +512,8 @@ class FakeBatchService:
         tasks = []
         for task in status.tasks if status else ():
             state = task.state if task.state in _TASK_STATES else "STATE_UNSPECIFIED"
-            events = []
-            if task.exit_code is not None:
+            events = self._task_events(task) if task.runs else []
+            if not task.runs and task.exit_code is not None:
                 events.append(
                     _event(
                         f"Task state is updated from RUNNING to {state} with exit code "
@@ -531,6 +531,35 @@ class FakeBatchService:
                 )
             )
         return batch_v1.ListTasksResponse(tasks=tasks)
+
+    @staticmethod
+    def _task_events(task: Any) -> list[batch_v1.StatusEvent]:
+        """A task's events as Batch reports them: per attempt, ASSIGNED -> RUNNING at its
+        start, then RUNNING -> SUCCEEDED/FAILED with its exit code at its end."""
+        states = batch_v1.TaskStatus.State
+        events = []
+        vm = "zones/europe-west4-a/instances/fake-vm"
+        for run in task.runs:
+            if run.start is not None:
+                events.append(
+                    _event(
+                        f"Task state is updated from ASSIGNED to RUNNING on {vm}.",
+                        when=run.start,
+                        task_state=states.RUNNING,
+                    )
+                )
+            if run.end is not None:
+                end = "SUCCEEDED" if run.exit_code == 0 else "FAILED"
+                events.append(
+                    _event(
+                        f"Task state is updated from RUNNING to {end} on {vm} with exit code "
+                        f"{run.exit_code}.",
+                        when=run.end,
+                        task_execution=batch_v1.TaskExecution(exit_code=run.exit_code or 0),
+                        task_state=states.__members__[end],
+                    )
+                )
+        return events
 
     # -- state ------------------------------------------------------------------------------
 
