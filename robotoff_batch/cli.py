@@ -376,17 +376,32 @@ def demo(
         table.add_row(
             ex["barcode"], ex.get("lang") or "", Text(_diff(ex["original"], ex["correction"]))
         )
-    console.print(table)
-    say(
-        f"summary: {launched.rows} products extracted, job {followed.status.state.value}, "
-        f"{followed.imported} corrections imported as predictions"
-    )
+    if examples:
+        console.print(table)
+    say(demo_summary(launched.rows, followed, operations.import_record(job_id=launched.job_id)))
     prefix = key_prefix(job_type)
     say(
         "see it in the Dagster UI: make ui (or DAGSTER_HOME="
         f"{operations.dagster_home()} .venv/bin/dagster dev -w workspace.yaml), then open "
         f"http://127.0.0.1:3000/assets/{prefix}/batch_job?partition={launched.job_id}"
     )
+
+
+def demo_summary(rows: int, followed: operations.Outcome, record: Any) -> str:
+    """The demo's last line: what the engine corrected and what the import did with it."""
+    head = f"summary: {rows} products extracted, job {followed.status.state.value}"
+    if record is None:
+        return f"{head}, nothing imported"
+    text = f"{head}, {record.candidates} corrections made; {record.predictions} new predictions"
+    if record.predictions_kept:
+        text += (
+            f", {record.predictions_kept} already stored by an earlier run of the same model "
+            "version (kept, as Robotoff's dedup rule does; `make clean` starts afresh)"
+        )
+    if record.predictions_replaced:
+        text += f", {record.predictions_replaced} older-version predictions replaced"
+    insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
+    return text + (f"; insights: {insights}" if insights else "; no insight changed")
 
 
 def _diff(original: str, correction: str) -> str:

@@ -349,5 +349,11 @@ def examples(*, job_id: str, limit: int = 5) -> list[dict[str, Any]]:
     return flat
 
 
+def import_record(*, job_id: str) -> Any:
+    """The ledger's record of a job's import (counts: from the output, inserted, kept,
+    replaced, insights), or None when it is not imported."""
+    return _store().imported_job(job_id)
+
+
 def count(*, job_id: str) -> int:
     return int(_store().count_predictions(batch_job_id=job_id))

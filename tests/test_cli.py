@@ -147,3 +147,17 @@ def test_messages_keep_square_brackets_and_launch_help_lists_parameters(cli_env:
     helped = runner.invoke(app, ["launch", "--help"])
     assert "Launch parameters of ingredients-spellcheck:" in helped.output
     assert "limit=" in helped.output and "languages=" in helped.output
+
+
+def test_demo_twice_says_what_the_import_did(cli_env: Path) -> None:
+    """A second demo corrects the same products: Robotoff's dedup rule keeps the stored
+    predictions, and the summary says so instead of a bare "0 imported"."""
+    first = runner.invoke(app, ["demo", "--limit", "120"])
+    assert first.exit_code == 0, first.output
+    made = re.search(r"(\d+) corrections made; (\d+) new predictions", first.output)
+    assert made and int(made[1]) == int(made[2]) > 0, first.output
+    second = runner.invoke(app, ["demo", "--limit", "120"])
+    assert second.exit_code == 0, second.output
+    assert f"{made[1]} corrections made; 0 new predictions, {made[1]} already stored" in (
+        second.output
+    )
