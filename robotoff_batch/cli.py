@@ -26,7 +26,6 @@ from robotoff_batch.batch.request import build_create_job_request, make_job_id, 
 from robotoff_batch.config.loader import (
     JobConfigError,
     JobConfigsError,
-    config_paths,
     load_job_config,
 )
 from robotoff_batch.cost import cost_command, job_cost_lines
@@ -97,7 +96,9 @@ def config_validate(
     ),
 ) -> None:
     """Validate job configurations; exit 1 with every problem listed if one is invalid."""
-    targets = paths or config_paths()
+    from robotoff_batch.job_types import job_config_paths
+
+    targets = paths or job_config_paths()
     if not targets:
         err_console.print(f"no job configuration found in {JOB_CONFIGS_DIR}")
         raise typer.Exit(1)
@@ -127,9 +128,12 @@ def config_show(
     project: str = typer.Option("robotoff", help="GCP project used in the request's parent."),
 ) -> None:
     """Show the resolved config of a job type, its worst-case cost and (dry run) its request."""
-    path = JOB_CONFIGS_DIR / f"{job_type}.yaml"
+    from robotoff_batch.job_types import job_config_paths
+
+    known_paths = {p.stem: p for p in job_config_paths()}
+    path = known_paths.get(job_type, JOB_CONFIGS_DIR / f"{job_type}.yaml")
     if not path.exists():
-        known = ", ".join(p.stem for p in config_paths()) or "none"
+        known = ", ".join(known_paths) or "none"
         err_console.print(f"unknown job type {job_type!r} (known: {known})")
         raise typer.Exit(1)
     try:

@@ -400,9 +400,10 @@ def _check_images(ctx: DoctorContext, checks: list[Check], project: str, locatio
 
 def load_configs() -> dict[str, JobConfig]:
     """Every job type's validated config (the files under job_configs/)."""
-    from robotoff_batch.config.loader import config_paths, load_job_config
+    from robotoff_batch.config.loader import load_job_config
+    from robotoff_batch.job_types import job_config_paths
 
-    return {item.job_type: item.config for item in map(load_job_config, config_paths())}
+    return {item.job_type: item.config for item in map(load_job_config, job_config_paths())}
 
 
 BATCH_EMULATOR_ENV = "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST"

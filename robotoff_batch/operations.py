@@ -209,8 +209,8 @@ def daemon_follows(inst: dg.DagsterInstance) -> bool:
 def _job_types() -> dict[str, bool]:
     from robotoff_batch.job_types import load_registry
 
-    imports = True  # the finish run imports (or hands over to Robotoff): no webhook
-    return {name: imports for name in load_registry()}
+    # the finish run imports (or hands over to Robotoff) for the job types that import
+    return {name: r.job_type.imports for name, r in load_registry().items()}
 
 
 def _storage(inst: dg.DagsterInstance) -> FollowStorage:
@@ -324,6 +324,8 @@ def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
     except JobNotFoundError:
         raise OperationError(f"no batch job {job_id!r}") from None
     job_type = status.labels.get("job-type", "")
+    if not _job_types().get(job_type, True):
+        raise OperationError(f"{job_id} is a {job_type} job: that job type imports nothing")
     inst = instance()
     store = _resource("prediction_store").get_store()
     already = job_id in store.imported_jobs([job_id])

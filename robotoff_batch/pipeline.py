@@ -18,7 +18,7 @@ from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
 from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.job_types.base import INPUT_FILE, JobType, OutputError
-from robotoff_batch.predictions.store import OutputChunk
+from robotoff_batch.predictions.store import ImportSpec, OutputChunk
 from robotoff_batch.staging import ObjectExistsError, Staging
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,8 @@ def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list
     return expected
 
 
-def _read_output(*, staging: Staging, uris: list[str], job_type: JobType) -> Iterator[OutputChunk]:
+def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iterator[OutputChunk]:
     """The task files' rows, file by file, in Arrow batches (never a whole file in memory)."""
-    spec = job_type.import_spec
     columns = spec.output_schema.names
     for index, uri in enumerate(uris):
         with staging.open_read(uri=uri) as stream:
@@ -214,6 +213,9 @@ def import_job_output(
     exactly the tasks' (one per task index); an empty output, a missing task file, a stray
     file, a non-string or duplicated code are refused whole (nothing written).
     """
+    spec = job_type.import_spec
+    if spec is None:
+        raise PipelineError(f"{job_type.name} declares no import: nothing is imported")
     earlier = store.imported_job(job_id)
     if earlier is not None:
         return _outcome(earlier, output_files=0)
@@ -229,7 +231,6 @@ def import_job_output(
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
     uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
-    spec = job_type.import_spec
     facts: Iterable[pa.RecordBatch] = ()
     if spec.facts_schema is not None and job_type.facts_file:
         facts_uri = f"{job_uri}/{job_type.facts_file}"
@@ -244,7 +245,7 @@ def import_job_output(
         job_type=job_type.name,
         spec=spec,
         files=uris,
-        outputs=_read_output(staging=staging, uris=uris, job_type=job_type),
+        outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
     )
     return _outcome(result, output_files=len(uris))

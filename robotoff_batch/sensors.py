@@ -64,7 +64,7 @@ def build_batch_job_sensor(
     registry: Sequence[RegisteredJobType], finish_jobs: Sequence[Any]
 ) -> dg.SensorDefinition:
     """One sensor for all job types: registers jobs, records states, requests finish runs."""
-    names = [r.name for r in registry]
+    imports = {r.name: r.job_type.imports for r in registry}
     limits = {
         r.name: PendingLimit(r.config.max_pending_duration_s, cancel=r.config.cancel_when_stuck)
         for r in registry
@@ -89,14 +89,14 @@ def build_batch_job_sensor(
         cache, problem = FollowCache.decode(context.cursor)
         if problem:
             context.log.warning(f"{problem}; nothing is lost, the jobs are re-read")
-        # Every SUCCEEDED job is imported by its finish run, into Robotoff's database or
-        # handed to Robotoff's importer (the prediction store's target): no task calls a webhook.
-        imports = True
+        # A SUCCEEDED job of a type that imports is imported by its finish run, into Robotoff's
+        # database or handed to Robotoff's importer (the prediction store's target); no task
+        # calls a webhook. A job type without an import has its outcome recorded only.
         plan = follow(
             engine=batch_engine.get_engine(),
             cache=cache,
             storage=DagsterFollowStorage(context.instance, prediction_store),
-            job_types={name: imports for name in names},
+            job_types=imports,
             retry_delay_s=import_retry_delay_s(),
             pending_limits=limits,
         )

@@ -1,7 +1,8 @@
-"""A batch job's output imported into Robotoff's database: ``<type>/predictions``, its checks,
-and the finish job (``finish_<type>``: record the outcome, then import) the sensor requests.
+"""A batch job's output imported into Robotoff's database: ``<type>/predictions`` and its
+checks, the second step of the finish job (``finish_<type>``: record the outcome, then import)
+the sensor requests, for a job type that imports (its ``import_spec``).
 
-The finish job runs in-process: two steps, no per-step process to start. Bad output is refused
+Bad output is refused
 whole and the run tags itself ``import_refused`` so the follower does not retry it; any other
 failure (database unreachable, the run's process killed) is retried by the follower with a new
 run, until the ledger says the job is imported.
@@ -15,12 +16,9 @@ import dagster as dg
 
 from robotoff_batch import pipeline
 from robotoff_batch.follow import (
-    FINISH_KIND,
     REFUSED_TAG,
-    RUN_KIND_TAG,
     batch_job_asset_key,
     batch_jobs_group,
-    finish_job_name,
     predictions_asset_key,
 )
 from robotoff_batch.job_types import RegisteredJobType
@@ -66,10 +64,8 @@ def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
     )
 
 
-def build_imports(
-    registered: RegisteredJobType, partitions: dg.PartitionsDefinition, batch_job: Any
-) -> dict[str, Any]:
-    """The predictions asset and the finish job of a job type."""
+def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
+    """The predictions asset of a job type that imports (its import_spec)."""
     jt = registered.job_type
     key = predictions_asset_key(jt.name)
     check_count = dg.AssetCheckSpec(
@@ -162,13 +158,4 @@ def build_imports(
             ],
         )
 
-    finish_job = dg.define_asset_job(
-        name=finish_job_name(jt.name),
-        selection=dg.AssetSelection.assets(batch_job, predictions),
-        partitions_def=partitions,
-        executor_def=dg.in_process_executor,
-        description=f"Record a finished {jt.name} batch job's outcome on its partition and "
-        "import its output (the sensor requests it when the job ends).",
-        tags={"job_type": jt.name, RUN_KIND_TAG: FINISH_KIND},
-    )
-    return {"assets": [predictions], "jobs": [finish_job]}
+    return predictions

@@ -52,8 +52,9 @@ class JobType:
     # argv that plays the container on the local runner; config `commands` are appended.
     local_command: Sequence[str]
     # How the task files become Robotoff rows (columns read, SQL, insights): see ImportSpec.
-    import_spec: ImportSpec
-    prediction_type: str
+    # None: the job type imports nothing (its finish run records the job's outcome only).
+    import_spec: ImportSpec | None
+    prediction_type: str | None = None
     # Staged file beside the input holding the product facts the insights read (None: none).
     facts_file: str | None = None
     description: str = ""
@@ -62,6 +63,11 @@ class JobType:
     def input_file(self) -> str:
         """The staged file the container reads (``INPUT_FILE_PATH``)."""
         return INPUT_FILE
+
+    @property
+    def imports(self) -> bool:
+        """Whether a SUCCEEDED job's output is imported into Robotoff's database."""
+        return self.import_spec is not None
 
     @property
     def key_prefix(self) -> str:
