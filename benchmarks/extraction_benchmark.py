@@ -56,7 +56,7 @@ CASES = {
 
 def worker(args: argparse.Namespace) -> int:
     """Run one case ``repeat`` times in this process; print a JSON line with the figures."""
-    from robotoff_batch.extraction import extract_spellcheck_products
+    from robotoff_batch.job_types.ingredients_spellcheck import extract_spellcheck_products
 
     limit, min_fraction, max_fraction = CASES[args.case]
     durations: list[float] = []

@@ -148,16 +148,20 @@ def config_show(
         highlight=False,
     )
     if request:
+        from robotoff_batch.job_types.base import INPUT_FILE
+        from robotoff_batch.pipeline import container_environment
+
         job_id = make_job_id(job_type, launched_at=datetime.now(UTC))
         req = build_create_job_request(
             cfg.resources,
             job_type=job_type,
             job_id=job_id,
             project=project,
-            environment={
-                "INPUT_FILE_PATH": f"<staging>/{job_type}/{job_id}/input.parquet",
-                "OUTPUT_FILE_PATH": f"<staging>/{job_type}/{job_id}/output",
-            },
+            environment=container_environment(
+                job_uri=f"<staging>/{job_type}/{job_id}",
+                staged={INPUT_FILE: f"<staging>/{job_type}/{job_id}/{INPUT_FILE}"},
+                input_file=INPUT_FILE,
+            ),
             labels={},
         )
         console.print("CreateJobRequest (dry run, nothing submitted):", highlight=False)

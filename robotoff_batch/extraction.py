@@ -9,8 +9,7 @@ Generic, job-type-independent pieces:
   ``$dump_path`` and ``$limit``, bound by DuckDB, never interpolated into the SQL) and streams
   the result as Arrow record batches into a Parquet file, with bounded memory.
 
-:func:`extract_spellcheck_products` is the ingredients-spellcheck selection built on them
-(SQL in ``job_types/ingredients_spellcheck.sql``).
+A job type's selection (its SQL, its columns) lives in its own module (``job_types/``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,36 +31,9 @@ import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
-SPELLCHECK_SQL_PATH = Path(__file__).parent / "job_types" / "ingredients_spellcheck.sql"
-
 # Type families understood by check_dump (the values of a required_columns mapping). DuckDB
 # type names are accepted too and mapped to a family (see _FAMILY_ALIASES).
 LANGUAGE_FIELD = "list<struct<lang: string, text: string>>"
-
-# Columns of the OFF dump read by ingredients_spellcheck.sql, with their expected type family.
-# Present in both the current (111 columns) and the older (110 columns) dump schemas.
-SPELLCHECK_REQUIRED_COLUMNS: Mapping[str, str] = {
-    "code": "string",
-    "lang": "string",
-    "ingredients_text": LANGUAGE_FIELD,
-    "product_name": LANGUAGE_FIELD,
-    "popularity_key": "integer",
-    "ingredients_n": "integer",
-    "unknown_ingredients_n": "integer",
-    "countries_tags": "list<string>",
-}
-
-# Input Parquet of ingredients-spellcheck (docs/CONTRACTS.md).
-SPELLCHECK_INPUT_SCHEMA = pa.schema(
-    [
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("lang", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("product_name", pa.string()),
-        pa.field("popularity_key", pa.int64()),
-        pa.field("fraction", pa.float64()),
-    ]
-)
 
 DEFAULT_MEMORY_LIMIT = "2GB"
 DEFAULT_MAX_THREADS = 4
@@ -371,77 +343,3 @@ def extract_to_parquet(
     if progress is not None:
         progress(f"done: {rows} rows, {size} bytes in {duration:.1f}s")
     return ExtractionResult(rows=rows, output_path=output_path, duration_s=duration, bytes=size)
-
-
-# --------------------------------------------------------------------------------------------
-# ingredients-spellcheck (the lead moves this into the job type module)
-# --------------------------------------------------------------------------------------------
-
-
-def spellcheck_sql() -> str:
-    """The ingredients-spellcheck selection query (``job_types/ingredients_spellcheck.sql``)."""
-    return SPELLCHECK_SQL_PATH.read_text(encoding="utf-8")
-
-
-def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        raise ExtractionError(f"{name} must be a list of strings, not the string {values!r}")
-    out = [str(v) for v in values]
-    return out or None
-
-
-def extract_spellcheck_products(
-    *,
-    dump_path: str,
-    output_path: Path,
-    limit: int,
-    min_fraction: float,
-    max_fraction: float,
-    languages: Sequence[str] | None = None,
-    countries: Sequence[str] | None = None,
-    min_popularity: int | None = None,
-    codes: Sequence[str] | None = None,
-    progress: Callable[[str], None] | None = None,
-    memory_limit: str = DEFAULT_MEMORY_LIMIT,
-    threads: int | None = None,
-) -> ExtractionResult:
-    """Select the products to spellcheck and write the job's input Parquet.
-
-    Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
-    a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
-    inclusive max), most popular first (ties by code), at most ``limit`` rows. Optional filters:
-    product ``lang`` in ``languages``, any of ``countries_tags`` in ``countries``,
-    ``popularity_key >= min_popularity``, ``code`` in ``codes`` (None or empty: no filter).
-
-    Checks the dump's columns first. Output schema: :data:`SPELLCHECK_INPUT_SCHEMA`. A
-    selection matching nothing gives a 0-row file, not an error.
-    """
-    if limit < 1:
-        raise ExtractionError(f"limit must be at least 1, got {limit}")
-    if not 0.0 <= min_fraction < max_fraction:
-        raise ExtractionError(
-            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
-        )
-    check_dump(dump_path=dump_path, required_columns=SPELLCHECK_REQUIRED_COLUMNS)
-    params: dict[str, object] = {
-        "dump_path": dump_path,
-        "limit": int(limit),
-        "min_fraction": float(min_fraction),
-        "max_fraction": float(max_fraction),
-        "languages": _str_list("languages", languages),
-        "countries": _str_list("countries", countries),
-        "min_popularity": None if min_popularity is None else int(min_popularity),
-        "codes": _str_list("codes", codes),
-    }
-    return extract_to_parquet(
-        dump_path=dump_path,
-        sql=spellcheck_sql(),
-        params=params,
-        output_path=output_path,
-        progress=progress,
-        memory_limit=memory_limit,
-        threads=threads,
-        schema=SPELLCHECK_INPUT_SCHEMA,
-    )

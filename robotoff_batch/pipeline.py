@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
 from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import INPUT_FILE, JobType, OutputError
+from robotoff_batch.job_types.base import JobType, OutputError
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
 from robotoff_batch.staging import ObjectExistsError, Staging
 
@@ -52,14 +52,17 @@ def stage_files(
     return uris
 
 
-def container_environment(*, job_uri: str, staged: Mapping[str, str]) -> dict[str, str]:
-    """Robotoff's container contract: where to read and where to write (no webhook, no key)."""
+def container_environment(
+    *, job_uri: str, staged: Mapping[str, str], input_file: str
+) -> dict[str, str]:
+    """Robotoff's container contract: where to read and where to write (no webhook, no key):
+    ``INPUT_FILE_PATH`` (the job type's input), ``<STEM>_FILE_PATH`` for each other file."""
     env = {
-        "INPUT_FILE_PATH": staged[INPUT_FILE],
+        "INPUT_FILE_PATH": staged[input_file],
         "OUTPUT_FILE_PATH": f"{job_uri}/output",
     }
     for name, uri in staged.items():
-        if name != INPUT_FILE:
+        if name != input_file:
             env[f"{Path(name).stem.upper()}_FILE_PATH"] = uri
     if job_uri.startswith("gs://"):
         env["BUCKET_NAME"] = job_uri.removeprefix("gs://").split("/", 1)[0]

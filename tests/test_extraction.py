@@ -10,13 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch.extraction import (
+from robotoff_batch.extraction import ExtractionError, check_dump, extract_to_parquet
+from robotoff_batch.job_types.ingredients_spellcheck import (
     SPELLCHECK_INPUT_SCHEMA,
     SPELLCHECK_REQUIRED_COLUMNS,
-    ExtractionError,
-    check_dump,
     extract_spellcheck_products,
-    extract_to_parquet,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "off"

@@ -62,3 +62,43 @@ def test_registry_pairs_modules_and_configs(tmp_path: Path) -> None:
     orphan["other-job"] = configs["ingredients-spellcheck"]
     with pytest.raises(RegistryError, match="config without module: \\['other-job'\\]"):
         load_registry(orphan)
+
+
+def test_a_job_type_declares_its_staged_files(tmp_path: Path) -> None:
+    """The core stages what a job type declares and nothing else, its input first."""
+    from robotoff_batch.job_types.base import ExtractedInput, StagedFilesError
+
+    jt = load_registry()["ingredients-spellcheck"].job_type
+    assert (
+        jt.input_file == "input.parquet"
+        and jt.imports
+        and jt.key_prefix == "ingredients_spellcheck"
+    )
+    jt.check_extracted(ExtractedInput(rows=1, files={"input.parquet": tmp_path}))
+    with pytest.raises(StagedFilesError, match=r"wrote \['secret.txt'\]"):
+        jt.check_extracted(
+            ExtractedInput(rows=1, files={"input.parquet": tmp_path, "secret.txt": tmp_path})
+        )
+    with pytest.raises(StagedFilesError, match="did not write input.parquet"):
+        jt.check_extracted(ExtractedInput(rows=1, files={"products.parquet": tmp_path}))
+
+
+def test_a_job_type_must_implement_extract_and_set_its_attributes() -> None:
+    from robotoff_batch.job_types.base import JobType
+
+    class NoExtract(JobType[SpellcheckLaunch]):
+        name = "no-extract"
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoExtract()  # type: ignore[abstract]
+
+    class NoCommand(JobType[SpellcheckLaunch]):
+        name = "no-command"
+        launch_config = SpellcheckLaunch
+        required_columns: dict[str, str] = {}
+
+        def extract(self, dump, params, job_config, out, *, local_argv=None, progress=None):  # type: ignore[no-untyped-def,override]
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="does not set local_command"):
+        NoCommand()

@@ -141,6 +141,22 @@ def test_the_guide_is_the_fixture() -> None:
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert quoted == files
-    for field in JobType.__dataclass_fields__:
+    fields = [n for n in JobType.__annotations__ if not n.startswith("_")] + ["extract"]
+    assert {"launch_config", "staged_files", "import_spec", "local_command"} <= set(fields)
+    for field in fields:
         assert re.search(rf"`{field}[`(]", guide), f"the guide does not say what {field} is"
     assert PACKAGES_ENV in guide
+
+
+def test_a_mistyped_launch_parameter_is_refused_by_the_launchpad(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """``limit: true`` in the UI's run config is refused, not read as 1; nothing launches."""
+    defs = build_definitions(resources=resources(tmp_path, pg_db))
+    launch = defs.resolve_job_def(f"launch_{PREFIX}")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="limit"):
+        launch.execute_in_process(
+            run_config={"ops": {launch_op_name(PREFIX): {"config": {"limit": True}}}},
+            instance=instance,
+        )
+    assert not (tmp_path / "batch").exists() or not list((tmp_path / "batch").rglob("*.json"))

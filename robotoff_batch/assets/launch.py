@@ -33,6 +33,7 @@ from robotoff_batch.follow import (
     launch_job_name,
 )
 from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import StagedFilesError
 from robotoff_batch.resources import (
     BatchEngineResource,
     LaunchSettingsResource,
@@ -68,7 +69,6 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
     """The launch multi_asset, its job and its schedule."""
     jt = registered.job_type
     prefix = jt.key_prefix
-    launch_cls = jt.launch_config
     products_key = dg.AssetKey([prefix, "products"])
     staged_key = dg.AssetKey([prefix, "staged_input"])
     submission_key = dg.AssetKey([prefix, "batch_job_submission"])
@@ -97,15 +97,9 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         ),
     ]
 
-    @dg.multi_asset(
-        name=launch_op_name(prefix),
-        specs=specs,
-        can_subset=False,
-        description=f"Launch one {jt.name} batch job: extract, stage, submit (one step).",
-    )
     def launch(
         context: dg.AssetExecutionContext,
-        config: launch_cls,  # type: ignore[valid-type]  # the job type's dg.Config class
+        config: dg.Config,  # the job type's launch_config: set on __annotations__ below
         product_dump: ProductDumpResource,
         staging: StagingResource,
         batch_engine: BatchEngineResource,
@@ -116,19 +110,20 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         job_config = load_job_config(registered.config_path).config  # the file as it is now
         image = job_config.resources.container_image_uri
         local_argv = batch_engine.local_argv(image)
-        selection = config.model_dump()  # type: ignore[attr-defined]
+        selection = config.model_dump()
         with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
             try:
                 check_dump(dump_path=product_dump.path, required_columns=jt.required_columns)
                 extracted = jt.extract(
-                    dump_path=product_dump.path,
-                    params=config,
-                    work_dir=Path(tmp),
-                    job_config=job_config,
+                    product_dump.path,
+                    config,
+                    job_config,
+                    Path(tmp),
                     local_argv=local_argv,
                     progress=context.log.info,
                 )
-            except ExtractionError as exc:
+                jt.check_extracted(extracted)
+            except (ExtractionError, StagedFilesError) as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
             if extracted.rows == 0:
                 raise dg.Failure(
@@ -169,7 +164,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 },
             )
 
-        env = pipeline.container_environment(job_uri=job_uri, staged=uris)
+        env = pipeline.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
         engine = batch_engine.get_engine()
         try:
             status, request = pipeline.submit_job(
@@ -206,9 +201,18 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
             metadata["local_command"] = dg.MetadataValue.text(" ".join(argv))
         yield dg.MaterializeResult(asset_key=submission_key, metadata=metadata)
 
+    # Dagster reads the run config's schema from the annotation of ``config``.
+    launch.__annotations__["config"] = jt.launch_config
+    launch_asset = dg.multi_asset(
+        name=launch_op_name(prefix),
+        specs=specs,
+        can_subset=False,
+        description=f"Launch one {jt.name} batch job: extract, stage, submit (one step).",
+    )(launch)
+
     launch_job = dg.define_asset_job(
         name=launch_job_name(jt.name),
-        selection=dg.AssetSelection.assets(launch),
+        selection=dg.AssetSelection.assets(launch_asset),
         description=f"Launch one {jt.name} batch job: extract, stage, submit.",
         tags={"job_type": jt.name, RUN_KIND_TAG: LAUNCH_KIND},
     )
@@ -224,4 +228,4 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 description=f"Launches {jt.name} on job_configs/{jt.name}.yaml's schedule.",
             )
         )
-    return {"assets": [launch], "jobs": [launch_job], "schedules": schedules}
+    return {"assets": [launch_asset], "jobs": [launch_job], "schedules": schedules}

@@ -1,18 +1,23 @@
-"""What a job type is: its launch parameters, extraction, container and import.
+"""What a job type is: its launch parameters, extraction, staged files, container and import.
 
-A job type is one module in this package plus one YAML file in ``job_configs/``; the pipeline
-(assets, sensor, CLI) is generated from the registry and never names a job type itself.
+A job type is a subclass of :class:`JobType`, generic in its launch config, instantiated as
+``JOB_TYPE`` in a module of a job-type package (this one, or one named in
+``ROBOTOFF_BATCH_JOB_TYPE_PACKAGES``) with one YAML file in that package's ``job_configs/``;
+the pipeline (assets, sensor, CLI) is generated from the registry and never names a job type.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
 
+from robotoff_batch.config.models import JobConfig
+from robotoff_batch.follow import key_prefix
 from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
 from robotoff_batch.predictions.store import ImportSpec
 
@@ -20,12 +25,19 @@ from robotoff_batch.predictions.store import ImportSpec
 PREDICTION_SCHEMA = _PREDICTION_SCHEMA
 
 
-#: Name of the staged input every job type writes; its other files are extra inputs.
+#: The usual name of the staged input (a job type's first declared staged file).
 INPUT_FILE = "input.parquet"
+
+#: The launch config class of a job type.
+C = TypeVar("C", bound=dg.Config)
 
 
 class OutputError(ValueError):
     """A job's output file cannot be imported (missing column, null code...)."""
+
+
+class StagedFilesError(ValueError):
+    """An extraction wrote files its job type does not declare, or not its input."""
 
 
 @dataclass(frozen=True)
@@ -33,36 +45,74 @@ class ExtractedInput:
     """Files written by a job type's extraction, to be staged beside each other."""
 
     rows: int
-    files: Mapping[str, Path]  # staged name (e.g. "input.parquet") -> local file
+    files: Mapping[str, Path]  # staged name (one of the job type's staged_files) -> local file
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class JobType:
-    """One kind of batch job."""
+class JobType(ABC, Generic[C]):
+    """One kind of batch job. A subclass sets the class attributes and implements
+    :meth:`extract`; the core reads nothing else.
 
-    name: str
-    launch_config: type[dg.Config]
-    # Columns of the product dump the extraction needs, with their expected type.
-    required_columns: Mapping[str, str]
-    # (dump_path=, params=, work_dir=, job_config=, local_argv=, progress=): local_argv is the
-    # local runner's command for the image (None on Cloud Batch), so the extraction writes only
-    # what the engine that will run needs.
-    extract: Callable[..., ExtractedInput]
-    # argv that plays the container on the local runner; config `commands` are appended.
-    local_command: Sequence[str]
-    # How the task files become Robotoff rows (columns read, SQL, insights): see ImportSpec.
-    # None: the job type imports nothing (its finish run records the job's outcome only).
-    import_spec: ImportSpec | None
-    prediction_type: str | None = None
-    # Staged file beside the input holding the product facts the insights read (None: none).
-    facts_file: str | None = None
-    description: str = ""
+    The container contract (docs/CONTRACTS.md): the container reads ``INPUT_FILE_PATH`` (the
+    first of ``staged_files``) and ``<STEM>_FILE_PATH`` for each other staged file, shards by
+    ``BATCH_TASK_INDEX``/``BATCH_TASK_COUNT`` and writes ``part-<index:05d>.parquet`` under
+    ``OUTPUT_FILE_PATH``; ``local_command`` is the argv that plays it on the local runner
+    (the config's ``commands`` are appended).
+    """
+
+    #: The job type's name: its YAML file's name, its batch jobs' ``job-type`` label.
+    name: ClassVar[str]
+    #: The ``dg.Config`` of a launch: what a user selects in the UI or the CLI.
+    launch_config: type[C]
+    #: Columns of the product dump the extraction needs, with their expected type.
+    required_columns: ClassVar[Mapping[str, str]]
+    #: argv that plays the container on the local runner.
+    local_command: ClassVar[Sequence[str]]
+    #: Every file the extraction may stage, by staged name; the first is the container's input.
+    staged_files: ClassVar[Sequence[str]] = (INPUT_FILE,)
+    #: How the task files become Robotoff rows and insights (see ImportSpec); None: the job
+    #: type imports nothing (its finish run records the job's outcome only).
+    import_spec: ClassVar[ImportSpec | None] = None
+    #: The type of the predictions it imports (for people; the SQL writes it).
+    prediction_type: ClassVar[str | None] = None
+    #: Staged file holding the product facts the insights read (None: none).
+    facts_file: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+
+    _REQUIRED: ClassVar[tuple[str, ...]] = (
+        "name",
+        "launch_config",
+        "required_columns",
+        "local_command",
+    )
+
+    def __init__(self) -> None:
+        missing = [a for a in self._REQUIRED if not hasattr(self, a)]
+        if missing:
+            raise TypeError(f"job type {type(self).__name__} does not set {', '.join(missing)}")
+
+    @abstractmethod
+    def extract(
+        self,
+        dump: str,
+        params: C,
+        job_config: JobConfig,
+        out: Path,
+        *,
+        local_argv: Sequence[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> ExtractedInput:
+        """Write the job's staged files to ``out`` from the dump at ``dump``.
+
+        ``job_config`` is the YAML file as it is at launch; ``local_argv`` is the local
+        runner's command for the image (None on Cloud Batch), so the extraction writes only
+        what the engine that will run needs; ``progress`` logs a line in the launch run.
+        """
 
     @property
     def input_file(self) -> str:
         """The staged file the container reads (``INPUT_FILE_PATH``)."""
-        return INPUT_FILE
+        return self.staged_files[0]
 
     @property
     def imports(self) -> bool:
@@ -72,4 +122,18 @@ class JobType:
     @property
     def key_prefix(self) -> str:
         """Asset key prefix: ``ingredients-spellcheck`` -> ``ingredients_spellcheck``."""
-        return self.name.replace("-", "_")
+        return key_prefix(self.name)
+
+    def check_extracted(self, extracted: ExtractedInput) -> None:
+        """Refuse files the job type does not declare, and an extraction without its input."""
+        undeclared = sorted(set(extracted.files) - set(self.staged_files))
+        if undeclared:
+            raise StagedFilesError(
+                f"{self.name}'s extraction wrote {undeclared}, which its job type does not "
+                f"declare in staged_files ({list(self.staged_files)})"
+            )
+        if self.input_file not in extracted.files:
+            raise StagedFilesError(f"{self.name}'s extraction did not write {self.input_file}")
+
+    def __repr__(self) -> str:
+        return f"<job type {self.name}>"

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -43,6 +43,7 @@ _HERE = Path(__file__).resolve().parent
 IMPORT_SQL_PATH = _HERE / "ingredients_spellcheck_import.sql"
 INSIGHTS_SQL_PATH = _HERE / "ingredients_spellcheck_insights.sql"
 FACTS_SQL_PATH = _HERE / "ingredients_spellcheck_facts.sql"
+SELECTION_SQL_PATH = _HERE / "ingredients_spellcheck.sql"
 FACTS_SCHEMA = pa.schema(
     [
         pa.field("code", pa.string()),
@@ -53,6 +54,103 @@ FACTS_SCHEMA = pa.schema(
         pa.field("unique_scans_n", pa.int64()),
     ]
 )
+
+
+# Columns of the OFF dump read by ingredients_spellcheck.sql, with their expected type family.
+# Present in both the current (111 columns) and the older (110 columns) dump schemas.
+SPELLCHECK_REQUIRED_COLUMNS: Mapping[str, str] = {
+    "code": "string",
+    "lang": "string",
+    "ingredients_text": extraction.LANGUAGE_FIELD,
+    "product_name": extraction.LANGUAGE_FIELD,
+    "popularity_key": "integer",
+    "ingredients_n": "integer",
+    "unknown_ingredients_n": "integer",
+    "countries_tags": "list<string>",
+}
+
+# Input Parquet of ingredients-spellcheck (docs/CONTRACTS.md).
+SPELLCHECK_INPUT_SCHEMA = pa.schema(
+    [
+        pa.field("code", pa.string(), nullable=False),
+        pa.field("lang", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("product_name", pa.string()),
+        pa.field("popularity_key", pa.int64()),
+        pa.field("fraction", pa.float64()),
+    ]
+)
+
+
+def spellcheck_sql() -> str:
+    """The ingredients-spellcheck selection query (``job_types/ingredients_spellcheck.sql``)."""
+    return SELECTION_SQL_PATH.read_text(encoding="utf-8")
+
+
+def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise extraction.ExtractionError(
+            f"{name} must be a list of strings, not the string {values!r}"
+        )
+    out = [str(v) for v in values]
+    return out or None
+
+
+def extract_spellcheck_products(
+    *,
+    dump_path: str,
+    output_path: Path,
+    limit: int,
+    min_fraction: float,
+    max_fraction: float,
+    languages: Sequence[str] | None = None,
+    countries: Sequence[str] | None = None,
+    min_popularity: int | None = None,
+    codes: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str = extraction.DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+) -> extraction.ExtractionResult:
+    """Select the products to spellcheck and write the job's input Parquet.
+
+    Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
+    a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
+    inclusive max), most popular first (ties by code), at most ``limit`` rows. Optional filters:
+    product ``lang`` in ``languages``, any of ``countries_tags`` in ``countries``,
+    ``popularity_key >= min_popularity``, ``code`` in ``codes`` (None or empty: no filter).
+
+    Checks the dump's columns first. Output schema: :data:`SPELLCHECK_INPUT_SCHEMA`. A
+    selection matching nothing gives a 0-row file, not an error.
+    """
+    if limit < 1:
+        raise extraction.ExtractionError(f"limit must be at least 1, got {limit}")
+    if not 0.0 <= min_fraction < max_fraction:
+        raise extraction.ExtractionError(
+            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
+        )
+    extraction.check_dump(dump_path=dump_path, required_columns=SPELLCHECK_REQUIRED_COLUMNS)
+    params: dict[str, object] = {
+        "dump_path": dump_path,
+        "limit": int(limit),
+        "min_fraction": float(min_fraction),
+        "max_fraction": float(max_fraction),
+        "languages": _str_list("languages", languages),
+        "countries": _str_list("countries", countries),
+        "min_popularity": None if min_popularity is None else int(min_popularity),
+        "codes": _str_list("codes", codes),
+    }
+    return extraction.extract_to_parquet(
+        dump_path=dump_path,
+        sql=spellcheck_sql(),
+        params=params,
+        output_path=output_path,
+        progress=progress,
+        memory_limit=memory_limit,
+        threads=threads,
+        schema=SPELLCHECK_INPUT_SCHEMA,
+    )
 
 
 class SpellcheckLaunch(dg.Config):
@@ -123,7 +221,7 @@ def extract(
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     input_path = work_dir / INPUT_FILE
-    result = extraction.extract_spellcheck_products(
+    result = extract_spellcheck_products(
         dump_path=dump_path,
         output_path=input_path,
         limit=params.limit,
@@ -146,10 +244,10 @@ def extract(
         "spellcheck_engine": engine,
     }
     if result.rows and engine == "lexicon-cpu":
-        lexicon_path = work_dir / "lexicon.parquet"
+        lexicon_path = work_dir / LEXICON_FILE
         cached, hit = cached_lexicon(dump_path)
         shutil.copyfile(cached, lexicon_path)
-        files["lexicon.parquet"] = lexicon_path
+        files[LEXICON_FILE] = lexicon_path
         metadata["lexicon_words"] = pq.read_metadata(lexicon_path).num_rows
         metadata["lexicon_cache"] = "hit" if hit else "built"
     return ExtractedInput(rows=result.rows, files=files, metadata=metadata)
@@ -242,23 +340,47 @@ IMPORT_SPEC = ImportSpec(
 )
 
 
-JOB_TYPE = JobType(
-    name="ingredients-spellcheck",
-    description=__doc__.splitlines()[0] if __doc__ else "",
-    launch_config=SpellcheckLaunch,
-    required_columns=extraction.SPELLCHECK_REQUIRED_COLUMNS,
-    extract=extract,
+LEXICON_FILE = "lexicon.parquet"
+
+
+class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
+    name = "ingredients-spellcheck"
+    description = __doc__.splitlines()[0] if __doc__ else ""
+    launch_config = SpellcheckLaunch
+    required_columns = SPELLCHECK_REQUIRED_COLUMNS
+    staged_files = (INPUT_FILE, FACTS_FILE, LEXICON_FILE)
     # Locally the image is played by its entrypoint with the offline CPU engine; arguments
     # override the config's SPELLCHECK_ENGINE=vllm.
-    local_command=(
+    local_command = (
         sys.executable,
         str(CONTAINERS_DIR / "ingredients-spellcheck" / "entrypoint.py"),
         "--engine",
         "lexicon-cpu",
-    ),
-    import_spec=IMPORT_SPEC,
-    prediction_type=PREDICTION_TYPE,
-    facts_file=FACTS_FILE,
-)
+    )
+    import_spec = IMPORT_SPEC
+    prediction_type = PREDICTION_TYPE
+    facts_file = FACTS_FILE
 
-__all__ = ["JOB_TYPE", "SpellcheckLaunch"]
+    def extract(
+        self,
+        dump: str,
+        params: SpellcheckLaunch,
+        job_config: JobConfig,
+        out: Path,
+        *,
+        local_argv: Sequence[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> ExtractedInput:
+        return extract(
+            dump_path=dump,
+            params=params,
+            work_dir=out,
+            job_config=job_config,
+            local_argv=local_argv,
+            progress=progress,
+        )
+
+
+JOB_TYPE = IngredientsSpellcheck()
+
+__all__ = ["JOB_TYPE", "IngredientsSpellcheck", "SpellcheckLaunch"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robotoff_batch.follow import key_prefix
 from robotoff_batch.predictions.store import (
     PredictionImportError,
     PredictionStore,
@@ -84,7 +85,7 @@ class RobotoffApi:
                     f"{uri} exists with other content; nothing was handed over: {exc}"
                 ) from exc
             logger.info("%s already uploaded by an earlier attempt", uri)
-        self.post(job_type=job_type.replace("-", "_"), batch_dir=batch_dir)
+        self.post(job_type=key_prefix(job_type), batch_dir=batch_dir)
         return batch_dir
 
     def _holds(self, uri: str, parquet: Path) -> bool:
