@@ -146,9 +146,9 @@ class _SucceededEngine:
 
 def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     from robotoff_batch import pipeline
-    from robotoff_batch.gcs_staging import staging_from_uri
     from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE as SPELLCHECK
     from robotoff_batch.predictions.store import PredictionStore
+    from robotoff_batch.staging import staging_from_uri
 
     job_type = SPELLCHECK
     if args.mode == "import_no_insights":  # a job type that declares no insights

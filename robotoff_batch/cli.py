@@ -22,7 +22,13 @@ from typer.core import TyperCommand
 
 from robotoff_batch import operations
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState
-from robotoff_batch.batch.request import build_create_job_request, make_job_id, request_to_json
+from robotoff_batch.batch.request import (
+    APP_LABEL,
+    JOB_TYPE_LABEL,
+    build_create_job_request,
+    make_job_id,
+    request_to_json,
+)
 from robotoff_batch.config.loader import (
     JobConfigError,
     JobConfigsError,
@@ -291,14 +297,14 @@ def status(
     if job_id is None:
         table = _table("batch jobs", ["job id", "job type", "state", "created (UTC)", "tasks"])
         jobs = sorted(
-            engine.list_jobs(labels={"app": "robotoff-batch"}),
+            engine.list_jobs(labels=dict([APP_LABEL])),
             key=lambda s: s.create_time or datetime.min.replace(tzinfo=UTC),
         )
         for s in jobs:
             created = s.create_time.strftime("%Y-%m-%d %H:%M:%S") if s.create_time else ""
             task_states = ", ".join(f"{t.index}:{t.state}" for t in s.tasks)
             table.add_row(
-                s.job_id, s.labels.get("job-type", ""), s.state.value, created, task_states
+                s.job_id, s.labels.get(JOB_TYPE_LABEL, ""), s.state.value, created, task_states
             )
         console.print(table)
         return

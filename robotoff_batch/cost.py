@@ -32,6 +32,7 @@ import dagster as dg
 import typer
 
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, MachineSpec
+from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
 from robotoff_batch.config.catalog import load_catalog
 from robotoff_batch.config.models import HourlyRate, UnknownPriceError, hourly_rate
 
@@ -304,7 +305,7 @@ def job_facts(instance: dg.DagsterInstance | None, status: JobStatus) -> LaunchF
     if instance is not None:
         facts = launch_facts(instance, status.labels.get(OWNER_LABEL), status.job_id)
     if facts.worst_case_usd is None:
-        current = current_config_facts(status.labels.get("job-type"))
+        current = current_config_facts(status.labels.get(JOB_TYPE_LABEL))
         facts = replace(current, products=facts.products)
     return facts
 
@@ -555,11 +556,11 @@ def collect(
     """The ended jobs of the engine (one listing, one read each) with their costs, and how
     many jobs are still in flight (not in the summary). ``products_of(status)`` gives a job's
     products count (or None)."""
-    listed = engine.list_jobs(labels={"app": "robotoff-batch"})
+    listed = engine.list_jobs(labels=dict([APP_LABEL]))
     out: list[JobCost] = []
     in_flight = 0
     for listed_status in listed:
-        jt = listed_status.labels.get("job-type", "unknown")
+        jt = listed_status.labels.get(JOB_TYPE_LABEL, "unknown")
         if (month and month_of(listed_status) != month) or (job_type and jt != job_type):
             continue
         if not listed_status.state.is_terminal:

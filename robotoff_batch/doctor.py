@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from robotoff_batch.batch.request import APP_LABEL
 from robotoff_batch.config.models import IMAGE_URI_PATTERN, JobConfig
 
 PROJECT_ENV = "ROBOTOFF_BATCH_GCP_PROJECT"
@@ -203,8 +204,8 @@ def _check_location(ctx: DoctorContext, checks: list[Check]) -> str:
 def _check_bucket(ctx: DoctorContext, checks: list[Check], credentials: Any, project: str) -> None:
     from google.api_core import exceptions as api_exceptions
 
-    from robotoff_batch.gcs_staging import parse_gs_uri
     from robotoff_batch.staging import StagingError
+    from robotoff_batch.staging.gcs import parse_gs_uri
 
     root = ctx.env.get(STAGING_ENV, "").strip()
     if not root.startswith("gs://"):
@@ -287,7 +288,7 @@ def _check_list_jobs(
         checks.append(Check("ListJobs", False, "not checked: no credentials", ""))
         return
     try:
-        jobs = engine.list_jobs(labels={"app": "robotoff-batch"})
+        jobs = engine.list_jobs(labels=dict([APP_LABEL]))
     except BatchEngineError as exc:
         denied = "403" in str(exc) or "PERMISSION" in str(exc).upper()
         fix = (

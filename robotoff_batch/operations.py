@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobNotFoundError, JobState, JobStatus
+from robotoff_batch.batch.request import JOB_TYPE_LABEL
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     FINISH_KIND,
@@ -323,7 +324,7 @@ def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
         status = engine.get_job(job_id=job_id)
     except JobNotFoundError:
         raise OperationError(f"no batch job {job_id!r}") from None
-    job_type = status.labels.get("job-type", "")
+    job_type = status.labels.get(JOB_TYPE_LABEL, "")
     if not _job_types().get(job_type, True):
         raise OperationError(f"{job_id} is a {job_type} job: that job type imports nothing")
     inst = instance()

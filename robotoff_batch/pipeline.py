@@ -19,7 +19,7 @@ from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.job_types.base import JobType, OutputError
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
-from robotoff_batch.staging import ObjectExistsError, Staging
+from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, Staging
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ def stage_files(
     *, staging: Staging, job_type: str, job_id: str, files: Mapping[str, Path]
 ) -> dict[str, str]:
     """Upload a job's input files, create-only; an identical object from a retry is kept."""
-    from robotoff_batch.gcs_staging import IdenticalObjectExistsError
-
     staging.check_access()
     job_uri = staging.job_uri(job_type=job_type, job_id=job_id)
     uris: dict[str, str] = {}

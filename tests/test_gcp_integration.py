@@ -18,8 +18,8 @@ import pytest
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobNotFoundError
 from robotoff_batch.gcp_credentials import load_credentials
-from robotoff_batch.gcs_staging import GCSStaging, staging_from_uri
-from robotoff_batch.staging import ObjectExistsError
+from robotoff_batch.staging import ObjectExistsError, staging_from_uri
+from robotoff_batch.staging.gcs import GCSStaging
 
 _HAS_CREDENTIALS = bool(
     os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or os.environ.get("GOOGLE_CREDENTIALS")

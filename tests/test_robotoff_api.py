@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from robotoff_batch import pipeline
-from robotoff_batch.gcs_staging import staging_from_uri
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.predictions.robotoff_api import (
     RobotoffApi,
@@ -34,7 +33,7 @@ from robotoff_batch.predictions.robotoff_api import (
     RobotoffApiUnavailable,
 )
 from robotoff_batch.predictions.store import PredictionStore
-from robotoff_batch.staging import Staging
+from robotoff_batch.staging import Staging, staging_from_uri
 from tests.test_spellcheck_import import JOB_A, OUTPUT, SucceededEngine, write_job
 
 KEY = "k3y-for-batch-jobs"

@@ -30,11 +30,10 @@ from psycopg.types.json import Jsonb
 
 from robotoff_batch import pipeline
 from robotoff_batch.batch.engine import JobState, JobStatus, TaskStatus
-from robotoff_batch.gcs_staging import staging_from_uri
 from robotoff_batch.job_types.base import OutputError
 from robotoff_batch.job_types.ingredients_spellcheck import FACTS_SCHEMA, JOB_TYPE
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
-from robotoff_batch.staging import Staging
+from robotoff_batch.staging import Staging, staging_from_uri
 
 JOB_A = "ingredients-spellcheck-20261201t070000-aaaa"
 JOB_B = "ingredients-spellcheck-20261201t080000-bbbb"

@@ -11,9 +11,17 @@ import google_crc32c
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from robotoff_batch.gcs_staging import GCSStaging, IdenticalObjectExistsError, staging_from_uri
-from robotoff_batch.local_staging import LocalStaging
-from robotoff_batch.staging import ObjectExistsError, Staging, StagingError, iter_output_uris
+from robotoff_batch import pipeline
+from robotoff_batch.staging import (
+    IdenticalObjectExistsError,
+    ObjectExistsError,
+    Staging,
+    StagingError,
+    iter_output_uris,
+    staging_from_uri,
+)
+from robotoff_batch.staging.gcs import GCSStaging
+from robotoff_batch.staging.local import LocalStaging
 from tests.fakes.gcs_emulator import RunningEmulator
 from tests.fakes.settings import (
     STAGING_BUCKET,
@@ -52,12 +60,60 @@ def test_local_upload_is_create_only(local_staging: LocalStaging, tmp_path: Path
         local_staging.job_uri(job_type="ingredients-spellcheck", job_id="job-1") + "/input.parquet"
     )
     assert local_staging.upload_file(local_path=_file(tmp_path, "a", b"first"), uri=uri) == uri
-    with pytest.raises(ObjectExistsError, match=uri):
+    with pytest.raises(ObjectExistsError, match=uri) as other:
         local_staging.upload_file(local_path=_file(tmp_path, "b", b"second"), uri=uri)
+    assert not isinstance(other.value, IdenticalObjectExistsError)
+    assert "different content" in str(other.value)
+    with pytest.raises(IdenticalObjectExistsError, match="identical content"):
+        local_staging.upload_file(local_path=_file(tmp_path, "c", b"first"), uri=uri)
     with local_staging.open_read(uri=uri) as stream:
         assert stream.read() == b"first"
-    # No temporary file left behind by the refused upload.
+    # No temporary file left behind by the refused uploads.
     assert os.listdir(local_staging.path_of(uri).parent) == ["input.parquet"]
+
+
+def test_a_retried_local_staging_step_accepts_identical_bytes_only(
+    local_staging: LocalStaging, tmp_path: Path
+) -> None:
+    """The launch's staging step retried on the local default: the same files are kept (the
+    step succeeds), other bytes under the same job id are refused."""
+    files = {
+        "input.parquet": Path(_file(tmp_path, "in", b"products")),
+        "x.parquet": Path(_file(tmp_path, "x", b"extra")),
+    }
+    stage = {"staging": local_staging, "job_type": "t", "job_id": "retried"}
+    first = pipeline.stage_files(**stage, files=files)  # type: ignore[arg-type]
+    assert pipeline.stage_files(**stage, files=files) == first  # type: ignore[arg-type]
+    changed = {**files, "x.parquet": Path(_file(tmp_path, "x2", b"other"))}
+    with pytest.raises(pipeline.PipelineError, match="already exists with other content"):
+        pipeline.stage_files(**stage, files=changed)  # type: ignore[arg-type]
+    with local_staging.open_read(uri=first["x.parquet"]) as stream:
+        assert stream.read() == b"extra"
+
+
+def test_the_factory_imports_only_the_backend_it_needs(tmp_path: Path) -> None:
+    """A file:// staging area does not import google-cloud-storage (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from robotoff_batch.staging import staging_from_uri; "
+        f"s = staging_from_uri({(tmp_path / 's').as_uri()!r}); "
+        "print(type(s).__name__, 'google.cloud.storage' in sys.modules, "
+        "'robotoff_batch.staging.gcs' in sys.modules)"
+    )
+    from robotoff_batch.paths import PROJECT_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
+    ).stdout.split()
+    assert out == ["LocalStaging", "False", "False"]
 
 
 def test_local_list_and_outputs(local_staging: LocalStaging, tmp_path: Path) -> None:

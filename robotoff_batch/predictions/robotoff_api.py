@@ -70,8 +70,7 @@ class RobotoffApi:
     def deliver(self, *, job_type: str, batch_job_id: str, parquet: Path) -> str:
         """Upload ``parquet`` as ``<batch_dir>/postprocessed_data.parquet``, POST the import;
         returns the batch_dir. Raises this module's errors."""
-        from robotoff_batch.gcs_staging import IdenticalObjectExistsError
-        from robotoff_batch.staging import ObjectExistsError
+        from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError
 
         batch_dir = self.batch_dir(job_type=job_type, batch_job_id=batch_job_id)
         uri = f"{self.bucket_staging.root_uri.rstrip('/')}/{batch_dir}/{OUTPUT_NAME}"

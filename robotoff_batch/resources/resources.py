@@ -48,7 +48,7 @@ class StagingResource(dg.ConfigurableResource):
     gcp_project: str | None = Field(default=None, description="GCP project of the bucket.")
 
     def get_staging(self) -> Staging:
-        from robotoff_batch.gcs_staging import staging_from_uri
+        from robotoff_batch.staging import staging_from_uri
 
         root = self.root_uri or (home_dir() / "staging").as_uri()
         if root.startswith("file://"):

@@ -7,7 +7,7 @@ import textwrap
 from google.api_core.retry import Retry
 
 from robotoff_batch.batch.cloud_batch import make_retry
-from robotoff_batch.gcs_staging import default_retry
+from robotoff_batch.staging.gcs import default_retry
 
 STAGING_BUCKET = "robotoff-batch-staging"
 TEST_PROJECT = "test-project"

@@ -26,8 +26,7 @@ from google.api_core.retry import Retry
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from robotoff_batch.local_staging import LocalStaging
-from robotoff_batch.staging import ObjectExistsError, Staging, StagingError
+from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, StagingError
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,6 @@ DATA_CORRUPTION: tuple[type[Exception], ...] = (DataCorruption,)
 REQUIRED_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.list")
 READ_CHUNK_SIZE = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
-
-
-class IdenticalObjectExistsError(ObjectExistsError):
-    """The object already exists and holds exactly the bytes we meant to upload.
-
-    Still an :class:`ObjectExistsError` (staging never overwrites), but a caller that
-    re-stages the same input after a crash may choose to accept it.
-    """
 
 
 def default_retry(
@@ -223,24 +214,9 @@ class GCSStaging:
         return bool(self._bucket.blob(self._blob_name(uri)).exists(retry=self.retry))
 
 
-def staging_from_uri(
-    root_uri: str, *, gcs_client: storage.Client | None = None, retry: Retry | None = None
-) -> Staging:
-    """The staging implementation of a root URI: ``file://`` or ``gs://``.
+def storage_client() -> storage.Client:
+    """A client from :func:`load_credentials` (``GOOGLE_CREDENTIALS`` or ADC)."""
+    from robotoff_batch.gcp_credentials import load_credentials
 
-    Without ``gcs_client``, a client is built from :func:`load_credentials` (``GOOGLE_CREDENTIALS``
-    or Application Default Credentials).
-    """
-    scheme = urlparse(root_uri).scheme
-    if scheme == "file":
-        return LocalStaging(root_uri=root_uri)
-    if scheme == "gs":
-        if gcs_client is None:
-            from robotoff_batch.gcp_credentials import load_credentials
-
-            credentials, project = load_credentials()
-            gcs_client = storage.Client(project=project, credentials=credentials)
-        return GCSStaging(root_uri=root_uri, client=gcs_client, retry=retry)
-    raise StagingError(
-        f"unsupported staging URI {root_uri!r}: use file:///absolute/dir or gs://bucket/prefix"
-    )
+    credentials, project = load_credentials()
+    return storage.Client(project=project, credentials=credentials)

@@ -3,7 +3,8 @@
 Uploads are create-only like the GCS ones: the file is copied to a temporary name in the target
 directory, flushed, then hard-linked to its final name (``os.link`` fails if the name exists,
 atomically), so a reader never sees a half-written file and an existing object is never
-overwritten. The copy is verified against the source (CRC32C) before the link.
+overwritten. The copy is verified against the source (CRC32C) before the link. An existing
+object with the same CRC32C and size is reported as identical, as GCS's backend does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import google_crc32c
 
-from robotoff_batch.staging import ObjectExistsError, StagingError
+from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, StagingError
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class LocalStaging:
         """Create-only copy of ``local_path`` to ``uri``; raises ObjectExistsError if taken."""
         target = self.path_of(uri)
         if target.exists():
-            raise ObjectExistsError(f"{uri} already exists: staging never overwrites")
+            self._raise_exists(uri, target, local_path, file_crc32c(local_path))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f"{_TMP_PREFIX}{target.name}.{secrets.token_hex(6)}"
         source_crc = google_crc32c.Checksum()
@@ -112,11 +113,23 @@ class LocalStaging:
             try:
                 os.link(tmp, target)
             except FileExistsError:
-                raise ObjectExistsError(f"{uri} already exists: staging never overwrites") from None
+                self._raise_exists(uri, target, local_path, expected)
         finally:
             tmp.unlink(missing_ok=True)
         logger.info("Staged %s (crc32c %s)", uri, expected)
         return uri
+
+    @staticmethod
+    def _raise_exists(uri: str, target: Path, local_path: str, crc: str) -> None:
+        same_size = target.is_file() and target.stat().st_size == os.stat(local_path).st_size
+        if same_size and file_crc32c(target) == crc:
+            raise IdenticalObjectExistsError(
+                f"{uri} already exists with identical content (crc32c {crc}): "
+                "staging never overwrites"
+            )
+        raise ObjectExistsError(
+            f"{uri} already exists with different content: staging never overwrites"
+        )
 
     def list_uris(self, *, prefix_uri: str) -> list[str]:
         """Files whose URI starts with ``prefix_uri`` (temporary upload files excluded)."""
