@@ -63,14 +63,16 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
     from robotoff_batch.definitions import build_definitions
     from robotoff_batch.follow import FollowCache, follow
     from robotoff_batch.resources import (
-        BatchEngineResource,
         LaunchSettingsResource,
         PredictionStoreResource,
         ProductDumpResource,
         StagingResource,
     )
     from tests.counting_storage import CountingStorage
-    from tests.fakes.fake_batch_service import running_fake_batch_service
+    from tests.fakes.fake_batch_service import (
+        EmulatedCloudBatchEngineResource,
+        running_fake_batch_service,
+    )
     from tests.fakes.scripted_backend import ScriptedBackend
     from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
 
@@ -80,8 +82,7 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
         resources = {
             "product_dump": ProductDumpResource(),
             "staging": StagingResource(),
-            "batch_engine": BatchEngineResource(
-                kind="cloud-batch",
+            "batch_engine": EmulatedCloudBatchEngineResource(
                 gcp_project=TEST_PROJECT,
                 gcp_location=TEST_LOCATION,
                 emulator_host=service.address,
@@ -163,25 +164,27 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
     from robotoff_batch.definitions import build_definitions
     from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
     from robotoff_batch.resources import (
-        BatchEngineResource,
         LaunchSettingsResource,
+        LocalBatchEngineResource,
         PredictionStoreResource,
         ProductDumpResource,
         StagingResource,
     )
-    from tests.fakes.fake_batch_service import running_fake_batch_service
+    from tests.fakes.fake_batch_service import (
+        EmulatedCloudBatchEngineResource,
+        running_fake_batch_service,
+    )
     from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
 
     with running_fake_batch_service(backend=None) as service, dg.instance_for_test() as inst:
         if engine == "vllm":
-            batch = BatchEngineResource(
-                kind="cloud-batch",
+            batch = EmulatedCloudBatchEngineResource(
                 gcp_project=TEST_PROJECT,
                 gcp_location=TEST_LOCATION,
                 emulator_host=service.address,
             )
         else:
-            batch = BatchEngineResource(kind="local", state_dir=str(work / "batch"))
+            batch = LocalBatchEngineResource(state_dir=str(work / "batch"))
         resources = {
             "product_dump": ProductDumpResource(path=str(dump)),
             "staging": StagingResource(root_uri=(work / f"staging-{engine}").as_uri()),

@@ -78,7 +78,7 @@ def submit_job(
     labels: Mapping[str, str],
 ) -> tuple[JobStatus, Any]:
     """Build the request from the validated config and submit it (idempotent by job id)."""
-    engine_location = getattr(engine, "location", None)
+    engine_location = engine.location
     if engine_location and engine_location != config.resources.location:
         # The sensor lists one region: a job created elsewhere would never be followed.
         raise PipelineError(

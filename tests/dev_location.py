@@ -9,13 +9,13 @@ import os
 
 from robotoff_batch.definitions import build_definitions
 from robotoff_batch.job_types import load_registry
-from robotoff_batch.resources import BatchEngineResource, build_resources
+from robotoff_batch.resources import LocalBatchEngineResource, build_resources
 
 resources = build_resources("local")
 _command = os.environ.get("ROBOTOFF_BATCH_TEST_COMMAND")
 if _command:
     image = load_registry()["ingredients-spellcheck"].config.resources.container_image_uri
-    resources["batch_engine"] = BatchEngineResource(
-        kind="local", local_commands={image: json.loads(_command)}
+    resources["batch_engine"] = LocalBatchEngineResource(
+        local_commands={image: json.loads(_command)}
     )
 defs = build_definitions(resources=resources)

@@ -172,4 +172,25 @@ def test_resources_per_environment(env: str) -> None:
     resources = build_resources(env)
     engine = resources["batch_engine"]
     assert engine.kind == ("local" if env == "local" else "cloud-batch")
+    # one resource per engine, each with only its own engine's settings
+    from robotoff_batch.resources import CloudBatchEngineResource, LocalBatchEngineResource
+
+    cls = LocalBatchEngineResource if env == "local" else CloudBatchEngineResource
+    assert type(engine) is cls
+    fields = set(cls.model_fields)
+    assert ("gcp_location" in fields) == (env == "production")
+    assert ("state_dir" in fields) == (env == "local")
+    assert not any("emulator" in f for f in fields)  # test hooks live in the tests
     assert isinstance(resources["prediction_store"], dg.ConfigurableResource)
+
+
+def test_the_requests_project_is_the_engines_own() -> None:
+    """The launch's request parent and the sensor's listing use one project: the engine's
+    (here the emulator's default, with no project configured)."""
+    from tests.fakes.fake_batch_service import EmulatedCloudBatchEngineResource
+
+    resource = EmulatedCloudBatchEngineResource(emulator_host="127.0.0.1:1")
+    engine = resource.get_engine()
+    assert resource.project == engine.project == "emulator"  # type: ignore[attr-defined]
+    assert engine.parent == "projects/emulator/locations/europe-west4"  # type: ignore[attr-defined]
+    assert engine.location == "europe-west4"

@@ -28,8 +28,8 @@ from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    BatchEngineResource,
     LaunchSettingsResource,
+    LocalBatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
@@ -57,8 +57,7 @@ def make_resources(
             path=str(dump or SAMPLE_DATA_DIR / "food_sample_2026.parquet")
         ),
         "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
-        "batch_engine": BatchEngineResource(
-            kind="local",
+        "batch_engine": LocalBatchEngineResource(
             state_dir=str(tmp_path / "batch"),
             local_commands={image: command} if command else None,
         ),

@@ -20,13 +20,16 @@ from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    BatchEngineResource,
     LaunchSettingsResource,
     PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
 )
-from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
+from tests.fakes.fake_batch_service import (
+    EmulatedCloudBatchEngineResource,
+    FakeBatchService,
+    running_fake_batch_service,
+)
 from tests.fakes.settings import STAGING_BUCKET, TEST_LOCATION, TEST_PROJECT
 from tests.test_e2e import (
     db_rows,
@@ -70,8 +73,7 @@ def google_resources(
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
         "staging": StagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
-        "batch_engine": BatchEngineResource(
-            kind="cloud-batch",
+        "batch_engine": EmulatedCloudBatchEngineResource(
             gcp_project=TEST_PROJECT,
             gcp_location=TEST_LOCATION,
             emulator_host=spellcheck_batch_service.address,
@@ -163,8 +165,7 @@ def test_one_list_jobs_call_per_sensor_tick_with_50_jobs_in_flight(
         resources = {
             "product_dump": ProductDumpResource(),
             "staging": StagingResource(),
-            "batch_engine": BatchEngineResource(
-                kind="cloud-batch",
+            "batch_engine": EmulatedCloudBatchEngineResource(
                 gcp_project=TEST_PROJECT,
                 gcp_location=TEST_LOCATION,
                 emulator_host=service.address,
@@ -211,8 +212,7 @@ def test_a_job_outside_the_engines_region_is_not_submitted(
 ) -> None:
     """The sensor lists one region; a job elsewhere would never be followed: refuse it."""
     resources = dict(google_resources)
-    resources["batch_engine"] = BatchEngineResource(
-        kind="cloud-batch",
+    resources["batch_engine"] = EmulatedCloudBatchEngineResource(
         gcp_project=TEST_PROJECT,
         gcp_location="us-central1",
         emulator_host=spellcheck_batch_service.address,

@@ -220,6 +220,12 @@ class BatchEngine(Protocol):
 
     name: str
 
+    @property
+    def location(self) -> str | None:
+        """The one region the engine creates and lists jobs in; None when it has none (the
+        local runner runs a job wherever its config says)."""
+        ...
+
     def submit(self, *, request: batch_v1.CreateJobRequest) -> JobStatus:
         """Create the job. Idempotent: a job that already exists with this id is re-attached."""
         ...

@@ -91,6 +91,7 @@ class LocalBatchEngine:
     """A :class:`~robotoff_batch.batch.engine.BatchEngine` running jobs as local processes."""
 
     name = "local"
+    location: str | None = None  # runs a job wherever its config says
 
     def __init__(
         self,

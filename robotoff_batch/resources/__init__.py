@@ -13,7 +13,9 @@ import dagster as dg
 
 from robotoff_batch.resources.resources import (
     BatchEngineResource,
+    CloudBatchEngineResource,
     LaunchSettingsResource,
+    LocalBatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
@@ -58,7 +60,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 path=os.environ.get("ROBOTOFF_BATCH_DUMP_PATH") or ProductDumpResource().path
             ),
             "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
-            "batch_engine": BatchEngineResource(kind="local"),
+            "batch_engine": LocalBatchEngineResource(),
             # An EnvVar, never the value: resource config lands in Dagster's run storage.
             "prediction_store": _prediction_store(
                 database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")
@@ -74,8 +76,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 root_uri=dg.EnvVar("ROBOTOFF_BATCH_STAGING_URI"),
                 gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
             ),
-            "batch_engine": BatchEngineResource(
-                kind="cloud-batch",
+            "batch_engine": CloudBatchEngineResource(
                 gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
                 gcp_location=os.environ.get("ROBOTOFF_BATCH_GCP_LOCATION", "europe-west4"),
             ),
@@ -109,6 +110,8 @@ def initialized(resource: Any) -> Any:
 
 __all__ = [
     "BatchEngineResource",
+    "CloudBatchEngineResource",
+    "LocalBatchEngineResource",
     "LaunchSettingsResource",
     "PredictionStoreResource",
     "ProductDumpResource",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -74,41 +74,52 @@ class StagingResource(dg.ConfigurableResource):
 
 
 class BatchEngineResource(dg.ConfigurableResource):
-    """The batch engine: the local runner (default) or Google Cloud Batch."""
+    """What the assets, the sensor and the CLI need of a batch engine; one subclass per engine
+    (:class:`LocalBatchEngineResource`, :class:`CloudBatchEngineResource`)."""
 
-    kind: Literal["local", "cloud-batch"] = Field(
-        default="local", description="'local' runs containers as local processes."
-    )
+    _engine: Any = PrivateAttr(default=None)
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def project(self) -> str:
+        """The project of the requests' ``parent`` (``local`` on the local runner)."""
+        return "local"
+
+    def get_engine(self) -> BatchEngine:
+        """The engine, built once per resource instance."""
+        if self._engine is None:
+            self._engine = self.build_engine()
+        return self._engine  # type: ignore[no-any-return]
+
+    def build_engine(self) -> BatchEngine:
+        raise NotImplementedError
+
+    def local_argv(self, image: str) -> list[str] | None:
+        """The command that plays ``image`` on the local runner; None on another engine."""
+        return None
+
+
+class LocalBatchEngineResource(BatchEngineResource):
+    """The local runner: each task of a job is a local process playing the job type's image."""
+
     state_dir: str | None = Field(
         default=None,
         description="Local runner state directory; default <ROBOTOFF_BATCH_HOME>/local-batch.",
     )
-    gcp_project: str | None = Field(default=None, description="Cloud Batch project.")
-    gcp_location: str = Field(default="europe-west4", description="Cloud Batch region.")
-    api_endpoint: str | None = Field(
-        default=None, description="Override of the Batch API endpoint (e.g. a regional one)."
-    )
-    emulator_host: str | None = Field(
-        default=None,
-        description="host:port of a Batch API emulator speaking gRPC without TLS and without "
-        "credentials (tests); the Batch counterpart of STORAGE_EMULATOR_HOST.",
-    )
     local_commands: dict[str, list[str]] | None = Field(
         default=None,
-        description="Local runner only: image URI -> argv that plays it, overriding the job "
-        "types' own local commands (e.g. to debug a container).",
+        description="Image URI -> argv that plays it, overriding the job types' own local "
+        "commands (e.g. to debug a container).",
     )
-    _engine: Any = PrivateAttr(default=None)
 
-    def get_engine(self) -> BatchEngine:
-        if self._engine is None:
-            self._engine = self._build()
-        return self._engine  # type: ignore[no-any-return]
+    @property
+    def kind(self) -> str:
+        return "local"
 
     def local_argv(self, image: str) -> list[str] | None:
-        """The command that plays ``image`` on the local runner; None on Cloud Batch."""
-        if self.kind != "local":
-            return None
         return self._local_commands().get(image)
 
     def _local_commands(self) -> dict[str, list[str]]:
@@ -121,28 +132,35 @@ class BatchEngineResource(dg.ConfigurableResource):
         commands.update(self.local_commands or {})
         return commands
 
-    def _build(self) -> BatchEngine:
-        if self.kind == "local":
-            from robotoff_batch.batch.local_runner import LocalBatchEngine
+    def build_engine(self) -> BatchEngine:
+        from robotoff_batch.batch.local_runner import LocalBatchEngine
 
-            state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
-            return LocalBatchEngine(state_dir=state, commands_by_image=self._local_commands())
+        state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
+        return LocalBatchEngine(state_dir=state, commands_by_image=self._local_commands())
+
+
+class CloudBatchEngineResource(BatchEngineResource):
+    """Google Cloud Batch, in one project and region (the sensor lists that region)."""
+
+    gcp_project: str | None = Field(default=None, description="Cloud Batch project.")
+    gcp_location: str = Field(default="europe-west4", description="Cloud Batch region.")
+    api_endpoint: str | None = Field(
+        default=None, description="Override of the Batch API endpoint (e.g. a regional one)."
+    )
+
+    @property
+    def kind(self) -> str:
+        return "cloud-batch"
+
+    @property
+    def project(self) -> str:
+        """The engine's own project (the one its requests' ``parent`` and listing use)."""
         from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 
-        if self.emulator_host:
-            import grpc
-            from google.cloud import batch_v1
-            from google.cloud.batch_v1.services.batch_service.transports import (
-                BatchServiceGrpcTransport,
-            )
+        return cast(CloudBatchEngine, self.get_engine()).project
 
-            channel = grpc.insecure_channel(self.emulator_host)
-            client = batch_v1.BatchServiceClient(
-                transport=BatchServiceGrpcTransport(channel=channel)
-            )
-            return CloudBatchEngine(
-                project=self.gcp_project or "emulator", location=self.gcp_location, client=client
-            )
+    def build_engine(self) -> BatchEngine:
+        from robotoff_batch.batch.cloud_batch import CloudBatchEngine
         from robotoff_batch.gcp_credentials import load_credentials
 
         credentials, project = load_credentials()
@@ -155,10 +173,6 @@ class BatchEngineResource(dg.ConfigurableResource):
             api_endpoint=self.api_endpoint,
             credentials=credentials,
         )
-
-    @property
-    def project(self) -> str:
-        return self.gcp_project or "local"
 
 
 class PredictionStoreResource(dg.ConfigurableResource):

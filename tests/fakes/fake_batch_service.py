@@ -60,8 +60,11 @@ from google.cloud import batch_v1
 from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
+from pydantic import Field
 
+from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobStatus
+from robotoff_batch.resources import CloudBatchEngineResource
 
 SERVICE_NAME = "google.cloud.batch.v1.BatchService"
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -692,3 +695,17 @@ def running_fake_batch_service(
         yield service
     finally:
         service.stop()
+
+
+class EmulatedCloudBatchEngineResource(CloudBatchEngineResource):
+    """The Cloud Batch resource talking to a Batch API emulator (this fake) over gRPC without
+    TLS and without credentials: the test's subclass, so the production class has no hook."""
+
+    emulator_host: str = Field(description="host:port of the emulator.")
+
+    def build_engine(self) -> BatchEngine:
+        channel = grpc.insecure_channel(self.emulator_host)
+        client = batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
+        return CloudBatchEngine(
+            project=self.gcp_project or "emulator", location=self.gcp_location, client=client
+        )

@@ -29,6 +29,7 @@ class ScriptedBackend:
     """A backend whose jobs change state only when the test says so."""
 
     name = "scripted"
+    location: str | None = None
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobStatus] = {}
