@@ -68,7 +68,7 @@ MUTATIONS: dict[str, dict[str, Any]] = {
     "no_external_ip_address": {"no_external_ip_address": True},
     "task_count": {"task_count": 4, "parallelism": 1, "max_run_duration": "6h"},
     "parallelism": {"task_count": 4, "parallelism": 2, "max_run_duration": "6h"},
-    "max_retry_count": {"max_retry_count": 0},
+    "max_retry_count": {"max_retry_count": 3},
     "max_run_duration": {"max_run_duration": "12h"},
     "container_image_uri": {"container_image_uri": "europe-docker.pkg.dev/p/r/other:1.0"},
     "entrypoint": {"entrypoint": "python /app/main.py"},
@@ -120,6 +120,146 @@ def test_every_config_field_reaches_the_request(field: str) -> None:
     assert getattr(changed, field) != getattr(SPELLCHECK.resources, field)
     after = json.loads(request_to_json(build(changed)))
     assert before != after, f"changing {field} does not change the CreateJobRequest"
+
+
+# Where each BatchResources field lands in the request's JSON, with its value for the
+# spellcheck config and for the field's mutation (None: absent, the proto default). A field the
+# builder dropped or misplaced fails test_each_field_has_its_value_at_its_json_path.
+INSTANCE = "job.allocationPolicy.instances.0"
+P = INSTANCE + ".policy"
+T = "job.taskGroups.0"
+S = T + ".taskSpec"
+C = S + ".runnables.0.container"
+N = "job.allocationPolicy.network.networkInterfaces.0"
+JSON_PATHS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "location": {
+        "parent": (
+            "projects/robotoff/locations/europe-west4",
+            "projects/robotoff/locations/us-central1",
+        ),
+        "job.allocationPolicy.location.allowedLocations": (
+            ["regions/europe-west4"],
+            ["regions/us-central1"],
+        ),
+    },
+    "machine_type": {
+        P + ".machineType": ("g2-standard-8", "g2-standard-12"),
+    },
+    "accelerators_type": {
+        P + ".accelerators.0.type": ("nvidia-l4", "nvidia-tesla-a100"),
+    },
+    "accelerators_count": {
+        P + ".accelerators.0.count": ("1", "2"),
+    },
+    "install_gpu_drivers": {
+        INSTANCE + ".installGpuDrivers": (True, None),
+        C + ".options": ("--gpus all", None),
+    },
+    "provisioning_model": {
+        P + ".provisioningModel": ("STANDARD", "SPOT"),
+    },
+    "cpu_milli": {
+        S + ".computeResource.cpuMilli": ("8000", "4000"),
+    },
+    "memory_mib": {
+        S + ".computeResource.memoryMib": ("32000", "16000"),
+    },
+    "boot_disk_gb": {
+        P + ".bootDisk.sizeGb": ("100", "50"),
+    },
+    "boot_image": {
+        P + ".bootDisk.image": (
+            "batch-debian",
+            "projects/my-images/global/images/batch-debian-pinned-1",
+        ),
+    },
+    "fail_fast_exit_codes": {
+        S + ".lifecyclePolicies.0.actionCondition.exitCodes": ([2], [2, 3]),
+    },
+    "network": {
+        N + ".network": (
+            "projects/robotoff/global/networks/default",
+            "projects/robotoff/global/networks/batch",
+        ),
+    },
+    "subnetwork": {
+        N + ".subnetwork": (
+            "projects/robotoff/regions/europe-west4/subnetworks/default",
+            "projects/robotoff/regions/europe-west4/subnetworks/batch",
+        ),
+    },
+    "no_external_ip_address": {
+        N + ".noExternalIpAddress": (None, True),
+    },
+    "task_count": {
+        T + ".taskCount": ("1", "4"),
+    },
+    "parallelism": {
+        T + ".parallelism": ("1", "2"),
+    },
+    "max_retry_count": {
+        S + ".maxRetryCount": (1, 3),
+    },
+    "max_run_duration": {
+        S + ".maxRunDuration": ("86400s", "43200s"),
+    },
+    "container_image_uri": {
+        C + ".imageUri": (
+            "europe-west4-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck:0.1.0",
+            "europe-docker.pkg.dev/p/r/other:1.0",
+        ),
+    },
+    "entrypoint": {
+        C + ".entrypoint": (None, "python /app/main.py"),
+    },
+    "commands": {
+        C + ".commands": (None, ["--batch-size", "64"]),
+    },
+    "environment": {
+        S + ".environment.variables.MODEL": (None, "x"),
+    },
+    "secret_environment": {
+        S + ".environment.secretVariables.BATCH_JOB_KEY": (
+            None,
+            "projects/robotoff/secrets/key/versions/latest",
+        ),
+    },
+    "labels": {
+        "job.labels.team": ("robotoff", "data"),
+        "job.allocationPolicy.labels.team": ("robotoff", "data"),
+    },
+    "service_account_email": {
+        "job.allocationPolicy.serviceAccount.email": (
+            "robotoff-batch-jobs@robotoff.iam.gserviceaccount.com",
+            "batch@robotoff.iam.gserviceaccount.com",
+        ),
+    },
+}
+
+
+def at(data: Any, path: str) -> Any:
+    """The value at a dotted path (list indexes as numbers); None when absent."""
+    for part in path.split("."):
+        if isinstance(data, list):
+            data = data[int(part)] if int(part) < len(data) else None
+        elif isinstance(data, dict):
+            data = data.get(part)
+        if data is None:
+            return None
+    return data
+
+
+def test_every_resources_field_has_its_json_paths() -> None:
+    assert set(JSON_PATHS) == set(MUTATIONS)
+
+
+@pytest.mark.parametrize("field", sorted(JSON_PATHS))
+def test_each_field_has_its_value_at_its_json_path(field: str) -> None:
+    before = json.loads(request_to_json(build(SPELLCHECK.resources)))
+    after = json.loads(request_to_json(build(mutated(MUTATIONS[field]))))
+    for path, (base, changed) in JSON_PATHS[field].items():
+        assert at(before, path) == base, f"{field}: {path} of the spellcheck request"
+        assert at(after, path) == changed, f"{field} mutated: {path}"
 
 
 def test_spellcheck_request_carries_gpu_parallelism_retries_disk_and_labels() -> None:
