@@ -32,6 +32,7 @@ from robotoff_batch.batch.local_supervisor import (
     set_job_state,
     updating,
 )
+from tests.fakes.counting_engine import CountingLocalBatchEngine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -106,9 +107,9 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[LocalBatchEngine]:
+def engine(tmp_path: Path) -> Iterator[CountingLocalBatchEngine]:
     """A local engine on a fresh state directory; cancels whatever a failed test left running."""
-    local = LocalBatchEngine(
+    local = CountingLocalBatchEngine(
         state_dir=tmp_path / "local-batch", commands_by_image=COMMANDS, poll_interval_s=0.05
     )
     yield local
@@ -469,7 +470,7 @@ def test_dead_supervisor_fails_the_job(engine: LocalBatchEngine, out_dir: Path) 
     wait_for(lambda: not any(pid_alive(p) for p in pids))  # its tasks do not linger
 
 
-def test_list_jobs_filters_on_labels_in_one_call(engine: LocalBatchEngine) -> None:
+def test_list_jobs_filters_on_labels_in_one_call(engine: CountingLocalBatchEngine) -> None:
     for job_id, kind in [("list-a1", "a"), ("list-a2", "a"), ("list-b1", "b")]:
         engine.submit(
             request=make_request(job_id, image=IMAGE_EXIT3, labels={"kind": kind, "run": "r1"})

@@ -229,7 +229,6 @@ class CloudBatchEngine:
         self.client = client
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
-        self.list_pages_last_call = 0
 
     @classmethod
     def from_settings(
@@ -316,7 +315,6 @@ class CloudBatchEngine:
             raise BatchEngineError(f"ListJobs failed: {exc.code} {exc.message}") from exc
         except api_exceptions.RetryError as exc:
             raise BatchEngineError(f"Cloud Batch unreachable while listing jobs: {exc}") from exc
-        self.list_pages_last_call = pages
         if pages > 1:
             logger.warning(
                 "ListJobs for %s needed %d calls (%d jobs): old jobs should be deleted",

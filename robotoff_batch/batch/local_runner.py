@@ -105,8 +105,6 @@ class LocalBatchEngine:
         self.commands_by_image = {image: tuple(argv) for image, argv in commands_by_image.items()}
         self.python = python
         self.poll_interval_s = poll_interval_s
-        # One per submit / list_jobs / get_job / cancel: what a poller costs, as on Cloud Batch.
-        self.calls = 0
         self._supervisors: dict[str, subprocess.Popen[bytes]] = {}
         # job.json never changes once published: its machine is read once per job.
         self._machines: dict[str, MachineSpec | None] = {}
@@ -116,7 +114,6 @@ class LocalBatchEngine:
 
     def submit(self, *, request: batch_v1.CreateJobRequest) -> JobStatus:
         """Create the job and start its supervisor; an existing job id is re-attached."""
-        self.calls += 1
         job_id = request.job_id
         if not JOB_ID_PATTERN.match(job_id):
             raise BatchEngineError(
@@ -159,7 +156,6 @@ class LocalBatchEngine:
 
     def list_jobs(self, *, labels: Mapping[str, str]) -> list[JobStatus]:
         """Every job whose labels include ``labels``, from one scan of ``state_dir``."""
-        self.calls += 1
         self._reap_supervisors()
         found: list[JobStatus] = []
         with os.scandir(self.state_dir) as entries:
@@ -180,7 +176,6 @@ class LocalBatchEngine:
 
     def get_job(self, *, job_id: str) -> JobStatus:
         """One job with its status events and per-task exit codes."""
-        self.calls += 1
         self._reap_supervisors()
         job_dir = self._existing_job_dir(job_id)
         if job_dir is None:
@@ -197,7 +192,6 @@ class LocalBatchEngine:
         being cancelled is left to the cancel under way (or to its supervisor): nothing is
         signalled again and the call returns at once.
         """
-        self.calls += 1
         job_dir = self._existing_job_dir(job_id)
         if job_dir is None:
             logger.info("cancel: no local batch job %s, nothing to do", job_id)
