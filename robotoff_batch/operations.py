@@ -116,6 +116,13 @@ def _resource(key: str) -> Any:
     return initialized(resources[key])
 
 
+def reload() -> None:
+    """Forget the code location and resources read so far: the next operation reads them
+    again from the environment (a long-lived caller whose environment changed; tests)."""
+    _definitions.cache_clear()
+    _resource.cache_clear()
+
+
 def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
     """The reason a run failed, as its failed step said it (one paragraph, no stack trace)."""
     for record in inst.get_records_for_run(

@@ -28,11 +28,9 @@ def cli_env(tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", pg_db)
     monkeypatch.delenv("ROBOTOFF_BATCH_ENV", raising=False)
-    operations._definitions.cache_clear()
-    operations._resource.cache_clear()
+    operations.reload()
     yield tmp_path
-    operations._definitions.cache_clear()
-    operations._resource.cache_clear()
+    operations.reload()
 
 
 def test_launch_wait_status_import_cancel(cli_env: Path) -> None:

@@ -157,8 +157,7 @@ def test_cli_wait_timing_out_without_a_daemon_then_the_daemon_imports(
     for key in ("DAGSTER_HOME", "ROBOTOFF_BATCH_HOME", "ROBOTOFF_DATABASE_URL"):
         monkeypatch.setenv(key, dev.env[key])
     monkeypatch.setenv("ROBOTOFF_BATCH_TEST_COMMAND", dev.env["ROBOTOFF_BATCH_TEST_COMMAND"])
-    operations._definitions.cache_clear()
-    operations._resource.cache_clear()
+    operations.reload()
     monkeypatch.setattr(operations, "_definitions", _dev_definitions)
     try:
         out = CliRunner().invoke(
