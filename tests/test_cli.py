@@ -107,6 +107,10 @@ def test_bad_launch_parameters_and_empty_selection(cli_env: Path) -> None:
     assert boolean.exit_code == 1 and "limit: Input should be a valid integer (got True)" in (
         boolean.output
     )
+    fraction = runner.invoke(app, ["launch", "ingredients-spellcheck", "min_fraction=true"])
+    assert fraction.exit_code == 1 and "min_fraction: Input should be a valid number" in (
+        fraction.output
+    )
     tagged = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=!!python/int 3"])
     assert tagged.exit_code != 0 and "not a valid value" in tagged.output
     typo = runner.invoke(app, ["launch", "ingredients-spellcheck", "limt=5"])

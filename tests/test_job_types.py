@@ -102,3 +102,13 @@ def test_a_job_type_must_implement_extract_and_set_its_attributes() -> None:
 
     with pytest.raises(TypeError, match="does not set local_command"):
         NoCommand()
+
+
+def test_launch_parameters_are_strict_about_booleans() -> None:
+    """A boolean is a mistake for a number (``limit=true`` is not 1); an int fraction is fine."""
+    from pydantic import ValidationError
+
+    for wrong in ({"limit": True}, {"min_fraction": True}, {"max_fraction": False}):
+        with pytest.raises(ValidationError, match=next(iter(wrong))):
+            SpellcheckLaunch(**wrong)  # type: ignore[arg-type]
+    assert SpellcheckLaunch(min_fraction=0, max_fraction=1).max_fraction == 1.0

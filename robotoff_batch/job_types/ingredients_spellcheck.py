@@ -167,12 +167,14 @@ class SpellcheckLaunch(dg.Config):
         default=0.0,
         ge=0.0,
         le=1.0,
+        strict=True,  # `min_fraction=true` is a mistake, not 1.0 (an int such as 0 is fine)
         description="Keep products whose fraction of unknown ingredients is above this.",
     )
     max_fraction: float = Field(
         default=0.4,
         ge=0.0,
         le=1.0,
+        strict=True,
         description="... and at most this (Robotoff: 0.4; above, the text is often not a list "
         "of ingredients at all).",
     )
