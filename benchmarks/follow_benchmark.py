@@ -162,6 +162,7 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
 
     from robotoff_batch.assets.launch import launch_op_name
     from robotoff_batch.definitions import build_definitions
+    from robotoff_batch.job_types import local_commands
     from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
     from robotoff_batch.resources import (
         LaunchSettingsResource,
@@ -184,7 +185,9 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
                 emulator_host=service.address,
             )
         else:
-            batch = LocalBatchEngineResource(state_dir=str(work / "batch"))
+            batch = LocalBatchEngineResource(
+                state_dir=str(work / "batch"), job_type_commands=local_commands()
+            )
         resources = {
             "product_dump": ProductDumpResource(path=str(dump)),
             "staging": StagingResource(root_uri=(work / f"staging-{engine}").as_uri()),

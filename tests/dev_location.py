@@ -8,7 +8,7 @@ import json
 import os
 
 from robotoff_batch.definitions import build_definitions
-from robotoff_batch.job_types import load_registry
+from robotoff_batch.job_types import load_registry, local_commands
 from robotoff_batch.resources import LocalBatchEngineResource, build_resources
 
 resources = build_resources("local")
@@ -16,6 +16,6 @@ _command = os.environ.get("ROBOTOFF_BATCH_TEST_COMMAND")
 if _command:
     image = load_registry()["ingredients-spellcheck"].config.resources.container_image_uri
     resources["batch_engine"] = LocalBatchEngineResource(
-        local_commands={image: json.loads(_command)}
+        job_type_commands=local_commands(), local_commands={image: json.loads(_command)}
     )
 defs = build_definitions(resources=resources)

@@ -194,3 +194,19 @@ def test_the_requests_project_is_the_engines_own() -> None:
     assert resource.project == engine.project == "emulator"  # type: ignore[attr-defined]
     assert engine.parent == "projects/emulator/locations/europe-west4"  # type: ignore[attr-defined]
     assert engine.location == "europe-west4"
+
+
+def test_the_local_engine_gets_the_job_types_commands_from_the_composition_root() -> None:
+    from robotoff_batch.job_types import load_registry, local_commands
+    from robotoff_batch.resources import LocalBatchEngineResource, build_resources
+
+    image = load_registry()["ingredients-spellcheck"].config.resources.container_image_uri
+    built = build_resources("local")["batch_engine"]
+    assert built.job_type_commands == local_commands()
+    assert built.local_argv(image)[-2:] == ["--engine", "lexicon-cpu"]
+    # the resource itself never reads the registry; an override wins over the job type's
+    assert LocalBatchEngineResource().local_argv(image) is None
+    debug = LocalBatchEngineResource(
+        job_type_commands=local_commands(), local_commands={image: ["x"]}
+    )
+    assert debug.local_argv(image) == ["x"]

@@ -24,7 +24,7 @@ from robotoff_batch.assets.launch import launch_op_name
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
 from robotoff_batch.follow import REFUSED_TAG, partitions_def_name
-from robotoff_batch.job_types import load_registry
+from robotoff_batch.job_types import load_registry, local_commands
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
@@ -58,6 +58,7 @@ def make_resources(
         ),
         "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
         "batch_engine": LocalBatchEngineResource(
+            job_type_commands=local_commands(),
             state_dir=str(tmp_path / "batch"),
             local_commands={image: command} if command else None,
         ),

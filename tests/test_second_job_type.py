@@ -16,7 +16,7 @@ import pytest
 from robotoff_batch.assets.launch import launch_op_name
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
-from robotoff_batch.job_types import PACKAGES_ENV, RegistryError, load_registry
+from robotoff_batch.job_types import PACKAGES_ENV, RegistryError, load_registry, local_commands
 from robotoff_batch.job_types.base import JobType
 from robotoff_batch.paths import PROJECT_ROOT, SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
@@ -46,7 +46,9 @@ def resources(tmp_path: Path, database_url: str) -> dict[str, object]:
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
         "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
-        "batch_engine": LocalBatchEngineResource(state_dir=str(tmp_path / "batch")),
+        "batch_engine": LocalBatchEngineResource(
+            state_dir=str(tmp_path / "batch"), job_type_commands=local_commands()
+        ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
         "launch_settings": LaunchSettingsResource(),
     }

@@ -121,3 +121,15 @@ def load_registry(configs: dict[str, JobTypeConfig] | None = None) -> dict[str, 
         name: RegisteredJobType(job_type=modules[name], config=c.config, config_path=c.path)
         for name, c in sorted(configs.items())
     }
+
+
+def local_commands(
+    registry: dict[str, RegisteredJobType] | None = None,
+) -> dict[str, list[str]]:
+    """Image URI -> the argv that plays it on the local runner, for every job type (what the
+    composition root gives the local engine)."""
+    registry = load_registry() if registry is None else registry
+    return {
+        r.config.resources.container_image_uri: list(r.job_type.local_command)
+        for r in registry.values()
+    }

@@ -55,12 +55,14 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
             "ROBOTOFF_BATCH_JOB_KEY to hand outputs to Robotoff's importer (docs/production.md)"
         )
     if env == "local":
+        from robotoff_batch.job_types import local_commands
+
         return {
             "product_dump": ProductDumpResource(
                 path=os.environ.get("ROBOTOFF_BATCH_DUMP_PATH") or ProductDumpResource().path
             ),
             "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
-            "batch_engine": LocalBatchEngineResource(),
+            "batch_engine": LocalBatchEngineResource(job_type_commands=local_commands()),
             # An EnvVar, never the value: resource config lands in Dagster's run storage.
             "prediction_store": _prediction_store(
                 database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")

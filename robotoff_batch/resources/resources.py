@@ -109,6 +109,11 @@ class LocalBatchEngineResource(BatchEngineResource):
         default=None,
         description="Local runner state directory; default <ROBOTOFF_BATCH_HOME>/local-batch.",
     )
+    job_type_commands: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Image URI -> argv that plays it: each job type's local_command, given by "
+        "the composition root (build_resources, from the job-type registry).",
+    )
     local_commands: dict[str, list[str]] | None = Field(
         default=None,
         description="Image URI -> argv that plays it, overriding the job types' own local "
@@ -120,23 +125,16 @@ class LocalBatchEngineResource(BatchEngineResource):
         return "local"
 
     def local_argv(self, image: str) -> list[str] | None:
-        return self._local_commands().get(image)
+        return self._commands().get(image)
 
-    def _local_commands(self) -> dict[str, list[str]]:
-        from robotoff_batch.job_types import load_registry
-
-        commands = {
-            r.config.resources.container_image_uri: list(r.job_type.local_command)
-            for r in load_registry().values()
-        }
-        commands.update(self.local_commands or {})
-        return commands
+    def _commands(self) -> dict[str, list[str]]:
+        return {**self.job_type_commands, **(self.local_commands or {})}
 
     def build_engine(self) -> BatchEngine:
         from robotoff_batch.batch.local_runner import LocalBatchEngine
 
         state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
-        return LocalBatchEngine(state_dir=state, commands_by_image=self._local_commands())
+        return LocalBatchEngine(state_dir=state, commands_by_image=self._commands())
 
 
 class CloudBatchEngineResource(BatchEngineResource):
