@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 from google.cloud import batch_v1
 
 from robotoff_batch.batch.engine import JobState
@@ -133,39 +134,38 @@ def updating(job_dir: Path) -> Iterator[dict[str, Any]]:
         write_state(job_dir, state)
 
 
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _live(process: psutil.Process) -> bool:
+    try:
+        return process.status() not in _GONE
+    except psutil.Error:
+        return False
+
+
 def process_start_ticks(pid: int) -> int | None:
     """The start time of ``pid`` (clock ticks since boot), or None if it is gone or a zombie.
 
     Stored next to a pid so that a recycled pid is never taken for the process we started.
     """
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            stat = handle.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        process = psutil.Process(pid)
+        if not _live(process):
+            return None
+        since_boot = process.create_time() - psutil.boot_time()
+    except psutil.Error:
         return None
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces: split after it.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+    return round(since_boot * _CLOCK_TICKS)
 
 
 def is_same_process_alive(pid: int | None, start_ticks: int | None) -> bool:
     """Whether the process we recorded as (pid, start ticks) still runs."""
     if not pid:
         return False
-    if os.path.isdir("/proc/self"):
-        ticks = process_start_ticks(pid)
-        return ticks is not None and (start_ticks is None or ticks == start_ticks)
-    try:  # no /proc: fall back on a signal-0 probe
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    ticks = process_start_ticks(pid)
+    return ticks is not None and (start_ticks is None or ticks == start_ticks)
 
 
 def kill_task_group(pid: int | None, start_ticks: int | None, sig: int = signal.SIGKILL) -> None:
@@ -193,19 +193,12 @@ def group_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie leader keeps the group "alive" for killpg; look for live members in /proc.
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                    stat = handle.read()
-                fields = stat[stat.rfind(")") + 2 :].split()
-                if len(fields) > 2 and int(fields[2]) == pid and fields[0] not in ("Z", "X"):
-                    return True
-        return False
-    return True
+    # A zombie leader keeps the group "alive" for killpg: look for a live member.
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pid and _live(process):
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
