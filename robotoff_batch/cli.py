@@ -265,7 +265,8 @@ def launch(
 
 
 def _follow(job_id: str, timeout_s: float) -> operations.Outcome:
-    """Follow a job to its outcome; print each state once; exit 1 unless it was imported."""
+    """Follow a job to its outcome; print each state once; exit 1 unless it was imported (or
+    recorded, for a job type that imports nothing)."""
     try:
         outcome = operations.follow_job(
             job_id=job_id,
@@ -282,6 +283,11 @@ def _follow(job_id: str, timeout_s: float) -> operations.Outcome:
         say(f"{job_id} ended {state.value} (recorded by {who}):", style="red", err=True)
         say(outcome.message or outcome.status.failure_summary, err=True)
         raise typer.Exit(1)
+    if not outcome.imports:
+        if outcome.message:
+            raise fail(f"{job_id} SUCCEEDED but recording it failed: {outcome.message}")
+        say(f"{job_id} SUCCEEDED (recorded by {who}); its job type imports nothing")
+        return outcome
     if outcome.imported is None:
         raise fail(f"{job_id} SUCCEEDED but its import failed: {outcome.message}")
     say(f"imported {outcome.imported} predictions from {job_id} (by {who})")

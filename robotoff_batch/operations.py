@@ -83,6 +83,7 @@ class Outcome:
     imported: int | None  # predictions in the database, None when nothing was imported
     message: str  # the finish run's failure message, or ""
     by_daemon: bool
+    imports: bool = True  # whether the job's type imports its output at all
 
 
 def dagster_home() -> Path:
@@ -315,10 +316,13 @@ def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Ou
     message = ""
     if last is not None and not last.succeeded:
         message = run_failure_message(inst, last.run_id)
+    imports = _job_types().get(status.labels.get(JOB_TYPE_LABEL, ""), True)
     imported = None
-    if status.state == JobState.SUCCEEDED and last is not None and last.succeeded:
+    if imports and status.state == JobState.SUCCEEDED and last is not None and last.succeeded:
         imported = count(job_id=status.job_id)
-    return Outcome(status=status, imported=imported, message=message, by_daemon=by_daemon)
+    return Outcome(
+        status=status, imported=imported, message=message, by_daemon=by_daemon, imports=imports
+    )
 
 
 def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:

@@ -162,3 +162,29 @@ def test_a_mistyped_launch_parameter_is_refused_by_the_launchpad(
             instance=instance,
         )
     assert not (tmp_path / "batch").exists() or not list((tmp_path / "batch").rglob("*.json"))
+
+
+def test_the_cli_launches_and_follows_the_second_job_type(
+    tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``robotoff-batch launch barcode-check ... --wait``: the CLI needs no change either."""
+    from typer.testing import CliRunner
+
+    from robotoff_batch import operations
+    from robotoff_batch.cli import app
+
+    monkeypatch.setenv(PACKAGES_ENV, PACKAGE)
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("ROBOTOFF_DATABASE_URL", pg_db)
+    monkeypatch.delenv("ROBOTOFF_BATCH_ENV", raising=False)
+    operations.reload()
+    try:
+        helped = CliRunner().invoke(app, ["launch", "--help"])
+        assert "Launch parameters of barcode-check:" in helped.output
+        out = CliRunner().invoke(app, ["launch", NAME, "limit=7", "--wait", "--timeout-s", "120"])
+    finally:
+        operations.reload()
+    assert out.exit_code == 0, out.output
+    assert "(7 products)" in out.output
+    assert "SUCCEEDED" in out.output and "its job type imports nothing" in out.output
