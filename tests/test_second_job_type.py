@@ -182,6 +182,10 @@ def test_the_cli_launches_and_follows_the_second_job_type(
     try:
         helped = CliRunner().invoke(app, ["launch", "--help"])
         assert "Launch parameters of barcode-check:" in helped.output
+        validated = CliRunner().invoke(app, ["config", "validate"])
+        assert validated.exit_code == 0 and "barcode-check.yaml: barcode-check" in validated.output
+        shown = CliRunner().invoke(app, ["config", "show", NAME])
+        assert shown.exit_code == 0 and "e2-standard-2" in shown.output
         out = CliRunner().invoke(app, ["launch", NAME, "limit=7", "--wait", "--timeout-s", "120"])
     finally:
         operations.reload()
