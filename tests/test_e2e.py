@@ -534,3 +534,23 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
             "SELECT target, predictions FROM batch_job_import WHERE batch_job_id = %s", (job_id,)
         ).fetchone() == ("robotoff_api", len(expected))
     assert not tick(defs, instance, resources, cursor).run_requests  # settled, once
+
+
+@pytest.mark.parametrize(
+    ("original", "correction", "shown"),
+    [
+        ("VANULLIN: sugar", "VANILLIN: sugar", "VANULLIN: → VANILLIN:"),
+        # a split word does not shift every later word into the table
+        (
+            "milk butteroil, lecithin (soy)",
+            "milk butter oil, lecithin (soy)",
+            "butteroil, → butter oil,",
+        ),
+        ("salt, sugar", "salt sugar", "salt, → salt"),
+        ("a b", "a  b", "(whitespace only)"),
+    ],
+)
+def test_examples_show_the_changed_words(original: str, correction: str, shown: str) -> None:
+    from robotoff_batch.assets.imports import changed_words
+
+    assert changed_words(original, correction) == shown

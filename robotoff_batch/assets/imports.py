@@ -10,6 +10,7 @@ run, until the ledger says the job is imported.
 
 # No `from __future__ import annotations`: Dagster reads the context type from annotations.
 
+import difflib
 from typing import Any
 
 import dagster as dg
@@ -34,12 +35,16 @@ EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
 
 
 def changed_words(original: str, correction: str, limit: int = 4) -> str:
-    """The words that differ, ``old → new``, for a table cell."""
+    """The words that differ, ``old → new``, for a table cell: aligned word sequences, so a
+    split or joined word reads ``butteroil, → butter oil,`` rather than shifting the rest."""
     a, b = original.split(), correction.split()
-    changes = [f"{x} → {y}" for x, y in zip(a, b, strict=False) if x != y]
-    if len(a) != len(b):
-        changes.append(f"({len(a)} → {len(b)} words)")
-    return "; ".join(changes[:limit]) or "(whitespace or punctuation only)"
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    changes = [
+        f"{' '.join(a[i1:i2]) or '∅'} → {' '.join(b[j1:j2]) or '∅'}"
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+    return "; ".join(changes[:limit]) or "(whitespace only)"
 
 
 def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:

@@ -3,7 +3,9 @@
 Environment (Robotoff's contract, extended; CLI options override it):
 INPUT_FILE_PATH, OUTPUT_FILE_PATH (required), LEXICON_FILE_PATH (lexicon-cpu),
 SPELLCHECK_ENGINE (lexicon-cpu | vllm, default lexicon-cpu), BATCH_TASK_INDEX (0),
-BATCH_TASK_COUNT (1), BATCH_JOB_ID, BUCKET_NAME, SPELLCHECK_MODEL.
+BATCH_TASK_COUNT (1), BATCH_JOB_ID, BUCKET_NAME, SPELLCHECK_MODEL,
+WORDLIST_FILE_PATH (lexicon-cpu's general word lists, a local Parquet file; default: the one
+shipped in the image, spellcheck_job/data/wordfreq_lexicon.parquet).
 
 Unlike Robotoff's container, no task calls Robotoff's import webhook or holds its key: the
 pipeline knows when the whole job SUCCEEDED and imports, or hands the output to Robotoff, then.
@@ -82,6 +84,7 @@ class JobConfig:
     batch_size: int
     job_id: str | None
     model: str
+    wordlist_path: str | None = None
 
 
 def _env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -137,6 +140,7 @@ def parse_config(argv: Sequence[str], env: dict[str, str]) -> JobConfig:
         batch_size=batch_size,
         job_id=env.get("BATCH_JOB_ID") or None,
         model=args.model or env.get("SPELLCHECK_MODEL") or "openfoodfacts/spellcheck-mistral-7b",
+        wordlist_path=env.get("WORDLIST_FILE_PATH") or None,
     )
 
 
@@ -146,7 +150,7 @@ def load_engine(config: JobConfig) -> Engine:
         from spellcheck_job.vllm_engine import VllmSpellchecker
 
         return VllmSpellchecker(config.model)
-    from spellcheck_job.lexicon_cpu import LexiconSpellchecker
+    from spellcheck_job.wordfreq_cpu import WordFreqSpellchecker, food_from_rows, general_lists
 
     assert config.lexicon_uri is not None
     try:
@@ -154,8 +158,17 @@ def load_engine(config: JobConfig) -> Engine:
     except InputError as exc:
         raise InputError(f"LEXICON_FILE_PATH: {exc}") from exc
     cols = lexicon.to_pydict()
-    engine = LexiconSpellchecker.from_rows(zip(cols["lang"], cols["word"], cols["n"], strict=True))
-    logger.info("lexicon loaded: %d words", len(engine.counts))
+    food = food_from_rows(zip(cols["lang"], cols["word"], cols["n"], strict=True))
+    load, common, langs = general_lists(config.wordlist_path)
+    engine = WordFreqSpellchecker(food, load, foreign_common=common)
+    logger.info(
+        "lexicon loaded: %d words (food words of %d languages; general word lists of %d "
+        "languages from %s)",
+        len(engine.counts),
+        len(food),
+        len(langs),
+        config.wordlist_path or "the image",
+    )
     return engine
 
 
@@ -183,6 +196,16 @@ def run(config: JobConfig) -> str:
     codes = [str(c) for c in table.column("code").to_pylist()]
     langs = table.column("lang").to_pylist()
     texts = table.column("text").to_pylist()
+    prepare = getattr(engine, "prepare", None)
+    if prepare is not None:  # lexicon-cpu: build the shard's language indexes first
+        began = time.monotonic()
+        ready = prepare(langs)
+        logger.info(
+            "indexed %d languages (%s) in %.2f s",
+            len(ready),
+            ", ".join(ready),
+            time.monotonic() - began,
+        )
     corrections: list[str | None] = []
     began = time.monotonic()
     for offset in range(0, len(texts), config.batch_size):
@@ -190,8 +213,13 @@ def run(config: JobConfig) -> str:
         corrections.extend(engine.correct_batch(texts[offset:end], langs[offset:end]))
         logger.info("rows done %d / %d", len(corrections), len(texts))
     changed = sum(1 for t, c in zip(texts, corrections, strict=True) if c != t)
+    # benchmarks/pipeline_benchmark.py parses this line (_ENGINE_LOG): keep its beginning.
     logger.info(
-        "corrected %d texts (%d changed) in %.2f s", len(texts), changed, time.monotonic() - began
+        "corrected %d texts (%d changed) in %.2f s, %d corrections",
+        len(texts),
+        changed,
+        time.monotonic() - began,
+        getattr(engine, "corrections", changed),
     )
     n = len(texts)
     output = pa.table(

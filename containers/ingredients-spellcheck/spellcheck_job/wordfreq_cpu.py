@@ -1,0 +1,618 @@
+"""Offline CPU spellcheck engine, v2: general word frequencies + the dump's ingredient words.
+
+Each text is corrected with its own language (``lang``), from two sources merged per language:
+
+* the **general word list** of the language (Zipf frequencies from the ``wordfreq`` wheel,
+  cached in ``data/wordfreq_lexicon.parquet``, see ``wordlists.py``): what "a word of the
+  language" means and how common it is;
+* the **food lexicon** (words of the dump's taxonomy-known ingredients, per product language,
+  with counts: ``robotoff_batch/job_types/spellcheck_lexicon.py``). A food word is never
+  changed, whatever its language (E-numbers, additive and ingredient names stay), and it is a
+  preferred correction target.
+
+A word is replaced only when a *much more frequent* word of the text's language explains it by
+one small edit (a noisy-channel decision, precision first):
+
+* **known words stay**: a food word (any language), a word of Zipf >= ``keep_zipf`` in the
+  text's language, or a common word of another language (Zipf >= ``foreign_zipf``: multilingual
+  packs) is never touched; nor is a word with digits (``E330``), a mixed-case word (``McCain``)
+  or a word shorter than ``min_length`` letters (accents excepted);
+* **accents**: a word whose accent-stripped form matches one far more frequent accented word
+  (``creme`` -> ``crème``, ``pêtales`` -> ``pétales``, ``sodico`` -> ``sódico``) takes it:
+  the candidate must be ``accent_margin`` Zipf points above the word and above any rival;
+* **typos**: candidates at edit distance 1 (Damerau-Levenshtein, OSA), from a SymSpell deletion
+  index of the language's common words, plus OCR confusions (``rn``/``m``, ``cl``/``d``,
+  ``l``/``i``, ``0``/``o``...); the best (OCR and accent edits first, then frequency) must be
+  ``typo_margin`` above the word, ``dominance`` above a rival of the same edit class, and of
+  Zipf >= ``target_zipf`` (or a food word); an edit confined to the last two letters of a word
+  the language knows (inflection: ``tomate``/``tomates``) is refused;
+* **glued words**: an unknown word that splits into two common words of the language
+  (``degluten`` -> ``de gluten``, ``concentréou`` -> ``concentré ou``) is split;
+  ``beurreAOP`` -> ``beurre AOP``;
+* **text rules**: a word cut by a spaced hyphen (``léci - thines``) is joined when the joined
+  word is known (for German also when the second part is lowercase: nouns are capitalised);
+  a suspended hyphen is closed (``mono - and diglycerides`` -> ``mono- and diglycerides``);
+  a missing space after a comma or full stop between two words (``blé,son``, ``OGM.Peut``) is
+  added; Romanian cedilla letters become comma-below letters (``ş`` -> ``ș``);
+* the casing pattern (UPPER, Title, lower) is re-applied; untouched parts stay byte-identical.
+
+A word the language attests, even rarely, is never typo-corrected (only its accents may be);
+words of Zipf < ``rare_zipf`` are kept as sorted 64-bit hashes, since only their presence
+matters. Decisions are cached per (language, word) in a bounded dict, so a word seen before
+costs one lookup: the engine runs at tens of thousands of texts per second on one core.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spellcheck_job.lexicon_cpu import apply_case, normalise_lang, osa_distance, strip_accents
+
+ENGINE_NAME = "lexicon-cpu"
+
+_ALNUM = re.compile(r"[^\W_]+")
+# "léci - thines": the right word in a lookahead, so that "a - b - c" yields (a, b) and (b, c).
+_SPLIT = re.compile(r"(?<![\w-])([^\W\d_]{2,}) - (?=([^\W\d_]{2,})(?![\w-]))")
+# "mono - and diglycerides": a suspended hyphen before a conjunction.
+_HANGING = re.compile(r"(?<![\w-])([^\W\d_]{2,}) - ([^\W\d_]{1,3}) ([^\W\d_]{4,})")
+# A comma or full stop glued to the next word: "blé,son", "OGM.Peut" (letters both sides;
+# digits excluded: "0,4", "1.5"). The full stop only before a capitalised word, and not in a
+# web or e-mail address.
+_COMMA_GLUE = re.compile(r"([^\W\d_]{2,}),([^\W\d_]{2,})(?![\w.@/])")
+_STOP_GLUE = re.compile(r"([^\W\d_]{2,})\.([^\W\d_][a-zà-ÿ]+)(?![\w.@/])")
+_URLISH = re.compile(r"www|https?|@|\.(com|fr|org|net|de|es|it|eu|be|ch|uk)\b", re.IGNORECASE)
+# "beurreAOP": a lowercase word followed by a capitals run.
+_CAMEL = re.compile(r"\b([a-zà-ÿ]{3,})([A-ZÀ-Ý]{2,})\b")
+_RO_CEDILLA = str.maketrans({"ş": "ș", "ţ": "ț", "Ş": "Ș", "Ţ": "Ț"})
+# Words a German spaced hyphen may join to the previous word only if known as a compound.
+_DE_FUNCTION = frozenset({"und", "oder", "bzw", "sowie", "mit", "ohne", "aus", "von", "zu"})
+# OCR confusions: (seen, meant); applied one at a time.
+OCR_CONFUSIONS: tuple[tuple[str, str], ...] = (
+    ("rn", "m"),
+    ("m", "rn"),
+    ("cl", "d"),
+    ("ri", "n"),
+    ("vv", "w"),
+    ("li", "h"),
+    ("l", "i"),
+    ("i", "l"),
+    ("j", "i"),
+    ("c", "e"),
+    ("e", "c"),
+    ("u", "ü"),
+    ("n", "u"),
+    ("u", "n"),
+)
+_CACHE_LIMIT = 500_000
+_MASK32 = 0xFFFFFFFF
+RARE_ZIPF = 1.5  # what a rare word (kept as a hash only) counts as
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Thresholds of the v2 engine (docs/spellcheck-cpu-engine.md explains how they were set)."""
+
+    min_length: int = 4
+    keep_zipf: float = 3.0
+    foreign_zipf: float = 3.5
+    target_zipf: float = 2.5
+    accent_margin: float = 1.0
+    accent_min_length: int = 3
+    typo_margin: float = 2.0
+    dominance: float = 0.5
+    caps_accents: bool = True
+    split_glued: bool = True
+    split_min_zipf: float = 3.0
+    split_short_zipf: float = 5.0
+    fix_punctuation: bool = True
+    join_split_words: bool = True
+    food_zipf: float = 3.0
+    food_bonus: float = 2.5
+    rare_zipf: float = 2.0
+    allow_inflection_when_unknown: bool = True
+
+
+def _has_marks(word: str) -> bool:
+    return strip_accents(word) != word
+
+
+def _deletes1(word: str) -> list[str]:
+    return [word[:i] + word[i + 1 :] for i in range(len(word))]
+
+
+def _tail_only(a: str, b: str) -> bool:
+    """Whether the edit from ``a`` to ``b`` is confined to the last two letters (not a swap)."""
+    prefix = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        prefix += 1
+    ta, tb = a[prefix:], b[prefix:]
+    if len(ta) <= 2 and len(tb) <= 2:
+        return not (len(ta) == 2 and ta == tb[::-1])
+    return False
+
+
+class _Language:
+    """One language's merged frequencies, accent map and deletion index (built on first use)."""
+
+    def __init__(
+        self, general: Mapping[str, float], food: Mapping[str, int], settings: Settings
+    ) -> None:
+        s = settings
+        self.food = food
+        freq: dict[str, float] = dict(general)
+        for word, n in food.items():
+            boosted = s.food_zipf + min(1.5, 0.5 * math.log10(max(1, n)))
+            if freq.get(word, 0.0) < boosted:
+                freq[word] = boosted
+        # Rare words (Zipf < ``rare_zipf``, not food) only tell that the language has them:
+        # kept as sorted 64-bit hashes (8 bytes a word instead of ~110 in a dict).
+        self.rare = array(
+            "q", sorted({hash(w) for w, z in freq.items() if z < s.rare_zipf and w not in food})
+        )
+        self.freq = {w: z for w, z in freq.items() if z >= s.rare_zipf or w in food}
+        del freq
+        # A large list (down to Zipf 1-2) attests rare words; a small one (Zipf >= 3) does
+        # not, so its language gets only accent and OCR fixes.
+        self.rich = bool(general) and min(general.values()) <= 2.0
+        letters: dict[str, int] = defaultdict(int)
+        for word in general:
+            for ch in set(word):
+                letters[ch] += 1
+        floor = max(2, len(general) // 5000)
+        self.alphabet = frozenset(ch for ch, n in letters.items() if n >= floor) or frozenset(
+            ch for word in food for ch in word
+        )
+        self.accents: dict[str, list[str]] = defaultdict(list)
+        targets: list[str] = []
+        for word, z in self.freq.items():
+            if z < s.target_zipf and word not in food:
+                continue
+            bare = strip_accents(word)
+            if bare != word:
+                self.accents[bare].append(word)
+            if len(word) >= 4:
+                targets.append(word)
+        self.accents = dict(self.accents)
+        self.index = DeleteIndex(targets)
+
+    def zipf(self, word: str) -> float:
+        """The word's Zipf frequency in this language (``RARE_ZIPF`` for a rare word), 0 when
+        the language does not have it."""
+        z = self.freq.get(word)
+        if z is not None:
+            return z
+        rare = self.rare
+        h = hash(word)
+        i = bisect_left(rare, h)
+        return RARE_ZIPF if i < len(rare) and rare[i] == h else 0.0
+
+
+class DeleteIndex:
+    """A compact SymSpell index (distance 1): every word and its one-letter deletions, as
+    sorted 64-bit integers ``hash32(key) << 32 | word id`` in one ``array`` (8 bytes an
+    entry instead of ~200 for a dict of lists); a lookup is a binary search. Hash collisions
+    only add candidates, which the caller checks by edit distance."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self.words = list(words)
+        entries: list[int] = []
+        for i, word in enumerate(self.words):
+            for key in {word, *_deletes1(word)}:
+                entries.append(((hash(key) & _MASK32) << 32) | i)
+        entries.sort()
+        self.entries = array("Q", entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str) -> list[str]:
+        """The words whose deletion set holds ``key`` (plus rare hash collisions)."""
+        h = (hash(key) & _MASK32) << 32
+        entries = self.entries
+        i = bisect_left(entries, h)
+        out: list[str] = []
+        n = len(entries)
+        while i < n and entries[i] >> 32 == h >> 32:
+            out.append(self.words[entries[i] & _MASK32])
+            i += 1
+        return out
+
+
+class WordFreqSpellchecker:
+    """Correct ingredient texts with per-language word frequencies and the dump's food words."""
+
+    name = ENGINE_NAME
+
+    def __init__(
+        self,
+        food: Mapping[str, Mapping[str, int]],
+        general: Mapping[str, Mapping[str, float]] | Callable[[str], Mapping[str, float]],
+        settings: Settings | None = None,
+        foreign_common: Iterable[str] | None = None,
+    ) -> None:
+        """``food``: lang -> word -> count (the dump's lexicon); ``general``: lang -> word ->
+        Zipf, or a function loading one language's list; ``foreign_common``: words common in
+        some language (kept in any text; defaults to those of ``general`` when a mapping)."""
+        self.settings = settings or Settings()
+        self.food: dict[str, dict[str, int]] = {}
+        for lang, words in food.items():
+            key = normalise_lang(lang)
+            if key is None:
+                continue
+            merged = self.food.setdefault(key, {})
+            for word, n in words.items():
+                if word:
+                    merged[word.lower()] = merged.get(word.lower(), 0) + int(n)
+        self.food_words: frozenset[str] = frozenset(w for ws in self.food.values() for w in ws)
+        if callable(general):
+            self._load_general = general
+        else:
+            mapping = {normalise_lang(k): v for k, v in general.items()}
+            self._load_general = lambda lang: mapping.get(lang, {})
+            if foreign_common is None:
+                foreign_common = (
+                    w
+                    for ws in mapping.values()
+                    for w, z in ws.items()
+                    if z >= self.settings.foreign_zipf
+                )
+        self.foreign_common: frozenset[str] = frozenset(foreign_common or ())
+        self._languages: dict[str, _Language | None] = {}
+        self._cache: dict[str, dict[str, str]] = {}
+        # Edits made so far (words replaced, hyphens joined, spaces added, Romanian letters
+        # normalised): the job's summary logs it.
+        self.corrections = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Every food word (any language) with its summed count (the size logged)."""
+        out: dict[str, int] = defaultdict(int)
+        for words in self.food.values():
+            for w, n in words.items():
+                out[w] += n
+        return dict(out)
+
+    def prepare(self, langs: Iterable[str | None]) -> list[str]:
+        """Build the indexes of ``langs`` now (else on first use); return those it has."""
+        codes = sorted({c for c in (normalise_lang(x) for x in langs) if c is not None})
+        return [c for c in codes if self._language(c) is not None]
+
+    def _language(self, lang: str) -> _Language | None:
+        if lang not in self._languages:
+            general = self._load_general(lang)
+            food = self.food.get(lang, {})
+            self._languages[lang] = (
+                _Language(general, food, self.settings) if (general or food) else None
+            )
+        return self._languages[lang]
+
+    # -- one word ---------------------------------------------------------------------------
+
+    def _candidates(self, lower: str, own: _Language) -> dict[str, int]:
+        """Candidate words at distance <= 1 (or one OCR confusion) -> edit class (0 best)."""
+        found: dict[str, int] = {}
+        index = own.index
+        keys = [lower, *_deletes1(lower)]
+        for key in keys:
+            for cand in index.get(key):
+                if cand != lower and cand not in found:
+                    if osa_distance(lower, cand, 1) <= 1:
+                        found[cand] = 1
+        for seen, meant in OCR_CONFUSIONS:
+            start = lower.find(seen)
+            while start != -1:
+                cand = lower[:start] + meant + lower[start + len(seen) :]
+                if cand != lower and own.zipf(cand) > 0.0:
+                    found[cand] = 0
+                start = lower.find(seen, start + 1)
+        for cand in list(found):
+            if strip_accents(cand) == strip_accents(lower):
+                found[cand] = 0
+        return found
+
+    def _suggest(self, lower: str, lang: str, accents: bool) -> str | None:
+        """The replacement of a lowercase word (may contain a space: a split), or None."""
+        s = self.settings
+        if lower in self.food_words:
+            return None
+        own = self._language(lang)
+        if own is None:
+            return None
+        z = own.zipf(lower)
+        if z >= s.keep_zipf:
+            return None
+        if z == 0.0 and lower in self.foreign_common:
+            return None
+        bare = strip_accents(lower)
+        foreign = {ch for ch in lower if ch not in own.alphabet}
+        # Accent variants.
+        if accents and len(lower) >= s.accent_min_length:
+            variants = [
+                w
+                for w in own.accents.get(bare, ())
+                if w != lower and self._keeps_marks(lower, w, own)
+            ]
+            if foreign and bare != lower and own.zipf(bare) > 0.0:
+                variants.append(bare)
+            if variants:
+                ranked = sorted(variants, key=lambda w: -own.zipf(w))
+                best = ranked[0]
+                zb = own.zipf(best)
+                rival = own.zipf(ranked[1]) if len(ranked) > 1 else 0.0
+                if (
+                    zb - z >= s.accent_margin
+                    and zb - rival >= s.accent_margin
+                    and (zb >= s.target_zipf or best in own.food)
+                ):
+                    return best
+        if z > 0.0:
+            return None  # a word the language attests: only its accents may be fixed
+        if len(lower) < s.min_length:
+            return None
+        found = self._candidates(lower, own)
+        if found:
+            food, bonus = own.food, s.food_bonus
+
+            def score(w: str) -> float:  # ingredient words are likelier in a food text
+                return own.zipf(w) + (bonus if w in food else 0.0)
+
+            ranked = sorted(found, key=lambda w: (found[w], -score(w), w))
+            best = ranked[0]
+            zb = own.zipf(best)
+            rivals = [w for w in ranked[1:] if found[w] == found[best]]
+            rival = score(rivals[0]) - (bonus if best in food else 0.0) if rivals else 0.0
+            accent_only = strip_accents(best) == bare
+            if accent_only and (not accents or not self._keeps_marks(lower, best, own)):
+                return None  # accents not restored here, or a valid accent removed
+            ok = (
+                zb - z >= s.typo_margin
+                and zb - rival >= s.dominance
+                and (zb >= s.target_zipf or best in own.food)
+                and len(best) >= s.min_length - 1
+                and (own.rich or found[best] == 0)
+            )
+            if ok and _tail_only(lower, best):
+                ok = s.allow_inflection_when_unknown and found[best] == 0
+            if ok:
+                return best
+            return None
+        if s.split_glued and own.rich:
+            return self._split(lower, own)
+        return None
+
+    @staticmethod
+    def _keeps_marks(word: str, cand: str, own: _Language) -> bool:
+        """Whether ``cand`` keeps every accented letter of ``word`` that the language uses
+        (``germés`` never becomes ``germes``; ``gommę`` may become ``gomme`` in French)."""
+        if len(word) != len(cand):
+            return True
+        for a, b in zip(word, cand, strict=True):
+            if a != b and _has_marks(a) and a in own.alphabet and not _has_marks(b):
+                return False
+        return True
+
+    def _split(self, lower: str, own: _Language) -> str | None:
+        """``degluten`` -> ``de gluten``: the best split into two common words, if clear."""
+        s = self.settings
+        best: tuple[float, str] | None = None
+        for i in range(2, len(lower) - 1):
+            left, right = lower[:i], lower[i:]
+            zl, zr = own.zipf(left), own.zipf(right)
+            short, long_ = (zl, zr) if len(left) <= len(right) else (zr, zl)
+            if min(len(left), len(right)) > 3 or max(len(left), len(right)) < 4:
+                continue  # one short function word ("de", "ou", "of") and one real word
+            if short >= s.split_short_zipf and long_ >= s.split_min_zipf:
+                score = min(zl, zr)
+                if best is None or score > best[0]:
+                    best = (score, f"{left} {right}")
+        return best[1] if best else None
+
+    def correct_word(self, word: str, lang: str | None) -> str:
+        """The corrected word (casing kept), or ``word`` itself when unsure."""
+        code = normalise_lang(lang)
+        if code is None or not word.isalpha():
+            return word
+        cache = self._cache.setdefault(code, {})
+        hit = cache.get(word)
+        if hit is not None:
+            return hit
+        result = self._correct_word(word, code)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[word] = result
+        return result
+
+    def _correct_word(self, word: str, code: str) -> str:
+        upper = word.isupper() and len(word) > 1
+        if not word.islower() and not upper and not word[1:].islower():
+            match = _CAMEL.fullmatch(word)
+            if match and self.settings.split_glued:
+                own = self._language(code)
+                left = match.group(1)
+                if own is not None and own.zipf(left.lower()) >= self.settings.keep_zipf:
+                    return f"{left} {match.group(2)}"
+            return word
+        accents = not upper or self.settings.caps_accents
+        suggestion = self._suggest(word.lower(), code, accents)
+        if suggestion is None:
+            return word
+        return " ".join(apply_case(word, part) for part in suggestion.split(" "))
+
+    # -- whole text -------------------------------------------------------------------------
+
+    def _spacer(self, lang: str, mark: str) -> Callable[[re.Match[str]], str]:
+        """Add the space after ``mark`` between two words the language knows."""
+        own = self._language(lang)
+
+        def space(match: re.Match[str]) -> str:
+            left, right = match.group(1), match.group(2)
+            if own is not None and all(
+                own.zipf(w.lower()) >= self.settings.target_zipf or w.lower() in self.food_words
+                for w in (left, right)
+            ):
+                self.corrections += 1
+                return f"{left}{mark} {right}"
+            return match.group(0)
+
+        return space
+
+    def _join_split_words(self, text: str, lang: str) -> str:
+        """Join ``léci - thines`` (known joined word; German: see ``_joinable``) and close a
+        suspended hyphen (``mono - and diglycerides`` -> ``mono- and diglycerides`` when
+        ``monoglycerides`` is a word)."""
+        own = self._language(lang)
+        if own is None:
+            return text
+        out: list[str] = []
+        last = 0
+        for match in _SPLIT.finditer(text):
+            start = match.start()
+            if start < last:
+                continue  # its left word was joined to the previous one
+            left, right = match.group(1), match.group(2)
+            if self._joinable(left, right, lang, own):
+                self.corrections += 1
+                out.append(text[last:start])
+                out.append(left + (right if right.isupper() else right.lower()))
+                last = match.end() + len(right)
+        if out:
+            out.append(text[last:])
+            text = "".join(out)
+        if " - " in text:
+            text = _HANGING.sub(lambda m: self._hang(m, own), text)
+        return text
+
+    def _joinable(self, left: str, right: str, lang: str, own: _Language) -> bool:
+        joined = (left + right).lower()
+        if own.zipf(joined) > 0.0:
+            return True
+        return (
+            lang == "de"
+            and right.islower()
+            and left[:1].isupper()
+            and right not in _DE_FUNCTION
+            and own.zipf(right) > 0.0
+        )
+
+    def _hang(self, match: re.Match[str], own: _Language) -> str:
+        left, conj, after = match.group(1), match.group(2), match.group(3)
+        if own.zipf(conj.lower()) < self.settings.split_short_zipf:
+            return match.group(0)  # not a frequent short word (a conjunction)
+        lower = after.lower()
+        for k in range(1, 5):
+            if own.zipf((left + lower[k:]).lower()) > 0.0:
+                self.corrections += 1
+                return f"{left}- {conj} {after}"
+        return match.group(0)
+
+    def correct(self, text: str, lang: str | None) -> str:
+        """Correct one ingredient text; parts not corrected are returned byte-identical."""
+        code = normalise_lang(lang)
+        if not text or code is None or self._language(code) is None:
+            return text
+        s = self.settings
+        original = text
+        if code == "ro":
+            text = text.translate(_RO_CEDILLA)
+            if text != original:
+                self.corrections += sum(1 for a, b in zip(text, original, strict=True) if a != b)
+        if s.join_split_words and " - " in text:
+            text = self._join_split_words(text, code)
+        if s.fix_punctuation and not _URLISH.search(text):
+            if "," in text:
+                text = _COMMA_GLUE.sub(self._spacer(code, ","), text)
+            if "." in text:
+                text = _STOP_GLUE.sub(self._spacer(code, "."), text)
+        out: list[str] = []
+        last = 0
+        cache = self._cache.setdefault(code, {})
+        for match in _ALNUM.finditer(text):
+            token = match.group(0)
+            hit = cache.get(token)
+            if hit is None:
+                if not token.isalpha():
+                    continue
+                hit = self.correct_word(token, code)
+            if hit == token:
+                continue
+            start, end = match.span()
+            out.append(text[last:start])
+            out.append(hit)
+            last = end
+            self.corrections += hit != token
+        if not out:
+            return text if text != original else original
+        out.append(text[last:])
+        return "".join(out)
+
+    def correct_batch(
+        self, texts: Sequence[str | None], langs: Sequence[str | None] | None = None
+    ) -> list[str | None]:
+        """Correct many texts (None stays None); ``langs`` aligned with ``texts``."""
+        languages = langs if langs is not None else [None] * len(texts)
+        return [
+            None if t is None else self.correct(t, lang)
+            for t, lang in zip(texts, languages, strict=True)
+        ]
+
+
+def parquet_general_loader(
+    path: Path | str, foreign_zipf: float = Settings.foreign_zipf
+) -> tuple[Callable[[str], dict[str, float]], set[str]]:
+    """A per-language loader over a ``wordlists`` Parquet file (one language at a time) and
+    the words common (Zipf >= ``foreign_zipf``) in any of its languages."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def load(lang: str) -> dict[str, float]:
+        part = pq.read_table(path, columns=["word", "zipf100"], filters=[("lang", "=", lang)])
+        words, zipfs = part["word"].to_pylist(), part["zipf100"].to_pylist()
+        del part
+        pa.default_memory_pool().release_unused()
+        shared: dict[int, float] = {}  # one float object per frequency bucket (memory)
+        return {w: shared.setdefault(z, z / 100) for w, z in zip(words, zipfs, strict=True)}
+
+    common: set[str] = set()
+    with pq.ParquetFile(path) as handle:  # one row group per language
+        for group in range(handle.num_row_groups):
+            part = handle.read_row_group(group, columns=["word", "zipf100"])
+            keep = pc.greater_equal(part["zipf100"], round(foreign_zipf * 100))
+            common.update(part["word"].filter(keep).to_pylist())
+    pa.default_memory_pool().release_unused()
+    return load, common
+
+
+def food_from_rows(rows: Iterable[tuple[str | None, str, int]]) -> dict[str, dict[str, int]]:
+    """The food lexicon (lang -> word -> n) from lexicon rows; rows without a language are
+    dropped (their words could not be attributed to a text language)."""
+    food: dict[str, dict[str, int]] = defaultdict(dict)
+    for lang, word, n in rows:
+        key = normalise_lang(lang)
+        if word and key is not None:
+            lower = word.lower()
+            food[key][lower] = food[key].get(lower, 0) + int(n)
+    return dict(food)
+
+
+def general_lists(
+    path: Path | str | None = None, foreign_zipf: float = Settings.foreign_zipf
+) -> tuple[Callable[[str], dict[str, float]], set[str], list[str]]:
+    """The shipped (or given) general word lists: loader, common words, languages."""
+    import pyarrow.parquet as pq
+
+    from spellcheck_job.wordlists import DEFAULT_PATH
+
+    target = path or DEFAULT_PATH
+    load, common = parquet_general_loader(target, foreign_zipf)
+    langs = pq.read_table(target, columns=["lang"]).column("lang").unique().to_pylist()
+    return load, common, sorted(langs)
