@@ -220,7 +220,7 @@ def smoke_command(job_type: str, timeout_s: float = 1800.0) -> None:
 
     from robotoff_batch.config.loader import JobConfigError, load_job_config
     from robotoff_batch.paths import JOB_CONFIGS_DIR
-    from robotoff_batch.resources import build_resources
+    from robotoff_batch.resources import build_resources, initialized
 
     path = JOB_CONFIGS_DIR / f"{job_type}.yaml"
     if not path.exists():
@@ -232,8 +232,8 @@ def smoke_command(job_type: str, timeout_s: float = 1800.0) -> None:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     resources = build_resources()
-    engine_resource = resources["batch_engine"].process_config_and_initialize()
-    staging = resources["staging"].process_config_and_initialize().get_staging()
+    engine_resource = initialized(resources["batch_engine"])
+    staging = initialized(resources["staging"]).get_staging()
     result = run_smoke(
         job_type=job_type,
         resources=config.resources,
