@@ -62,34 +62,17 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
     from robotoff_batch.batch.engine import JobState
     from robotoff_batch.definitions import build_definitions
     from robotoff_batch.follow import FollowCache, follow
-    from robotoff_batch.resources import (
-        LaunchSettingsResource,
-        PredictionStoreResource,
-        ProductDumpResource,
-        StagingResource,
-    )
     from tests.counting_storage import CountingStorage
     from tests.fakes.fake_batch_service import (
-        EmulatedCloudBatchEngineResource,
+        emulated_cloud_resources,
         running_fake_batch_service,
     )
     from tests.fakes.scripted_backend import ScriptedBackend
-    from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
 
     backend = ScriptedBackend()
     out: dict[str, Any] = {"jobs": n}
     with running_fake_batch_service(backend=backend) as service, dg.instance_for_test() as inst:
-        resources = {
-            "product_dump": ProductDumpResource(),
-            "staging": StagingResource(),
-            "batch_engine": EmulatedCloudBatchEngineResource(
-                gcp_project=TEST_PROJECT,
-                gcp_location=TEST_LOCATION,
-                emulator_host=service.address,
-            ),
-            "prediction_store": PredictionStoreResource(database_url=database_url),
-            "launch_settings": LaunchSettingsResource(),
-        }
+        resources = emulated_cloud_resources(service.address, database_url)
         engine = resources["batch_engine"].get_engine()
         ids = [f"spell-{i:06d}-{int(time.time())}" for i in range(n)]
         for job_id in ids:

@@ -35,6 +35,7 @@ from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, Machin
 from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
 from robotoff_batch.config.catalog import load_catalog
 from robotoff_batch.config.models import HourlyRate, UnknownPriceError, hourly_rate
+from robotoff_batch.follow import metadata_table
 
 LOCAL_ENGINE = "local"
 CEILING_LABEL = "production worst-case ceiling"
@@ -327,27 +328,23 @@ def job_cost_lines(status: JobStatus, engine: str, now: datetime | None = None) 
 
 
 def attempts_table(cost: ActualCost) -> dg.MetadataValue:
-    return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "task": a.task,
-                    "attempt": a.attempt,
-                    "start (UTC)": a.start.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                    "seconds": round(a.seconds, 1),
-                    "usd": round(a.usd, 6),
-                }
-            )
+    return metadata_table(
+        (
+            ("task", "int"),
+            ("attempt", "int"),
+            ("start (UTC)", "string"),
+            ("seconds", "float"),
+            ("usd", "float"),
+        ),
+        (
+            {
+                "task": a.task,
+                "attempt": a.attempt,
+                "start (UTC)": a.start.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                "seconds": round(a.seconds, 1),
+                "usd": round(a.usd, 6),
+            }
             for a in cost.attempts
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("task", "int"),
-                dg.TableColumn("attempt", "int"),
-                dg.TableColumn("start (UTC)", "string"),
-                dg.TableColumn("seconds", "float"),
-                dg.TableColumn("usd", "float"),
-            ]
         ),
     )
 
@@ -507,31 +504,27 @@ def recorded_costs(
 
 def summary_table(rows: Sequence[SummaryRow]) -> dg.MetadataValue:
     """The summary as a UI table (newest month first)."""
-    return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "month": r.month,
-                    "jobs": r.jobs,
-                    "not succeeded": r.not_succeeded,
-                    "task hours": round(r.task_hours, 4),
-                    "cost (USD)": round(r.known_usd, 6),
-                    "jobs of unknown cost": r.unknown,
-                    "per 1,000 products (USD)": "" if r.per_1000 is None else usd(r.per_1000),
-                }
-            )
+    return metadata_table(
+        (
+            ("month", "string"),
+            ("jobs", "int"),
+            ("not succeeded", "int"),
+            ("task hours", "float"),
+            ("cost (USD)", "float"),
+            ("jobs of unknown cost", "int"),
+            ("per 1,000 products (USD)", "string"),
+        ),
+        (
+            {
+                "month": r.month,
+                "jobs": r.jobs,
+                "not succeeded": r.not_succeeded,
+                "task hours": round(r.task_hours, 4),
+                "cost (USD)": round(r.known_usd, 6),
+                "jobs of unknown cost": r.unknown,
+                "per 1,000 products (USD)": "" if r.per_1000 is None else usd(r.per_1000),
+            }
             for r in sorted(rows, key=lambda r: r.month, reverse=True)
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("month", "string"),
-                dg.TableColumn("jobs", "int"),
-                dg.TableColumn("not succeeded", "int"),
-                dg.TableColumn("task hours", "float"),
-                dg.TableColumn("cost (USD)", "float"),
-                dg.TableColumn("jobs of unknown cost", "int"),
-                dg.TableColumn("per 1,000 products (USD)", "string"),
-            ]
         ),
     )
 

@@ -28,10 +28,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import dagster as dg
 import psutil
@@ -707,50 +707,52 @@ def short_description(description: str) -> str:
     return text.strip()
 
 
-def timeline_table(status: JobStatus) -> dg.MetadataValue:
+def metadata_table(
+    columns: Sequence[tuple[str, str]], rows: Iterable[Mapping[str, Any]]
+) -> dg.MetadataValue:
+    """A table for the UI from (name, type) columns and rows keyed by those names."""
     return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "time (UTC)": e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                    "event": e.type,
-                    "description": short_description(e.description),
-                }
-            )
+        records=[dg.TableRecord({name: row[name] for name, _ in columns}) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns]),
+    )
+
+
+TIMELINE_COLUMNS = (("time (UTC)", "string"), ("event", "string"), ("description", "string"))
+TASK_COLUMNS = (
+    ("task", "int"),
+    ("state", "string"),
+    ("exit code", "string"),
+    ("attempts", "int"),
+    ("reason", "string"),
+)
+
+
+def timeline_table(status: JobStatus) -> dg.MetadataValue:
+    return metadata_table(
+        TIMELINE_COLUMNS,
+        (
+            {
+                "time (UTC)": e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                "event": e.type,
+                "description": short_description(e.description),
+            }
             for e in status.status_events
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("time (UTC)", "string"),
-                dg.TableColumn("event", "string"),
-                dg.TableColumn("description", "string"),
-            ]
         ),
     )
 
 
 def tasks_table(status: JobStatus) -> dg.MetadataValue:
-    return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "task": t.index,
-                    "state": t.state,
-                    "exit code": "" if t.exit_code is None else str(t.exit_code),
-                    "attempts": t.attempts,
-                    "reason": t.exit_reason or "",
-                }
-            )
+    return metadata_table(
+        TASK_COLUMNS,
+        (
+            {
+                "task": t.index,
+                "state": t.state,
+                "exit code": "" if t.exit_code is None else str(t.exit_code),
+                "attempts": t.attempts,
+                "reason": t.exit_reason or "",
+            }
             for t in status.tasks
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("task", "int"),
-                dg.TableColumn("state", "string"),
-                dg.TableColumn("exit code", "string"),
-                dg.TableColumn("attempts", "int"),
-                dg.TableColumn("reason", "string"),
-            ]
         ),
     )
 

@@ -28,6 +28,7 @@ from robotoff_batch.resources import (
 from tests.fakes.fake_batch_service import (
     EmulatedCloudBatchEngineResource,
     FakeBatchService,
+    emulated_cloud_resources,
     running_fake_batch_service,
 )
 from tests.fakes.settings import STAGING_BUCKET, TEST_LOCATION, TEST_PROJECT
@@ -162,17 +163,7 @@ def test_one_list_jobs_call_per_sensor_tick_with_50_jobs_in_flight(
 
     registered = load_registry()[JOB_TYPE]
     with running_fake_batch_service(backend=None) as service:  # jobs stay QUEUED: no VM
-        resources = {
-            "product_dump": ProductDumpResource(),
-            "staging": StagingResource(),
-            "batch_engine": EmulatedCloudBatchEngineResource(
-                gcp_project=TEST_PROJECT,
-                gcp_location=TEST_LOCATION,
-                emulator_host=service.address,
-            ),
-            "prediction_store": PredictionStoreResource(database_url=pg_db),
-            "launch_settings": LaunchSettingsResource(),
-        }
+        resources = emulated_cloud_resources(service.address, pg_db)
         engine = resources["batch_engine"].get_engine()
         job_ids = [
             make_job_id(JOB_TYPE, launched_at=datetime.now(UTC), nonce=str(i)) for i in range(50)

@@ -709,3 +709,25 @@ class EmulatedCloudBatchEngineResource(CloudBatchEngineResource):
         return CloudBatchEngine(
             project=self.gcp_project or "emulator", location=self.gcp_location, client=client
         )
+
+
+def emulated_cloud_resources(address: str, database_url: str) -> dict[str, Any]:
+    """The code location's resources on the embedded defaults, but with Cloud Batch played by
+    the fake at ``address`` (its jobs are followed like real ones)."""
+    from robotoff_batch.resources import (
+        LaunchSettingsResource,
+        PredictionStoreResource,
+        ProductDumpResource,
+        StagingResource,
+    )
+    from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
+
+    return {
+        "product_dump": ProductDumpResource(),
+        "staging": StagingResource(),
+        "batch_engine": EmulatedCloudBatchEngineResource(
+            gcp_project=TEST_PROJECT, gcp_location=TEST_LOCATION, emulator_host=address
+        ),
+        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "launch_settings": LaunchSettingsResource(),
+    }
