@@ -37,7 +37,11 @@ def worker_output(stdout: str) -> dict[str, Any]:
 
 def run_worker(cmd: list[str]) -> dict[str, Any]:
     """Run a case's worker subprocess ``cmd`` (raising if it fails); return what it printed."""
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"case {cmd[2:]} exited {done.returncode}; its last output:\n{done.stderr[-4000:]}"
+        )
     return worker_output(done.stdout)
 
 

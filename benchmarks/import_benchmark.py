@@ -154,8 +154,14 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "import_no_insights":  # a job type that declares no insights
         from dataclasses import replace
 
+        assert SPELLCHECK.import_spec is not None
         spec = replace(SPELLCHECK.import_spec, insights_sql=None, facts_schema=None)
-        job_type = replace(SPELLCHECK, import_spec=spec, facts_file=None)
+
+        class NoInsights(type(SPELLCHECK)):  # type: ignore[misc]
+            import_spec = spec
+            facts_file = None
+
+        job_type = NoInsights()
     staging = staging_from_uri(Path(args.staging).as_uri())
     store = PredictionStore(conninfo=args.conninfo)
     store.ensure_schema()
