@@ -33,6 +33,7 @@ import dagster as dg
 
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
 from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
+from robotoff_batch.fallback import FallbackPolicy, plan_fallbacks, supersessions
 from robotoff_batch.follow_metadata import (
     TASK_COLUMNS,
     TIMELINE_COLUMNS,
@@ -137,6 +138,7 @@ def follow(
     now: float | None = None,
     retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
     pending_limits: Mapping[str, PendingLimit] | None = None,
+    fallbacks: Mapping[str, FallbackPolicy] | None = None,
 ) -> FollowPlan:
     """One reconciliation of the engine's jobs with Dagster and the ledger.
 
@@ -240,13 +242,16 @@ def follow(
         )
 
     _report_stuck(engine, plan, statuses, job_type_of, pending_limits or {}, now)
-    _settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s)
+    plan_fallbacks(plan, statuses, job_type_of, fallbacks or {}, now)
+    replaced = supersessions(statuses)
+    _settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s, replaced)
 
     # Forget what neither the engine nor Dagster knows any more.
     known = listed_ids | {i for ids in registered.values() for i in ids}
     c.settled &= known
     c.cancel_sent &= known
     c.stuck &= set(c.states)
+    c.fallen_back &= set(c.states)
     plan.statuses = statuses
     return plan
 

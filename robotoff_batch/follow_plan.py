@@ -32,10 +32,28 @@ class FinishRequest:
     job_type: str
     attempt: int
     with_import: bool
+    # The capacity fallback that replaced this job: recorded as superseded, never imported.
+    superseded_by: str | None = None
 
     @property
     def run_key(self) -> str:
         return finish_run_key(self.job_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class FallbackRequest:
+    """Relaunch a job waiting on capacity or quota with alternative ``index`` (1-based: the
+    config's ``fallbacks[index - 1]``): one run, keyed so that it is requested once."""
+
+    job_id: str
+    job_type: str
+    origin: str  # the first job of the chain
+    index: int
+    reason: str
+
+    @property
+    def run_key(self) -> str:
+        return f"fallback-{self.origin}-{self.index}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,7 @@ class FollowPlan:
     observations: list[dg.AssetObservation] = field(default_factory=list)
     changes: list[StateChange] = field(default_factory=list)
     finish_requests: list[FinishRequest] = field(default_factory=list)
+    fallback_requests: list[FallbackRequest] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     stuck: dict[str, str] = field(default_factory=dict)  # job id -> why, reported this call
     messages: list[tuple[int, str]] = field(default_factory=list)

@@ -33,8 +33,11 @@ def _settle(
     job_type_of,  # type: ignore[no-untyped-def]
     now: float,
     retry_delay_s: float,
+    replaced: Mapping[str, str] | None = None,
 ) -> None:
-    """For each finished job not yet settled: request its finish run, wait, retry or settle."""
+    """For each finished job not yet settled: request its finish run, wait, retry or settle.
+    A job ``replaced`` by a capacity fallback is recorded as superseded, never imported."""
+    replaced = replaced or {}
     if not finished:
         return
     c = plan.cache
@@ -44,7 +47,9 @@ def _settle(
     to_import = {
         job_id
         for job_id, status in finished.items()
-        if status.state == JobState.SUCCEEDED and job_types.get(job_type_of(job_id, status))
+        if status.state == JobState.SUCCEEDED
+        and job_types.get(job_type_of(job_id, status))
+        and job_id not in replaced
     }
     imported: set[str] | None = set()
     if to_import:
@@ -72,8 +77,14 @@ def _settle(
             if done:
                 c.settled.add(job_id)
             else:
-                plan.finish_requests.append(FinishRequest(job_id, jt, 0, with_import=False))
-                plan.log(logging.INFO, f"{job_id}: {status.state.value}, recording its outcome")
+                by = replaced.get(job_id)
+                plan.finish_requests.append(FinishRequest(job_id, jt, 0, False, superseded_by=by))
+                plan.log(
+                    logging.INFO,
+                    f"{job_id}: {status.state.value}"
+                    + (f", superseded by {by}" if by else "")
+                    + ", recording its outcome",
+                )
             continue
         if imported is None:
             continue  # the ledger is unreadable: decide next tick

@@ -174,10 +174,15 @@ class FollowCache:
     settled: set[str] = field(default_factory=set)
     cancel_sent: set[str] = field(default_factory=set)
     stuck: set[str] = field(default_factory=set)  # reported stuck (reported once)
+    fallen_back: set[str] = field(default_factory=set)  # capacity fallback requested (once)
 
     def copy(self) -> FollowCache:
         return FollowCache(
-            dict(self.states), set(self.settled), set(self.cancel_sent), set(self.stuck)
+            dict(self.states),
+            set(self.settled),
+            set(self.cancel_sent),
+            set(self.stuck),
+            set(self.fallen_back),
         )
 
     def encode(self) -> str:
@@ -188,6 +193,7 @@ class FollowCache:
                 "settled": sorted(self.settled),
                 "cancel_sent": sorted(self.cancel_sent),
                 "stuck": sorted(self.stuck),
+                "fallen_back": sorted(self.fallen_back),
             },
             separators=(",", ":"),
         )
@@ -208,6 +214,7 @@ class FollowCache:
                     {str(x) for x in data["settled"]},
                     {str(x) for x in data["cancel_sent"]},
                     {str(x) for x in data.get("stuck", ())},
+                    {str(x) for x in data.get("fallen_back", ())},
                 ),
                 None,
             )

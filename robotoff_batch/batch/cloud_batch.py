@@ -48,6 +48,7 @@ from robotoff_batch.batch.cloud_batch_convert import (
     _status_event,
     _time,
     labels_filter,
+    location_of,
     request_id,
     task_attempts,
     task_status,
@@ -111,10 +112,15 @@ class CloudBatchEngine:
         client: batch_v1.BatchServiceClient,
         retry: Retry | None = None,
         timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        locations: Sequence[str] = (),
     ) -> None:
-        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total."""
+        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total.
+        ``location`` is the default region; ``locations`` the other regions jobs may run in
+        (capacity fallbacks): each is listed, so no job escapes the follower."""
         self.project = project
         self.location = location
+        self.locations = tuple(dict.fromkeys([location, *locations]))
+        self._where: dict[str, str] = {}  # job id -> its region, as last seen
         self.client = client
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
@@ -150,7 +156,9 @@ class CloudBatchEngine:
         return f"projects/{self.project}/locations/{self.location}"
 
     def job_name(self, job_id: str) -> str:
-        return f"{self.parent}/jobs/{job_id}"
+        """The job's resource name, in the region it was last seen in (else the default)."""
+        where = self._where.get(job_id, self.location)
+        return f"projects/{self.project}/locations/{where}/jobs/{job_id}"
 
     # -- BatchEngine ------------------------------------------------------------------------
 
@@ -165,6 +173,7 @@ class CloudBatchEngine:
         try:
             job = self.client.create_job(request=request, retry=self.retry, timeout=self.timeout)
         except api_exceptions.Conflict:
+            # (the deterministic id of a capacity fallback meets this too: one job per alternative)
             # ALREADY_EXISTS: a retried submission (ours, or a lost response's retry).
             logger.info("Job %s already exists: re-attaching to it", request.job_id)
             existing = self._get(name, with_tasks=False)
@@ -187,9 +196,15 @@ class CloudBatchEngine:
         return self._to_status(job)
 
     def list_jobs(self, *, labels: Mapping[str, str]) -> list[JobStatus]:
-        """Every job carrying ``labels``: one ``ListJobs`` call (one page of 1000 jobs)."""
+        """Every job carrying ``labels``: one ``ListJobs`` call (one page of 1000 jobs) per
+        followed region."""
+        return [status for where in self.locations for status in self._list_in(where, labels)]
+
+    def _list_in(self, where: str, labels: Mapping[str, str]) -> list[JobStatus]:
         request = batch_v1.ListJobsRequest(
-            parent=self.parent, filter=labels_filter(labels), page_size=LIST_PAGE_SIZE
+            parent=f"projects/{self.project}/locations/{where}",
+            filter=labels_filter(labels),
+            page_size=LIST_PAGE_SIZE,
         )
         try:
             pager = self.client.list_jobs(request=request, retry=self.retry, timeout=self.timeout)
@@ -201,13 +216,14 @@ class CloudBatchEngine:
                     logger.warning("ListJobs: unreachable locations %s", list(page.unreachable))
                 statuses.extend(self._to_status(job) for job in page.jobs)
         except api_exceptions.GoogleAPICallError as exc:
-            raise BatchEngineError(f"ListJobs failed: {exc.code} {exc.message}") from exc
+            raise BatchEngineError(f"ListJobs in {where} failed: {exc.code} {exc.message}") from exc
         except api_exceptions.RetryError as exc:
             raise BatchEngineError(f"Cloud Batch unreachable while listing jobs: {exc}") from exc
         if pages > 1:
             logger.warning(
-                "ListJobs for %s needed %d calls (%d jobs): old jobs should be deleted",
+                "ListJobs for %s in %s needed %d calls (%d jobs): old jobs should be deleted",
                 dict(labels),
+                where,
                 pages,
                 len(statuses),
             )
@@ -215,7 +231,7 @@ class CloudBatchEngine:
 
     def get_job(self, *, job_id: str) -> JobStatus:
         """The job with its status events and per-task exit codes; JobNotFoundError if gone."""
-        return self._get(self.job_name(job_id), with_tasks=True)
+        return self._find(job_id, with_tasks=True)
 
     def cancel(self, *, job_id: str) -> None:
         """``CancelJob``: Batch stops the tasks, the job ends CANCELLED and stays listed.
@@ -225,12 +241,12 @@ class CloudBatchEngine:
         refused (PERMISSION_DENIED: the role lacks ``batch.jobs.cancel``) or unknown
         (UNIMPLEMENTED), the job is deleted instead, which also stops it.
         """
-        name = self.job_name(job_id)
         try:
-            current = self._get(name, with_tasks=False)
+            current = self._find(job_id, with_tasks=False)
         except JobNotFoundError:
             logger.info("Job %s is already gone", job_id)
             return
+        name = self.job_name(job_id)
         if current.state.is_terminal or current.state.is_stopping:
             # Never re-sent: Batch is already stopping it (or it has stopped).
             logger.info("Job %s is %s: no cancel request sent", job_id, current.state.value)
@@ -262,7 +278,7 @@ class CloudBatchEngine:
     def logs_uri(self, *, job_id: str) -> str:
         """The Cloud Logging query of the job's logs (by uid), or its Batch console page."""
         try:
-            status = self._get(self.job_name(job_id), with_tasks=False)
+            status = self._find(job_id, with_tasks=False)
         except (JobNotFoundError, BatchEngineError):
             return self.console_uri(job_id)
         return status.log_uri or self.console_uri(job_id)
@@ -276,7 +292,8 @@ class CloudBatchEngine:
 
     def console_uri(self, job_id: str) -> str:
         return (
-            f"https://console.cloud.google.com/batch/jobsDetail/regions/{self.location}/jobs/"
+            "https://console.cloud.google.com/batch/jobsDetail/regions/"
+            f"{self._where.get(job_id, self.location)}/jobs/"
             f"{job_id}/details?project={self.project}"
         )
 
@@ -305,6 +322,21 @@ class CloudBatchEngine:
         except api_exceptions.RetryError as exc:
             raise BatchEngineError(f"Cloud Batch unreachable while deleting {job_id}") from exc
         logger.info("Deletion of job %s requested", job_id)
+
+    def _find(self, job_id: str, *, with_tasks: bool) -> JobStatus:
+        """The job in the region it was last seen in, else in each followed region in turn
+        (one ``GetJob`` when the region is known)."""
+        known = self._where.get(job_id)
+        order = [*([known] if known else []), *(w for w in self.locations if w != known)]
+        missing: JobNotFoundError | None = None
+        for where in order:
+            name = f"projects/{self.project}/locations/{where}/jobs/{job_id}"
+            try:
+                return self._get(name, with_tasks=with_tasks)
+            except JobNotFoundError as exc:
+                missing = exc
+        assert missing is not None
+        raise missing
 
     def _get(self, name: str, *, with_tasks: bool) -> JobStatus:
         try:
@@ -339,6 +371,9 @@ class CloudBatchEngine:
 
     def _to_status(self, job: batch_v1.Job, *, tasks: Sequence[TaskStatus] = ()) -> JobStatus:
         state = _job_state(job.status.state.name) if "status" in job else JobState.QUEUED
+        where = location_of(job.name)
+        if where:
+            self._where[_job_id_of(job.name)] = where
         return JobStatus(
             job_id=_job_id_of(job.name),
             state=state,
@@ -350,4 +385,5 @@ class CloudBatchEngine:
             log_uri=self.logging_uri(job.uid) if job.uid else None,
             uid=job.uid or None,
             machine=machine_of_job(job),
+            location=where,
         )

@@ -127,6 +127,12 @@ def _job_id_of(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
+def location_of(name: str) -> str | None:
+    """``projects/P/locations/L/jobs/J`` -> ``L``; None for a name without a location."""
+    parts = name.split("/")
+    return parts[3] if len(parts) > 3 and parts[2] == "locations" else None
+
+
 def request_id(action: str, job_name: str) -> str:
     """The deterministic ``request_id`` of ``action`` ("cancel", "delete") on ``job_name``."""
     return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{action}:{job_name}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from robotoff_batch.config.fallbacks import Fallback, merged_resources
 from robotoff_batch.config.pricing import (
     CostEstimate,
     HourlyRate,
@@ -65,6 +66,7 @@ __all__ = [
     "VM_LOST_EXIT_CODES",
     "BatchResources",
     "CostEstimate",
+    "Fallback",
     "HourlyRate",
     "JobConfig",
     "ProvisioningModel",
@@ -109,6 +111,21 @@ class JobConfig(BaseModel):
         "warn).",
     )
     resources: BatchResources = Field(description="The Cloud Batch resources of each job.")
+    fallbacks: list[Fallback] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Ordered alternatives to resources (location, machine_type, "
+        "accelerators_*, provisioning_model, container_image_uri, network, subnetwork), each "
+        "merged onto resources, validated and priced under the same max_cost_usd. A job whose "
+        "tasks have not started after fallback_after, with a capacity or quota status event, "
+        "is cancelled and relaunched with the next one (same staged input).",
+    )
+    fallback_after: str = Field(
+        default="2h",
+        description="How long a job may wait on capacity or quota before the next alternative "
+        "of fallbacks is tried; shorter than max_pending_duration.",
+        max_length=20,
+    )
 
     @field_validator("max_cost_usd", mode="before")
     @classmethod
@@ -117,7 +134,7 @@ class JobConfig(BaseModel):
             raise ValueError(f"max_cost_usd must be a number, not {value!r}")
         return value
 
-    @field_validator("max_pending_duration")
+    @field_validator("max_pending_duration", "fallback_after")
     @classmethod
     def _check_pending(cls, value: str) -> str:
         seconds = parse_duration_s(value)
@@ -128,6 +145,24 @@ class JobConfig(BaseModel):
     @property
     def max_pending_duration_s(self) -> int:
         return parse_duration_s(self.max_pending_duration)
+
+    @property
+    def fallback_after_s(self) -> int:
+        return parse_duration_s(self.fallback_after)
+
+    def alternatives(self) -> list[BatchResources]:
+        """The merged resources of each alternative, in order: ``fallbacks[i]`` is item i, the
+        one its ``-f<i + 1>`` job runs on."""
+        return [
+            merged_resources(self.resources, fb, index=i, max_cost_usd=self.max_cost_usd)
+            for i, fb in enumerate(self.fallbacks)
+        ]
+
+    @property
+    def locations(self) -> list[str]:
+        """Every region this job type's jobs may run in: resources', then the alternatives'."""
+        found = [self.resources.location, *(r.location for r in self.alternatives())]
+        return list(dict.fromkeys(found))
 
     @field_validator("schedule")
     @classmethod
@@ -150,6 +185,13 @@ class JobConfig(BaseModel):
                 f"max_cost_usd = ${self.max_cost_usd:.2f}; lower max_run_duration, task_count "
                 "or max_retry_count, pick a cheaper machine, or raise the ceiling on purpose",
             )
+        if self.fallbacks and self.fallback_after_s >= self.max_pending_duration_s:
+            raise _field_error(
+                "fallback_after",
+                f"fallback_after {self.fallback_after} is not shorter than max_pending_duration "
+                f"{self.max_pending_duration}: the job would be reported stuck first",
+            )
+        self.alternatives()  # each alternative validated and priced (errors name its index)
         return self
 
     @property

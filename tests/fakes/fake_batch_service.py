@@ -707,7 +707,10 @@ class EmulatedCloudBatchEngineResource(CloudBatchEngineResource):
         channel = grpc.insecure_channel(self.emulator_host)
         client = batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
         return CloudBatchEngine(
-            project=self.gcp_project or "emulator", location=self.gcp_location, client=client
+            project=self.gcp_project or "emulator",
+            location=self.gcp_location,
+            client=client,
+            locations=self.followed_locations(),
         )
 
 
