@@ -26,14 +26,11 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import PENDING_STATES, BatchEngine, JobNotFoundError, JobStatus
-from robotoff_batch.batch.request import APP_LABEL
+from robotoff_batch.batch.request import APP_LABEL, FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
 from robotoff_batch.follow_metadata import metadata_table, short_description
 from robotoff_batch.follow_names import key_prefix
 from robotoff_batch.follow_plan import FallbackRequest, FollowPlan
 
-#: Labels of a fallback job: the first job of its chain, and which alternative it runs.
-FALLBACK_OF_LABEL = "fallback-of"
-FALLBACK_INDEX_LABEL = "fallback-index"
 #: Run tags of a fallback run, and of the finish run of a superseded job.
 FALLBACK_KIND = "fallback"
 FALLBACK_INDEX_TAG = "robotoff_batch/fallback_index"

@@ -68,6 +68,7 @@ from robotoff_batch.follow_names import (
     predictions_asset_key,
 )
 from robotoff_batch.follow_plan import (
+    FallbackRequest,
     FinishRequest,
     FollowPlan,
     PendingLimit,
@@ -98,6 +99,7 @@ __all__ = [
     "TIMELINE_COLUMNS",
     "WORKER_TAG",
     "DagsterFollowStorage",
+    "FallbackRequest",
     "FinishRequest",
     "FinishRun",
     "FollowCache",

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, followed_locations
-from robotoff_batch.batch.request import build_create_job_request
+from robotoff_batch.batch.request import FALLBACK_OF_LABEL, build_create_job_request
 from robotoff_batch.config.models import BatchResources, JobConfig
 from robotoff_batch.job_types.base import JobType, OutputError
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
@@ -236,9 +236,12 @@ def import_job_output(
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
     uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    # A capacity fallback's job writes its own output, from the first job's staged input.
+    first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
     if spec.facts_schema is not None and job_type.facts_file:
-        facts_uri = f"{job_uri}/{job_type.facts_file}"
+        input_uri = staging.job_uri(job_type=job_type.name, job_id=first)
+        facts_uri = f"{input_uri}/{job_type.facts_file}"
         if not staging.exists(uri=facts_uri):
             raise OutputError(
                 f"{facts_uri} (the job's product facts, written at launch) is missing: the "
