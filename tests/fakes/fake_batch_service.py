@@ -645,9 +645,10 @@ class FakeBatchService:
         if record.cancelled_at is not None:
             cancelling = observations - record.cancelled_at <= self.stopping_observations
             events = [
+                *record.events,  # Batch keeps the history (a held job's quota event)
                 _event(
                     f"Job state is set from QUEUED to CANCELLATION_IN_PROGRESS for job {job.name}."
-                )
+                ),
             ]
             if not cancelling:
                 events.append(
