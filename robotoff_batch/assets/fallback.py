@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch import pipeline
+from robotoff_batch.assets.launch import submit_or_fail
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.fallback import (
@@ -81,19 +81,16 @@ def build_fallback_job(registered: RegisteredJobType, partitions: dg.PartitionsD
             owner = first.labels.get(OWNER_LABEL, "")
             env = launch_environment(context.instance, owner, first.job_id)
             env["OUTPUT_FILE_PATH"] = f"{area.job_uri(job_type=jt.name, job_id=new_id)}/output"
-            try:
-                status, _ = pipeline.submit_job(
-                    engine=engine,
-                    config=config,
-                    job_type=jt.name,
-                    job_id=new_id,
-                    project=batch_engine.project,
-                    environment=env,
-                    labels={OWNER_LABEL: owner, **labels},
-                    resources=resources,
-                )
-            except pipeline.PipelineError as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            status, _ = submit_or_fail(
+                engine=engine,
+                config=config,
+                job_type=jt.name,
+                job_id=new_id,
+                project=batch_engine.project,
+                environment=env,
+                labels={OWNER_LABEL: owner, **labels},
+                resources=resources,
+            )
             return status
 
         done = relaunch(engine=engine, job_id=job_id, index=index, submit=submit)
