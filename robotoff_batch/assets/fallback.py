@@ -81,16 +81,10 @@ def build_fallback_job(registered: RegisteredJobType, partitions: dg.PartitionsD
             owner = first.labels.get(OWNER_LABEL, "")
             env = launch_environment(context.instance, owner, first.job_id)
             env["OUTPUT_FILE_PATH"] = f"{area.job_uri(job_type=jt.name, job_id=new_id)}/output"
-            status, _ = submit_or_fail(
-                engine=engine,
-                config=config,
-                job_type=jt.name,
-                job_id=new_id,
-                project=batch_engine.project,
-                environment=env,
-                labels={OWNER_LABEL: owner, **labels},
-                resources=resources,
-            )
+            where = {"engine": engine, "project": batch_engine.project, "resources": resources}
+            labels = {OWNER_LABEL: owner, **labels}
+            job = {"config": config, "job_type": jt.name, "job_id": new_id}
+            status, _ = submit_or_fail(**where, **job, environment=env, labels=labels)
             return status
 
         done = relaunch(engine=engine, job_id=job_id, index=index, submit=submit)
