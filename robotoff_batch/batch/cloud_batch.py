@@ -7,9 +7,9 @@ What it does, and what the systems that came before learnt the hard way:
   (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, 429 ``RESOURCE_EXHAUSTED``) are retried with
   exponential backoff, so a lost response (the server created the job, the client saw a
   deadline) is retried, meets ``ALREADY_EXISTS`` and re-attaches: exactly one job exists.
-- :meth:`CloudBatchEngine.list_jobs` is ONE ``ListJobs`` call per followed region per poll, filtered by labels
-  server-side, whatever the number of jobs (one page of up to 1000 jobs); never a ``GetJob``
-  per job per tick.
+- :meth:`CloudBatchEngine.list_jobs` is ONE ``ListJobs`` call per followed region per poll,
+  filtered by labels server-side, whatever the number of jobs (one page of up to 1000 jobs);
+  never a ``GetJob`` per job per tick.
 - Status events are kept: a job can go QUEUED -> FAILED with no task at all (accelerator not
   available in the zone) or wait in SCHEDULED on a quota error that only the events show.
 - :meth:`CloudBatchEngine.get_job` adds per-task exit codes (``ListTasks``); Batch's own codes
