@@ -14,9 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
-from robotoff_batch.batch.request import build_create_job_request
-from robotoff_batch.config.models import JobConfig
+from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, followed_locations
+from robotoff_batch.batch.request import FALLBACK_OF_LABEL, build_create_job_request
+from robotoff_batch.config.models import BatchResources, JobConfig
 from robotoff_batch.job_types.base import JobType, OutputError
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
 from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, Staging
@@ -76,17 +76,21 @@ def submit_job(
     project: str,
     environment: Mapping[str, str],
     labels: Mapping[str, str],
+    resources: BatchResources | None = None,
 ) -> tuple[JobStatus, Any]:
-    """Build the request from the validated config and submit it (idempotent by job id)."""
-    engine_location = engine.location
-    if engine_location and engine_location != config.resources.location:
-        # The sensor lists one region: a job created elsewhere would never be followed.
+    """Build the request from the validated config (or one of its alternatives' ``resources``)
+    and submit it (idempotent by job id)."""
+    resources = resources or config.resources
+    followed = followed_locations(engine)
+    if followed and resources.location not in followed:
+        # The sensor lists these regions only: a job created elsewhere would never be followed.
         raise PipelineError(
-            f"{job_type} runs in {config.resources.location} but the batch engine follows "
-            f"{engine_location} (ROBOTOFF_BATCH_GCP_LOCATION): nothing was submitted"
+            f"{job_type} runs in {resources.location} but the batch engine follows "
+            f"{', '.join(followed)} (ROBOTOFF_BATCH_GCP_LOCATION and the job configs' "
+            "locations): nothing was submitted"
         )
     request = build_create_job_request(
-        config.resources,
+        resources,
         job_type=job_type,
         job_id=job_id,
         project=project,
@@ -232,9 +236,12 @@ def import_job_output(
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
     uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    # A capacity fallback's job writes its own output, from the first job's staged input.
+    first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
     if spec.facts_schema is not None and job_type.facts_file:
-        facts_uri = f"{job_uri}/{job_type.facts_file}"
+        input_uri = staging.job_uri(job_type=job_type.name, job_id=first)
+        facts_uri = f"{input_uri}/{job_type.facts_file}"
         if not staging.exists(uri=facts_uri):
             raise OutputError(
                 f"{facts_uri} (the job's product facts, written at launch) is missing: the "

@@ -8,11 +8,19 @@ from typing import Any
 
 import dagster as dg
 
+from robotoff_batch.fallback import (
+    FALLBACK_INDEX_TAG,
+    FALLBACK_KIND,
+    SUPERSEDED_TAG,
+    FallbackPolicy,
+    fallback_job_name,
+)
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     FINISH_KIND,
     RUN_KIND_TAG,
     DagsterFollowStorage,
+    FallbackRequest,
     FinishRequest,
     FollowCache,
     PendingLimit,
@@ -56,6 +64,21 @@ def finish_run_request(request: FinishRequest) -> dg.RunRequest:
             BATCH_JOB_ID_TAG: request.job_id,
             RUN_KIND_TAG: FINISH_KIND,
             "robotoff_batch/attempt": str(request.attempt + 1),
+            **({SUPERSEDED_TAG: request.superseded_by} if request.superseded_by else {}),
+        },
+    )
+
+
+def fallback_run_request(request: FallbackRequest) -> dg.RunRequest:
+    """The run that relaunches a job waiting on capacity with its next alternative."""
+    return dg.RunRequest(
+        run_key=request.run_key,
+        job_name=fallback_job_name(request.job_type),
+        partition_key=request.job_id,
+        tags={
+            BATCH_JOB_ID_TAG: request.job_id,
+            RUN_KIND_TAG: FALLBACK_KIND,
+            FALLBACK_INDEX_TAG: str(request.index),
         },
     )
 
@@ -68,6 +91,11 @@ def build_batch_job_sensor(
     limits = {
         r.name: PendingLimit(r.config.max_pending_duration_s, cancel=r.config.cancel_when_stuck)
         for r in registry
+    }
+    fallbacks = {
+        r.name: FallbackPolicy(r.config.fallback_after_s, len(r.config.fallbacks))
+        for r in registry
+        if r.config.fallbacks
     }
 
     @dg.sensor(
@@ -99,11 +127,13 @@ def build_batch_job_sensor(
             job_types=imports,
             retry_delay_s=import_retry_delay_s(),
             pending_limits=limits,
+            fallbacks=fallbacks,
         )
         for level, message in plan.messages:
             context.log.log(level, message)
         return dg.SensorResult(
-            run_requests=[finish_run_request(r) for r in plan.finish_requests],
+            run_requests=[finish_run_request(r) for r in plan.finish_requests]
+            + [fallback_run_request(r) for r in plan.fallback_requests],
             dynamic_partitions_requests=[
                 dg.AddDynamicPartitionsRequest(partitions_def_name(jt), ids)
                 for jt, ids in plan.new_partitions.items()

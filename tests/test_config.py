@@ -286,3 +286,78 @@ def test_cli_validate_fails_clearly_and_lists_each_bad_file(tmp_path: Path) -> N
     assert "bad-one.yaml" in result.output and "parallelism 5 is above task_count 1" in (
         result.output
     )
+
+
+# -- capacity fallbacks -----------------------------------------------------------------------
+
+MULTI_REGION_IMAGE = "europe-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck:0.1.0"
+WEST1_SUBNET = "projects/robotoff/regions/europe-west1/subnetworks/default"
+
+
+def with_fallbacks(*fallbacks: dict[str, Any], **top: Any) -> dict[str, Any]:
+    data = with_resources(container_image_uri=MULTI_REGION_IMAGE)
+    data.update(fallbacks=list(fallbacks), **top)
+    return data
+
+
+def test_a_config_with_alternatives_validates(tmp_path: Path) -> None:
+    spot = {"location": "us-central1", "provisioning_model": "SPOT", "subnetwork": None}
+    spot.update(network=None, container_image_uri=MULTI_REGION_IMAGE.replace("europe", "us", 1))
+    path = write(
+        tmp_path,
+        with_fallbacks({"location": "europe-west1", "subnetwork": WEST1_SUBNET}, spot),
+    )
+    config = load_job_config(path).config
+    first, second = config.alternatives()
+    assert (first.location, first.subnetwork, first.machine_type) == (
+        "europe-west1",
+        WEST1_SUBNET,
+        "g2-standard-8",
+    )
+    assert (second.location, second.provisioning_model.value) == ("us-central1", "SPOT")
+    assert worst_case_cost(second).total_usd < worst_case_cost(config.resources).total_usd
+    assert config.locations == ["europe-west4", "europe-west1", "us-central1"]
+    assert config.fallback_after_s == 2 * 3600  # the default
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "field", "words"),
+    [
+        (  # over the ceiling: a2-highgpu-1g is $3.75/h x 24 h x 2 attempts
+            [
+                {"location": "europe-west1", "subnetwork": WEST1_SUBNET},
+                {"machine_type": "a2-highgpu-1g", "accelerators_type": "nvidia-tesla-a100"},
+            ],
+            "fallbacks[1]",
+            "$179.91 is above the ceiling max_cost_usd = $50.00",
+        ),
+        (  # the GPU is not offered in the alternative's region
+            [{"location": "europe-north1", "subnetwork": None, "network": None}],
+            "fallbacks[0].accelerators_type",
+            "nvidia-l4 is not offered in europe-north1",
+        ),
+        ([{"zone": "europe-west1-b"}], "fallbacks[0].zone", "unknown field"),
+        (  # the main subnetwork is in another region than the alternative
+            [{"location": "europe-west1"}],
+            "fallbacks[0].subnetwork",
+            "is in europe-west4, the jobs run in europe-west1",
+        ),
+    ],
+    ids=["over-ceiling", "gpu-not-in-region", "bad-field", "subnetwork-region"],
+)
+def test_a_bad_alternative_is_refused_naming_its_index(
+    tmp_path: Path, fallbacks: list[dict[str, Any]], field: str, words: str
+) -> None:
+    err = refused(write(tmp_path, with_fallbacks(*fallbacks)))
+    (problem,) = err.problems
+    assert problem.field == field, str(err)
+    assert words in problem.message
+    assert problem.line is not None and problem.line >= _line_of(err.path, "fallbacks")
+
+
+def test_fallback_after_must_be_shorter_than_max_pending_duration(tmp_path: Path) -> None:
+    data = with_fallbacks(
+        {"location": "europe-west1", "subnetwork": WEST1_SUBNET}, fallback_after="6h"
+    )
+    (problem,) = refused(write(tmp_path, data)).problems
+    assert problem.field == "fallback_after" and "max_pending_duration" in problem.message

@@ -201,11 +201,12 @@ def test_a_job_outside_the_engines_region_is_not_submitted(
     spellcheck_batch_service: FakeBatchService,
     instance: dg.DagsterInstance,
 ) -> None:
-    """The sensor lists one region; a job elsewhere would never be followed: refuse it."""
+    """The sensor lists its regions only; a job elsewhere would never be followed: refuse it."""
     resources = dict(google_resources)
     resources["batch_engine"] = EmulatedCloudBatchEngineResource(
         gcp_project=TEST_PROJECT,
         gcp_location="us-central1",
+        extra_locations=[],  # not the job configs' regions
         emulator_host=spellcheck_batch_service.address,
     )
     result = launch(make_defs(resources), instance, limit=5)

@@ -22,6 +22,7 @@ from google.cloud import batch_v1
 from robotoff_batch.assets.batch_job import failure_reason
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobState
+from robotoff_batch.fallback import FallbackPolicy
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     FINISH_KIND,
@@ -436,3 +437,78 @@ def test_a_job_stuck_on_quota_is_reported_once_and_cancelled_when_asked(
     again = world.tick(plan.cache.encode(), pending_limits=limits, now=later + 60)
     assert not again.stuck and not again.cancelled  # once
     assert world.service.calls["CancelJob"] == (1 if cancel else 0)
+
+
+# -- every location, capacity fallback ----------------------------------------------------------
+
+OTHER_LOCATION = "europe-west1"
+QUOTA = (
+    "Quota checking process decides to delay scheduling for the job due to inadequate "
+    "quota [Quota: NVIDIA_L4_GPUS, limit: 0, usage: 0, wanted: 1]."
+)
+
+
+def two_region_engine(world: World) -> CloudBatchEngine:
+    return CloudBatchEngine(
+        project=TEST_PROJECT,
+        location=TEST_LOCATION,
+        client=world.service.client(),
+        retry=fast_batch_retry(),
+        timeout=10.0,
+        locations=[OTHER_LOCATION],
+    )
+
+
+def submit_in(engine: CloudBatchEngine, location: str, job_id: str, **labels: str) -> str:
+    engine.submit(
+        request=batch_v1.CreateJobRequest(
+            parent=f"projects/{TEST_PROJECT}/locations/{location}",
+            job_id=job_id,
+            job=batch_v1.Job(labels={"app": "robotoff-batch", "job-type": JT, **labels}),
+        )
+    )
+    return job_id
+
+
+def test_the_follower_sees_jobs_in_every_location(world: World) -> None:
+    engine = two_region_engine(world)
+    here = submit_in(engine, TEST_LOCATION, "spell-here")
+    there = submit_in(engine, OTHER_LOCATION, "spell-there")
+    before = world.service.calls["ListJobs"]
+    world.engine = engine
+    plan = world.tick(None)
+    assert sorted(plan.new_partitions[JT]) == [here, there]
+    assert world.service.calls["ListJobs"] - before == 2  # one per location, not per job
+    assert plan.statuses[there].location == OTHER_LOCATION
+    # an engine that never listed the job finds it in the other location, and cancels it there
+    fresh = two_region_engine(world)
+    assert fresh.get_job(job_id=there).location == OTHER_LOCATION
+    fresh.cancel(job_id=there)
+    (cancel,) = world.service.requests["CancelJob"]
+    assert cancel.name == f"projects/{TEST_PROJECT}/locations/{OTHER_LOCATION}/jobs/{there}"
+    # a one-region engine does not see it: that is why the resource lists every location
+    one = CloudBatchEngine(project=TEST_PROJECT, location=TEST_LOCATION, client=fresh.client)
+    assert [s.job_id for s in one.list_jobs(labels={"app": "robotoff-batch"})] == [here]
+
+
+def test_a_job_waiting_on_capacity_is_relaunched_once_per_alternative(world: World) -> None:
+    policy = {JT: FallbackPolicy(after_s=1800, alternatives=1)}
+    world.service.hold_in_queue(QUOTA)
+    (held,) = world.submit()
+    (slow,) = world.submit()  # QUEUED too, but no capacity or quota event
+    early = world.tick(None, fallbacks=policy)
+    assert not early.fallback_requests  # not waited long enough
+    later = time.time() + 3600
+    plan = world.tick(early.cache.encode(), fallbacks=policy, now=later)
+    (request,) = plan.fallback_requests
+    assert (request.job_id, request.origin, request.index) == (held, held, 1)
+    assert request.run_key == f"fallback-{held}-1" and "NVIDIA_L4_GPUS" in request.reason
+    again = world.tick(plan.cache.encode(), fallbacks=policy, now=later + 60)
+    assert not again.fallback_requests  # once
+    # the alternative's job waits on quota too: there is no second alternative, and the first
+    # job is replaced by it: nothing is requested again, even with the cursor lost
+    world.service.hold_in_queue(QUOTA)
+    labels = {"fallback-of": held, "fallback-index": "1"}
+    submit_in(world.engine, TEST_LOCATION, f"{held}-f1", **labels)
+    lost = world.tick(None, fallbacks=policy, now=later + 7200)
+    assert not lost.fallback_requests

@@ -87,6 +87,8 @@ NOT_IN_REQUEST = {
     "schedule": "creates a Dagster schedule",
     "max_pending_duration": "read by the follower: a job QUEUED/SCHEDULED longer is reported",
     "cancel_when_stuck": "read by the follower: cancels a job stuck past max_pending_duration",
+    "fallbacks": "alternatives: each merged onto resources, built into its fallback job's request",
+    "fallback_after": "read by the follower: when a job waiting on capacity falls back",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.assets.batch_job import build_batch_job, build_cancel_job
+from robotoff_batch.assets.fallback import build_fallback_job
 from robotoff_batch.assets.imports import build_imports
 from robotoff_batch.assets.launch import build_launch
 from robotoff_batch.follow import (
@@ -47,6 +48,8 @@ def build_job_type_definitions(registered: RegisteredJobType) -> dg.Definitions:
         tags={"job_type": jt.name, RUN_KIND_TAG: FINISH_KIND},
     )
     jobs: list[Any] = [*launch["jobs"], finish_job, build_cancel_job(registered, partitions)]
+    if registered.config.fallbacks:
+        jobs.append(build_fallback_job(registered, partitions))
     return dg.Definitions(
         assets=[*launch["assets"], *finish_assets],
         jobs=jobs,

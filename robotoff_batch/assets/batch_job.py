@@ -24,6 +24,7 @@ from robotoff_batch.cost import (
     job_facts,
     job_type_summary,
 )
+from robotoff_batch.fallback import FALLBACK_OF_LABEL, SUPERSEDED_TAG, chain_metadata
 from robotoff_batch.follow import (
     BATCH_JOB_ID_TAG,
     WORKER_TAG,
@@ -136,6 +137,25 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
             job_type=jt.name,
             log=context.log,
         )
+        superseded = context.run.tags.get(SUPERSEDED_TAG)
+        if superseded or FALLBACK_OF_LABEL in status.labels:
+            meta.update(chain_metadata(engine, status))
+        if superseded:
+            note = f"batch job {job_id} ended {status.state.value}, superseded by {superseded}"
+            context.log.warning(f"{note} (capacity fallback): not imported")
+            yield dg.MaterializeResult(
+                metadata={**meta, "superseded_by": dg.MetadataValue.text(superseded)},
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=CHECK_NAME,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.WARN,
+                        description=f"{note}: the capacity fallback's job runs instead",
+                        metadata={"state": status.state.value, "superseded_by": superseded},
+                    )
+                ],
+            )
+            return
         if status.state == JobState.SUCCEEDED:
             context.log.info(f"batch job {job_id} SUCCEEDED")
             yield dg.MaterializeResult(

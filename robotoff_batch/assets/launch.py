@@ -54,6 +54,14 @@ def run_job_id(context: dg.AssetExecutionContext, job_type: str) -> str:
     return make_job_id(job_type, launched_at=launched_at, nonce=context.run_id)
 
 
+def submit_or_fail(**kwargs: Any) -> tuple[Any, Any]:
+    """:func:`pipeline.submit_job`, its refusal a non-retried Dagster failure."""
+    try:
+        return pipeline.submit_job(**kwargs)
+    except pipeline.PipelineError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
 def preview_table(path: Path, rows: int = 5) -> dg.MetadataValue:
     """The first rows of a Parquet file, as a table (long texts cut)."""
     table = pq.ParquetFile(path).read_row_group(0).slice(0, rows)
@@ -167,7 +175,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         env = pipeline.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
         engine = batch_engine.get_engine()
         try:
-            status, request = pipeline.submit_job(
+            status, request = submit_or_fail(
                 engine=engine,
                 config=job_config,
                 job_type=jt.name,
@@ -176,8 +184,6 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 environment=env,
                 labels={OWNER_LABEL: context.run_id},
             )
-        except pipeline.PipelineError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
         except dg.DagsterExecutionInterruptedError:
             # The run was cancelled while submitting: leave no orphan job behind.
             context.log.warning(f"run cancelled during submission; cancelling {job_id}")

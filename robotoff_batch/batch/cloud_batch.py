@@ -7,9 +7,9 @@ What it does, and what the systems that came before learnt the hard way:
   (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, 429 ``RESOURCE_EXHAUSTED``) are retried with
   exponential backoff, so a lost response (the server created the job, the client saw a
   deadline) is retried, meets ``ALREADY_EXISTS`` and re-attaches: exactly one job exists.
-- :meth:`CloudBatchEngine.list_jobs` is ONE ``ListJobs`` call per poll, filtered by labels
-  server-side, whatever the number of jobs (one page of up to 1000 jobs); never a ``GetJob``
-  per job per tick.
+- :meth:`CloudBatchEngine.list_jobs` is ONE ``ListJobs`` call per followed region per poll,
+  filtered by labels server-side, whatever the number of jobs (one page of up to 1000 jobs);
+  never a ``GetJob`` per job per tick.
 - Status events are kept: a job can go QUEUED -> FAILED with no task at all (accelerator not
   available in the zone) or wait in SCHEDULED on a quota error that only the events show.
 - :meth:`CloudBatchEngine.get_job` adds per-task exit codes (``ListTasks``); Batch's own codes
@@ -32,11 +32,7 @@ A job deleted behind our back simply disappears from ``list_jobs``; ``get_job`` 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -46,16 +42,27 @@ from google.api_core.retry import Retry, if_exception_type
 from google.auth.credentials import Credentials
 from google.cloud import batch_v1
 
+from robotoff_batch.batch.cloud_batch_convert import (
+    _job_id_of,
+    _job_state,
+    _status_event,
+    _time,
+    labels_filter,
+    location_of,
+    request_id,
+    task_attempts,
+    task_status,
+)
 from robotoff_batch.batch.engine import (
     BatchEngineError,
     JobNotFoundError,
     JobState,
     JobStatus,
-    StatusEvent,
-    TaskAttempt,
     TaskStatus,
 )
 from robotoff_batch.batch.request import machine_of_job
+
+__all__ = ["CloudBatchEngine", "labels_filter", "make_retry", "request_id", "task_attempts"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +80,6 @@ SENSOR_EVALUATION_TIMEOUT_S = 60.0
 DEFAULT_RETRY_BUDGET_S = 25.0
 DEFAULT_ATTEMPT_TIMEOUT_S = 15.0
 DEFAULT_TASK_GROUP = "group0"
-
-# request_id of CancelJob / DeleteJob: a uuid5 of the job name, so that a retried call (ours,
-# or one whose response was lost) is recognised by Batch as the same request.
-_REQUEST_ID_NAMESPACE = uuid.UUID("5b0f8a3e-2f4c-5d7e-9a61-0c3b7e2d4f18")
-_NEW_STATE_RE = re.compile(r"\bfrom\s+([A-Z_]+)\s+to\s+([A-Z_]+)")
-_PLAIN_LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def make_retry(
@@ -98,117 +99,6 @@ def make_retry(
     )
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def labels_filter(labels: Mapping[str, str]) -> str:
-    """The ``ListJobs`` filter matching every label: ``labels.app="x" AND labels."job-type"="y"``.
-
-    Keys that are not plain identifiers (``job-type``, ``dagster-run-id``) are quoted, as the
-    AIP-160 filter grammar requires for a field name containing ``-``.
-    """
-    clauses = []
-    for key, value in sorted(labels.items()):
-        field = key if _PLAIN_LABEL_KEY.match(key) else _quote(key)
-        clauses.append(f"labels.{field}={_quote(value)}")
-    return " AND ".join(clauses)
-
-
-def _job_state(name: str) -> JobState:
-    try:
-        return JobState(name)
-    except ValueError:
-        return JobState.STATE_UNSPECIFIED
-
-
-def _time(message: Any, field: str) -> datetime | None:
-    """A proto-plus timestamp field, or None when unset."""
-    if field not in message:
-        return None
-    value = getattr(message, field)
-    return value if isinstance(value, datetime) and value.timestamp() > 0 else None
-
-
-def _status_event(event: batch_v1.StatusEvent) -> StatusEvent:
-    new_state: JobState | None = None
-    match = _NEW_STATE_RE.search(event.description or "")
-    if match and event.type_.upper().startswith("STATUS_CHANGED"):
-        new_state = _job_state(match.group(2))
-    exit_code = event.task_execution.exit_code if "task_execution" in event else None
-    return StatusEvent(
-        time=_time(event, "event_time") or datetime.fromtimestamp(0).astimezone(),
-        type=event.type_,
-        description=event.description,
-        new_state=new_state,
-        task_exit_code=exit_code,
-    )
-
-
-_TASK_NEW_STATE_RE = re.compile(r"\bto\s+([A-Z_]+)")
-# Task states in which a VM is busy with the task.
-_TASK_BUSY = frozenset({"ASSIGNED", "RUNNING"})
-
-
-def _task_state_of(event: batch_v1.StatusEvent) -> str | None:
-    """The task state an event moved the task to: its ``task_state``, else its description
-    ("Task state is updated from ASSIGNED to RUNNING on zones/..."); None when neither says."""
-    if "task_state" in event:
-        name = batch_v1.TaskStatus.State(event.task_state).name
-        if name != "STATE_UNSPECIFIED":
-            return name
-    match = _TASK_NEW_STATE_RE.search(event.description or "")
-    return match.group(1) if match else None
-
-
-def _event_timestamp(event: batch_v1.StatusEvent) -> float:
-    when = _time(event, "event_time")
-    return when.timestamp() if when is not None else 0.0
-
-
-def task_attempts(events: Sequence[batch_v1.StatusEvent]) -> list[TaskAttempt]:
-    """A task's attempts from its status events, oldest first. An attempt starts when a VM
-    takes the task (ASSIGNED, which includes pulling the image; RUNNING when no ASSIGNED was
-    reported) and ends at the next event that moves the task elsewhere (SUCCEEDED, FAILED, or
-    PENDING for a retry), which carries the exit code: the time its VM was busy with it.
-
-    An end seen without a start (events lost or trimmed) is an attempt with an unknown start;
-    an attempt not ended has no end (still running, or its end was not reported). A second
-    end of the same attempt (another event with its exit code) is not another attempt."""
-    attempts: list[TaskAttempt] = []
-    start: datetime | None = None
-    running = False
-    ended = False  # an attempt ended and no new one started since
-    for event in sorted(events, key=_event_timestamp):
-        when = _time(event, "event_time")
-        state = _task_state_of(event)
-        exit_code = event.task_execution.exit_code if "task_execution" in event else None
-        if state in _TASK_BUSY:
-            if not running:
-                start, running, ended = when, True, False
-            continue
-        if running and (state is not None or exit_code is not None):
-            attempts.append(TaskAttempt(len(attempts) + 1, start, when, exit_code))
-            start, running, ended = None, False, True
-        elif exit_code is not None and ended and attempts[-1].exit_code is None:
-            attempts[-1] = replace(attempts[-1], exit_code=exit_code)
-        elif exit_code is not None and not ended:
-            attempts.append(TaskAttempt(len(attempts) + 1, None, when, exit_code))
-            ended = True
-    if running:
-        attempts.append(TaskAttempt(len(attempts) + 1, start, None))
-    return attempts
-
-
-def _job_id_of(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def request_id(action: str, job_name: str) -> str:
-    """The deterministic ``request_id`` of ``action`` ("cancel", "delete") on ``job_name``."""
-    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{action}:{job_name}"))
-
-
 class CloudBatchEngine:
     """:class:`~robotoff_batch.batch.engine.BatchEngine` on Google Cloud Batch."""
 
@@ -222,10 +112,15 @@ class CloudBatchEngine:
         client: batch_v1.BatchServiceClient,
         retry: Retry | None = None,
         timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        locations: Sequence[str] = (),
     ) -> None:
-        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total."""
+        """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total.
+        ``location`` is the default region; ``locations`` the other regions jobs may run in
+        (capacity fallbacks): each is listed, so no job escapes the follower."""
         self.project = project
         self.location = location
+        self.locations = tuple(dict.fromkeys([location, *locations]))
+        self._where: dict[str, str] = {}  # job id -> its region, as last seen
         self.client = client
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
@@ -261,7 +156,9 @@ class CloudBatchEngine:
         return f"projects/{self.project}/locations/{self.location}"
 
     def job_name(self, job_id: str) -> str:
-        return f"{self.parent}/jobs/{job_id}"
+        """The job's resource name, in the region it was last seen in (else the default)."""
+        where = self._where.get(job_id, self.location)
+        return f"projects/{self.project}/locations/{where}/jobs/{job_id}"
 
     # -- BatchEngine ------------------------------------------------------------------------
 
@@ -276,6 +173,7 @@ class CloudBatchEngine:
         try:
             job = self.client.create_job(request=request, retry=self.retry, timeout=self.timeout)
         except api_exceptions.Conflict:
+            # (the deterministic id of a capacity fallback meets this too: one job per alternative)
             # ALREADY_EXISTS: a retried submission (ours, or a lost response's retry).
             logger.info("Job %s already exists: re-attaching to it", request.job_id)
             existing = self._get(name, with_tasks=False)
@@ -298,9 +196,15 @@ class CloudBatchEngine:
         return self._to_status(job)
 
     def list_jobs(self, *, labels: Mapping[str, str]) -> list[JobStatus]:
-        """Every job carrying ``labels``: one ``ListJobs`` call (one page of 1000 jobs)."""
+        """Every job carrying ``labels``: one ``ListJobs`` call (one page of 1000 jobs) per
+        followed region."""
+        return [status for where in self.locations for status in self._list_in(where, labels)]
+
+    def _list_in(self, where: str, labels: Mapping[str, str]) -> list[JobStatus]:
         request = batch_v1.ListJobsRequest(
-            parent=self.parent, filter=labels_filter(labels), page_size=LIST_PAGE_SIZE
+            parent=f"projects/{self.project}/locations/{where}",
+            filter=labels_filter(labels),
+            page_size=LIST_PAGE_SIZE,
         )
         try:
             pager = self.client.list_jobs(request=request, retry=self.retry, timeout=self.timeout)
@@ -312,13 +216,14 @@ class CloudBatchEngine:
                     logger.warning("ListJobs: unreachable locations %s", list(page.unreachable))
                 statuses.extend(self._to_status(job) for job in page.jobs)
         except api_exceptions.GoogleAPICallError as exc:
-            raise BatchEngineError(f"ListJobs failed: {exc.code} {exc.message}") from exc
+            raise BatchEngineError(f"ListJobs in {where} failed: {exc.code} {exc.message}") from exc
         except api_exceptions.RetryError as exc:
             raise BatchEngineError(f"Cloud Batch unreachable while listing jobs: {exc}") from exc
         if pages > 1:
             logger.warning(
-                "ListJobs for %s needed %d calls (%d jobs): old jobs should be deleted",
+                "ListJobs for %s in %s needed %d calls (%d jobs): old jobs should be deleted",
                 dict(labels),
+                where,
                 pages,
                 len(statuses),
             )
@@ -326,7 +231,7 @@ class CloudBatchEngine:
 
     def get_job(self, *, job_id: str) -> JobStatus:
         """The job with its status events and per-task exit codes; JobNotFoundError if gone."""
-        return self._get(self.job_name(job_id), with_tasks=True)
+        return self._find(job_id, with_tasks=True)
 
     def cancel(self, *, job_id: str) -> None:
         """``CancelJob``: Batch stops the tasks, the job ends CANCELLED and stays listed.
@@ -336,12 +241,12 @@ class CloudBatchEngine:
         refused (PERMISSION_DENIED: the role lacks ``batch.jobs.cancel``) or unknown
         (UNIMPLEMENTED), the job is deleted instead, which also stops it.
         """
-        name = self.job_name(job_id)
         try:
-            current = self._get(name, with_tasks=False)
+            current = self._find(job_id, with_tasks=False)
         except JobNotFoundError:
             logger.info("Job %s is already gone", job_id)
             return
+        name = self.job_name(job_id)
         if current.state.is_terminal or current.state.is_stopping:
             # Never re-sent: Batch is already stopping it (or it has stopped).
             logger.info("Job %s is %s: no cancel request sent", job_id, current.state.value)
@@ -373,7 +278,7 @@ class CloudBatchEngine:
     def logs_uri(self, *, job_id: str) -> str:
         """The Cloud Logging query of the job's logs (by uid), or its Batch console page."""
         try:
-            status = self._get(self.job_name(job_id), with_tasks=False)
+            status = self._find(job_id, with_tasks=False)
         except (JobNotFoundError, BatchEngineError):
             return self.console_uri(job_id)
         return status.log_uri or self.console_uri(job_id)
@@ -387,7 +292,8 @@ class CloudBatchEngine:
 
     def console_uri(self, job_id: str) -> str:
         return (
-            f"https://console.cloud.google.com/batch/jobsDetail/regions/{self.location}/jobs/"
+            "https://console.cloud.google.com/batch/jobsDetail/regions/"
+            f"{self._where.get(job_id, self.location)}/jobs/"
             f"{job_id}/details?project={self.project}"
         )
 
@@ -417,6 +323,21 @@ class CloudBatchEngine:
             raise BatchEngineError(f"Cloud Batch unreachable while deleting {job_id}") from exc
         logger.info("Deletion of job %s requested", job_id)
 
+    def _find(self, job_id: str, *, with_tasks: bool) -> JobStatus:
+        """The job in the region it was last seen in, else in each followed region in turn
+        (one ``GetJob`` when the region is known)."""
+        known = self._where.get(job_id)
+        order = [*([known] if known else []), *(w for w in self.locations if w != known)]
+        missing: JobNotFoundError | None = None
+        for where in order:
+            name = f"projects/{self.project}/locations/{where}/jobs/{job_id}"
+            try:
+                return self._get(name, with_tasks=with_tasks)
+            except JobNotFoundError as exc:
+                missing = exc
+        assert missing is not None
+        raise missing
+
     def _get(self, name: str, *, with_tasks: bool) -> JobStatus:
         try:
             job = self.client.get_job(name=name, retry=self.retry, timeout=self.timeout)
@@ -440,22 +361,7 @@ class CloudBatchEngine:
             for task in self.client.list_tasks(
                 request=request, retry=self.retry, timeout=self.timeout
             ):
-                executions = [
-                    e.task_execution.exit_code
-                    for e in task.status.status_events
-                    if "task_execution" in e
-                ]
-                index_text = _job_id_of(task.name)
-                runs = tuple(task_attempts(task.status.status_events))
-                tasks.append(
-                    TaskStatus(
-                        index=int(index_text) if index_text.isdigit() else len(tasks),
-                        state=task.status.state.name,
-                        exit_code=executions[-1] if executions else None,
-                        attempts=len(runs) or len(executions),
-                        runs=runs,
-                    )
-                )
+                tasks.append(task_status(task, len(tasks)))
         except api_exceptions.NotFound:
             return []
         except (api_exceptions.GoogleAPICallError, api_exceptions.RetryError) as exc:
@@ -465,6 +371,9 @@ class CloudBatchEngine:
 
     def _to_status(self, job: batch_v1.Job, *, tasks: Sequence[TaskStatus] = ()) -> JobStatus:
         state = _job_state(job.status.state.name) if "status" in job else JobState.QUEUED
+        where = location_of(job.name)
+        if where:
+            self._where[_job_id_of(job.name)] = where
         return JobStatus(
             job_id=_job_id_of(job.name),
             state=state,
@@ -476,4 +385,5 @@ class CloudBatchEngine:
             log_uri=self.logging_uri(job.uid) if job.uid else None,
             uid=job.uid or None,
             machine=machine_of_job(job),
+            location=where,
         )

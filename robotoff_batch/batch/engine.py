@@ -150,6 +150,8 @@ class JobStatus:
     uid: str | None = None
     # The job's machine (allocation policy); None where the engine does not say.
     machine: MachineSpec | None = None
+    # The region the job is in (Cloud Batch); None where the engine has none.
+    location: str | None = None
 
     @property
     def failure_summary(self) -> str:
@@ -204,6 +206,16 @@ class JobStatus:
         if start is None or end is None:
             return None
         return max(0.0, (end - start).total_seconds())
+
+
+def followed_locations(engine: object) -> tuple[str, ...]:
+    """The regions an engine lists (``locations`` where it has several, else its one
+    ``location``); empty for an engine without regions (the local runner)."""
+    many = getattr(engine, "locations", None)
+    if many:
+        return tuple(many)
+    one = getattr(engine, "location", None)
+    return (one,) if one else ()
 
 
 class BatchEngineError(RuntimeError):

@@ -71,13 +71,21 @@ def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str,
     return lines
 
 
+def field_path(loc: tuple[str, ...]) -> str:
+    """``("fallbacks", "0", "location")`` -> ``fallbacks[0].location``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text
+
+
 def _problems_from(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[Problem]:
     problems = []
     for err in error.errors():
         loc = tuple(str(part) for part in err["loc"])
         ctx = err.get("ctx") or {}
-        if "field" in ctx:  # cross-field rule: name the field it is about
-            loc = (*loc, str(ctx["field"]))
+        if "field" in ctx:  # cross-field rule: name the field it is about (a dotted path)
+            loc = (*loc, *str(ctx["field"]).split("."))
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown field (not part of the job configuration; check its spelling)"
@@ -92,7 +100,7 @@ def _problems_from(error: ValidationError, lines: dict[tuple[str, ...], int]) ->
             line = lines.get(loc[:depth])
             if line:
                 break
-        problems.append(Problem(field=".".join(loc), line=line, message=message))
+        problems.append(Problem(field=field_path(loc), line=line, message=message))
     return problems
 
 

@@ -145,6 +145,20 @@ class CloudBatchEngineResource(BatchEngineResource):
     api_endpoint: str | None = Field(
         default=None, description="Override of the Batch API endpoint (e.g. a regional one)."
     )
+    extra_locations: list[str] | None = Field(
+        default=None,
+        description="Other regions the sensor lists (one ListJobs each). Default: every "
+        "location of the job configs (resources and fallbacks), so no job runs unfollowed.",
+    )
+
+    def followed_locations(self) -> list[str]:
+        """gcp_location first, then the other regions jobs may run in."""
+        extra = self.extra_locations
+        if extra is None:
+            from robotoff_batch.job_types import load_registry
+
+            extra = [where for r in load_registry().values() for where in r.config.locations]
+        return list(dict.fromkeys([self.gcp_location, *extra]))
 
     @property
     def kind(self) -> str:
@@ -170,6 +184,7 @@ class CloudBatchEngineResource(BatchEngineResource):
             location=self.gcp_location,
             api_endpoint=self.api_endpoint,
             credentials=credentials,
+            locations=self.followed_locations(),
         )
 
 

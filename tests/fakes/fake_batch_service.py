@@ -202,6 +202,8 @@ class FakeBatchService:
         self._job_faults: dict[tuple[str, str], grpc.StatusCode] = {}
         self._next_allocation_failure: deque[str] = deque()
         self._next_quota_hold: deque[str] = deque()
+        self._held_locations: dict[str, str] = {}  # location -> quota event of its jobs
+        self._capacity_on_cancel: set[str] = set()
         self._records: dict[str, _Record] = {}
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
@@ -257,6 +259,25 @@ class FakeBatchService:
         """The next created job stays QUEUED, never scheduled, with a quota event saying why
         (as a job waiting for GPU quota does on Batch, for hours)."""
         self._next_quota_hold.append(description)
+
+    def hold_location(self, location: str, description: str) -> None:
+        """Every job created in ``location`` stays QUEUED with this quota event (a region that
+        never allocates)."""
+        self._held_locations[location] = description
+
+    def release_hold(self, job_id: str) -> None:
+        """The held job gets capacity now: its tasks go to the backend and run."""
+        with self._lock:
+            record = self._records[self._find(job_id)]
+            record.held_by_quota = None
+            record.on_backend = self.backend is not None
+        if record.on_backend and self.backend is not None:
+            self.backend.submit(request=record.request)
+
+    def capacity_on_cancel(self, job_id: str) -> None:
+        """The held job gets capacity just as its CancelJob arrives: it is released and has
+        started (RUNNING on the backend) when the cancel is handled."""
+        self._capacity_on_cancel.add(job_id)
 
     def age_job(self, job_id: str, seconds: float) -> None:
         """Move a job's creation time ``seconds`` back (it has waited that much longer)."""
@@ -392,6 +413,7 @@ class FakeBatchService:
                 self._next_allocation_failure.popleft() if self._next_allocation_failure else None
             )
             held = self._next_quota_hold.popleft() if self._next_quota_hold else None
+            held = held or self._held_locations.get(request.parent.split("/")[3])
             record = _Record(
                 job=job,
                 request=request,
@@ -485,6 +507,14 @@ class FakeBatchService:
         )
 
     def _cancel_job(self, request: batch_v1.CancelJobRequest) -> operations_pb2.Operation:
+        job_id = request.name.rsplit("/", 1)[-1]
+        if job_id in self._capacity_on_cancel and self.backend is not None:
+            self._capacity_on_cancel.discard(job_id)
+            self.release_hold(job_id)
+            deadline = time.monotonic() + 30
+            while self.backend.get_job(job_id=job_id).state.value != "RUNNING":
+                assert time.monotonic() < deadline, f"{job_id} did not start"
+                time.sleep(0.05)
         with self._lock:
             name = self._find(request.name)
             record = self._records[name]
@@ -615,9 +645,10 @@ class FakeBatchService:
         if record.cancelled_at is not None:
             cancelling = observations - record.cancelled_at <= self.stopping_observations
             events = [
+                *record.events,  # Batch keeps the history (a held job's quota event)
                 _event(
                     f"Job state is set from QUEUED to CANCELLATION_IN_PROGRESS for job {job.name}."
-                )
+                ),
             ]
             if not cancelling:
                 events.append(
@@ -707,7 +738,10 @@ class EmulatedCloudBatchEngineResource(CloudBatchEngineResource):
         channel = grpc.insecure_channel(self.emulator_host)
         client = batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
         return CloudBatchEngine(
-            project=self.gcp_project or "emulator", location=self.gcp_location, client=client
+            project=self.gcp_project or "emulator",
+            location=self.gcp_location,
+            client=client,
+            locations=self.followed_locations(),
         )
 
 

@@ -1,0 +1,209 @@
+"""Capacity fallback end to end: the real code location (sensor, launch, fallback and finish
+runs), the real BatchServiceClient against the gRPC fake (a region that never allocates, one
+that runs the real spellcheck container through the local runner), and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from robotoff_batch.batch.engine import JobNotFoundError, JobState
+from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.config.loader import load_job_configs
+from robotoff_batch.definitions import build_definitions
+from robotoff_batch.job_types import load_registry
+from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
+from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+from tests.fakes.fake_batch_service import (
+    EmulatedCloudBatchEngineResource,
+    FakeBatchService,
+    emulated_cloud_resources,
+    running_fake_batch_service,
+)
+from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
+from tests.test_e2e import db_rows, failure_text, launch, launched_job_id, run_request, tick
+
+JOB_TYPE = "ingredients-spellcheck"
+IMAGE = "europe-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck:0.1.0"
+FALLBACK_LOCATION = "europe-west1"
+QUOTA = (
+    "Quota checking process decides to delay scheduling for the job due to inadequate "
+    "quota [Quota: NVIDIA_L4_GPUS, limit: 0, usage: 0, wanted: 1]."
+)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_db: str) -> Iterator[Any]:
+    """(defs, instance, resources, fake service): the spellcheck config with one alternative
+    in europe-west1, and europe-west4 never allocating."""
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S", "0")
+    data = yaml.safe_load((JOB_CONFIGS_DIR / f"{JOB_TYPE}.yaml").read_text())
+    data["resources"]["container_image_uri"] = IMAGE  # multi-region: readable in both
+    data["fallback_after"] = "30m"
+    subnet = f"projects/robotoff/regions/{FALLBACK_LOCATION}/subnetworks/default"
+    data["fallbacks"] = [{"location": FALLBACK_LOCATION, "subnetwork": subnet}]
+    path = tmp_path / "job_configs" / f"{JOB_TYPE}.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    registry = load_registry(load_job_configs([path]))
+    lexicon, _ = cached_lexicon(str(SAMPLE_DATA_DIR / "food_sample_2026.parquet"))
+    command = [*registry[JOB_TYPE].job_type.local_command, "--lexicon", lexicon.as_uri()]
+    backend = LocalBatchEngine(state_dir=tmp_path / "vms", commands_by_image={IMAGE: command})
+    with running_fake_batch_service(backend=backend) as service, dg.instance_for_test() as inst:
+        service.hold_location(TEST_LOCATION, QUOTA)
+        resources = emulated_cloud_resources(service.address, pg_db)
+        resources["batch_engine"] = EmulatedCloudBatchEngineResource(
+            gcp_project=TEST_PROJECT,
+            gcp_location=TEST_LOCATION,
+            emulator_host=service.address,
+            extra_locations=registry[JOB_TYPE].config.locations,
+        )
+        defs = build_definitions(resources=resources, registry=list(registry.values()))
+        yield defs, inst, resources, service
+        for name in service.job_names():
+            backend.cancel(job_id=name.rsplit("/", 1)[-1])
+
+
+def launch_until_fallback(world: Any) -> tuple[str, dg.RunRequest, str | None]:
+    """Launch a job (held in europe-west4), let it wait past fallback_after: the sensor asks
+    for its fallback run."""
+    defs, instance, resources, service = world
+    result = launch(defs, instance, limit=15)
+    assert result.success, failure_text(result)
+    first = launched_job_id(result)
+    early = tick(defs, instance, resources, None)
+    assert not [r for r in early.run_requests if r.job_name.startswith("fallback_")]
+    service.age_job(first, 31 * 60)
+    due = tick(defs, instance, resources, early.cursor)
+    (request,) = due.run_requests
+    assert request.job_name == "fallback_ingredients_spellcheck"
+    assert request.run_key == f"fallback-{first}-1" and request.partition_key == first
+    return first, request, due.cursor
+
+
+def follow_to_the_end(world: Any, cursor: str | None, job_ids: set[str]) -> dict[str, Any]:
+    """Tick, running each finish run requested, until every one of ``job_ids`` has had one."""
+    defs, instance, resources, _ = world
+    finished: dict[str, Any] = {}
+    for _ in range(400):
+        result = tick(defs, instance, resources, cursor)
+        cursor = result.cursor
+        for request in result.run_requests:
+            assert request.job_name.startswith("finish_"), request
+            finished[request.partition_key] = run_request(defs, instance, request)
+        if job_ids <= set(finished):
+            return finished
+        time.sleep(0.25)
+    raise AssertionError(f"finish runs of {job_ids - set(finished)} never requested")
+
+
+def imports(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        return [r[0] for r in conn.execute("SELECT batch_job_id FROM batch_job_import")]
+
+
+def latest_meta(instance: dg.DagsterInstance, job_id: str) -> dict[str, Any]:
+    event = instance.get_latest_materialization_event(
+        dg.AssetKey(["ingredients_spellcheck", "batch_job"])
+    )
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["ingredients_spellcheck", "batch_job"]),
+            asset_partitions=[job_id],
+        ),
+        limit=1,
+    ).records
+    assert event is not None and records
+    mat = records[0].asset_materialization
+    assert mat is not None
+    return dict(mat.metadata)
+
+
+def env_of(service: FakeBatchService, job_id: str) -> dict[str, str]:
+    (created,) = [r for r in service.requests["CreateJob"] if r.job_id == job_id][:1]
+    return dict(created.job.task_groups[0].task_spec.environment.variables)
+
+
+def test_a_job_stuck_on_capacity_completes_in_the_fallback_location(world: Any, pg_db: str) -> None:
+    defs, instance, resources, service = world
+    first, request, cursor = launch_until_fallback(world)
+    new = f"{first}-f1"
+    relaunched = run_request(defs, instance, request)
+    assert relaunched.success, failure_text(relaunched)
+    engine = resources["batch_engine"].get_engine()
+    assert engine.get_job(job_id=new).location == FALLBACK_LOCATION
+    # a retried fallback run re-attaches: at most one job per alternative
+    again = run_request(defs, instance, dg.RunRequest(**{**request._asdict(), "run_key": "again"}))
+    assert again.success, failure_text(again)
+    assert [n for n in service.job_names() if n.endswith(f"/jobs/{new}")] == [
+        f"projects/{TEST_PROJECT}/locations/{FALLBACK_LOCATION}/jobs/{new}"
+    ]
+    assert [r.job_id for r in service.requests["CreateJob"]] == [first, new, new]
+    # the same staged input, no re-extraction (one launch run); its own output folder
+    assert env_of(service, new)["INPUT_FILE_PATH"] == env_of(service, first)["INPUT_FILE_PATH"]
+    assert f"/{new}/output" in env_of(service, new)["OUTPUT_FILE_PATH"]
+    launches = instance.get_run_records(dg.RunsFilter(job_name="launch_ingredients_spellcheck"))
+    assert len(launches) == 1
+
+    finished = follow_to_the_end(world, cursor, {first, new})
+    assert engine.get_job(job_id=first).state == JobState.CANCELLED
+    assert engine.get_job(job_id=new).state == JobState.SUCCEEDED
+    assert finished[first].success and finished[new].success, failure_text(finished[new])
+    assert imports(pg_db) == [new]  # exactly one import
+    assert db_rows(pg_db, new) and not db_rows(pg_db, first)
+    # the chain, on both partitions
+    meta = latest_meta(instance, new)
+    assert meta["fallback_of"].value == first
+    rows = [r.data for r in meta["chain"].value.records]
+    assert [(r["batch job"], r["location"], r["state"]) for r in rows] == [
+        (first, TEST_LOCATION, "CANCELLED"),
+        (new, FALLBACK_LOCATION, "SUCCEEDED"),
+    ]
+    assert "NVIDIA_L4_GPUS" in rows[0]["why it moved on"]
+    assert latest_meta(instance, first)["superseded_by"].value == new
+
+
+def test_the_first_job_starting_as_the_fallback_fires_runs_exactly_one_job(
+    world: Any, pg_db: str
+) -> None:
+    """The first job gets capacity just as the fallback run cancels it: it is cancelled, the
+    fallback job runs; one job SUCCEEDS, one import."""
+    defs, instance, resources, service = world
+    first, request, cursor = launch_until_fallback(world)
+    new = f"{first}-f1"
+    service.capacity_on_cancel(first)
+    relaunched = run_request(defs, instance, request)
+    assert relaunched.success, failure_text(relaunched)
+    finished = follow_to_the_end(world, cursor, {first, new})
+    engine = resources["batch_engine"].get_engine()
+    states = {j: engine.get_job(job_id=j).state for j in (first, new)}
+    assert states == {first: JobState.CANCELLED, new: JobState.SUCCEEDED}
+    assert all(r.success for r in finished.values())
+    assert imports(pg_db) == [new]
+
+
+def test_a_job_that_started_before_the_fallback_run_is_left_to_run(world: Any, pg_db: str) -> None:
+    """The first job starts between the sensor's request and the fallback run: the run submits
+    nothing, the first job completes and is the one import."""
+    defs, instance, resources, service = world
+    first, request, cursor = launch_until_fallback(world)
+    service.release_hold(first)
+    engine = resources["batch_engine"].get_engine()
+    deadline = time.monotonic() + 60
+    while engine.get_job(job_id=first).state != JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    relaunched = run_request(defs, instance, request)
+    assert relaunched.success, failure_text(relaunched)
+    with pytest.raises(JobNotFoundError):
+        engine.get_job(job_id=f"{first}-f1")
+    finished = follow_to_the_end(world, cursor, {first})
+    assert finished[first].success and imports(pg_db) == [first]
