@@ -246,6 +246,7 @@ def follow(
     _report_stuck(engine, plan, statuses, job_type_of, pending_limits or {}, now)
     plan_fallbacks(plan, statuses, job_type_of, fallbacks or {}, now)
     replaced = supersessions(statuses)
+    _cancel_superseded(engine, plan, statuses, replaced)
     _settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s, replaced)
 
     # Forget what neither the engine nor Dagster knows any more.
@@ -294,14 +295,39 @@ def _cancel_for_cancelled_owners(
     cancelled = _safe(plan, "read run statuses", lambda: storage.cancelled_runs(owners), set())
     for run_id in sorted(cancelled):
         job_id = owners[run_id]
-        try:
-            engine.cancel(job_id=job_id)
-        except Exception as exc:
-            plan.error(job_id, f"cancel failed ({type(exc).__name__}: {exc}); retried next tick")
+        if not _send_cancel(engine, plan, job_id, "cancel failed"):
             continue
-        c.cancel_sent.add(job_id)
-        plan.cancelled.append(job_id)
         plan.log(logging.WARNING, f"{job_id}: cancelled, its Dagster run {run_id} was cancelled")
+
+
+def _send_cancel(engine: BatchEngine, plan: FollowPlan, job_id: str, failure: str) -> bool:
+    """Cancel ``job_id``, recorded in the cursor so it is sent once; False (logged, tried
+    again next tick) when the call failed."""
+    try:
+        engine.cancel(job_id=job_id)
+    except Exception as exc:
+        plan.error(job_id, f"{failure} ({type(exc).__name__}: {exc}); retried next tick")
+        return False
+    plan.cache.cancel_sent.add(job_id)
+    plan.cancelled.append(job_id)
+    return True
+
+
+def _cancel_superseded(
+    engine: BatchEngine,
+    plan: FollowPlan,
+    statuses: Mapping[str, JobStatus],
+    replaced: Mapping[str, str],
+) -> None:
+    """Cancel, once, a job a capacity fallback replaced that still waits or runs (the fallback
+    run's own cancel failed, or came before the job was listed): the chain runs one job."""
+    c = plan.cache
+    for job_id, by in sorted(replaced.items()):
+        status = statuses[job_id]
+        if status.state.is_terminal or status.state.is_stopping or job_id in c.cancel_sent:
+            continue
+        if _send_cancel(engine, plan, job_id, "cancel failed"):
+            plan.log(logging.WARNING, f"{job_id}: cancelled, superseded by {by}")
 
 
 def _report_stuck(
@@ -328,14 +354,9 @@ def _report_stuck(
         plan.stuck[job_id] = reason
         action = "left waiting (cancel_when_stuck: false)"
         if limit.cancel and job_id not in c.cancel_sent:
-            try:
-                engine.cancel(job_id=job_id)
-            except Exception as exc:
+            if not _send_cancel(engine, plan, job_id, "stuck, cancel failed"):
                 c.stuck.discard(job_id)  # reported and cancelled again next tick
-                plan.error(job_id, f"stuck, cancel failed ({type(exc).__name__}: {exc})")
                 continue
-            c.cancel_sent.add(job_id)
-            plan.cancelled.append(job_id)
             action = "cancelled (cancel_when_stuck: true)"
         plan.log(logging.WARNING, f"{job_id}: stuck, {action}: {reason}")
         plan.observations.append(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import grpc
 import psycopg
 import pytest
 import yaml
@@ -207,3 +208,23 @@ def test_a_job_that_started_before_the_fallback_run_is_left_to_run(world: Any, p
         engine.get_job(job_id=f"{first}-f1")
     finished = follow_to_the_end(world, cursor, {first})
     assert finished[first].success and imports(pg_db) == [first]
+
+
+def test_a_replaced_job_whose_cancel_failed_is_cancelled_by_the_follower(
+    world: Any, pg_db: str
+) -> None:
+    """The fallback run submitted the new job but its cancel of the first one failed: the
+    follower cancels the replaced job itself, so the chain still runs one job."""
+    defs, instance, resources, service = world
+    first, request, cursor = launch_until_fallback(world)
+    new = f"{first}-f1"
+    service.fail_calls_for_job("CancelJob", first, grpc.StatusCode.INTERNAL)
+    run_request(defs, instance, request)
+    engine = resources["batch_engine"].get_engine()
+    assert engine.get_job(job_id=new).location == FALLBACK_LOCATION
+    assert engine.get_job(job_id=first).state == JobState.QUEUED  # still waiting, not cancelled
+    service.clear_job_faults()
+    finished = follow_to_the_end(world, cursor, {first, new})
+    states = {j: engine.get_job(job_id=j).state for j in (first, new)}
+    assert states == {first: JobState.CANCELLED, new: JobState.SUCCEEDED}
+    assert finished[first].success and imports(pg_db) == [new]

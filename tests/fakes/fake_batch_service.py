@@ -244,6 +244,10 @@ class FakeBatchService:
         """Every call of ``method`` about this job fails with ``code`` (until the fake stops)."""
         self._job_faults[(method, job_id)] = code
 
+    def clear_job_faults(self) -> None:
+        """Calls about every job are answered again."""
+        self._job_faults.clear()
+
     def lose_next_response(
         self, method: str = "CreateJob", code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
     ) -> None:
