@@ -47,7 +47,7 @@ from spellcheck_job.wordfreq_cpu import WordFreqSpellchecker, general_lists  # n
 from benchmarks.common import RESULTS_DIR, proc_status_bytes, run_worker, write_report  # noqa: E402
 from benchmarks.spellcheck_metric import evaluate  # noqa: E402
 from benchmarks.spellcheck_synthetic import synthetic_rows  # noqa: E402
-from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon  # noqa: E402
+from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon  # noqa: E402
 from robotoff_batch.paths import PROJECT_ROOT  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,9 @@ from robotoff_batch.batch.engine import (
     JobNotFoundError,
     JobState,
 )
-from robotoff_batch.batch.local_runner import LocalBatchEngine
-from robotoff_batch.batch.local_supervisor import (
-    process_start_ticks,
-    read_state,
-    set_job_state,
-    updating,
-)
+from robotoff_batch.batch.local import LocalBatchEngine
+from robotoff_batch.batch.local.process import process_start_ticks
+from robotoff_batch.batch.local.state import read_state, set_job_state, updating
 from tests.fakes.counting_engine import CountingLocalBatchEngine
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -213,8 +209,8 @@ def test_retries_until_success(engine: LocalBatchEngine, out_dir: Path) -> None:
     assert len(retried) == 2 and all("retrying" in e.description for e in retried)
     logs = engine.job_dir("flaky-ok") / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [f"task-0-attempt-{n}.log" for n in (1, 2, 3)]
-    history = read_state(engine.job_dir("flaky-ok"))["tasks"][0]["history"]
-    assert [(h["attempt"], h["exit_code"]) for h in history] == [(1, 7), (2, 7), (3, 0)]
+    history = read_state(engine.job_dir("flaky-ok")).tasks[0].history
+    assert [(h.attempt, h.exit_code) for h in history] == [(1, 7), (2, 7), (3, 0)]
 
 
 def test_retries_exhausted_fail_the_job(engine: LocalBatchEngine, out_dir: Path) -> None:
@@ -337,7 +333,7 @@ def test_cancel_kills_tasks_and_ends_cancelled(engine: LocalBatchEngine, out_dir
     wait_for(lambda: all((out_dir / f"pids-{i}").exists() for i in range(2)))
     assert engine.get_job(job_id="to-cancel").state is JobState.RUNNING
     pids = [int(p) for i in range(2) for p in (out_dir / f"pids-{i}").read_text().split()]
-    supervisor_pid = read_state(engine.job_dir("to-cancel"))["supervisor"]["pid"]
+    supervisor_pid = read_state(engine.job_dir("to-cancel")).supervisor.pid
     assert all(pid_alive(p) for p in [*pids, supervisor_pid])
 
     engine.cancel(job_id="to-cancel")
@@ -374,7 +370,8 @@ def test_cancel_kills_tasks_and_ends_cancelled(engine: LocalBatchEngine, out_dir
 @contextlib.contextmanager
 def paused_supervisor(job_dir: Path) -> Iterator[int]:
     """SIGSTOP the job's supervisor while it does not hold the job's lock; SIGCONT on exit."""
-    pid: int = read_state(job_dir)["supervisor"]["pid"]
+    pid = read_state(job_dir).supervisor.pid
+    assert pid is not None
     with open(job_dir / "lock", "a+b") as lock:
         for _ in range(100):
             os.kill(pid, signal.SIGSTOP)
@@ -461,7 +458,7 @@ def test_dead_supervisor_fails_the_job(engine: LocalBatchEngine, out_dir: Path) 
     )
     wait_for(lambda: (out_dir / "pids-0").exists())
     pids = [int(p) for p in (out_dir / "pids-0").read_text().split()]
-    supervisor_pid = read_state(engine.job_dir("orphan"))["supervisor"]["pid"]
+    supervisor_pid = read_state(engine.job_dir("orphan")).supervisor.pid
     os.kill(supervisor_pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(supervisor_pid))
     status = engine.get_job(job_id="orphan")
@@ -534,7 +531,7 @@ def test_task_gets_only_what_cloud_batch_would_give(
     engine: LocalBatchEngine, out_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not the orchestrator's environment: its credentials and connection strings stay out."""
-    from robotoff_batch.batch.local_supervisor import IMAGE_ENVIRONMENT, TASK_INHERITED_VARIABLES
+    from robotoff_batch.batch.local.spec import IMAGE_ENVIRONMENT, TASK_INHERITED_VARIABLES
 
     monkeypatch.setenv("GOOGLE_CREDENTIALS", "eyJrZXkiOiAic2VjcmV0In0=")
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", "postgresql://robotoff:pw@db/robotoff")

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch.job_types.spellcheck_lexicon import build_lexicon
+from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.paths import CONTAINERS_DIR, SAMPLE_DATA_DIR
 from tests.fakes.gcs_emulator import RunningEmulator
 

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch.job_types.spellcheck_lexicon import LEXICON_SCHEMA, build_lexicon
+from robotoff_batch.job_types.ingredients_spellcheck.lexicon import LEXICON_SCHEMA, build_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 
 DATA = SAMPLE_DATA_DIR

@@ -131,7 +131,7 @@ class LocalBatchEngineResource(BatchEngineResource):
         return {**self.job_type_commands, **(self.local_commands or {})}
 
     def build_engine(self) -> BatchEngine:
-        from robotoff_batch.batch.local_runner import LocalBatchEngine
+        from robotoff_batch.batch.local import LocalBatchEngine
 
         state = Path(self.state_dir) if self.state_dir else home_dir() / "local-batch"
         return LocalBatchEngine(state_dir=state, commands_by_image=self._commands())

@@ -6,7 +6,7 @@ Each text is corrected with its own language (``lang``), from two sources merged
   cached in ``data/wordfreq_lexicon.parquet``, see ``wordlists.py``): what "a word of the
   language" means and how common it is;
 * the **food lexicon** (words of the dump's taxonomy-known ingredients, per product language,
-  with counts: ``robotoff_batch/job_types/spellcheck_lexicon.py``). A food word is never
+  with counts: ``robotoff_batch/job_types/ingredients_spellcheck/lexicon.py``). A food word is never
   changed, whatever its language (E-numbers, additive and ingredient names stay), and it is a
   preferred correction target.
 

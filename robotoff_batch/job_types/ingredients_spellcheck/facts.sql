@@ -3,7 +3,7 @@
 --   $dump_path   VARCHAR  the OFF Parquet dump the input was extracted from
 --   $input_path  VARCHAR  the job's input.parquet
 -- {brands} and {unique_scans_n} are replaced by the store of constant fragments in
--- ingredients_spellcheck.py (NULL when an older or test dump lacks the column).
+-- imports.py (NULL when an older or test dump lacks the column).
 SELECT
     CAST(p.code AS VARCHAR) AS code,
     CAST(p.lang AS VARCHAR) AS lang,

@@ -1,108 +1,29 @@
-"""``robotoff-batch doctor``: a read-only production preflight, one line per check.
-
-Before the first real job, each of these can fail, and each fails the job differently (a
-refused CreateJob, a job stuck SCHEDULED, a VM that cannot pull its image). The doctor checks
-them with the production settings (``ROBOTOFF_BATCH_*`` and the job configs), changes nothing
-but one probe object it creates and removes, and says for each failure how to fix it:
-
-- the credentials load (``GOOGLE_CREDENTIALS`` or ADC), and whose they are;
-- the project (``ROBOTOFF_BATCH_GCP_PROJECT``, required) and region
-  (``ROBOTOFF_BATCH_GCP_LOCATION``, a Batch region, the one every job config runs in);
-- the staging bucket is writable and readable: a probe object is created (create-only),
-  read back, compared and deleted;
-- ``ListJobs`` is permitted in the project and region;
-- the launcher may act as each job config's service account (``iam.serviceAccounts.actAs``,
-  asked with IAM ``testIamPermissions``): without it CreateJob is PERMISSION_DENIED;
-- each job config's image reference is well formed, pinned (a tag other than ``latest``, or a
-  digest), and an Artifact Registry image of this project in the jobs' region.
-
-Every check runs against injected clients (the CLI builds the real ones), so the tests run it
-against the GCS emulator, the fake Batch service and a fake IAM endpoint.
-"""
+"""The doctor's checks, in order: credentials, project, region, bucket, ListJobs, actAs, images."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any
 
 from robotoff_batch.batch.request import APP_LABEL
-from robotoff_batch.config.models import IMAGE_URI_PATTERN, JobConfig
+from robotoff_batch.config.models import IMAGE_URI_PATTERN
+from robotoff_batch.doctor.context import (
+    ACT_AS,
+    IAM_ENDPOINT,
+    IAM_ENDPOINT_ENV,
+    LOCATION_ENV,
+    PROJECT_ENV,
+    STAGING_ENV,
+    Check,
+    DoctorContext,
+    IamClient,
+    IamError,
+)
 
-PROJECT_ENV = "ROBOTOFF_BATCH_GCP_PROJECT"
-LOCATION_ENV = "ROBOTOFF_BATCH_GCP_LOCATION"
-STAGING_ENV = "ROBOTOFF_BATCH_STAGING_URI"
-IAM_ENDPOINT_ENV = "ROBOTOFF_BATCH_IAM_ENDPOINT"
-IAM_ENDPOINT = "https://iam.googleapis.com"
-ACT_AS = "iam.serviceAccounts.actAs"
 _AR_IMAGE = re.compile(
     r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repo>[a-z0-9._-]+)/"
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the doctor's report."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-    def render(self) -> str:
-        head = f"{'ok    ' if self.ok else 'FAILED'}  {self.name}: {self.detail}"
-        return head if self.ok or not self.fix else f"{head}\n        fix: {self.fix}"
-
-
-class IamPermissions(Protocol):
-    def test_permissions(self, service_account: str, permissions: list[str]) -> set[str]:
-        """The subset of ``permissions`` the caller holds on ``service_account``."""
-        ...
-
-
-class IamError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class IamClient:
-    """IAM ``projects.serviceAccounts.testIamPermissions`` over an HTTP session (an
-    ``AuthorizedSession`` in production; a plain session against a fake in tests)."""
-
-    def __init__(self, *, session: Any, endpoint: str = IAM_ENDPOINT, timeout: float = 15.0):
-        self.session = session
-        self.endpoint = endpoint.rstrip("/")
-        self.timeout = timeout
-
-    def test_permissions(self, service_account: str, permissions: list[str]) -> set[str]:
-        url = (
-            f"{self.endpoint}/v1/projects/-/serviceAccounts/{quote(service_account, safe='@.')}"
-            ":testIamPermissions"
-        )
-        response = self.session.post(url, json={"permissions": permissions}, timeout=self.timeout)
-        if response.status_code != 200:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
-            raise IamError(response.status_code, message)
-        return set(response.json().get("permissions", []))
-
-
-@dataclass
-class DoctorContext:
-    """What the checks run with. A client left None is built from the credentials."""
-
-    env: Mapping[str, str]
-    configs: Mapping[str, JobConfig]
-    storage_client: Any = None
-    batch_client: Any = None
-    iam: IamPermissions | None = None
-    load_credentials: Callable[..., tuple[Any, str | None]] | None = None
 
 
 def run_checks(ctx: DoctorContext) -> list[Check]:
@@ -397,65 +318,3 @@ def _check_images(ctx: DoctorContext, checks: list[Check], project: str, locatio
             )
             continue
         checks.append(Check(name, True, f"{image} (this project's, in {location})"))
-
-
-def load_configs() -> dict[str, JobConfig]:
-    """Every job type's validated config (the files under job_configs/)."""
-    from robotoff_batch.config.loader import load_job_config
-    from robotoff_batch.job_types import job_config_paths
-
-    return {item.job_type: item.config for item in map(load_job_config, job_config_paths())}
-
-
-BATCH_EMULATOR_ENV = "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST"
-
-
-def context_from_env(env: Mapping[str, str]) -> DoctorContext:
-    """The production context; emulators where their variables say so (tests, rehearsals):
-    ``STORAGE_EMULATOR_HOST``, ``ROBOTOFF_BATCH_BATCH_EMULATOR_HOST`` (gRPC, no TLS) and an
-    ``http://`` ``ROBOTOFF_BATCH_IAM_ENDPOINT`` take no credentials."""
-    ctx = DoctorContext(env=env, configs=load_configs())
-    if env.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        ctx.storage_client = storage.Client(
-            project=env.get(PROJECT_ENV) or "emulator", credentials=AnonymousCredentials()
-        )
-    if env.get(BATCH_EMULATOR_ENV):
-        import grpc
-        from google.cloud import batch_v1
-        from google.cloud.batch_v1.services.batch_service.transports import (
-            BatchServiceGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(env[BATCH_EMULATOR_ENV])
-        ctx.batch_client = batch_v1.BatchServiceClient(
-            transport=BatchServiceGrpcTransport(channel=channel)
-        )
-    endpoint = env.get(IAM_ENDPOINT_ENV, "")
-    if endpoint.startswith("http://"):
-        import requests
-
-        ctx.iam = IamClient(session=requests.Session(), endpoint=endpoint)
-    return ctx
-
-
-def doctor_command() -> None:
-    """Production preflight, read-only: credentials, project and region, the bucket (a probe
-    object created and removed), ListJobs, acting as the jobs' service account, the images.
-    One line per check, with the fix; exit status 1 when any check fails."""
-    import os
-
-    import typer
-
-    checks = run_checks(context_from_env(dict(os.environ)))
-    for check in checks:
-        typer.echo(check.render())
-    failed = [c for c in checks if not c.ok]
-    typer.echo(
-        f"{len(checks) - len(failed)} ok, {len(failed)} failed"
-        + ("" if failed else ": ready for a first job (next: robotoff-batch smoke JOB_TYPE)")
-    )
-    if failed:
-        raise typer.Exit(1)

@@ -1,0 +1,45 @@
+"""``robotoff-batch``: validate configs, launch and follow batch jobs, import, run the demo.
+
+Commands are thin: they parse arguments and call the same code the Dagster assets use.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from robotoff_batch.cli import config as _config  # noqa: F401 (registers `config ...`)
+from robotoff_batch.cli.common import app, say
+from robotoff_batch.cli.demo import demo, demo_summary
+from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
+from robotoff_batch.cost import cost_command
+from robotoff_batch.doctor import doctor_command
+from robotoff_batch.smoke import smoke_command
+
+app.info.help = __doc__
+# In this order in --help.
+app.command("doctor")(doctor_command)  # production preflight: robotoff_batch/doctor/
+app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: smoke.py
+app.command("cost")(cost_command)  # cost per job type per month: cost/
+app.command("launch", cls=LaunchCommand)(launch)
+app.command("status")(status)
+app.command("import")(import_)
+app.command("cancel")(cancel)
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """The ``robotoff-batch`` command: one-line errors, stack traces only with ``--debug``."""
+    try:
+        app()
+    except Exception as exc:
+        if "--debug" in sys.argv:
+            raise
+        say(f"error: {type(exc).__name__}: {exc}".splitlines()[0], style="red", err=True)
+        say("(run again with --debug for the stack trace)", err=True)
+        sys.exit(1)
+
+
+__all__ = ["app", "demo_summary", "main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

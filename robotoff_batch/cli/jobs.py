@@ -1,0 +1,185 @@
+"""``robotoff-batch launch|status|import|cancel``: one batch job through the Dagster instance."""
+
+from __future__ import annotations
+
+import typing
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+import yaml
+from rich.text import Text
+from typer.core import TyperCommand
+
+from robotoff_batch import operations
+from robotoff_batch.batch.engine import JobNotFoundError, JobState
+from robotoff_batch.batch.request import (
+    APP_LABEL,
+    JOB_TYPE_LABEL,
+)
+from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
+from robotoff_batch.cost import job_cost_lines
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    """``key=value`` launch parameters; values are read as YAML (numbers, lists...)."""
+    parsed: dict[str, Any] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: write launch parameters as key=value")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise typer.BadParameter(f"{item!r}: not a valid value ({first})") from None
+    return parsed
+
+
+def launch_parameters_help() -> str:
+    """Every job type's launch parameters with their types and defaults (for --help)."""
+    from robotoff_batch.job_types import job_type_modules
+
+    lines = []
+    for name, jt in sorted(job_type_modules().items()):
+        lines.append(f"Launch parameters of {name}:")
+        for field, info in jt.launch_config.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and not typing.get_args(annotation):
+                kind = annotation.__name__
+            else:
+                kind = str(annotation).replace("typing.", "")
+            default = info.get_default(call_default_factory=True)
+            lines.append(f"  {field}={kind} (default {default!r}): {info.description or ''}")
+    return "\n".join(lines)
+
+
+class LaunchCommand(TyperCommand):
+    """Lists the launch parameters in ``launch --help`` (read only when help is asked)."""
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in launch_parameters_help().splitlines():
+                formatter.write(line + "\n")
+
+
+def launch(
+    job_type: str = typer.Argument(..., help="Job type, e.g. ingredients-spellcheck."),
+    params: list[str] = typer.Argument(  # noqa: B008
+        None, help="Launch parameters as key=value, e.g. limit=500 'languages=[fr, en]'."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job to its outcome (import)."),
+    timeout_s: float = typer.Option(
+        24 * 3600, help="With --wait: stop waiting after this long (the job goes on)."
+    ),
+) -> None:
+    """Launch a batch job through the Dagster instance (it shows in the UI)."""
+    try:
+        outcome = operations.launch(
+            job_type=job_type, params=_parse_params(params or []), debug=DEBUG["on"]
+        )
+    except operations.OperationError as exc:
+        raise fail(f"launch failed: {exc}") from None
+    say(f"launched batch job {outcome.job_id} ({outcome.rows} products)")
+    if wait:
+        follow_and_report(outcome.job_id, timeout_s)
+
+
+def follow_and_report(job_id: str, timeout_s: float) -> operations.Outcome:
+    """Follow a job to its outcome; print each state once; exit 1 unless it was imported (or
+    recorded, for a job type that imports nothing)."""
+    try:
+        outcome = operations.follow_job(
+            job_id=job_id,
+            timeout_s=timeout_s,
+            on_change=lambda old, new: say(f"  {job_id}: {old} → {new}"),
+            on_message=lambda level, message: say(f"  {message}", err=True),
+            debug=DEBUG["on"],
+        )
+    except operations.OperationError as exc:
+        raise fail(str(exc)) from None
+    who = "the Dagster daemon" if outcome.by_daemon else "this command"
+    state = outcome.status.state
+    if state != JobState.SUCCEEDED:
+        say(f"{job_id} ended {state.value} (recorded by {who}):", style="red", err=True)
+        say(outcome.message or outcome.status.failure_summary, err=True)
+        raise typer.Exit(1)
+    if not outcome.imports:
+        if outcome.message:
+            raise fail(f"{job_id} SUCCEEDED but recording it failed: {outcome.message}")
+        say(f"{job_id} SUCCEEDED (recorded by {who}); its job type imports nothing")
+        return outcome
+    if outcome.imported is None:
+        raise fail(f"{job_id} SUCCEEDED but its import failed: {outcome.message}")
+    say(f"imported {outcome.imported} predictions from {job_id} (by {who})")
+    return outcome
+
+
+def status(
+    job_id: str | None = typer.Argument(None, help="A batch job id; default: all jobs."),
+) -> None:
+    """A table of batch jobs and their states, or one job's events, tasks and log tail."""
+    engine = batch_engine()
+    if job_id is None:
+        table = make_table("batch jobs", ["job id", "job type", "state", "created (UTC)", "tasks"])
+        jobs = sorted(
+            engine.list_jobs(labels=dict([APP_LABEL])),
+            key=lambda s: s.create_time or datetime.min.replace(tzinfo=UTC),
+        )
+        for s in jobs:
+            created = s.create_time.strftime("%Y-%m-%d %H:%M:%S") if s.create_time else ""
+            task_states = ", ".join(f"{t.index}:{t.state}" for t in s.tasks)
+            table.add_row(
+                s.job_id, s.labels.get(JOB_TYPE_LABEL, ""), s.state.value, created, task_states
+            )
+        console.print(table)
+        return
+    try:
+        s = engine.get_job(job_id=job_id)
+    except JobNotFoundError:
+        raise fail(f"no batch job {job_id!r}") from None
+    say(f"{s.job_id}: {s.state.value}  logs: {s.log_uri or '-'}", style="bold")
+    events = make_table("status events", ["time (UTC)", "type", "description"])
+    for e in s.status_events:
+        events.add_row(e.time.strftime("%H:%M:%S"), e.type, Text(e.description))
+    console.print(events)
+    tasks = make_table("tasks", ["index", "state", "exit code", "attempts", "reason"])
+    for t in s.tasks:
+        tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
+    console.print(tasks)
+    for line in job_cost_lines(s, engine.name):
+        say(line)
+    if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
+        tail = engine.log_tail(job_id=job_id)
+        if tail:
+            say("last lines of the failed task's log:", style="bold")
+            say(tail)
+
+
+def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
+    """Record a finished job's outcome and import its output (again: changes nothing)."""
+    try:
+        already, n, _ = operations.run_import(job_id=job_id, debug=DEBUG["on"])
+    except operations.OperationError as exc:
+        raise fail(f"import failed: {exc}") from None
+    note = " (already imported: nothing changed)" if already else ""
+    say(f"imported {n} predictions from {job_id}{note}")
+
+
+def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
+    """Cancel a batch job, once; a job already ended, cancelling or gone is left alone."""
+    engine = batch_engine()
+    try:
+        before = engine.get_job(job_id=job_id).state
+    except JobNotFoundError:
+        say(f"no batch job {job_id!r}: nothing to cancel")
+        return
+    if before.is_terminal:
+        say(f"{job_id} already ended {before.value}: nothing to cancel")
+        return
+    if before.is_stopping:
+        say(f"{job_id} is already {before.value}: not sent again")
+        return
+    engine.cancel(job_id=job_id)
+    say(f"cancelled {job_id} (was {before.value}); the sensor records it as CANCELLED")

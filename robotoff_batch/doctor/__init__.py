@@ -1,0 +1,62 @@
+"""``robotoff-batch doctor``: a read-only production preflight, one line per check.
+
+Before the first real job, each of these can fail, and each fails the job differently (a
+refused CreateJob, a job stuck SCHEDULED, a VM that cannot pull its image). The doctor checks
+them with the production settings (``ROBOTOFF_BATCH_*`` and the job configs), changes nothing
+but one probe object it creates and removes, and says for each failure how to fix it:
+
+- the credentials load (``GOOGLE_CREDENTIALS`` or ADC), and whose they are;
+- the project (``ROBOTOFF_BATCH_GCP_PROJECT``, required) and region
+  (``ROBOTOFF_BATCH_GCP_LOCATION``, a Batch region, the one every job config runs in);
+- the staging bucket is writable and readable: a probe object is created (create-only),
+  read back, compared and deleted;
+- ``ListJobs`` is permitted in the project and region;
+- the launcher may act as each job config's service account (``iam.serviceAccounts.actAs``,
+  asked with IAM ``testIamPermissions``): without it CreateJob is PERMISSION_DENIED;
+- each job config's image reference is well formed, pinned (a tag other than ``latest``, or a
+  digest), and an Artifact Registry image of this project in the jobs' region.
+
+Every check runs against injected clients (the CLI builds the real ones), so the tests run it
+against the GCS emulator, the fake Batch service and a fake IAM endpoint.
+
+Modules: ``context`` (settings, clients, the Check result), ``checks`` (the checks, in
+order), ``command`` (the CLI command).
+"""
+
+from robotoff_batch.doctor.checks import run_checks
+from robotoff_batch.doctor.command import doctor_command
+from robotoff_batch.doctor.context import (
+    ACT_AS,
+    BATCH_EMULATOR_ENV,
+    IAM_ENDPOINT,
+    IAM_ENDPOINT_ENV,
+    LOCATION_ENV,
+    PROJECT_ENV,
+    STAGING_ENV,
+    Check,
+    DoctorContext,
+    IamClient,
+    IamError,
+    IamPermissions,
+    context_from_env,
+    load_configs,
+)
+
+__all__ = [
+    "ACT_AS",
+    "BATCH_EMULATOR_ENV",
+    "Check",
+    "DoctorContext",
+    "IAM_ENDPOINT",
+    "IAM_ENDPOINT_ENV",
+    "IamClient",
+    "IamError",
+    "IamPermissions",
+    "LOCATION_ENV",
+    "PROJECT_ENV",
+    "STAGING_ENV",
+    "context_from_env",
+    "doctor_command",
+    "load_configs",
+    "run_checks",
+]

@@ -1,0 +1,90 @@
+"""What ingredients-spellcheck imports: the product facts the insight rules read (staged
+beside the input as ``products.parquet``, ``facts.sql``), and the import spec turning the
+container's output into Robotoff predictions (``import.sql``) and insights (``insights.sql``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robotoff_batch.predictions.store import ImportSpec, named_statements
+
+PREDICTION_TYPE = "ingredient_spellcheck"
+OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")
+FACTS_FILE = "products.parquet"
+_HERE = Path(__file__).resolve().parent
+IMPORT_SQL_PATH = _HERE / "import.sql"
+INSIGHTS_SQL_PATH = _HERE / "insights.sql"
+_FACTS_SQL_PATH = _HERE / "facts.sql"
+FACTS_SCHEMA = pa.schema(
+    [
+        pa.field("code", pa.string()),
+        pa.field("lang", pa.string()),
+        pa.field("ingredients_text_lang", pa.string()),
+        pa.field("countries", pa.string()),  # JSON array of countries_tags
+        pa.field("brands", pa.string()),  # JSON array of brands_tags
+        pa.field("unique_scans_n", pa.int64()),
+    ]
+)
+
+
+def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
+    """Write the facts of the input's products that the insight rules read (lang, the
+    ingredients text in that lang, countries, brands, unique scans) from the same dump."""
+    with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")
+        present = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
+                {"p": dump_path},
+            ).fetchall()
+        }
+        fragments = {
+            "brands": (
+                "CAST(to_json(coalesce(p.brands_tags, CAST([] AS VARCHAR[]))) AS VARCHAR)"
+                if "brands_tags" in present
+                else "CAST('[]' AS VARCHAR)"
+            ),
+            "unique_scans_n": (
+                "CAST(p.unique_scans_n AS BIGINT)"
+                if "unique_scans_n" in present
+                else "CAST(NULL AS BIGINT)"
+            ),
+        }
+        query = _FACTS_SQL_PATH.read_text(encoding="utf-8").format(**fragments)
+        table = con.sql(
+            query, params={"dump_path": dump_path, "input_path": str(input_path)}
+        ).to_arrow_table()
+    table = table.cast(FACTS_SCHEMA)
+    pq.write_table(table, output_path, row_group_size=16_384)  # the import reads one at a time
+    return table.num_rows
+
+
+def _statement(path: Path, name: str) -> str:
+    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
+
+
+IMPORT_SPEC = ImportSpec(
+    output_schema=pa.schema(
+        [
+            pa.field("code", pa.string()),
+            pa.field("lang", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("correction", pa.string()),
+            pa.field("engine", pa.string()),
+            pa.field("engine_version", pa.string()),
+        ]
+    ),
+    not_null=("code",),
+    unique=("code",),
+    key_column="code",
+    predictions_sql=_statement(IMPORT_SQL_PATH, "predictions"),
+    facts_schema=FACTS_SCHEMA,
+    insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
+    one_prediction_per_product=True,
+    handover_sql=_statement(IMPORT_SQL_PATH, "handover"),
+)
