@@ -6,6 +6,7 @@ Dagster assets call them; so could any other caller. Nothing here knows about Da
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,17 @@ def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list
     return expected
 
 
+# Arrow's bundled allocator keeps freed pages for reuse: over the import's stream of
+# short-lived batches that is ~25 MiB more peak at 1M rows than the system allocator, which
+# returns them (benchmarks/results/import.md). ARROW_DEFAULT_MEMORY_POOL, when set, still wins.
+if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    pa.set_memory_pool(pa.system_memory_pool())
+
+# Rows per Arrow batch read from a task or facts file: the import's working set is a few
+# batches, whatever the job's size (benchmarks/import_benchmark.py measures the peak).
+READ_BATCH_ROWS = 4_096
+
+
 def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iterator[OutputChunk]:
     """The task files' rows, file by file, in Arrow batches (never a whole file in memory)."""
     columns = spec.output_schema.names
@@ -181,7 +193,9 @@ def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iter
                     )
             offset = 0
             # one thread: Arrow's per-thread arenas would add to the import's peak memory
-            batches = parquet.iter_batches(columns=columns, batch_size=16_384, use_threads=False)
+            batches = parquet.iter_batches(
+                columns=columns, batch_size=READ_BATCH_ROWS, use_threads=False
+            )
             for batch in batches:
                 yield OutputChunk(file_index=index, offset=offset, batch=batch)
                 offset += batch.num_rows
@@ -189,7 +203,9 @@ def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iter
 
 def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
     with staging.open_read(uri=uri) as stream:
-        yield from pq.ParquetFile(stream).iter_batches(batch_size=16_384)
+        yield from pq.ParquetFile(stream).iter_batches(
+            batch_size=READ_BATCH_ROWS, use_threads=False
+        )
 
 
 def _outcome(result: Any, output_files: int) -> ImportOutcome:

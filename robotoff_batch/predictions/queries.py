@@ -1,0 +1,209 @@
+"""The prediction store's SQL: schema checks, the ledger, the import's checks and dedup rule,
+and the queries the asset checks run. Constant text; values are bound parameters."""
+
+from __future__ import annotations
+
+from robotoff_batch.predictions.model import PREDICTION_COLUMNS
+
+SCHEMA_LOCK_KEY = 7_286_114_052_117_303  # pg_advisory_xact_lock key of ensure_schema
+# Robotoff's tables: the columns the import writes (an existing table must have them).
+ROBOTOFF_COLUMNS: dict[str, tuple[str, ...]] = {
+    "prediction": ("id", *PREDICTION_COLUMNS),
+    "product_insight": (
+        "id",
+        "barcode",
+        "type",
+        "data",
+        "timestamp",
+        "completed_at",
+        "annotation",
+        "annotated_result",
+        "n_votes",
+        "username",
+        "countries",
+        "brands",
+        "process_after",
+        "value_tag",
+        "value",
+        "source_image",
+        "automatic_processing",
+        "server_type",
+        "unique_scans_n",
+        "reserved_barcode",
+        "predictor",
+        "predictor_version",
+        "campaign",
+        "confidence",
+        "bounding_box",
+        "lc",
+        "with_image",
+    ),
+}
+# The index that only robotoff-batch's first schema created (job id at the end of
+# predictor_version): a table carrying it is our own embedded table of that time.
+LEGACY_INDEX = "prediction_batch_job_id"
+LEGACY_JOB_EXPR = "substring(predictor_version FROM '@([^@]+)$')"
+
+COLUMNS_SQL = """
+SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ANY(%s)
+"""
+OWNED_SQL = "SELECT table_name FROM batch_schema_owner"
+OWN_SQL = "INSERT INTO batch_schema_owner (table_name) VALUES (%s) ON CONFLICT DO NOTHING"
+INDEX_EXISTS_SQL = "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s"
+# Our own ledger: columns added after its first version (our table, so we may add them).
+LEDGER_UPGRADES: dict[str, str] = {
+    name: f"ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS {name} integer NOT NULL DEFAULT 0"
+    for name in (
+        "candidates",
+        "predictions_kept",
+        "predictions_replaced",
+        "insights_created",
+        "insights_updated",
+        "insights_kept",
+        "insights_deleted",
+    )
+}
+LEDGER_UPGRADES["target"] = (
+    "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'postgres'"
+)
+LEDGER_COLUMNS = (
+    "batch_job_id",
+    "job_type",
+    "imported_at",
+    "predictions",
+    "source_rows",
+    "skipped_rows",
+    "candidates",
+    "predictions_kept",
+    "predictions_replaced",
+    "insights_created",
+    "insights_updated",
+    "insights_kept",
+    "insights_deleted",
+    "target",
+)
+
+IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
+CLAIM_SQL = """
+INSERT INTO batch_job_import (batch_job_id, job_type, predictions, source_rows, skipped_rows,
+    target)
+VALUES (%s, %s, 0, 0, 0, %s)
+ON CONFLICT (batch_job_id) DO NOTHING
+RETURNING batch_job_id
+"""
+RECORD_SQL = """
+UPDATE batch_job_import SET predictions = %(predictions)s, source_rows = %(source_rows)s,
+    skipped_rows = %(skipped_rows)s, candidates = %(candidates)s,
+    predictions_kept = %(predictions_kept)s, predictions_replaced = %(predictions_replaced)s,
+    insights_created = %(insights_created)s, insights_updated = %(insights_updated)s,
+    insights_kept = %(insights_kept)s, insights_deleted = %(insights_deleted)s,
+    imported_at = now()
+WHERE batch_job_id = %(batch_job_id)s
+"""
+LEDGER_SQL = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM batch_job_import WHERE batch_job_id = %s"
+
+# The job's predictions, as a view over batch_output (the job type's SELECT, typed here):
+# nothing is materialised, and each statement below computes only the columns it reads.
+CREATE_PREDICTION_VIEW = """
+CREATE TEMP VIEW batch_prediction AS
+SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
+    type::text AS type, data::jsonb AS data, "timestamp"::timestamp AS "timestamp",
+    value_tag::text AS value_tag, value::text AS value, source_image::text AS source_image,
+    automatic_processing::boolean AS automatic_processing, predictor::text AS predictor,
+    predictor_version::text AS predictor_version, confidence::real AS confidence,
+    server_type::text AS server_type
+FROM ({select}) AS p (_file, _row, barcode, type, data, "timestamp", value_tag, value,
+    source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
+"""
+NULL_PREDICTION_SQL = """
+SELECT _file, _row, CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
+    WHEN type IS NULL OR type = '' THEN 'type' WHEN data IS NULL THEN 'data'
+    ELSE 'server_type' END
+FROM batch_prediction
+WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NULL
+    OR server_type IS NULL OR "timestamp" IS NULL
+ORDER BY _file, _row LIMIT 1
+"""
+TOO_LONG_SQL = """
+SELECT _file, _row, CASE WHEN length(barcode) > 100 THEN 'barcode'
+        WHEN length(type) > 256 THEN 'type' WHEN length(predictor) > 100 THEN 'predictor'
+        WHEN length(predictor_version) > 100 THEN 'predictor_version' ELSE 'server_type' END,
+    CASE WHEN length(barcode) > 100 THEN barcode WHEN length(type) > 256 THEN type
+        WHEN length(predictor) > 100 THEN predictor
+        WHEN length(predictor_version) > 100 THEN predictor_version ELSE server_type END
+FROM batch_prediction
+WHERE length(barcode) > 100 OR length(type) > 256 OR length(predictor) > 100
+    OR length(predictor_version) > 100 OR length(server_type) > 10
+ORDER BY _file, _row LIMIT 1
+"""
+# Two predictions of one job with the same Robotoff key: Robotoff would keep one at random.
+DUPLICATE_PREDICTION_SQL = """
+SELECT a._file, a._row, b._file, b._row, a.barcode FROM batch_prediction a
+JOIN batch_prediction b ON a.barcode = b.barcode AND a.type = b.type
+    AND a.server_type = b.server_type
+    AND a.source_image IS NOT DISTINCT FROM b.source_image
+    AND a.value_tag IS NOT DISTINCT FROM b.value_tag AND a.value IS NOT DISTINCT FROM b.value
+    AND a.predictor IS NOT DISTINCT FROM b.predictor
+    AND a.automatic_processing IS NOT DISTINCT FROM b.automatic_processing
+    AND (a._file, a._row) < (b._file, b._row)
+ORDER BY b._file, b._row LIMIT 1
+"""
+# The dedup rule, step 1: an older (another) version of the same predictor is replaced.
+REPLACE_SQL = """
+DELETE FROM prediction p USING batch_prediction n
+WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
+    AND p.source_image IS NOT DISTINCT FROM n.source_image
+    AND p.predictor IS NOT DISTINCT FROM n.predictor
+    AND p.predictor_version IS DISTINCT FROM n.predictor_version
+"""
+# Step 2: insert what Robotoff's key does not already hold (what remains is the same version),
+# and link the new ids to the job as ranges of consecutive ids (one range unless another writer
+# interleaved its rows: gaps and islands over the ids the insert returned).
+INSERT_SQL = """
+WITH inserted AS (
+    INSERT INTO prediction (barcode, type, data, "timestamp", value_tag, value, source_image,
+        automatic_processing, predictor, predictor_version, confidence, server_type)
+    SELECT n.barcode, n.type, n.data, n."timestamp", n.value_tag, n.value, n.source_image,
+        n.automatic_processing, n.predictor, n.predictor_version, n.confidence, n.server_type
+    FROM batch_prediction n
+    WHERE NOT EXISTS (
+        SELECT 1 FROM prediction p
+        WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
+            AND p.source_image IS NOT DISTINCT FROM n.source_image
+            AND p.value_tag IS NOT DISTINCT FROM n.value_tag
+            AND p.value IS NOT DISTINCT FROM n.value
+            AND p.predictor IS NOT DISTINCT FROM n.predictor
+            AND p.automatic_processing IS NOT DISTINCT FROM n.automatic_processing
+    )
+    ORDER BY n._file, n._row
+    RETURNING id
+),
+islands AS (SELECT id, id - row_number() OVER (ORDER BY id) AS island FROM inserted)
+INSERT INTO batch_job_prediction (batch_job_id, first_id, last_id)
+SELECT %(batch_job_id)s, min(id), max(id) FROM islands GROUP BY island
+RETURNING last_id - first_id + 1
+"""
+JOB_ROWS = (
+    "FROM batch_job_prediction l JOIN prediction p "
+    "ON p.id BETWEEN l.first_id AND l.last_id WHERE l.batch_job_id = %s"
+)
+COUNT_SQL = f"SELECT count(*) {JOB_ROWS}"
+DUPLICATES_BY_JOB_SQL = f"""
+SELECT count(*) FROM (
+    SELECT 1 {JOB_ROWS}
+    GROUP BY p.barcode, p.type, p.value_tag, p.predictor, p.predictor_version
+    HAVING count(*) > 1
+) AS duplicate_groups
+"""
+DUPLICATES_BY_VERSION_SQL = """
+SELECT count(*) FROM (
+    SELECT 1 FROM prediction WHERE predictor_version LIKE %s
+    GROUP BY barcode, type, value_tag, predictor, predictor_version HAVING count(*) > 1
+) AS duplicate_groups
+"""
+EXAMPLES_SQL = f"""
+SELECT p.id, p.barcode, p.type, p.data, p."timestamp", p.value_tag, p.value, p.source_image,
+    p.automatic_processing, p.predictor, p.predictor_version, p.confidence, p.server_type
+{JOB_ROWS} ORDER BY p.id LIMIT %s
+"""
