@@ -148,7 +148,6 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
     from robotoff_batch.job_types import local_commands
     from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
     from robotoff_batch.resources import (
-        LaunchSettingsResource,
         LocalBatchEngineResource,
         PredictionStoreResource,
         ProductDumpResource,
@@ -176,7 +175,6 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
             "staging": StagingResource(root_uri=(work / f"staging-{engine}").as_uri()),
             "batch_engine": batch,
             "prediction_store": PredictionStoreResource(database_url=database_url),
-            "launch_settings": LaunchSettingsResource(),
         }
         job = build_definitions(resources=resources).resolve_job_def(
             "launch_ingredients_spellcheck"

@@ -33,7 +33,6 @@ from robotoff_batch.follow import (
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import (
     BatchEngineResource,
-    LaunchSettingsResource,
     PredictionStoreResource,
 )
 
@@ -111,7 +110,6 @@ def build_batch_job_sensor(
     def batch_job_sensor(
         context: dg.SensorEvaluationContext,
         batch_engine: BatchEngineResource,
-        launch_settings: LaunchSettingsResource,
         prediction_store: PredictionStoreResource,
     ) -> dg.SensorResult:
         cache, problem = FollowCache.decode(context.cursor)

@@ -48,7 +48,6 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
         "staging",
         "batch_engine",
         "prediction_store",
-        "launch_settings",
     }
     # the spellcheck config has no schedule: none is defined
     assert not repo.schedule_defs

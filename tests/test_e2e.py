@@ -28,7 +28,6 @@ from robotoff_batch.job_types import load_registry, local_commands
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    LaunchSettingsResource,
     LocalBatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
@@ -63,7 +62,6 @@ def make_resources(
             local_commands={image: command} if command else None,
         ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
-        "launch_settings": LaunchSettingsResource(),
     }
 
 

@@ -20,7 +20,6 @@ from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    LaunchSettingsResource,
     PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
@@ -80,7 +79,6 @@ def google_resources(
             emulator_host=spellcheck_batch_service.address,
         ),
         "prediction_store": PredictionStoreResource(database_url=pg_db),
-        "launch_settings": LaunchSettingsResource(),
     }
 
 

@@ -20,7 +20,6 @@ from robotoff_batch.job_types import PACKAGES_ENV, RegistryError, load_registry,
 from robotoff_batch.job_types.base import JobType
 from robotoff_batch.paths import PROJECT_ROOT, SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    LaunchSettingsResource,
     LocalBatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
@@ -50,7 +49,6 @@ def resources(tmp_path: Path, database_url: str) -> dict[str, object]:
             state_dir=str(tmp_path / "batch"), job_type_commands=local_commands()
         ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
-        "launch_settings": LaunchSettingsResource(),
     }
 
 

@@ -36,7 +36,6 @@ from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.job_types.base import StagedFilesError
 from robotoff_batch.resources import (
     BatchEngineResource,
-    LaunchSettingsResource,
     ProductDumpResource,
     StagingResource,
 )
@@ -111,7 +110,6 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         product_dump: ProductDumpResource,
         staging: StagingResource,
         batch_engine: BatchEngineResource,
-        launch_settings: LaunchSettingsResource,
     ) -> Any:
         job_id = run_job_id(context, jt.name)
         context.instance.add_run_tags(context.run_id, {BATCH_JOB_ID_TAG: job_id})

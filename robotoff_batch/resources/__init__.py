@@ -14,7 +14,6 @@ import dagster as dg
 from robotoff_batch.resources.resources import (
     BatchEngineResource,
     CloudBatchEngineResource,
-    LaunchSettingsResource,
     LocalBatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
@@ -69,7 +68,6 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 if os.environ.get("ROBOTOFF_DATABASE_URL")
                 else None
             ),
-            "launch_settings": LaunchSettingsResource(),
         }
     if env == "production":
         return {
@@ -83,7 +81,6 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
                 gcp_location=os.environ.get("ROBOTOFF_BATCH_GCP_LOCATION", "europe-west4"),
             ),
             "prediction_store": _prediction_store(database_url=dg.EnvVar("ROBOTOFF_DATABASE_URL")),
-            "launch_settings": LaunchSettingsResource(),
         }
     raise ValueError(f"ROBOTOFF_BATCH_ENV must be one of {ENVIRONMENTS}, not {env!r}")
 
@@ -114,7 +111,6 @@ __all__ = [
     "BatchEngineResource",
     "CloudBatchEngineResource",
     "LocalBatchEngineResource",
-    "LaunchSettingsResource",
     "PredictionStoreResource",
     "ProductDumpResource",
     "StagingResource",

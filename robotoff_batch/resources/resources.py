@@ -248,9 +248,3 @@ class PredictionStoreResource(dg.ConfigurableResource):
         bucket = StagingResource(root_uri=self.robotoff_bucket_uri).get_staging()
         api = RobotoffApi(base_url=self.robotoff_url, key=self.batch_job_key, bucket_staging=bucket)
         return RobotoffApiStore(ledger=ledger, api=api)
-
-
-class LaunchSettingsResource(dg.ConfigurableResource):
-    """Per-deployment values every launch needs. (Its former ``webhook_url``, Robotoff's import
-    webhook called by the container's task 0, is gone: the prediction store's ``robotoff_api``
-    target hands the output to Robotoff once the whole job SUCCEEDED.)"""

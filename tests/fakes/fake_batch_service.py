@@ -753,7 +753,6 @@ def emulated_cloud_resources(address: str, database_url: str) -> dict[str, Any]:
     """The code location's resources on the embedded defaults, but with Cloud Batch played by
     the fake at ``address`` (its jobs are followed like real ones)."""
     from robotoff_batch.resources import (
-        LaunchSettingsResource,
         PredictionStoreResource,
         ProductDumpResource,
         StagingResource,
@@ -767,5 +766,4 @@ def emulated_cloud_resources(address: str, database_url: str) -> dict[str, Any]:
             gcp_project=TEST_PROJECT, gcp_location=TEST_LOCATION, emulator_host=address
         ),
         "prediction_store": PredictionStoreResource(database_url=database_url),
-        "launch_settings": LaunchSettingsResource(),
     }
