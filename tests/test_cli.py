@@ -163,3 +163,26 @@ def test_demo_twice_says_what_the_import_did(cli_env: Path) -> None:
     assert f"{made[1]} corrections made; 0 new predictions, {made[1]} already stored" in (
         second.output
     )
+
+
+def test_the_demo_runs_the_one_job_type_that_declares_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo picks its job type from the registry: the one with demo_params (the
+    fixture's barcode-check declares none), and says so when none or several do."""
+    import dataclasses
+
+    from robotoff_batch.cli.demo import DemoJobTypeError, demo_job_type
+    from robotoff_batch.job_types import PACKAGES_ENV, load_registry
+
+    monkeypatch.setenv(PACKAGES_ENV, "tests.fixtures.job_types")
+    registry = load_registry()
+    assert demo_job_type(registry).name == "ingredients-spellcheck"
+    fixture = registry["barcode-check"]
+
+    class Declared(type(fixture.job_type)):  # type: ignore[misc]
+        demo_params = {"limit": 3}
+
+    several = {**registry, "barcode-check": dataclasses.replace(fixture, job_type=Declared())}
+    with pytest.raises(DemoJobTypeError, match=r"2 do \(barcode-check, ingredients-spellcheck\)"):
+        demo_job_type(several)
+    with pytest.raises(DemoJobTypeError, match=r"0 do \(none\) among barcode-check"):
+        demo_job_type({"barcode-check": fixture})

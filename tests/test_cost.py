@@ -414,3 +414,83 @@ def test_a_cost_that_cannot_be_worked_out_never_stops_the_outcome(
         "unknown: it could not be worked out (OSError: event log unreachable)"
     )
     assert "actual_cost_usd" not in meta
+
+
+def test_a_fallback_job_is_costed_per_product_of_its_chains_launch_run() -> None:
+    """A capacity fallback (``<first id>-f1``) has no launch run of its own: its products
+    count is the launch run's of its chain's first job, and a chain's products count once
+    in the summary (its jobs' costs all count)."""
+    from robotoff_batch.batch.request import FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
+    from robotoff_batch.cost import job_facts
+    from robotoff_batch.follow import OWNER_LABEL
+
+    jt = "ingredients-spellcheck"
+    first = job(RETRIED).job_id
+    fallback = f"{first}-f1"
+
+    @dg.op
+    def launch(context) -> None:  # type: ignore[no-untyped-def]
+        for name, meta in (
+            ("products", {"rows": 120}),
+            ("batch_job_submission", {"production_worst_case_usd": 43.02,
+                                      "production_worst_case": "...",
+                                      "production_cost_ceiling_usd": 50.0}),
+        ):  # fmt: skip
+            key = dg.AssetKey(["ingredients_spellcheck", name])
+            context.log_event(
+                dg.AssetMaterialization(key, metadata={"batch_job_id": first, **meta})
+            )
+
+    @dg.job
+    def launch_ingredients_spellcheck() -> None:
+        launch()
+
+    with dg.instance_for_test() as instance:
+        run_id = launch_ingredients_spellcheck.execute_in_process(instance=instance).run_id
+        labels = {"job-type": jt, OWNER_LABEL: run_id}
+        queued = StatusEvent(T0, "STATUS_CHANGED", "", new_state=JobState.QUEUED)
+        cancelled = job([], state=JobState.CANCELLED, events=(queued,))
+        first_status = replace(cancelled, labels=labels)
+        fallback_status = replace(
+            job(RETRIED),
+            job_id=fallback,
+            labels={**labels, FALLBACK_OF_LABEL: first, FALLBACK_INDEX_LABEL: "1"},
+        )
+
+        facts = job_facts(instance, fallback_status)
+        assert (facts.products, facts.origin, facts.worst_case_usd) == (120, first, 43.02)
+        cost = actual_cost(fallback_status, engine="local")
+        lines = cost_lines(cost, facts)
+        assert lines[1] == f"per 1,000 products: ${G2_8_PER_HOUR / 120 * 1000:.4f} (120 products)"
+        assert lines[2].endswith(f"(from the launch run of {first})")
+        assert cost_metadata(cost, facts)["products_of"].value == first
+        first_facts = job_facts(instance, first_status)
+        assert (first_facts.products, first_facts.origin) == (120, None)
+
+        first_cost = actual_cost(first_status, engine="local")
+        assert first_cost.total_usd == 0
+        (row,) = summarize(
+            [
+                JobCost.of(first_status, first_cost, jt, first_facts.products),
+                JobCost.of(fallback_status, cost, jt, facts.products),
+            ]
+        )
+        assert row.jobs == 2 and row.products == 120
+        assert row.per_1000 == pytest.approx(G2_8_PER_HOUR / 120 * 1000, abs=1e-9)
+
+        # the same from what the finish runs recorded (the UI's summary)
+        key = dg.AssetKey(["ingredients_spellcheck", "batch_job"])
+        for partition, status, job_cost, job_facts_ in (
+            (first, first_status, first_cost, first_facts),
+            (fallback, fallback_status, cost, facts),
+        ):
+            meta = {"state": status.state.value, **cost_metadata(job_cost, job_facts_)}
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(key, partition=partition, metadata=meta)
+            )
+        recorded = recorded_costs(instance, key, jt)
+        assert recorded[fallback].chain == first
+        assert recorded[fallback].month == recorded[first].month == "2026-11"  # from the ids
+        (row,) = summarize(recorded.values())
+        assert row.products == 120
+        assert row.per_1000 == pytest.approx(G2_8_PER_HOUR / 120 * 1000, abs=1e-6)

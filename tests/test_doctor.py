@@ -85,9 +85,9 @@ def test_a_good_deployment_passes_every_check_and_leaves_nothing(
         "project",
         "region",
         "bucket",
-        "ListJobs",
+        "ListJobs (europe-west4)",
         "act as (ingredients-spellcheck)",
-        "image (ingredients-spellcheck)",
+        "image (ingredients-spellcheck, europe-west4)",
     ]
     assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
     assert "robotoff-batch@off-robotoff.iam.gserviceaccount.com" in checks[0].detail
@@ -112,8 +112,10 @@ def test_bad_credentials_project_and_region_are_reported_with_the_fix(
     assert not checks["region"].ok and "ingredients-spellcheck (europe-west4)" in (
         checks["region"].detail
     )
-    image = checks["image (ingredients-spellcheck)"]
-    assert not image.ok and "the jobs run in us-central1" in image.detail
+    # the engine's region and the config's are both listed; the image is checked where the
+    # config runs
+    assert {"ListJobs (us-central1)", "ListJobs (europe-west4)"} <= set(checks)
+    assert checks["image (ingredients-spellcheck, europe-west4)"].ok
 
 
 def test_missing_and_denied_bucket(
@@ -140,7 +142,8 @@ def test_list_jobs_denied(
     env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
 ) -> None:
     batch_service.fail_next("ListJobs", grpc.StatusCode.PERMISSION_DENIED)
-    check = by_name(run_checks(context(env, gcs_client, batch_service, iam)))["ListJobs"]
+    checks = by_name(run_checks(context(env, gcs_client, batch_service, iam)))
+    check = checks["ListJobs (europe-west4)"]
     assert not check.ok and "roles/batch.jobsEditor" in check.fix
 
 
@@ -189,7 +192,6 @@ def test_a_config_without_service_account_fails_the_act_as_check(
         ("europe-west4-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck", "pinned"),
         ("europe-west4-docker.pkg.dev/robotoff/robotoff-batch/x:latest", "pinned"),
         ("europe-west4-docker.pkg.dev/other-project/robotoff-batch/x:1", "not robotoff"),
-        ("europe-docker.pkg.dev/robotoff/robotoff-batch/x:1", "is in europe,"),
     ],
 )
 def test_image_references(
@@ -202,10 +204,57 @@ def test_image_references(
 ) -> None:
     configs = with_resources(container_image_uri=image)
     check = by_name(run_checks(context(env, gcs_client, batch_service, iam, configs)))[
-        "image (ingredients-spellcheck)"
+        "image (ingredients-spellcheck, europe-west4)"
     ]
     assert not check.ok and words in check.detail, check.render()
     assert "make push-image JOB=ingredients-spellcheck" in check.fix
+
+
+def with_fallback(image: str | None = None) -> dict[str, JobConfig]:
+    """The spellcheck config on a multi-region image, with one fallback in europe-west1 (on
+    its own image when ``image`` is given)."""
+    data = load_configs()["ingredients-spellcheck"].model_dump()
+    data["resources"]["container_image_uri"] = MULTI_REGION_IMAGE
+    fallback = {
+        "location": "europe-west1",
+        "subnetwork": "projects/robotoff/regions/europe-west1/subnetworks/default",
+    }
+    if image:
+        fallback["container_image_uri"] = image
+    data["fallbacks"] = [fallback]
+    return {"ingredients-spellcheck": JobConfig.model_validate(data)}
+
+
+MULTI_REGION_IMAGE = "europe-docker.pkg.dev/robotoff/robotoff-batch/ingredients-spellcheck:0.1.0"
+
+
+def test_every_location_of_every_config_is_checked(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    """A capacity fallback's region is listed and its image checked there, each named."""
+    checks = run_checks(context(env, gcs_client, batch_service, iam, with_fallback()))
+    assert [c.name for c in checks if c.name.startswith(("ListJobs", "image"))] == [
+        "ListJobs (europe-west4)",
+        "ListJobs (europe-west1)",
+        "image (ingredients-spellcheck, europe-west4)",
+        "image (ingredients-spellcheck, europe-west1)",
+    ]
+    assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
+    assert "fallbacks also in europe-west1" in by_name(checks)["region"].detail
+    assert batch_service.calls["ListJobs"] == 2
+
+    # ListJobs denied in one region: that region's check fails, the other's passes
+    batch_service.fail_next("ListJobs", grpc.StatusCode.PERMISSION_DENIED)
+    listed = by_name(run_checks(context(env, gcs_client, batch_service, iam, with_fallback())))
+    assert not listed["ListJobs (europe-west4)"].ok and listed["ListJobs (europe-west1)"].ok
+
+    # a fallback on its own image: that image is checked in the fallback's region
+    other = "europe-west1-docker.pkg.dev/other-project/robotoff-batch/ingredients-spellcheck:1"
+    configs = with_fallback(image=other)
+    images = by_name(run_checks(context(env, gcs_client, batch_service, iam, configs)))
+    assert images["image (ingredients-spellcheck, europe-west4)"].ok
+    fallback = images["image (ingredients-spellcheck, europe-west1)"]
+    assert not fallback.ok and other in fallback.detail and "not robotoff" in fallback.detail
 
 
 def test_cli_doctor_against_the_emulators(

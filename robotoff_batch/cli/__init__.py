@@ -9,7 +9,7 @@ import sys
 
 from robotoff_batch.cli import config as _config  # noqa: F401 (registers `config ...`)
 from robotoff_batch.cli.common import app, say
-from robotoff_batch.cli.demo import demo, demo_summary
+from robotoff_batch.cli.demo import demo
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
 from robotoff_batch.cost import cost_command
 from robotoff_batch.doctor import doctor_command
@@ -39,7 +39,7 @@ def main() -> None:
         sys.exit(1)
 
 
-__all__ = ["app", "demo_summary", "main"]
+__all__ = ["app", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -54,7 +54,7 @@ def config_validate(
 
 @config_app.command("show")
 def config_show(
-    job_type: str = typer.Argument(..., help="Job type, e.g. ingredients-spellcheck."),
+    job_type: str = typer.Argument(..., help="Job type: its job_configs/ file's name."),
     request: bool = typer.Option(
         False, "--request", help="Also print the CreateJobRequest as JSON (a dry run)."
     ),

@@ -1,8 +1,12 @@
-"""``robotoff-batch demo``: the main job on embedded defaults, launched, followed and summarised."""
+"""``robotoff-batch demo``: the main job on embedded defaults, launched, followed and summarised.
+
+The job type it runs is the registered one that declares ``demo_params``; what it prints after
+the job's timeline is that job type's ``demo_lines``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import typer
 from rich.text import Text
@@ -11,16 +15,42 @@ from robotoff_batch import operations
 from robotoff_batch.cli.common import DEBUG, console, fail, make_table, say
 from robotoff_batch.cli.jobs import follow_and_report
 from robotoff_batch.follow import key_prefix
+from robotoff_batch.job_types import RegisteredJobType, load_registry
+from robotoff_batch.job_types.base import DemoOutcome, JobType
+
+
+class DemoJobTypeError(ValueError):
+    """No registered job type declares the demo, or several do."""
+
+
+def demo_job_type(registry: Mapping[str, RegisteredJobType]) -> JobType:
+    """The one registered job type that declares ``demo_params``."""
+    declared = [r.job_type for r in registry.values() if r.job_type.demo_params is not None]
+    if len(declared) != 1:
+        names = ", ".join(jt.name for jt in declared) or "none"
+        raise DemoJobTypeError(
+            "the demo runs the one registered job type that sets demo_params; "
+            f"{len(declared)} do ({names}) among {', '.join(registry) or 'no job type'}"
+        )
+    return declared[0]
 
 
 def demo(
-    limit: int = typer.Option(300, help="Products to correct from the shipped sample."),
+    limit: int | None = typer.Option(
+        None, help="Products to take from the shipped sample (default: the job type's own)."
+    ),
 ) -> None:
     """The main job on embedded defaults: launch, run locally, follow, import, summarise."""
-    job_type = "ingredients-spellcheck"
-    console.rule("robotoff-batch demo: ingredients-spellcheck on the shipped OFF sample")
     try:
-        launched = operations.launch(job_type=job_type, params={"limit": limit}, debug=DEBUG["on"])
+        job_type = demo_job_type(load_registry())
+    except DemoJobTypeError as exc:
+        raise fail(str(exc)) from None
+    params = dict(job_type.demo_params or {})
+    if limit is not None:
+        params["limit"] = limit
+    console.rule(f"robotoff-batch demo: {job_type.name} on the shipped OFF sample")
+    try:
+        launched = operations.launch(job_type=job_type.name, params=params, debug=DEBUG["on"])
     except operations.OperationError as exc:
         raise fail(f"launch failed: {exc}") from None
     say(
@@ -36,42 +66,20 @@ def demo(
             e.time.strftime("%H:%M:%S.%f")[:-3], Text(e.description.split(" for job ")[0])
         )
     console.print(timeline)
-    examples = operations.examples(job_id=launched.job_id, limit=5)
-    table = make_table("example corrections", ["barcode", "lang", "original → correction"])
-    for ex in examples:
-        table.add_row(
-            ex["barcode"], ex.get("lang") or "", Text(_diff(ex["original"], ex["correction"]))
-        )
-    if examples:
-        console.print(table)
-    say(demo_summary(launched.rows, followed, operations.import_record(job_id=launched.job_id)))
-    prefix = key_prefix(job_type)
+    outcome = DemoOutcome(
+        rows=launched.rows,
+        state=followed.status.state.value,
+        examples=operations.examples(job_id=launched.job_id, limit=5),
+        record=operations.import_record(job_id=launched.job_id),
+    )
+    for line in job_type.demo_lines(outcome):
+        if isinstance(line, str):
+            say(line)
+        else:
+            console.print(line)
     say(
         "see it in the Dagster UI: make ui (or DAGSTER_HOME="
         f"{operations.dagster_home()} .venv/bin/dagster dev -w workspace.yaml), then open "
-        f"http://127.0.0.1:3000/assets/{prefix}/batch_job?partition={launched.job_id}"
+        f"http://127.0.0.1:3000/assets/{key_prefix(job_type.name)}/batch_job"
+        f"?partition={launched.job_id}"
     )
-
-
-def demo_summary(rows: int, followed: operations.Outcome, record: Any) -> str:
-    """The demo's last line: what the engine corrected and what the import did with it."""
-    head = f"summary: {rows} products extracted, job {followed.status.state.value}"
-    if record is None:
-        return f"{head}, nothing imported"
-    text = f"{head}, {record.candidates} corrections made; {record.predictions} new predictions"
-    if record.predictions_kept:
-        text += (
-            f", {record.predictions_kept} already stored by an earlier run of the same model "
-            "version (kept, as Robotoff's dedup rule does; `make clean` starts afresh)"
-        )
-    if record.predictions_replaced:
-        text += f", {record.predictions_replaced} older-version predictions replaced"
-    insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
-    return text + (f"; insights: {insights}" if insights else "; no insight changed")
-
-
-def _diff(original: str, correction: str) -> str:
-    """The words that changed, for a short display."""
-    from robotoff_batch.assets.imports import changed_words
-
-    return changed_words(original, correction)

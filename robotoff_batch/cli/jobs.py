@@ -65,7 +65,9 @@ class LaunchCommand(TyperCommand):
 
 
 def launch(
-    job_type: str = typer.Argument(..., help="Job type, e.g. ingredients-spellcheck."),
+    job_type: str = typer.Argument(
+        ..., help="Job type: its job_configs/ file's name (`launch --help` lists them)."
+    ),
     params: list[str] = typer.Argument(  # noqa: B008
         None, help="Launch parameters as key=value, e.g. limit=500 'languages=[fr, en]'."
     ),

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from robotoff_batch.config.catalog import load_catalog, machine_family
 from robotoff_batch.config.rules import (
     _ARTIFACT_REGISTRY_HOST,
-    _MULTI_REGIONS,
     BOOT_IMAGE_PATTERN,
     CONTAINER_INPUT_ERROR_EXIT_CODE,
     ENV_NAME_PATTERN,
@@ -32,6 +31,7 @@ from robotoff_batch.config.rules import (
     StrictCount,
     _field_error,
     parse_duration_s,
+    registry_serves,
 )
 
 
@@ -253,8 +253,7 @@ class BatchResources(BaseModel):
         if match is None:
             return  # another registry (Docker Hub, ghcr.io): no region to check
         where = match["where"]
-        prefix = _MULTI_REGIONS.get(where)
-        if where == self.location or (prefix and self.location.startswith(prefix)):
+        if registry_serves(where, self.location):
             return
         raise _field_error(
             "container_image_uri",

@@ -49,6 +49,13 @@ _ARTIFACT_REGISTRY_HOST = re.compile(r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev$"
 _MULTI_REGIONS = {"europe": "europe-", "us": "us-", "asia": "asia-"}
 
 
+def registry_serves(where: str, location: str) -> bool:
+    """Whether Artifact Registry ``where`` (a region or a multi-region) is the jobs' region
+    ``location`` or a multi-region covering it: their VMs pull from it without egress."""
+    prefix = _MULTI_REGIONS.get(where)
+    return where == location or bool(prefix and location.startswith(prefix))
+
+
 class ProvisioningModel(enum.StrEnum):
     STANDARD = "STANDARD"
     SPOT = "SPOT"

@@ -9,7 +9,7 @@ import typer
 
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.cost.actual import LOCAL_ENGINE, usd
-from robotoff_batch.cost.facts import launch_facts
+from robotoff_batch.cost.facts import chain_launch_facts
 from robotoff_batch.cost.summary import collect, report_lines, summarize
 
 
@@ -92,7 +92,6 @@ def _products_lookup() -> Any:
     no instance to read."""
     try:
         from robotoff_batch import operations
-        from robotoff_batch.follow import OWNER_LABEL
 
         instance = operations.instance()
     except Exception:
@@ -100,8 +99,7 @@ def _products_lookup() -> Any:
 
     def products_of(status: JobStatus) -> int | None:
         try:
-            owner = status.labels.get(OWNER_LABEL)
-            return launch_facts(instance, owner, status.job_id).products
+            return chain_launch_facts(instance, status).products
         except Exception:
             return None
 

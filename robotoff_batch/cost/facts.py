@@ -1,4 +1,5 @@
-"""What the launch run recorded (products, ceiling at launch), and the cost lines and
+"""What the launch run recorded (products, ceiling at launch; a capacity fallback's: its
+chain's first job's), and the cost lines and
 Dagster metadata built from it and the actual cost."""
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class LaunchFacts:
     worst_case: str | None = None  # the arithmetic
     ceiling_usd: float | None = None  # the config's max_cost_usd
     source: str = "the launch run"
+    # A capacity fallback's: the chain's first job, whose launch run these facts are.
+    origin: str | None = None
 
 
 def _value(meta: Mapping[str, Any], key: str) -> Any:
@@ -60,6 +63,19 @@ def launch_facts(
         worst_case=str(text) if text is not None else None,
         ceiling_usd=float(ceiling) if ceiling is not None else None,
     )
+
+
+def chain_launch_facts(instance: dg.DagsterInstance, status: JobStatus) -> LaunchFacts:
+    """The launch run's facts of a job; for a capacity fallback (``<first id>-f<n>``, which
+    has no launch run of its own), those of its chain's first job, from the same run."""
+    from robotoff_batch.fallback import chain_position
+    from robotoff_batch.follow import OWNER_LABEL
+
+    origin, index = chain_position(status)
+    facts = launch_facts(instance, status.labels.get(OWNER_LABEL), origin)
+    if index == 0:
+        return facts
+    return replace(facts, source=f"the launch run of {origin}", origin=origin)
 
 
 def current_config_facts(job_type: str | None) -> LaunchFacts:
@@ -112,14 +128,12 @@ def cost_lines(cost: ActualCost, facts: LaunchFacts) -> list[str]:
 
 def job_facts(instance: dg.DagsterInstance | None, status: JobStatus) -> LaunchFacts:
     """The launch run's facts of a job, else the ceiling of its job type's current config."""
-    from robotoff_batch.follow import OWNER_LABEL
-
     facts = LaunchFacts(source="no Dagster instance")
     if instance is not None:
-        facts = launch_facts(instance, status.labels.get(OWNER_LABEL), status.job_id)
+        facts = chain_launch_facts(instance, status)
     if facts.worst_case_usd is None:
         current = current_config_facts(status.labels.get(JOB_TYPE_LABEL))
-        facts = replace(current, products=facts.products)
+        facts = replace(current, products=facts.products, origin=facts.origin)
     return facts
 
 
@@ -179,6 +193,8 @@ def cost_metadata(cost: ActualCost, facts: LaunchFacts) -> dict[str, dg.Metadata
     meta["actual_cost_per_1000_products"] = dg.MetadataValue.text(per_1000_text(cost, facts))
     if facts.products is not None:
         meta["products"] = dg.MetadataValue.int(facts.products)
+    if facts.origin is not None:  # the chain's products, counted once in the summary
+        meta["products_of"] = dg.MetadataValue.text(facts.origin)
     if facts.worst_case_usd is not None:
         meta["production_worst_case_ceiling_usd"] = dg.MetadataValue.float(
             round(facts.worst_case_usd, 2)

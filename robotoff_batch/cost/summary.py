@@ -15,6 +15,7 @@ from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
 from robotoff_batch.config.catalog import load_catalog
 from robotoff_batch.cost.actual import LOCAL_ENGINE, ActualCost, actual_cost, usd
 from robotoff_batch.cost.facts import _value
+from robotoff_batch.fallback import chain_position
 from robotoff_batch.follow import metadata_table
 
 
@@ -29,6 +30,9 @@ class JobCost:
     usd: float | None  # None: unknown
     task_seconds: float = 0.0
     products: int | None = None
+    # The first job of its capacity-fallback chain ("": the job itself): a chain's products
+    # are counted once, its jobs' costs all.
+    chain: str = ""
 
     @classmethod
     def of(
@@ -42,7 +46,14 @@ class JobCost:
             usd=cost.total_usd,
             task_seconds=cost.task_seconds,
             products=products,
+            chain=_fallback_origin(status),
         )
+
+
+def _fallback_origin(status: JobStatus) -> str:
+    """The first job of a capacity fallback's chain; "" for a job that is no fallback."""
+    origin, index = chain_position(status)
+    return origin if index else ""
 
 
 @dataclass
@@ -64,8 +75,10 @@ class SummaryRow:
 
 
 def summarize(jobs: Iterable[JobCost]) -> list[SummaryRow]:
-    """Cost per (month, job type), oldest month first; a total per month is the caller's."""
+    """Cost per (month, job type), oldest month first; a total per month is the caller's.
+    The products of a capacity-fallback chain count once (its jobs' costs all count)."""
     rows: dict[tuple[str, str], SummaryRow] = {}
+    counted: set[str] = set()  # chains whose products are counted
     for job in jobs:
         row = rows.setdefault((job.month, job.job_type), SummaryRow(job.month, job.job_type))
         row.jobs += 1
@@ -78,12 +91,16 @@ def summarize(jobs: Iterable[JobCost]) -> list[SummaryRow]:
             continue
         row.known_usd += total
         if job.products:
-            row.products += job.products
+            chain = job.chain or job.job_id
+            if chain not in counted:
+                counted.add(chain)
+                row.products += job.products
             row.usd_with_products += total
     return [rows[k] for k in sorted(rows)]
 
 
-_JOB_ID_DATE = re.compile(r"-(\d{4})(\d{2})\d{2}-\d{6}-[a-z0-9]+$")
+# make_job_id's date, a capacity fallback's ``-f<n>`` suffix after it (fallback.py).
+_JOB_ID_DATE = re.compile(r"-(\d{4})(\d{2})\d{2}-\d{6}-[a-z0-9]+(-f\d+)?$")
 
 
 def month_of(status: JobStatus) -> str:
@@ -134,6 +151,7 @@ def recorded_costs(
                     usd=float(usd_value) if usd_value is not None else None,
                     task_seconds=float(_value(meta, "task_seconds") or 0.0),
                     products=int(products) if products is not None else None,
+                    chain=str(_value(meta, "products_of") or ""),
                 ),
             )
     return {job_id: cost for job_id, (_, cost) in found.items()}

@@ -10,17 +10,20 @@ but one probe object it creates and removes, and says for each failure how to fi
   (``ROBOTOFF_BATCH_GCP_LOCATION``, a Batch region, the one every job config runs in);
 - the staging bucket is writable and readable: a probe object is created (create-only),
   read back, compared and deleted;
-- ``ListJobs`` is permitted in the project and region;
+- ``ListJobs`` is permitted in the project, in every location a job may run in (the engine's,
+  and each job config's, its capacity fallbacks' included), one check per location;
 - the launcher may act as each job config's service account (``iam.serviceAccounts.actAs``,
   asked with IAM ``testIamPermissions``): without it CreateJob is PERMISSION_DENIED;
 - each job config's image reference is well formed, pinned (a tag other than ``latest``, or a
-  digest), and an Artifact Registry image of this project in the jobs' region.
+  digest), and an Artifact Registry image of this project serving the jobs' region (that
+  region's, or a multi-region covering it), in each location of the config (a fallback's own
+  ``container_image_uri`` there).
 
 Every check runs against injected clients (the CLI builds the real ones), so the tests run it
 against the GCS emulator, the fake Batch service and a fake IAM endpoint.
 
 Modules: ``context`` (settings, clients, the Check result), ``checks`` (the checks, in
-order), ``command`` (the CLI command).
+order), ``locations`` (those made once per location), ``command`` (the CLI command).
 """
 
 from robotoff_batch.doctor.checks import run_checks

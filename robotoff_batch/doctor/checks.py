@@ -1,13 +1,11 @@
-"""The doctor's checks, in order: credentials, project, region, bucket, ListJobs, actAs, images."""
+"""The doctor's checks, in order: credentials, project, region, bucket, ListJobs, actAs, images
+(ListJobs and images once per location: :mod:`robotoff_batch.doctor.locations`)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
-from robotoff_batch.batch.request import APP_LABEL
-from robotoff_batch.config.models import IMAGE_URI_PATTERN
 from robotoff_batch.doctor.context import (
     ACT_AS,
     IAM_ENDPOINT,
@@ -20,10 +18,7 @@ from robotoff_batch.doctor.context import (
     IamClient,
     IamError,
 )
-
-_AR_IMAGE = re.compile(
-    r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repo>[a-z0-9._-]+)/"
-)
+from robotoff_batch.doctor.locations import check_images, check_list_jobs, followed_locations
 
 
 def run_checks(ctx: DoctorContext) -> list[Check]:
@@ -33,9 +28,10 @@ def run_checks(ctx: DoctorContext) -> list[Check]:
     project = _check_project(ctx, checks, key_project)
     location = _check_location(ctx, checks)
     _check_bucket(ctx, checks, credentials, project)
-    _check_list_jobs(ctx, checks, credentials, project, location)
+    locations = followed_locations(ctx, location)
+    check_list_jobs(ctx, checks, credentials, project, locations)
     _check_act_as(ctx, checks, credentials)
-    _check_images(ctx, checks, project, location)
+    check_images(ctx, checks, project)
     return checks
 
 
@@ -118,7 +114,9 @@ def _check_location(ctx: DoctorContext, checks: list[Check]) -> str:
             )
         )
         return location
-    checks.append(Check("region", True, f"{location} (every job config runs there)"))
+    elsewhere = [where for where in followed_locations(ctx, location) if where != location]
+    fallbacks = f"; fallbacks also in {', '.join(elsewhere)}" if elsewhere else ""
+    checks.append(Check("region", True, f"{location} (every job config runs there{fallbacks})"))
     return location
 
 
@@ -190,40 +188,6 @@ def _check_bucket(ctx: DoctorContext, checks: list[Check], credentials: Any, pro
     )
 
 
-def _check_list_jobs(
-    ctx: DoctorContext, checks: list[Check], credentials: Any, project: str, location: str
-) -> None:
-    from robotoff_batch.batch.cloud_batch import CloudBatchEngine
-    from robotoff_batch.batch.engine import BatchEngineError
-
-    if not project:
-        checks.append(Check("ListJobs", False, "not checked: no project", ""))
-        return
-    if ctx.batch_client is not None:
-        engine = CloudBatchEngine(project=project, location=location, client=ctx.batch_client)
-    elif credentials is not None:
-        engine = CloudBatchEngine.from_settings(
-            project=project, location=location, credentials=credentials
-        )
-    else:
-        checks.append(Check("ListJobs", False, "not checked: no credentials", ""))
-        return
-    try:
-        jobs = engine.list_jobs(labels=dict([APP_LABEL]))
-    except BatchEngineError as exc:
-        denied = "403" in str(exc) or "PERMISSION" in str(exc).upper()
-        fix = (
-            "grant the orchestrator Batch Job Editor (roles/batch.jobsEditor) on the project"
-            if denied
-            else "enable batch.googleapis.com in the project and check the region"
-        )
-        checks.append(Check("ListJobs", False, str(exc), fix))
-        return
-    checks.append(
-        Check("ListJobs", True, f"permitted in {project}/{location} ({len(jobs)} jobs listed)")
-    )
-
-
 def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> None:
     iam = ctx.iam
     if iam is None and credentials is not None:
@@ -282,39 +246,3 @@ def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> 
             )
             continue
         checks.append(Check(name, True, f"the launcher may act as {account}"))
-
-
-def _check_images(ctx: DoctorContext, checks: list[Check], project: str, location: str) -> None:
-    for job_type, config in sorted(ctx.configs.items()):
-        name = f"image ({job_type})"
-        image = config.resources.container_image_uri
-        problems = []
-        if not re.match(IMAGE_URI_PATTERN, image):
-            problems.append("is not a well-formed image reference")
-        last = image.rsplit("/", 1)[-1]
-        if "@sha256:" not in last and (":" not in last or last.endswith(":latest")):
-            problems.append("is not pinned (give a tag other than latest, or a digest)")
-        match = _AR_IMAGE.match(image)
-        if match is None:
-            problems.append(
-                f"is not in Artifact Registry ({location}-docker.pkg.dev/...), where the jobs' "
-                "account reads it"
-            )
-        else:
-            if match["where"] != location:
-                problems.append(f"is in {match['where']}, the jobs run in {location}")
-            if project and match["project"] != project:
-                problems.append(f"belongs to project {match['project']}, not {project}")
-        if problems:
-            checks.append(
-                Check(
-                    name,
-                    False,
-                    f"{image} " + "; ".join(problems),
-                    f"make push-image JOB={job_type} to "
-                    f"{location}-docker.pkg.dev/{project or '<project>'}/robotoff-batch/"
-                    f"{job_type}:<tag>, and set container_image_uri to it",
-                )
-            )
-            continue
-        checks.append(Check(name, True, f"{image} (this project's, in {location})"))

@@ -19,7 +19,7 @@ import dagster as dg
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.follow import key_prefix
 from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
-from robotoff_batch.predictions.store import ImportSpec
+from robotoff_batch.predictions.store import ImportResult, ImportSpec
 
 # Robotoff's `prediction` table columns, in COPY order (ready-made prediction batches).
 PREDICTION_SCHEMA = _PREDICTION_SCHEMA
@@ -47,6 +47,35 @@ class ExtractedInput:
     rows: int
     files: Mapping[str, Path]  # staged name (one of the job type's staged_files) -> local file
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    """What ``robotoff-batch demo`` saw of its job, for its job type to summarise."""
+
+    rows: int  # products extracted
+    state: str  # the job's final state
+    examples: Sequence[Mapping[str, Any]]  # a few imported predictions (operations.examples)
+    record: ImportResult | None  # the ledger's record of the import; None: nothing imported
+
+
+def demo_summary(outcome: DemoOutcome, made: str = "candidate predictions") -> str:
+    """The demo's last line: what the job gave (``made``: what its candidates are, in words)
+    and what the import did with it."""
+    head = f"summary: {outcome.rows} products extracted, job {outcome.state}"
+    record = outcome.record
+    if record is None:
+        return f"{head}, nothing imported"
+    text = f"{head}, {record.candidates} {made}; {record.predictions} new predictions"
+    if record.predictions_kept:
+        text += (
+            f", {record.predictions_kept} already stored by an earlier run of the same model "
+            "version (kept, as Robotoff's dedup rule does; `make clean` starts afresh)"
+        )
+    if record.predictions_replaced:
+        text += f", {record.predictions_replaced} older-version predictions replaced"
+    insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
+    return text + (f"; insights: {insights}" if insights else "; no insight changed")
 
 
 class JobType(ABC, Generic[C]):
@@ -78,6 +107,9 @@ class JobType(ABC, Generic[C]):
     #: Staged file holding the product facts the insights read (None: none).
     facts_file: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    #: Launch parameters of ``robotoff-batch demo`` on the shipped sample (its ``--limit``
+    #: sets ``limit``); None: the demo does not run this job type. One job type sets it.
+    demo_params: ClassVar[Mapping[str, Any] | None] = None
 
     _REQUIRED: ClassVar[tuple[str, ...]] = (
         "name",
@@ -134,6 +166,11 @@ class JobType(ABC, Generic[C]):
             )
         if self.input_file not in extracted.files:
             raise StagedFilesError(f"{self.name}'s extraction did not write {self.input_file}")
+
+    def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
+        """What the demo prints after the job's timeline: strings (a line each) and rich
+        renderables (tables). The default: the summary line."""
+        return [demo_summary(outcome)]
 
     def __repr__(self) -> str:
         return f"<job type {self.name}>"

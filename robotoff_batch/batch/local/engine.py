@@ -42,8 +42,7 @@ from robotoff_batch.batch.local.process import (
     check_alive,
     is_same_process_alive,
     kill_recorded_tasks,
-    process_start_ticks,
-    spawn_detached,
+    start_supervisor,
     terminate,
     wait_gone,
 )
@@ -53,9 +52,6 @@ from robotoff_batch.batch.local.state import (
     LOCK_FILE,
     LOGS_DIR,
     STATE_FILE,
-    SUPERVISOR_DIED,
-    SUPERVISOR_LOG,
-    ProcessRecord,
     RunnerRecord,
     atomic_write_text,
     new_state,
@@ -70,7 +66,6 @@ logger = logging.getLogger(__name__)
 
 # How long cancel waits for the supervisor to stop its tasks before killing everything itself.
 CANCEL_GRACE_S = 5.0
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 class LocalBatchEngine:
@@ -258,26 +253,9 @@ class LocalBatchEngine:
     # -- internals -------------------------------------------------------------------------------
 
     def _start_supervisor(self, job_id: str, job_dir: Path) -> None:
-        """Start the detached supervisor (own session, so it survives our exit and signals)."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        argv = [self.python, "-m", "robotoff_batch.batch.local", "supervise", str(job_dir)]
-        try:
-            process = spawn_detached(argv, log_path=job_dir / SUPERVISOR_LOG, cwd=job_dir, env=env)
-        except OSError as error:
-            logger.error("cannot start the supervisor of job %s: %s", job_id, error)
-            with updating(job_dir) as state:
-                state.add_event(SUPERVISOR_DIED, f"local supervisor could not start: {error}")
-                state.set_state(JobState.FAILED)
-            return
-        self._supervisors[job_id] = process
-        ticks = process_start_ticks(process.pid)
-        with updating(job_dir) as state:
-            if not state.supervisor.pid:
-                state.supervisor = ProcessRecord(pid=process.pid, start_ticks=ticks)
-        logger.info("job %s: supervisor pid %d", job_id, process.pid)
+        process = start_supervisor(job_dir, python=self.python)
+        if process is not None:
+            self._supervisors[job_id] = process
 
     def _reap_supervisors(self) -> None:
         """Collect the exit status of supervisors we started, so none lingers as a zombie."""

@@ -26,6 +26,7 @@ from robotoff_batch.batch.local.state import (
     TASK_STATE_CHANGED,
     TASK_UNEXECUTED,
     LocalJobState,
+    ProcessRecord,
     now,
     updating,
 )
@@ -37,6 +38,7 @@ SUPERVISOR_START_TIMEOUT_S = 60.0
 
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _live(process: psutil.Process) -> bool:
@@ -127,6 +129,31 @@ def spawn_detached(
             env=dict(env),
             cwd=cwd,
         )
+
+
+def start_supervisor(job_dir: Path, *, python: str) -> subprocess.Popen[bytes] | None:
+    """Start the detached supervisor of the job in ``job_dir`` (own session, so it survives
+    our exit and signals) and record its pid; None when it cannot start (the job FAILED)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    argv = [python, "-m", "robotoff_batch.batch.local", "supervise", str(job_dir)]
+    job_id = job_dir.name
+    try:
+        process = spawn_detached(argv, log_path=job_dir / SUPERVISOR_LOG, cwd=job_dir, env=env)
+    except OSError as error:
+        logger.error("cannot start the supervisor of job %s: %s", job_id, error)
+        with updating(job_dir) as state:
+            state.add_event(SUPERVISOR_DIED, f"local supervisor could not start: {error}")
+            state.set_state(JobState.FAILED)
+        return None
+    ticks = process_start_ticks(process.pid)
+    with updating(job_dir) as state:
+        if not state.supervisor.pid:
+            state.supervisor = ProcessRecord(pid=process.pid, start_ticks=ticks)
+    logger.info("job %s: supervisor pid %d", job_id, process.pid)
+    return process
 
 
 def group_alive(pid: int | None) -> bool:

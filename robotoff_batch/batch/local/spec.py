@@ -21,6 +21,7 @@ from datetime import timedelta
 from google.cloud import batch_v1
 
 from robotoff_batch.batch.engine import BatchEngineError
+from robotoff_batch.batch.local.state import TASK_FAILED, TASK_PENDING, TASK_SUCCEEDED, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ class RetryPolicy:
         if attempts > self.max_retry_count or exit_code in self.fail_on:
             return False
         return self.retry_on is None or exit_code in self.retry_on
+
+    def attempt_end(self, index: int, attempt: int, exit_code: int) -> tuple[TaskState, str]:
+        """What an attempt's exit code makes of its task (SUCCEEDED, PENDING for a retry,
+        FAILED), with the status event's description in Cloud Batch's words."""
+        if exit_code == 0:
+            return TASK_SUCCEEDED, f"Task {index} succeeded on attempt {attempt}."
+        failed = f"Task {index} failed with exit code {exit_code} on attempt {attempt}; "
+        if self.should_retry(exit_code, attempt):
+            return TASK_PENDING, f"{failed}retrying (max_retry_count {self.max_retry_count})."
+        return TASK_FAILED, f"{failed}no retry left."
 
     @classmethod
     def from_task_spec(cls, spec: batch_v1.TaskSpec) -> RetryPolicy:

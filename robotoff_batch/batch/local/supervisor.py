@@ -39,12 +39,10 @@ from robotoff_batch.batch.local.state import (
     TASK_FAILED,
     TASK_PENDING,
     TASK_STATE_CHANGED,
-    TASK_SUCCEEDED,
     TASK_UNEXECUTED,
     EventRecord,
     LocalJobState,
     ProcessRecord,
-    TaskState,
     read_state,
     task_log,
     updating,
@@ -224,24 +222,11 @@ class Supervisor:
         first_event: EventRecord | None = None,
     ) -> None:
         """Decide retry or final state for a finished attempt, and queue its state change."""
-        new_task_state: TaskState
-        if code == 0:
-            new_task_state = TASK_SUCCEEDED
-            description = f"Task {run.index} succeeded on attempt {run.attempt}."
-        elif self.spec.retry.should_retry(code, run.attempt):
-            new_task_state = TASK_PENDING
+        new_task_state, description = self.spec.retry.attempt_end(run.index, run.attempt, code)
+        if new_task_state == TASK_PENDING:
             self.pending.insert(0, run.index)
-            description = (
-                f"Task {run.index} failed with exit code {code} on attempt {run.attempt}; "
-                f"retrying (max_retry_count {self.spec.retry.max_retry_count})."
-            )
-        else:
-            new_task_state = TASK_FAILED
+        elif new_task_state == TASK_FAILED:
             self.failed = True
-            description = (
-                f"Task {run.index} failed with exit code {code} on attempt {run.attempt}; "
-                "no retry left."
-            )
         logger.info(
             "task %d attempt %d exited with code %d: %s",
             run.index,

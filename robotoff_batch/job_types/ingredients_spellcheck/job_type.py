@@ -15,13 +15,22 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
+from rich.table import Table
+from rich.text import Text
 
 from robotoff_batch import extraction
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import INPUT_FILE, ExtractedInput, JobType
+from robotoff_batch.job_types.base import (
+    INPUT_FILE,
+    DemoOutcome,
+    ExtractedInput,
+    JobType,
+    demo_summary,
+)
 from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     FACTS_FILE,
     IMPORT_SPEC,
@@ -147,6 +156,22 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
     import_spec = IMPORT_SPEC
     prediction_type = PREDICTION_TYPE
     facts_file = FACTS_FILE
+    demo_params = {"limit": 300}
+
+    def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
+        """A few corrections (the words that changed), then the summary line."""
+        from robotoff_batch.assets.imports import changed_words
+
+        lines: list[Any] = []
+        if outcome.examples:
+            table = Table(title="example corrections")
+            for column in ("barcode", "lang", "original → correction"):
+                table.add_column(column)
+            for ex in outcome.examples:
+                changes = changed_words(ex["original"], ex["correction"])
+                table.add_row(ex["barcode"], ex.get("lang") or "", Text(changes))
+            lines.append(table)
+        return [*lines, demo_summary(outcome, made="corrections made")]
 
     def extract(
         self,
