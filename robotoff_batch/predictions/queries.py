@@ -51,18 +51,19 @@ WHERE table_schema = current_schema() AND table_name = ANY(%s)
 OWNED_SQL = "SELECT table_name FROM batch_schema_owner"
 OWN_SQL = "INSERT INTO batch_schema_owner (table_name) VALUES (%s) ON CONFLICT DO NOTHING"
 INDEX_EXISTS_SQL = "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s"
-# Our own ledger: columns added after its first version (our table, so we may add them).
+# The ledger's counts added after its first version (our table, so we may add them).
+_LATER_COUNTS = (
+    "candidates",
+    "predictions_kept",
+    "predictions_replaced",
+    "insights_created",
+    "insights_updated",
+    "insights_kept",
+    "insights_deleted",
+)
 LEDGER_UPGRADES: dict[str, str] = {
     name: f"ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS {name} integer NOT NULL DEFAULT 0"
-    for name in (
-        "candidates",
-        "predictions_kept",
-        "predictions_replaced",
-        "insights_created",
-        "insights_updated",
-        "insights_kept",
-        "insights_deleted",
-    )
+    for name in _LATER_COUNTS
 }
 LEDGER_UPGRADES["target"] = (
     "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'postgres'"
@@ -74,13 +75,7 @@ LEDGER_COLUMNS = (
     "predictions",
     "source_rows",
     "skipped_rows",
-    "candidates",
-    "predictions_kept",
-    "predictions_replaced",
-    "insights_created",
-    "insights_updated",
-    "insights_kept",
-    "insights_deleted",
+    *_LATER_COUNTS,
     "target",
 )
 

@@ -33,9 +33,13 @@ SELECT DISTINCT ON (p.barcode, p.value_tag)
     coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
     coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
     coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
-FROM insight_scope s
-JOIN prediction p ON p.barcode = s.barcode
-JOIN batch_product f ON f.code = p.barcode
+FROM (
+    -- the facts of the products in scope, joined first: two analysed temporary tables, one
+    -- hash join (OFFSET 0 keeps the planner from re-ordering it behind `prediction`, whose
+    -- statistics lag behind the rows this import just inserted)
+    SELECT f.* FROM insight_scope s JOIN batch_product f ON f.code = s.barcode OFFSET 0
+) AS f
+JOIN prediction p ON p.barcode = f.code
 WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
     AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
     AND p.data ->> 'original' = nullif(f.ingredients_text_lang, '')
