@@ -34,9 +34,8 @@ from robotoff_batch.predictions.queries import (
     DUPLICATE_PREDICTION_SQL,
     INSERT_SQL,
     LEDGER_COLUMNS,
-    NULL_PREDICTION_SQL,
     REPLACE_SQL,
-    TOO_LONG_SQL,
+    ROW_CHECK_SQL,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,14 +77,24 @@ def import_steps(
             "an empty output is refused, not recorded as imported"
         )
     for column in spec.unique:
-        row = cur.execute(
-            sql.SQL(
-                "SELECT a._file, a._row, b._file, b._row, a.{c} FROM batch_output a "
-                "JOIN batch_output b ON a.{c} = b.{c} "
-                "AND (a._file, a._row) < (b._file, b._row) "
-                "ORDER BY b._file, b._row LIMIT 1"
-            ).format(c=sql.Identifier(column))
+        c = sql.Identifier(column)
+        # one hash aggregate; the self-join naming the first repeated row only when one repeats
+        repeated = cur.execute(
+            sql.SQL("SELECT 1 FROM batch_output GROUP BY {c} HAVING count(*) > 1 LIMIT 1").format(
+                c=c
+            )
         ).fetchone()
+        row = (
+            repeated
+            and cur.execute(
+                sql.SQL(
+                    "SELECT a._file, a._row, b._file, b._row, a.{c} FROM batch_output a "
+                    "JOIN batch_output b ON a.{c} = b.{c} "
+                    "AND (a._file, a._row) < (b._file, b._row) "
+                    "ORDER BY b._file, b._row LIMIT 1"
+                ).format(c=c)
+            ).fetchone()
+        )
         if row:
             raise PredictionImportError(
                 f"{column} {row[4]!r} appears twice in the output: {where(row[0], row[1])} "
@@ -115,16 +124,15 @@ def import_steps(
     row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
     candidates = int(row[0]) if row else 0
     phase("to_predictions")
-    bad = cur.execute(NULL_PREDICTION_SQL).fetchone()
-    if bad:
+    bad = cur.execute(ROW_CHECK_SQL).fetchone()
+    if bad and bad[2]:
         raise PredictionImportError(
             f"{where(bad[0], bad[1])}: null or empty {bad[2]!r}; nothing was imported"
         )
-    bad = cur.execute(TOO_LONG_SQL).fetchone()
     if bad:
         raise PredictionImportError(
-            f"{where(bad[0], bad[1])}: {bad[2]!r} is longer than "
-            f"{MAX_LENGTHS[bad[2]]} characters: {str(bad[3])[:120]!r}; nothing was imported"
+            f"{where(bad[0], bad[1])}: {bad[3]!r} is longer than "
+            f"{MAX_LENGTHS[bad[3]]} characters: {str(bad[4])[:120]!r}; nothing was imported"
         )
     implied = spec.one_prediction_per_product and spec.key_column in spec.unique
     dup = None if implied else cur.execute(DUPLICATE_PREDICTION_SQL).fetchone()

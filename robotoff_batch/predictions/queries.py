@@ -111,26 +111,27 @@ SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
 FROM ({select}) AS p (_file, _row, barcode, type, data, "timestamp", value_tag, value,
     source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
 """
-NULL_PREDICTION_SQL = """
-SELECT _file, _row, CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
-    WHEN type IS NULL OR type = '' THEN 'type' WHEN data IS NULL THEN 'data'
-    ELSE 'server_type' END
-FROM batch_prediction
-WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NULL
-    OR server_type IS NULL OR "timestamp" IS NULL
-ORDER BY _file, _row LIMIT 1
-"""
-TOO_LONG_SQL = """
-SELECT _file, _row, CASE WHEN length(barcode) > 100 THEN 'barcode'
-        WHEN length(type) > 256 THEN 'type' WHEN length(predictor) > 100 THEN 'predictor'
-        WHEN length(predictor_version) > 100 THEN 'predictor_version' ELSE 'server_type' END,
-    CASE WHEN length(barcode) > 100 THEN barcode WHEN length(type) > 256 THEN type
-        WHEN length(predictor) > 100 THEN predictor
-        WHEN length(predictor_version) > 100 THEN predictor_version ELSE server_type END
-FROM batch_prediction
-WHERE length(barcode) > 100 OR length(type) > 256 OR length(predictor) > 100
-    OR length(predictor_version) > 100 OR length(server_type) > 10
-ORDER BY _file, _row LIMIT 1
+# One scan for the row checks: the first row with a null or empty required value (reported
+# before any too-long value), else the first with a value over its varchar(n) limit.
+ROW_CHECK_SQL = """
+SELECT _file, _row, null_column, long_column, long_value FROM (
+    SELECT _file, _row,
+        CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
+            WHEN type IS NULL OR type = '' THEN 'type' WHEN data IS NULL THEN 'data'
+            WHEN server_type IS NULL OR "timestamp" IS NULL THEN 'server_type' END
+            AS null_column,
+        CASE WHEN length(barcode) > 100 THEN 'barcode' WHEN length(type) > 256 THEN 'type'
+            WHEN length(predictor) > 100 THEN 'predictor'
+            WHEN length(predictor_version) > 100 THEN 'predictor_version'
+            WHEN length(server_type) > 10 THEN 'server_type' END AS long_column,
+        CASE WHEN length(barcode) > 100 THEN barcode WHEN length(type) > 256 THEN type
+            WHEN length(predictor) > 100 THEN predictor
+            WHEN length(predictor_version) > 100 THEN predictor_version ELSE server_type END
+            AS long_value
+    FROM batch_prediction
+) AS checked
+WHERE null_column IS NOT NULL OR long_column IS NOT NULL
+ORDER BY null_column IS NULL, _file, _row LIMIT 1
 """
 # Two predictions of one job with the same Robotoff key: Robotoff would keep one at random.
 DUPLICATE_PREDICTION_SQL = """
