@@ -218,10 +218,12 @@ def follow(
         jt = job_type_of(job_id, status)
         previous = c.states.get(job_id, (jt, None))[1]
         if status.state.is_terminal:
-            c.states.pop(job_id, None)
             c.cancel_sent.discard(job_id)
             if job_id in c.settled:
+                c.states.pop(job_id, None)
                 continue
+            # kept until settled: the ticks before its finish run ends log no change again
+            c.states[job_id] = (jt, status.state.value)
             finished[job_id] = status
             if previous != status.state.value:
                 plan.changes.append(StateChange(job_id, jt, previous, status.state.value))

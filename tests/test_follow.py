@@ -237,6 +237,10 @@ def test_finished_jobs_get_a_finish_run(
         (job_id, 0, import_requested)
     ]
     assert plan.finish_requests[0].run_key == f"finish-{job_id}"
+    # before its finish run ends, the next tick records no state change again
+    again = world.tick(plan.cache.encode())
+    assert not again.changes and not again.observations
+    assert not [m for _, m in again.messages if f"-> {state.value}" in m], again.messages
     if state == JobState.FAILED:
         reason = failure_reason(world.engine.get_job(job_id=job_id))
         if exit_codes:
