@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from robotoff_batch.cli import app
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.doctor import DoctorContext, IamClient, load_configs, run_checks
+from robotoff_batch.doctor.locations import regions_served
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.fake_iam import FakeIam, running_fake_iam
 from tests.fakes.gcs_emulator import RunningEmulator
@@ -85,6 +86,7 @@ def test_a_good_deployment_passes_every_check_and_leaves_nothing(
         "project",
         "region",
         "bucket",
+        "bucket location",
         "ListJobs (europe-west4)",
         "act as (ingredients-spellcheck)",
         "image (ingredients-spellcheck, europe-west4)",
@@ -257,6 +259,46 @@ def test_every_location_of_every_config_is_checked(
     assert not fallback.ok and other in fallback.detail and "not robotoff" in fallback.detail
 
 
+def test_the_staging_bucket_must_serve_every_job_location(
+    env: dict[str, str],
+    gcs_emulator: RunningEmulator,
+    gcs_client: Any,
+    batch_service: FakeBatchService,
+    iam: FakeIam,
+) -> None:
+    """A regional bucket is read across regions by a fallback elsewhere; a multi-region one
+    serves both (the emulator's buckets carry the location they were created with)."""
+    gcs_emulator.create_bucket("regional", location="europe-west4")
+    regional = {**env, "ROBOTOFF_BATCH_STAGING_URI": "gs://regional/batch"}
+    alone = by_name(run_checks(context(regional, gcs_client, batch_service, iam)))
+    assert alone["bucket location"].ok, alone["bucket location"].render()
+    assert "EUROPE-WEST4" in alone["bucket location"].detail
+    with_elsewhere = run_checks(context(regional, gcs_client, batch_service, iam, with_fallback()))
+    location = by_name(with_elsewhere)["bucket location"]
+    assert not location.ok and "jobs in europe-west1 read it across regions" in location.detail
+    assert "--location EU" in location.fix
+    multi = by_name(run_checks(context(env, gcs_client, batch_service, iam, with_fallback())))
+    assert (
+        multi["bucket location"].ok
+        and "europe-west4, europe-west1" in multi["bucket location"].detail
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "data_locations", "served"),
+    [
+        ("EU", None, "europe-"),
+        ("EUR4", None, ("europe-north1", "europe-west4")),
+        ("EU", ["EUROPE-WEST1", "EUROPE-WEST4"], ("europe-west1", "europe-west4")),
+        ("EUROPE-WEST4", None, ("europe-west4",)),
+    ],
+)
+def test_regions_a_bucket_location_serves(
+    location: str, data_locations: list[str] | None, served: Any
+) -> None:
+    assert regions_served(location, data_locations) == served
+
+
 def test_cli_doctor_against_the_emulators(
     env: dict[str, str],
     batch_service: FakeBatchService,
@@ -273,7 +315,7 @@ def test_cli_doctor_against_the_emulators(
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("ok    ") == 7 and "7 ok, 0 failed" in result.output
+    assert result.output.count("ok    ") == 8 and "8 ok, 0 failed" in result.output
 
     iam.accounts = {}
     result = CliRunner().invoke(app, ["doctor"])

@@ -18,7 +18,12 @@ from robotoff_batch.doctor.context import (
     IamClient,
     IamError,
 )
-from robotoff_batch.doctor.locations import check_images, check_list_jobs, followed_locations
+from robotoff_batch.doctor.locations import (
+    check_bucket_location,
+    check_images,
+    check_list_jobs,
+    followed_locations,
+)
 
 
 def run_checks(ctx: DoctorContext) -> list[Check]:
@@ -27,8 +32,8 @@ def run_checks(ctx: DoctorContext) -> list[Check]:
     credentials, key_project = _check_credentials(ctx, checks)
     project = _check_project(ctx, checks, key_project)
     location = _check_location(ctx, checks)
-    _check_bucket(ctx, checks, credentials, project)
     locations = followed_locations(ctx, location)
+    _check_bucket(ctx, checks, credentials, project, locations)
     check_list_jobs(ctx, checks, credentials, project, locations)
     _check_act_as(ctx, checks, credentials)
     check_images(ctx, checks, project)
@@ -120,7 +125,10 @@ def _check_location(ctx: DoctorContext, checks: list[Check]) -> str:
     return location
 
 
-def _check_bucket(ctx: DoctorContext, checks: list[Check], credentials: Any, project: str) -> None:
+def _check_bucket(
+    ctx: DoctorContext, checks: list[Check], credentials: Any, project: str, locations: list[str]
+) -> None:
+    """The staging bucket: a probe written, read back and removed; then its location."""
     from google.api_core import exceptions as api_exceptions
 
     from robotoff_batch.staging import StagingError
@@ -186,6 +194,7 @@ def _check_bucket(ctx: DoctorContext, checks: list[Check], credentials: Any, pro
     checks.append(
         Check("bucket", True, f"gs://{bucket_name} writable and readable (probe removed)")
     )
+    check_bucket_location(checks, client.bucket(bucket_name), bucket_name, locations)
 
 
 def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> None:

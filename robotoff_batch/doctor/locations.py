@@ -107,3 +107,58 @@ def _image(job_type: str, resources: BatchResources, name: str, project: str) ->
             f"{job_type}:<tag>, and set container_image_uri to it",
         )
     return Check(name, True, f"{image} (this project's, readable in {location})")
+
+
+# Predefined dual-regions (cloud.google.com/storage/docs/locations#predefined); a multi-region
+# (EU, US, ASIA) serves every region of its continent; a configurable dual-region lists its
+# regions in the bucket's dataLocations.
+_DUAL_REGIONS = {
+    "EUR4": ("europe-north1", "europe-west4"),
+    "NAM4": ("us-central1", "us-east1"),
+    "ASIA1": ("asia-northeast1", "asia-northeast2"),
+}
+_MULTI_REGIONS = {"EU": "europe-", "US": "us-", "ASIA": "asia-"}
+
+
+def regions_served(location: str, data_locations: list[str] | None = None) -> str | tuple[str, ...]:
+    """What a bucket in ``location`` serves without a cross-region read: a region prefix
+    (multi-region, e.g. ``"europe-"``) or the regions themselves."""
+    upper = location.upper()
+    if data_locations:
+        return tuple(d.lower() for d in data_locations)
+    if upper in _MULTI_REGIONS:
+        return _MULTI_REGIONS[upper]
+    return _DUAL_REGIONS.get(upper, (location.lower(),))
+
+
+def check_bucket_location(
+    checks: list[Check], bucket: Any, bucket_name: str, locations: list[str]
+) -> None:
+    """The staging bucket should serve every region a job may run in (fallbacks included):
+    a job elsewhere reads its input across regions (egress, slower)."""
+    from google.api_core import exceptions as api_exceptions
+
+    name = "bucket location"
+    try:
+        bucket.reload()
+    except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
+        detail = f"not checked: gs://{bucket_name}'s metadata is not readable ({exc.message})"
+        fix = "grant storage.buckets.get on the bucket, or check its location by hand"
+        checks.append(Check(name, False, detail, fix))
+        return
+    served = regions_served(bucket.location or "", list(bucket.data_locations or []))
+    outside = [
+        where
+        for where in locations
+        if not (where.startswith(served) if isinstance(served, str) else where in served)
+    ]
+    where_it_is = f"gs://{bucket_name} is in {bucket.location}"
+    if outside:
+        detail = f"{where_it_is}: jobs in {', '.join(outside)} read it across regions"
+        fix = (
+            "stage on a multi-region bucket covering every job location (gcloud storage "
+            "buckets create --location EU), or drop the alternatives elsewhere"
+        )
+        checks.append(Check(name, False, detail, fix))
+        return
+    checks.append(Check(name, True, f"{where_it_is}: serves {', '.join(locations)}"))

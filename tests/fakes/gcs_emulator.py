@@ -184,8 +184,12 @@ class RunningEmulator:
         """The value for ``STORAGE_EMULATOR_HOST`` (scheme included)."""
         return f"http://{self.host}:{self.port}"
 
-    def create_bucket(self, name: str) -> None:
+    def create_bucket(self, name: str, location: str = "EU") -> None:
+        """A bucket in ``location`` (the emulator itself puts every bucket in US)."""
         emulator_server.buckets.create_bucket(name, self.server._storage)
+        resource = self.server._storage.buckets[name]
+        resource["location"] = location.upper()
+        resource["locationType"] = "multi-region" if location.upper() in ("EU", "US") else "region"
 
 
 @contextmanager
