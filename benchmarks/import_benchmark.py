@@ -396,8 +396,13 @@ def to_markdown(report: dict) -> str:
             "`COPY ... (FORMAT csv)`, nothing else; INSERT×100 = the same rows, 100 per INSERT "
             "statement, one transaction. rows/s = prediction rows per second. re-import = the "
             "same job again (ledger hit, nothing read), median. Peak RSS = VmHWM of the case's "
-            "process (modules included: the import's process loads the pipeline, ~220 MiB "
-            "before reading anything). vs raw COPY = COPY's time / the case's time (1.00 = as "
+            "process (modules included: the import's process loads the pipeline, Dagster and "
+            "DuckDB, "
+            + ", ".join(
+                f"{mib(r['import_rss_before_bytes'])} at {r['output_rows']:,}"
+                for r in report["results"]
+            )
+            + " before reading anything). vs raw COPY = COPY's time / the case's time (1.00 = as "
             "fast as COPY); vs INSERT×100 likewise. Re-import (ledger hit, nothing read): "
             + ", ".join(
                 f"{r['reimport_median_s'] * 1000:.1f} ms at {r['output_rows']:,}"
