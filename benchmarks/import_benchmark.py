@@ -166,6 +166,9 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     store = PredictionStore(conninfo=args.conninfo)
     store.ensure_schema()
     engine = _SucceededEngine(args.files)
+    steps = _StepTimes()
+    logging.getLogger("robotoff_batch.predictions.import_steps").addHandler(steps)
+    logging.getLogger("robotoff_batch.predictions.import_steps").setLevel(logging.INFO)
     rss_before = proc_status_bytes("VmRSS")
     t0 = time.monotonic()
     outcome = pipeline.import_job_output(
@@ -199,7 +202,20 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
         "reimport_s": reimports,
         "rss_before_bytes": rss_before,
         "peak_rss_bytes": peak,
+        "steps_s": steps.phases,
     }
+
+
+class _StepTimes(logging.Handler):
+    """The seconds per step the import logs (``import_steps``: "seconds per step")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phases: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "seconds per step" in str(record.msg) and isinstance(record.args, tuple):
+            self.phases = dict(record.args[1])
 
 
 _COPY_COLUMNS = (
@@ -380,6 +396,17 @@ def to_markdown(report: dict) -> str:
                 f"| {r['output_rows']:,} | {name} | {seconds:.2f} | {n / seconds:,.0f} "
                 f"| {r['copy_s'] / seconds:.2f} | {r['insert_s'] / seconds:.2f} | {mib(rss)} |"
             )
+    steps = [r.get("import_steps_s") or {} for r in report["results"]]
+    names = list(dict.fromkeys(name for s in steps for name in s))
+    table += [
+        "",
+        "Where the whole import's time goes (seconds per step, as it logs them):",
+        "",
+        "| step | " + " | ".join(f"{r['output_rows']:,} rows" for r in report["results"]) + " |",
+        "|---|" + "---:|" * len(report["results"]),
+    ]
+    for name in names:
+        table.append(f"| {name} | " + " | ".join(f"{s.get(name, 0):.2f}" for s in steps) + " |")
     return markdown_report(
         "# Import benchmark (ingredients-spellcheck output → Robotoff's tables), side by side",
         [
@@ -560,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 "reimport_median_s": statistics.median(imp["reimport_s"]),
                 "import_rss_before_bytes": imp["rss_before_bytes"],
                 "import_peak_rss_bytes": imp["peak_rss_bytes"],
+                "import_steps_s": imp["steps_s"],
                 "copy_peak_rss_bytes": cp["peak_rss_bytes"],
                 "insert_peak_rss_bytes": ins["peak_rss_bytes"],
             }
