@@ -80,23 +80,8 @@ VARIANTS: dict[str, wordfreq_cpu.Settings] = {
 SPEED_DUMPS = DUMPS
 
 
-def lexicon_counts(data_dir: Path) -> dict[str, dict[str, int]]:
-    """Word counts per product language (lang -> word -> n), summed over both sample dumps."""
-    con = duckdb.connect()
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for dump in DUMPS:
-        table = build_lexicon(con, str(data_dir / dump))
-        for lang, word, n in zip(
-            table["lang"].to_pylist(),
-            table["word"].to_pylist(),
-            table["n"].to_pylist(),
-            strict=True,
-        ):
-            counts[lang][word] += n
-    return {lang: dict(words) for lang, words in counts.items()}
-
-
 def _food(data_dir: Path, dumps: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Word counts per product language (lang -> word -> n), summed over ``dumps``."""
     con = duckdb.connect()
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for dump in dumps:

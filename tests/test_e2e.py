@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -494,13 +492,12 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
 ) -> None:
     """The finish run of a SUCCEEDED job hands its checked output to Robotoff's endpoint (a
     local server reproducing its contract), once; nothing is written to Robotoff's tables."""
+    from tests.fakes.http_server import serving
     from tests.test_robotoff_api import KEY, RobotoffEndpoint
 
     received: list[dict[str, str]] = []
     handler = type("Handler", (RobotoffEndpoint,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(handler) as server:
         resources = make_resources(tmp_path, pg_db)
         bucket = tmp_path / "robotoff-batch"
         bucket.mkdir()
@@ -519,9 +516,6 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
         assert [k.path[-1] for k in request.asset_selection] == ["batch_job", "predictions"]
         finished = run_request(defs, instance, request)
         assert finished.success, failure_text(finished)
-    finally:
-        server.shutdown()
-        server.server_close()
     expected = output_changes(tmp_path / "staging", job_id)
     assert received == [{"job_type": "ingredients_spellcheck", "batch_dir": f"{JOB_TYPE}/{job_id}"}]
     handed = pq.read_table(bucket / JOB_TYPE / job_id / "postprocessed_data.parquet")

@@ -11,12 +11,9 @@ Parquet and embedded PostgreSQL ledger.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ from robotoff_batch.predictions.robotoff_api import (
 )
 from robotoff_batch.predictions.store import PredictionStore
 from robotoff_batch.staging import Staging, staging_from_uri
+from tests.fakes.http_server import JsonHandler, serving
 from tests.test_spellcheck_import import JOB_A, OUTPUT, SucceededEngine, write_job
 
 KEY = "k3y-for-batch-jobs"
@@ -41,21 +39,10 @@ KEY = "k3y-for-batch-jobs"
 BATCH_JOB_TYPES = {"ingredients_spellcheck": "ingredients-spellcheck"}
 
 
-class RobotoffEndpoint(BaseHTTPRequestHandler):
+class RobotoffEndpoint(JsonHandler):
     """``POST /api/v1/batch/import`` as Robotoff answers it."""
 
     received: list[dict[str, str]]
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         url = urllib.parse.urlsplit(self.path)
@@ -87,15 +74,8 @@ class RobotoffEndpoint(BaseHTTPRequestHandler):
 @pytest.fixture
 def robotoff() -> Iterator[tuple[str, list[dict[str, str]]]]:
     received: list[dict[str, str]] = []
-    handler = type("Handler", (RobotoffEndpoint,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(type("Handler", (RobotoffEndpoint,), {"received": received})) as server:
         yield f"http://127.0.0.1:{server.server_port}", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

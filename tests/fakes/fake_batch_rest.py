@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -29,6 +28,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import json_format
 
 from tests.fakes.fake_batch_service import FakeBatchService, _Abort
+from tests.fakes.http_server import JsonHandler, start_serving, stop_serving
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -160,22 +160,13 @@ class FakeBatchRest:
     def start(self) -> None:
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, text = front.handle(method, self.path, body)
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._answer(*front.handle(method, self.path, body))
 
             def do_GET(self) -> None:  # noqa: N802
                 self._serve("GET")
@@ -186,13 +177,10 @@ class FakeBatchRest:
             def do_DELETE(self) -> None:  # noqa: N802
                 self._serve("DELETE")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = start_serving(Handler)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server)
 
 
 @contextmanager
