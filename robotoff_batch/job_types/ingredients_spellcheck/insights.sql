@@ -28,8 +28,7 @@ ANALYZE insight_scope
 CREATE TEMP TABLE insight_candidate ON COMMIT DROP AS
 SELECT DISTINCT ON (p.barcode, p.value_tag)
     p.id AS prediction_id, p.barcode, p.value_tag, p.value, p.source_image,
-    coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
-    p.predictor_version, p.confidence,
+    p.automatic_processing, p.predictor, p.predictor_version, p.confidence,
     coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
     coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
     coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
@@ -39,19 +38,27 @@ FROM (
     -- statistics lag behind the rows this import just inserted)
     SELECT f.* FROM insight_scope s JOIN batch_product f ON f.code = s.barcode OFFSET 0
 ) AS f
-JOIN prediction p ON p.barcode = f.code
-WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
-    AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
-    AND p.data ->> 'original' = nullif(f.ingredients_text_lang, '')
+JOIN (
+    -- the stored predictions that can become an insight, reduced to what the rule reads (the
+    -- whole `data` stays out of the join's hash table and of the sort)
+    SELECT p.id, p.barcode, p.value_tag, p.value, p.source_image,
+        coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
+        p.predictor_version, p.confidence, p.data ->> 'original' AS original,
+        coalesce((p.data ->> 'priority')::integer, 1) AS priority
+    FROM prediction p
+    WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
+        AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
+    OFFSET 0
+) AS p ON p.barcode = f.code AND p.original = nullif(f.ingredients_text_lang, '')
     AND p.value_tag = f.lang
-    AND NOT EXISTS (
-        SELECT 1 FROM product_insight r
-        WHERE r.barcode = p.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
-            AND (r.annotation IS NOT NULL OR r.automatic_processing)
-            AND r.value_tag IS NOT DISTINCT FROM p.value_tag
-    )
-ORDER BY p.barcode, p.value_tag, coalesce((p.data ->> 'priority')::integer, 1),
-    coalesce(p.automatic_processing, false) DESC, coalesce(p.predictor, 'z'), p.id
+WHERE NOT EXISTS (
+    SELECT 1 FROM product_insight r
+    WHERE r.barcode = p.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+        AND (r.annotation IS NOT NULL OR r.automatic_processing)
+        AND r.value_tag IS NOT DISTINCT FROM p.value_tag
+)
+ORDER BY p.barcode, p.value_tag, p.priority, p.automatic_processing DESC,
+    coalesce(p.predictor, 'z'), p.id
 
 -- name: analyze_candidates
 ANALYZE insight_candidate
