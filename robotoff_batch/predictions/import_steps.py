@@ -14,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
 
@@ -31,11 +30,13 @@ from robotoff_batch.predictions.model import (
 )
 from robotoff_batch.predictions.queries import (
     CREATE_PREDICTION_VIEW,
+    CREATE_SCOPE_VIEW,
     DUPLICATE_PREDICTION_SQL,
     INSERT_SQL,
     LEDGER_COLUMNS,
     REPLACE_SQL,
     ROW_CHECK_SQL,
+    SCOPE_FROM_PREDICTIONS,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ def import_steps(
         spec.predictions_sql.strip().rstrip(";"), {"now": now}
     )
     cur.execute(CREATE_PREDICTION_VIEW.replace("{select}", select))
+    scope = spec.scope_sql.strip().rstrip(";") if spec.scope_sql else SCOPE_FROM_PREDICTIONS
+    cur.execute(CREATE_SCOPE_VIEW.replace("{select}", scope))
     row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
     candidates = int(row[0]) if row else 0
     phase("to_predictions")
@@ -186,6 +189,10 @@ def import_steps(
     return counts
 
 
+#: Rows fetched per round trip by the hand-over's server-side cursor.
+HANDOVER_FETCH_ROWS = 4_096
+
+
 def hand_over(
     cur: psycopg.Cursor[Any],
     *,
@@ -194,33 +201,33 @@ def hand_over(
     batch_job_id: str,
     deliver: Callable[..., str],
 ) -> int:
-    """Write the job type's hand-over rows to a Parquet file (COPY out as CSV, Arrow reads
-    it back: no per-row Python) and give it to ``deliver``; returns the row count."""
+    """Write the job type's hand-over rows to a Parquet file and give it to ``deliver``;
+    returns the row count.
+
+    The rows go from PostgreSQL to Arrow to Parquet, text as text: no CSV round trip, so a
+    correction "N/A", "null", "NaN" or "" stays that string and only SQL NULL is null (a
+    server-side cursor, a bounded batch per round trip, one row group per batch)."""
     if not spec.handover_sql:
         raise PredictionImportError(
             f"job type {job_type} declares no hand-over to Robotoff (handover_sql); "
             "use the postgres target"
         )
+    rows_total = 0
     with tempfile.TemporaryDirectory(prefix="robotoff-batch-handover-") as tmp:
-        csv_path = Path(tmp) / "rows.csv"
-        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(
-            sql.SQL(spec.handover_sql.strip().rstrip(";"))  # type: ignore[arg-type]
-        )
-        with open(csv_path, "wb") as out, cur.copy(copy_out) as copy:
-            for data in copy:
-                out.write(data)
-        names = open(csv_path, encoding="utf-8").readline().strip().split(",")
-        table = pacsv.read_csv(
-            csv_path,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
         parquet = Path(tmp) / "postprocessed_data.parquet"
-        pq.write_table(table, parquet)
+        with cur.connection.cursor(name="robotoff_batch_handover") as server:
+            server.execute(spec.handover_sql.strip().rstrip(";"))  # type: ignore[arg-type]
+            names = [d.name for d in server.description or ()]
+            schema = pa.schema([pa.field(n, pa.string()) for n in names])
+            with pq.ParquetWriter(parquet, schema) as writer:
+                while rows := server.fetchmany(HANDOVER_FETCH_ROWS):
+                    columns = list(zip(*rows, strict=True))
+                    writer.write_batch(
+                        pa.RecordBatch.from_arrays(
+                            [pa.array(c, pa.string()) for c in columns], schema=schema
+                        )
+                    )
+                    rows_total += len(rows)
         batch_dir = deliver(job_type=job_type, batch_job_id=batch_job_id, parquet=parquet)
-    logger.info("handed %d rows of %s to Robotoff (%s)", table.num_rows, batch_job_id, batch_dir)
-    return int(table.num_rows)
+    logger.info("handed %d rows of %s to Robotoff (%s)", rows_total, batch_job_id, batch_dir)
+    return rows_total

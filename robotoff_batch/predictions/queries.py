@@ -145,12 +145,29 @@ JOIN batch_prediction b ON a.barcode = b.barcode AND a.type = b.type
     AND (a._file, a._row) < (b._file, b._row)
 ORDER BY b._file, b._row LIMIT 1
 """
-# The dedup rule, step 1: an older (another) version of the same predictor is replaced.
+# The rows the replace rule applies to: every output row the job type gives a verdict on
+# (ImportSpec.scope_sql: for ingredients-spellcheck the unchanged rows too, as Robotoff builds
+# a prediction from every row), else the job's predictions.
+CREATE_SCOPE_VIEW = """
+CREATE TEMP VIEW batch_scope AS
+SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
+    type::text AS type, server_type::text AS server_type, source_image::text AS source_image,
+    predictor_version::text AS predictor_version
+FROM ({select}) AS s (_file, _row, barcode, type, server_type, source_image, predictor_version)
+"""
+SCOPE_FROM_PREDICTIONS = (
+    "SELECT _file, _row, barcode, type, server_type, source_image, predictor_version "
+    "FROM batch_prediction"
+)
+# The dedup rule, step 1, Robotoff's intended rule (importer.py:2229-2255): a stored
+# prediction of the same barcode, server_type, type and source_image with another
+# predictor_version is deleted, whatever its predictor (issue 17: not only our own
+# predictor's versions), NULL-safe (Robotoff's `source_image = %s` never matches NULL: the bug
+# we do not copy), for every row of batch_scope (unchanged rows included).
 REPLACE_SQL = """
-DELETE FROM prediction p USING batch_prediction n
+DELETE FROM prediction p USING batch_scope n
 WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
     AND p.source_image IS NOT DISTINCT FROM n.source_image
-    AND p.predictor IS NOT DISTINCT FROM n.predictor
     AND p.predictor_version IS DISTINCT FROM n.predictor_version
 """
 # Step 2: insert what Robotoff's key does not already hold (what remains is the same version),

@@ -1,14 +1,27 @@
 -- ingredients-spellcheck: the facts of the selected products that Robotoff's insight rules read
--- (written beside the input as products.parquet, read back by the import). DuckDB.
---   $dump_path   VARCHAR  the OFF Parquet dump the input was extracted from
---   $input_path  VARCHAR  the job's input.parquet
+-- (written beside the input as products.parquet at launch; read again from the newest dump at
+-- import). DuckDB.
+--   $dump_path   VARCHAR  the OFF Parquet dump
+--   $input_path  VARCHAR  the job's input.parquet (or any Parquet file with a `code` column)
 -- {brands} and {unique_scans_n} are replaced by the store of constant fragments in
 -- imports.py (NULL when an older or test dump lacks the column).
+
+-- name: plain_text_macro
+-- The plain ingredients text of one language, the one rule both the launch and the import use
+-- (Robotoff's ingredients_text_<lang>, products.py:461-471). The dump holds two entries per
+-- language when the product has allergens: `ingredients_text_<lc>` and Product Opener's
+-- `ingredients_text_with_allergens_<lc>` (allergens wrapped in <span class="allergen">), in
+-- either order (shared/reference/off_parquet_schema.md). The plain one is the first entry of
+-- the language without that markup; a language whose only entries are marked has none (NULL).
+CREATE OR REPLACE TEMP MACRO plain_ingredients_text(texts, language) AS
+    list_filter(texts, lambda x: x.lang = language
+        AND NOT contains(x.text, '<span class="allergen">'))[1].text
+
+-- name: facts
 SELECT
     CAST(p.code AS VARCHAR) AS code,
     CAST(p.lang AS VARCHAR) AS lang,
-    CAST(list_filter(p.ingredients_text, lambda x: x.lang = p.lang)[1].text AS VARCHAR)
-        AS ingredients_text_lang,
+    CAST(plain_ingredients_text(p.ingredients_text, p.lang) AS VARCHAR) AS ingredients_text_lang,
     CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
     {brands} AS brands,
     {unique_scans_n} AS unique_scans_n

@@ -19,6 +19,16 @@ _HERE = Path(__file__).resolve().parent
 IMPORT_SQL_PATH = _HERE / "import.sql"
 INSIGHTS_SQL_PATH = _HERE / "insights.sql"
 _FACTS_SQL_PATH = _HERE / "facts.sql"
+
+
+def _statement(path: Path, name: str) -> str:
+    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
+
+
+#: DuckDB: ``CREATE TEMP MACRO plain_ingredients_text(texts, language)``, the plain (not
+#: allergen-marked) ingredients text of a language from the dump's ``ingredients_text`` list;
+#: the one rule for ``ingredients_text_lang`` (facts.sql), reusable by any DuckDB connection.
+PLAIN_TEXT_MACRO_SQL = _statement(_FACTS_SQL_PATH, "plain_text_macro")
 FACTS_SCHEMA = pa.schema(
     [
         pa.field("code", pa.string()),
@@ -55,17 +65,14 @@ def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int
                 else "CAST(NULL AS BIGINT)"
             ),
         }
-        query = _FACTS_SQL_PATH.read_text(encoding="utf-8").format(**fragments)
+        con.execute(PLAIN_TEXT_MACRO_SQL)
+        query = _statement(_FACTS_SQL_PATH, "facts").format(**fragments)
         table = con.sql(
             query, params={"dump_path": dump_path, "input_path": str(input_path)}
         ).to_arrow_table()
     table = table.cast(FACTS_SCHEMA)
     pq.write_table(table, output_path, row_group_size=16_384)  # the import reads one at a time
     return table.num_rows
-
-
-def _statement(path: Path, name: str) -> str:
-    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
 
 
 IMPORT_SPEC = ImportSpec(
@@ -83,6 +90,7 @@ IMPORT_SPEC = ImportSpec(
     unique=("code",),
     key_column="code",
     predictions_sql=_statement(IMPORT_SQL_PATH, "predictions"),
+    scope_sql=_statement(IMPORT_SQL_PATH, "scope"),
     facts_schema=FACTS_SCHEMA,
     insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
     one_prediction_per_product=True,
