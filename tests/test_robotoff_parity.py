@@ -10,19 +10,25 @@ the hand-over (tests/test_robotoff_api.py).
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from psycopg.types.json import Jsonb
 
+from robotoff_batch import pipeline
+from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
 from robotoff_batch.paths import SAMPLE_DATA_DIR
-from robotoff_batch.predictions.store import PredictionStore
+from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
 from robotoff_batch.staging import Staging
 from tests.test_robotoff_api import api_store, bucket, robotoff  # noqa: F401 - fixtures
 from tests.test_robotoff_api import run as run_handover
@@ -31,14 +37,18 @@ from tests.test_spellcheck_import import (
     JOB_B,
     OUTPUT,
     PRODUCTS,
+    Product,
+    SucceededEngine,
     add_insight,
     fetch,
     insights,
     job_dir,
+    nothing_written,
     output_table,
     run_import,
     staging,  # noqa: F401 - fixture
     store,  # noqa: F401 - fixture
+    write_facts,
     write_job,
 )
 
@@ -196,3 +206,210 @@ def test_hand_over_keeps_every_row_and_every_string_as_written(
     assert handed.column("correction").to_pylist() == odd
     assert handed.column("code").to_pylist() == [r[0] for r in rows]
     assert outcome.predictions == len(rows)
+
+
+# -- 6. bad rows quarantined, not the job refused ------------------------------------------------
+
+
+def big_job(area: Staging, job_id: str, n: int = 10_000) -> list[tuple[Any, ...]]:
+    """An output of ``n`` products, every text corrected, and their facts."""
+    products = [
+        Product(f"40{i:011d}", "fr", f"sucre {i}, farinne", ["en:france"], [], 1) for i in range(n)
+    ]
+    write_facts(area, job_id, products)
+    return [(p.code, p.lang, p.text, p.text.replace("farinne", "farine")) for p in products]
+
+
+def write_parts(area: Staging, job_id: str, parts: list[list[tuple[Any, ...]]]) -> None:
+    out = job_dir(area, job_id) / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    for i, rows in enumerate(parts):
+        pq.write_table(output_table(rows), out / f"part-{i:05d}.parquet")
+
+
+def test_a_bad_row_is_quarantined_and_listed_the_rest_imported(
+    staging: Staging,  # noqa: F811
+    store: PredictionStore,  # noqa: F811
+    pg_db: str,
+) -> None:
+    """10,000 rows, one with a NUL byte in its text, one product's row repeated identically:
+    9,999 predictions, the NUL row held back with its file and row, the repeat imported once;
+    a re-import changes nothing and does not re-consider the held-back row."""
+    rows = big_job(staging, JOB_A)
+    nul = 7_000
+    code, lang, text, correction = rows[nul]
+    rows[nul] = (code, lang, text + "\x00", correction)
+    write_parts(staging, JOB_A, [rows[:5_000], [*rows[5_000:], rows[42]]])
+
+    outcome = run_import(staging, store, JOB_A, tasks=2)
+
+    assert (outcome.predictions, outcome.rows_quarantined, outcome.rows_collapsed) == (9_999, 1, 1)
+    assert outcome.insights["created"] == 9_999
+    assert outcome.source_rows == 10_001
+    held = store.quarantined_rows(JOB_A)
+    assert [(Path(h["file"]).name, h["row"], h["code"]) for h in held] == [
+        ("part-00001.parquet", nul - 5_000, code)
+    ]
+    assert "NUL byte" in held[0]["reason"] and "'text'" in held[0]["reason"]
+    assert fetch(pg_db, f"SELECT count(*) AS n FROM prediction WHERE barcode = '{code}'")[0] == {
+        "n": 0
+    }
+    again = run_import(staging, store, JOB_A, tasks=2)
+    assert again.already_imported and again.rows_quarantined == 1
+    assert fetch(pg_db, "SELECT count(*) AS n FROM prediction")[0] == {"n": 9_999}
+
+
+def test_conflicting_rows_are_held_back_then_retried_on_request(
+    staging: Staging,  # noqa: F811
+    store: PredictionStore,  # noqa: F811
+    pg_db: str,
+) -> None:
+    """A product with two different rows: both held back (Robotoff would keep one at random),
+    the rest imported. Once the file is fixed, a plain re-import still changes nothing;
+    ``retry_quarantined`` (``import JOB --retry-quarantined``) imports them, and only them."""
+    rows = big_job(staging, JOB_A, n=300)
+    code, lang, text, _ = rows[10]
+    write_parts(staging, JOB_A, [rows, [(code, lang, text, "sucre 10, farine de blé")]])
+    first = run_import(staging, store, JOB_A, tasks=2)
+    assert (first.predictions, first.rows_quarantined) == (299, 2)
+    assert {(Path(h["file"]).name, h["row"]) for h in store.quarantined_rows(JOB_A)} == {
+        ("part-00000.parquet", 10),
+        ("part-00001.parquet", 0),
+    }
+    # the operator removes the wrong row (the second file now repeats the first one's row)
+    write_parts(staging, JOB_A, [rows, [rows[10]]])
+    assert run_import(staging, store, JOB_A, tasks=2).already_imported
+    retried = pipeline.import_job_output(
+        engine=SucceededEngine(2),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        retry_quarantined=True,
+    )
+    assert not retried.already_imported
+    assert (retried.predictions, retried.rows_quarantined, retried.rows_collapsed) == (300, 0, 1)
+    assert store.quarantined_rows(JOB_A) == []
+    assert fetch(pg_db, f"SELECT count(*) AS n FROM prediction WHERE barcode = '{code}'")[0] == {
+        "n": 1
+    }
+    assert store.count_predictions(batch_job_id=JOB_A) == 300
+
+
+def test_more_bad_rows_than_the_fraction_refuses_the_whole_output(
+    staging: Staging,  # noqa: F811
+    store: PredictionStore,  # noqa: F811
+    pg_db: str,
+) -> None:
+    rows = big_job(staging, JOB_A, n=1_000)
+    for i in range(0, 11):  # 11 of 1,000 rows: over 1 %
+        rows[i * 90] = (rows[i * 90][0], "fr", "x\x00", "y")
+    write_parts(staging, JOB_A, [rows])
+    with pytest.raises(PredictionImportError, match=r"11 of 1000 rows .* bad, more than"):
+        run_import(staging, store, JOB_A)
+    assert nothing_written(pg_db)
+    assert store.quarantined_rows(JOB_A) == []
+    outcome = pipeline.import_job_output(
+        engine=SucceededEngine(),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        max_bad_row_fraction=0.02,
+    )
+    assert (outcome.predictions, outcome.rows_quarantined) == (989, 11)
+
+
+# -- 4. facts as of the import, not the launch ---------------------------------------------------
+
+
+def _dump(rows: list[dict[str, Any]], schema: pa.Schema, path: Path, mtime: float) -> str:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    os.utime(path, (mtime, mtime))
+    return str(path)
+
+
+def _edit_text(row: dict[str, Any], text: str) -> dict[str, Any]:
+    entries = [
+        {"lang": e["lang"], "text": text if e["lang"] in ("main", row["lang"]) else e["text"]}
+        for e in row["ingredients_text"]
+    ]
+    return {**row, "ingredients_text": entries}
+
+
+def test_facts_are_read_at_import_from_the_newest_dump(
+    staging: Staging,  # noqa: F811
+    store: PredictionStore,  # noqa: F811
+    pg_db: str,
+    tmp_path: Path,
+) -> None:
+    """Between launch and import a contributor edited one product's text, changed another's
+    main language and deleted a third: with the newer dump (ROBOTOFF_BATCH_DUMP_PATH), none
+    of them gets an insight, the deleted one no prediction either (counted), the untouched one
+    does; the metadata says which facts were used. With a dump older than the launch's, the
+    launch-time facts are used."""
+    sample = pq.read_table(SAMPLE)
+    rows = [
+        r
+        for r in sample.to_pylist()
+        if r["lang"] == "en"
+        and any(e["lang"] == "en" and MARK not in e["text"] for e in r["ingredients_text"])
+    ][:4]
+    rows = [_edit_text(r, f"sugar, wheat flour, sallt {i}") for i, r in enumerate(rows)]
+    edited, relang, deleted, untouched = (r["code"] for r in rows)
+    launch_dump = _dump(rows, sample.schema, tmp_path / "launch.parquet", 1_780_000_000)
+    directory = job_dir(staging, JOB_A)
+    directory.mkdir(parents=True)
+    input_path = tmp_path / "input.parquet"
+    pq.write_table(pa.table({"code": pa.array([r["code"] for r in rows])}), input_path)
+    extract_facts(
+        dump_path=launch_dump, input_path=input_path, output_path=directory / "products.parquet"
+    )
+    output = [
+        (r["code"], "en", f"sugar, wheat flour, sallt {i}", f"sugar, wheat flour, salt {i}")
+        for i, r in enumerate(rows)
+    ]
+    (directory / "output").mkdir()
+    pq.write_table(output_table(output), directory / "output" / "part-00000.parquet")
+
+    later = [
+        _edit_text(rows[0], "sugar, wheat flour, salt (edited)"),
+        {**rows[1], "lang": "fr"},
+        rows[3],
+    ]
+    newest = _dump(later, sample.schema, tmp_path / "newest.parquet", 1_790_000_000)
+    outcome = pipeline.import_job_output(
+        engine=SucceededEngine(),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        dump_path=newest,
+    )
+    assert newest in outcome.facts_source and "read at import" in outcome.facts_source
+    assert outcome.products_deleted == 1
+    assert {k[0] for k in insights(pg_db)} == {untouched}
+    stored = {r["barcode"] for r in fetch(pg_db, "SELECT barcode FROM prediction")}
+    assert stored == {edited, relang, untouched}
+    assert deleted not in stored
+
+    # a dump older than the launch's: the launch-time facts (every product gets its insight)
+    older = _dump(later, sample.schema, tmp_path / "older.parquet", 1_770_000_000)
+    out_b = job_dir(staging, JOB_B)
+    shutil.copytree(directory, out_b)
+    with psycopg.connect(pg_db) as conn:
+        conn.execute("DELETE FROM prediction")
+        conn.execute("DELETE FROM product_insight")
+    second = pipeline.import_job_output(
+        engine=SucceededEngine(),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_B,
+        dump_path=older,
+    )
+    assert (
+        second.facts_source.startswith("launch-time facts") and "not newer" in second.facts_source
+    )
+    assert second.products_deleted == 0
+    assert {k[0] for k in insights(pg_db)} == {edited, relang, deleted, untouched}

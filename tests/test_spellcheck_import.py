@@ -453,19 +453,24 @@ def _two_parts() -> list[pa.Table]:
         ("missing task file", OutputError, r"1 of 3 task file\(s\) missing, e\.g\. .*part-00002"),
         ("empty output", PredictionImportError, r"has no rows .*part-00000\.parquet"),
         (
-            "duplicated code",
+            "conflicting rows of a code",
             PredictionImportError,
-            r"code '3000000000006' appears twice in the output: .*part-00000\.parquet row 2 and "
-            r".*part-00001\.parquet row 1",
+            r"2 of 6 rows of the output of .* are bad, more than max_bad_row_fraction 0\.01: "
+            r".*part-00000\.parquet row 2: conflicting rows for this code \(2 different rows\); "
+            r".*part-00001\.parquet row 1: conflicting rows",
         ),
         ("missing column", OutputError, r"part-00001\.parquet: output is missing .*'correction'"),
         ("not parquet", OutputError, r"part-00001\.parquet: not a readable Parquet file"),
         ("integer codes", OutputError, r"part-00000\.parquet: column 'code' is int64, not a str"),
-        ("null code", PredictionImportError, r"part-00001\.parquet row 2: null or empty 'code'"),
+        (
+            "null code",
+            PredictionImportError,
+            r"1 of 7 rows .* bad.*: .*part-00001\.parquet row 2: null or empty 'code'",
+        ),
         (
             "code not in the input",
             PredictionImportError,
-            r"part-00001\.parquet row 0: code '999' is not a product of the job's input",
+            r"1 of 7 rows .* bad.*: .*part-00001\.parquet row 0: not a product of the job's input",
         ),
     ],
 )
@@ -476,8 +481,8 @@ def test_bad_output_is_refused_whole(
     parts = _two_parts()
     if case == "empty output":
         parts, tasks = [output_table([])], 1
-    elif case == "duplicated code":
-        parts[0] = output_table([*OUTPUT[:2], OUTPUT[5]])
+    elif case == "conflicting rows of a code":
+        parts[0] = output_table([*OUTPUT[:2], (*OUTPUT[5][:3], "another correction")])
     elif case == "integer codes":
         parts[0] = parts[0].set_column(0, "code", pa.array([3000000000001 + i for i in range(4)]))
     elif case == "null code":

@@ -9,12 +9,14 @@ the pipeline (assets, sensor, CLI) is generated from the registry and never name
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
+import pyarrow as pa
 
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.follow import key_prefix
@@ -23,6 +25,21 @@ from robotoff_batch.predictions.store import ImportResult, ImportSpec
 
 # Robotoff's `prediction` table columns, in COPY order (ready-made prediction batches).
 PREDICTION_SCHEMA = _PREDICTION_SCHEMA
+
+
+#: Schema metadata key of a staged facts file: the modification time (ISO, UTC) of the dump
+#: it was read from, so the import can tell whether the dump it has now is newer.
+DUMP_MODIFIED_KEY = b"robotoff_batch.dump_modified"
+
+
+def dump_modified(dump_path: str) -> datetime | None:
+    """When a local dump file was last written (UTC); None for a remote or missing one."""
+    if "://" in dump_path and not dump_path.startswith("file://"):
+        return None
+    try:
+        return datetime.fromtimestamp(Path(dump_path.removeprefix("file://")).stat().st_mtime, UTC)
+    except OSError:
+        return None
 
 
 #: The usual name of the staged input (a job type's first declared staged file).
@@ -166,6 +183,15 @@ class JobType(ABC, Generic[C]):
             )
         if self.input_file not in extracted.files:
             raise StagedFilesError(f"{self.name}'s extraction did not write {self.input_file}")
+
+    def facts_at_import(
+        self, *, dump_path: str, codes: pa.Array
+    ) -> Iterator[pa.RecordBatch] | None:
+        """The facts (``import_spec.facts_schema``) of the job's products (``codes``) read
+        again, at import time, from the dump at ``dump_path``, newer than the launch's; a
+        product it no longer holds marked ``deleted``. None: the job type does not, the
+        launch-time facts are used."""
+        return None
 
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """What the demo prints after the job's timeline: strings (a line each) and rich

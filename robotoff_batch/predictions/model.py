@@ -120,6 +120,9 @@ class ImportResult:
     predictions_replaced: int = 0  # another version of the same predictor: deleted
     insights: Mapping[str, int] = field(default_factory=dict)  # created/updated/kept/deleted
     target: str = "postgres"
+    rows_quarantined: int = 0  # bad rows held back (listed by PredictionStore.quarantined_rows)
+    rows_collapsed: int = 0  # identical repeats of a row, imported once
+    products_deleted: int = 0  # absent from the dump read at import: deleted since the launch
 
 
 def load_sql(name: str) -> str:

@@ -18,13 +18,46 @@ CREATE OR REPLACE TEMP MACRO plain_ingredients_text(texts, language) AS
         AND NOT contains(x.text, '<span class="allergen">'))[1].text
 
 -- name: facts
-SELECT
-    CAST(p.code AS VARCHAR) AS code,
-    CAST(p.lang AS VARCHAR) AS lang,
-    CAST(plain_ingredients_text(p.ingredients_text, p.lang) AS VARCHAR) AS ingredients_text_lang,
-    CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
-    {brands} AS brands,
-    {unique_scans_n} AS unique_scans_n
-FROM read_parquet($dump_path) AS p
-WHERE p.code IN (SELECT code FROM read_parquet($input_path))
-ORDER BY p.code
+-- At launch: the facts of the job's input products. One row per code: a code the dump holds
+-- twice takes its most recently modified row (last_modified_t), then the first in the file;
+-- NUL bytes, which PostgreSQL text cannot hold, are removed from the text.
+SELECT code, lang, ingredients_text_lang, countries, brands, unique_scans_n
+FROM (
+    SELECT
+        CAST(p.code AS VARCHAR) AS code,
+        CAST(p.lang AS VARCHAR) AS lang,
+        CAST(replace(plain_ingredients_text(p.ingredients_text, p.lang), chr(0), '') AS VARCHAR)
+            AS ingredients_text_lang,
+        CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
+        {brands} AS brands,
+        {unique_scans_n} AS unique_scans_n,
+        row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
+            p.file_row_number) AS copy_number
+    FROM read_parquet($dump_path, file_row_number = true) AS p
+    WHERE p.code IN (SELECT code FROM read_parquet($input_path))
+)
+WHERE copy_number = 1
+ORDER BY code
+
+-- name: facts_at_import
+-- At import: the same facts, from the newest dump, for every product of the job (`job_codes`,
+-- the codes of the launch-time facts, registered from Arrow). A product the dump no longer
+-- holds comes back with deleted = true (deleted since the launch: no prediction, no insight).
+WITH dump AS (
+    SELECT
+        CAST(p.code AS VARCHAR) AS code,
+        CAST(p.lang AS VARCHAR) AS lang,
+        CAST(replace(plain_ingredients_text(p.ingredients_text, p.lang), chr(0), '') AS VARCHAR)
+            AS ingredients_text_lang,
+        CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
+        {brands} AS brands,
+        {unique_scans_n} AS unique_scans_n,
+        row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
+            p.file_row_number) AS copy_number
+    FROM read_parquet($dump_path, file_row_number = true) AS p
+    WHERE p.code IN (SELECT code FROM job_codes)
+)
+SELECT j.code, d.lang, d.ingredients_text_lang, d.countries, d.brands, d.unique_scans_n,
+    d.code IS NULL AS deleted
+FROM job_codes j LEFT JOIN dump d ON d.code = j.code AND d.copy_number = 1
+ORDER BY j.code
