@@ -151,7 +151,7 @@ def test_update_in_place_touches_only_the_columns_robotoff_updates(
 ) -> None:
     """An insight voted on (username, completed_at, annotated_result, bounding_box set;
     annotation still NULL) is updated in place by the new candidate: Robotoff's update
-    (importer.py:263-277) writes only the candidate's fields, so those keep their values."""
+    (importer.py:264-281) writes only the candidate's fields, so those keep their values."""
     code, lang = PRODUCTS[5].code, PRODUCTS[5].lang
     completed = datetime(2026, 3, 1, 12, 0)
     later = datetime(2026, 3, 2, 12, 0)

@@ -82,7 +82,7 @@ WHERE r.barcode = s.barcode AND r.type = 'ingredient_spellcheck' AND r.server_ty
     AND NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.insight_id = r.id)
 
 -- name: updated
--- Only the columns Robotoff's update writes (importer.py:263-277: the fields the candidate
+-- Only the columns Robotoff's update writes (importer.py:264-281: the fields the candidate
 -- carries, i.e. generate_candidates' ProductInsight(lc=..., **prediction.to_dict()), the
 -- model's defaults and add_fields at 564-604, less id, barcode, type, server_type): data,
 -- timestamp, n_votes 0, countries, brands, unique_scans_n, value_tag, value, source_image,
