@@ -11,7 +11,9 @@ the hand-over (tests/test_robotoff_api.py).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -20,16 +22,20 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from psycopg.types.json import Jsonb
+from typer.testing import CliRunner
 
-from robotoff_batch import pipeline
+from robotoff_batch import operations, pipeline
+from robotoff_batch.cli import app
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
 from robotoff_batch.staging import Staging
+from tests.test_cli import cli_env  # noqa: F401 - fixture
 from tests.test_robotoff_api import api_store, bucket, robotoff  # noqa: F401 - fixtures
 from tests.test_robotoff_api import run as run_handover
 from tests.test_spellcheck_import import (
@@ -52,6 +58,7 @@ from tests.test_spellcheck_import import (
     write_job,
 )
 
+cli_runner = CliRunner()
 SAMPLE = str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")
 MARK = '<span class="allergen">'
 
@@ -413,3 +420,54 @@ def test_facts_are_read_at_import_from_the_newest_dump(
     )
     assert second.products_deleted == 0
     assert {k[0] for k in insights(pg_db)} == {edited, relang, deleted, untouched}
+
+
+# -- 6. through the CLI: `status JOB` lists the held-back rows, `import --retry-quarantined` -----
+
+
+def test_status_lists_held_back_rows_and_import_retries_them(cli_env: Path) -> None:  # noqa: F811
+    """A launched job whose staged facts lost one product (its row held back: not a product of
+    the job's input): `import JOB` imports the rest and says so, `status JOB` lists the row
+    with its file, a plain re-import changes nothing, and once the facts are restored
+    `import JOB --retry-quarantined` imports it."""
+    launched = cli_runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=200"])
+    assert launched.exit_code == 0, launched.output
+    job_id = re.search(r"launched batch job (\S+) \(200 products\)", launched.output).group(1)
+    engine = operations._resource("batch_engine").get_engine()
+    deadline = time.monotonic() + 300
+    while engine.get_job(job_id=job_id).state.value != "SUCCEEDED":
+        assert time.monotonic() < deadline, engine.get_job(job_id=job_id)
+        time.sleep(0.5)
+    facts_path = (
+        Path(
+            operations._resource("staging")
+            .get_staging()
+            .job_uri(job_type="ingredients-spellcheck", job_id=job_id)
+            .removeprefix("file://")
+        )
+        / "products.parquet"
+    )
+    facts = pq.read_table(facts_path)
+    dropped = facts.column("code")[3].as_py()
+    pq.write_table(facts.filter(pc.not_equal(facts.column("code"), dropped)), facts_path)
+
+    first = cli_runner.invoke(app, ["import", job_id])
+    assert first.exit_code == 0, first.output
+    assert "1 row(s) held back (quarantined)" in first.output
+    status = cli_runner.invoke(app, ["status", job_id])
+    assert status.exit_code == 0, status.output
+    assert "1 row(s) held back" in status.output and dropped in status.output
+    assert "part-00000.parquet" in status.output or "chunk-" in status.output
+    assert "not a product of the job's input" in status.output
+    assert f"robotoff-batch import {job_id} --retry-quarantined" in status.output
+    again = cli_runner.invoke(app, ["import", job_id])
+    assert "already imported: nothing changed" in again.output
+    assert "1 row(s) held back" in again.output
+
+    pq.write_table(facts, facts_path)  # restored
+    retried = cli_runner.invoke(app, ["import", job_id, "--retry-quarantined"])
+    assert retried.exit_code == 0, retried.output
+    assert "held back" not in retried.output
+    record = operations.import_record(job_id=job_id)
+    assert record.rows_quarantined == 0 and operations.quarantined(job_id=job_id) == []
+    assert "0 row(s) held back" in cli_runner.invoke(app, ["status", job_id]).output

@@ -1,14 +1,16 @@
 -- ingredients-spellcheck insights: Robotoff's IngredientSpellcheckImporter (insights/importer.py
--- 1427-1474) and InsightImporter mechanics (217-369, 424-604), set-based, for every product the
--- job gave a prediction (inserted or kept, as Robotoff regenerates a product's insights even when
--- its prediction was a duplicate). Reference: shared/reference/robotoff_import.md §2.3-2.5.
+-- 1427-1474) and InsightImporter mechanics (217-369, 424-604), set-based, for every product of
+-- batch_scope (every output row with a verdict: a prediction inserted or kept, or an unchanged
+-- text, as Robotoff regenerates a product's insights for each row it got, even a duplicate).
+-- Reference: shared/reference/robotoff_import.md §2.3-2.5.
 --
 -- Rules: a candidate is any stored ingredient_spellcheck prediction of the product (server off)
 -- whose data.original differs from data.correction, equals the product's
 -- ingredients_text_<value_tag>, and whose value_tag is the product's lang. At most one insight
 -- per (barcode, value_tag). An annotated or automatic insight of that value_tag blocks new ones
 -- (kept). Otherwise the candidate updates the first non-annotated insight of that value_tag and
--- source image in place (id and votes kept, n_votes reset to 0), or is created; every other
+-- source image in place (id and votes kept, n_votes reset to 0, only Robotoff's updated
+-- columns written), or is created; every other
 -- non-annotated insight of the product is deleted. Ties, which Robotoff leaves to the database's
 -- unordered read, are broken here by Robotoff's sort keys, then the lowest prediction id, and the
 -- oldest insight (then lowest id) is the one updated.
