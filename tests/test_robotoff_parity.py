@@ -264,6 +264,18 @@ def test_a_bad_row_is_quarantined_and_listed_the_rest_imported(
     again = run_import(staging, store, JOB_A, tasks=2)
     assert again.already_imported and again.rows_quarantined == 1
     assert fetch(pg_db, "SELECT count(*) AS n FROM prediction")[0] == {"n": 9_999}
+    # asked to retry, the row still holds its NUL byte: held back again, nothing else read
+    retried = pipeline.import_job_output(
+        engine=SucceededEngine(2),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        retry_quarantined=True,
+    )
+    assert (retried.predictions, retried.rows_quarantined) == (9_999, 1)
+    assert (retried.source_rows, retried.skipped_rows) == (10_001, 0)
+    assert [h["row"] for h in store.quarantined_rows(JOB_A)] == [nul - 5_000]
 
 
 def test_conflicting_rows_are_held_back_then_retried_on_request(

@@ -54,6 +54,7 @@ def _keep_only(cur: psycopg.Cursor[Any], only: set[tuple[int, int]]) -> int:
         "DELETE FROM batch_output o WHERE NOT EXISTS "
         "(SELECT 1 FROM batch_retry r WHERE r._file = o._file AND r._row = o._row)"
     )
+    cur.execute("ANALYZE batch_output")  # a few rows left of many: the planner must know
     row = cur.execute("SELECT count(*) FROM batch_output").fetchone()
     return int(row[0]) if row else 0
 
@@ -98,8 +99,8 @@ def import_steps(
             "an empty output is refused, not recorded as imported"
         )
     if only is not None:  # --retry-quarantined: the rows held back before, nothing else
-        source_rows = _keep_only(cur, only)
         bad_rows = [b for b in bad_rows if (b[0], b[1]) in only]
+        source_rows = _keep_only(cur, only) + len(bad_rows)
     checks = RowChecks(cur, spec=spec, where=where, max_bad_row_fraction=max_bad_row_fraction)
     checks.add(bad_rows)
     for column in spec.unique:
