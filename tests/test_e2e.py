@@ -213,6 +213,7 @@ def test_launch_sensor_import_end_to_end(
         "batch_job_succeeded": True,
         "rows_imported_match_output": True,
         "no_duplicate_predictions": True,
+        "no_rows_quarantined": True,
     }
     # then the job is settled: a repeated tick changes nothing and requests nothing
     again = tick(defs, instance, resources, cursor)
