@@ -91,6 +91,8 @@ def demo_summary(outcome: DemoOutcome, made: str = "candidate predictions") -> s
         )
     if record.predictions_replaced:
         text += f", {record.predictions_replaced} older-version predictions replaced"
+    if record.rows_quarantined:
+        text += f", {record.rows_quarantined} bad rows held back (`status JOB` lists them)"
     insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
     return text + (f"; insights: {insights}" if insights else "; no insight changed")
 
