@@ -31,8 +31,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
-from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
+from robotoff_batch.batch.engine import (
+    BatchEngine,
+    JobNotFoundError,
+    JobState,
+    JobStatus,
+    gone_status,
+)
 from robotoff_batch.fallback import FallbackPolicy, plan_fallbacks, supersessions
 from robotoff_batch.follow_metadata import (
     TASK_COLUMNS,
@@ -44,29 +49,6 @@ from robotoff_batch.follow_metadata import (
     tasks_table,
     timeline_table,
 )
-from robotoff_batch.follow_names import (
-    BATCH_JOB_ID_TAG,
-    CACHE_VERSION,
-    DEFAULT_RETRY_DELAY_S,
-    FINISH_KIND,
-    GONE_EVENT,
-    LAUNCH_KIND,
-    MAX_RETRY_DELAY_S,
-    OWNER_LABEL,
-    REFUSED_TAG,
-    RUN_KIND_TAG,
-    WORKER_TAG,
-    batch_job_asset_key,
-    batch_jobs_group,
-    cancel_job_name,
-    finish_job_name,
-    finish_run_key,
-    gone_status,
-    key_prefix,
-    launch_job_name,
-    partitions_def_name,
-    predictions_asset_key,
-)
 from robotoff_batch.follow_plan import (
     FallbackRequest,
     FinishRequest,
@@ -74,7 +56,7 @@ from robotoff_batch.follow_plan import (
     PendingLimit,
     StateChange,
 )
-from robotoff_batch.follow_settle import _safe, _settle, retry_delay
+from robotoff_batch.follow_settle import DEFAULT_RETRY_DELAY_S, _safe, _settle, retry_delay
 from robotoff_batch.follow_storage import (
     DagsterFollowStorage,
     FinishRun,
@@ -83,21 +65,17 @@ from robotoff_batch.follow_storage import (
     worker_gone,
     worker_id,
 )
+from robotoff_batch.names import (
+    APP_LABEL,
+    JOB_TYPE_LABEL,
+    OWNER_LABEL,
+    batch_job_asset_key,
+)
 
 __all__ = [
-    "BATCH_JOB_ID_TAG",
-    "CACHE_VERSION",
     "DEFAULT_RETRY_DELAY_S",
-    "FINISH_KIND",
-    "GONE_EVENT",
-    "LAUNCH_KIND",
-    "MAX_RETRY_DELAY_S",
-    "OWNER_LABEL",
-    "REFUSED_TAG",
-    "RUN_KIND_TAG",
     "TASK_COLUMNS",
     "TIMELINE_COLUMNS",
-    "WORKER_TAG",
     "DagsterFollowStorage",
     "FallbackRequest",
     "FinishRequest",
@@ -107,19 +85,9 @@ __all__ = [
     "FollowStorage",
     "PendingLimit",
     "StateChange",
-    "batch_job_asset_key",
-    "batch_jobs_group",
-    "cancel_job_name",
-    "finish_job_name",
-    "finish_run_key",
     "follow",
-    "gone_status",
     "job_metadata",
-    "key_prefix",
-    "launch_job_name",
     "metadata_table",
-    "partitions_def_name",
-    "predictions_asset_key",
     "retry_delay",
     "short_description",
     "state_metadata",

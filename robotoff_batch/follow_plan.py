@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.follow_names import finish_run_key
 from robotoff_batch.follow_storage import FollowCache
+from robotoff_batch.names import finish_run_key
 
 # -- what follow decides ------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from robotoff_batch.batch.engine import JobState, JobStatus
-from robotoff_batch.follow_names import MAX_RETRY_DELAY_S
 from robotoff_batch.follow_plan import FinishRequest, FollowPlan
 from robotoff_batch.follow_storage import FollowStorage, worker_gone
+
+DEFAULT_RETRY_DELAY_S = 30.0
+MAX_RETRY_DELAY_S = 3600.0
 
 
 def _safe(plan: FollowPlan, what: str, fn, default):  # type: ignore[no-untyped-def]

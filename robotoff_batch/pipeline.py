@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, followed_locations
-from robotoff_batch.batch.request import FALLBACK_OF_LABEL, build_create_job_request
+from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.config.models import BatchResources, JobConfig
 from robotoff_batch.job_types.base import JobType, OutputError
+from robotoff_batch.names import FALLBACK_OF_LABEL
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
 from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, Staging
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from robotoff_batch import operations
 from robotoff_batch.cli import app
-from robotoff_batch.follow import partitions_def_name
+from robotoff_batch.names import partitions_def_name
 
 runner = CliRunner()
 

@@ -16,14 +16,14 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch import pipeline
-from robotoff_batch.follow import (
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import OutputError
+from robotoff_batch.names import (
     REFUSED_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     predictions_asset_key,
 )
-from robotoff_batch.job_types import RegisteredJobType
-from robotoff_batch.job_types.base import OutputError
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.resources import (
     BatchEngineResource,

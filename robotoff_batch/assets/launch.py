@@ -25,15 +25,18 @@ from robotoff_batch import pipeline
 from robotoff_batch.batch.request import make_job_id, request_to_json
 from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.extraction import ExtractionError, check_dump
-from robotoff_batch.follow import (
-    BATCH_JOB_ID_TAG,
-    LAUNCH_KIND,
-    OWNER_LABEL,
-    RUN_KIND_TAG,
-    launch_job_name,
-)
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.job_types.base import StagedFilesError
+from robotoff_batch.names import (
+    BATCH_JOB_ID_TAG,
+    BATCH_JOB_SUBMISSION,
+    LAUNCH_KIND,
+    OWNER_LABEL,
+    PRODUCTS,
+    RUN_KIND_TAG,
+    STAGED_INPUT,
+    launch_job_name,
+)
 from robotoff_batch.resources import (
     BatchEngineResource,
     ProductDumpResource,
@@ -76,9 +79,9 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
     """The launch multi_asset, its job and its schedule."""
     jt = registered.job_type
     prefix = jt.key_prefix
-    products_key = dg.AssetKey([prefix, "products"])
-    staged_key = dg.AssetKey([prefix, "staged_input"])
-    submission_key = dg.AssetKey([prefix, "batch_job_submission"])
+    products_key = dg.AssetKey([prefix, PRODUCTS])
+    staged_key = dg.AssetKey([prefix, STAGED_INPUT])
+    submission_key = dg.AssetKey([prefix, BATCH_JOB_SUBMISSION])
     specs = [
         dg.AssetSpec(
             products_key,

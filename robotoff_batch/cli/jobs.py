@@ -13,12 +13,9 @@ from typer.core import TyperCommand
 
 from robotoff_batch import operations
 from robotoff_batch.batch.engine import JobNotFoundError, JobState
-from robotoff_batch.batch.request import (
-    APP_LABEL,
-    JOB_TYPE_LABEL,
-)
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
 from robotoff_batch.cost import job_cost_lines
+from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:

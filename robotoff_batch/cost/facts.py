@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.batch.request import JOB_TYPE_LABEL
 from robotoff_batch.cost.actual import CEILING_LABEL, ActualCost, actual_cost, usd
 from robotoff_batch.follow import metadata_table
+from robotoff_batch.names import BATCH_JOB_SUBMISSION, JOB_TYPE_LABEL, PRODUCTS
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def launch_facts(
         if mat is None or _value(mat.metadata, "batch_job_id") != job_id:
             continue
         name = mat.asset_key.path[-1]
-        if name == "products":
+        if name == PRODUCTS:
             products = _value(mat.metadata, "rows")
-        elif name == "batch_job_submission":
+        elif name == BATCH_JOB_SUBMISSION:
             worst = _value(mat.metadata, "production_worst_case_usd")
             text = _value(mat.metadata, "production_worst_case")
             ceiling = _value(mat.metadata, "production_cost_ceiling_usd")
@@ -69,7 +69,7 @@ def chain_launch_facts(instance: dg.DagsterInstance, status: JobStatus) -> Launc
     """The launch run's facts of a job; for a capacity fallback (``<first id>-f<n>``, which
     has no launch run of its own), those of its chain's first job, from the same run."""
     from robotoff_batch.fallback import chain_position
-    from robotoff_batch.follow import OWNER_LABEL
+    from robotoff_batch.names import OWNER_LABEL
 
     origin, index = chain_position(status)
     facts = launch_facts(instance, status.labels.get(OWNER_LABEL), origin)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import dagster as dg
 
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.follow import key_prefix
+from robotoff_batch.names import key_prefix
 from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
 from robotoff_batch.predictions.store import ImportResult, ImportSpec
 
