@@ -8,9 +8,9 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.fallback import FallbackPolicy
 from robotoff_batch.follow import (
     DagsterFollowStorage,
+    FallbackPolicy,
     FallbackRequest,
     FinishRequest,
     FollowCache,

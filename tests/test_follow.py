@@ -22,16 +22,9 @@ from google.cloud import batch_v1
 from robotoff_batch.assets.batch_job import failure_reason
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobState
-from robotoff_batch.fallback import FallbackPolicy
-from robotoff_batch.follow import (
-    FollowCache,
-    FollowPlan,
-    PendingLimit,
-    follow,
-    retry_delay,
-    worker_gone,
-    worker_id,
-)
+from robotoff_batch.follow import FallbackPolicy, FollowCache, FollowPlan, PendingLimit, follow
+from robotoff_batch.follow.settle import retry_delay
+from robotoff_batch.follow.storage import worker_gone, worker_id
 from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
     FINISH_KIND,

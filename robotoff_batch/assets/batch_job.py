@@ -30,8 +30,9 @@ from robotoff_batch.cost import (
     job_facts,
     job_type_summary,
 )
-from robotoff_batch.fallback import chain_metadata
-from robotoff_batch.follow import job_metadata, short_description, worker_id
+from robotoff_batch.follow.fallback import chain_metadata
+from robotoff_batch.follow.metadata import job_metadata, short_description
+from robotoff_batch.follow.storage import worker_id
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,

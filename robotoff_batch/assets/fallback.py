@@ -1,5 +1,5 @@
 """``fallback_<type>``: relaunch a partition's batch job, waiting on capacity or quota, with the
-next alternative of its config (requested by the sensor; see :mod:`robotoff_batch.fallback`).
+next alternative of its config (requested by the sensor; see :mod:`robotoff_batch.follow.fallback`).
 
 The new job gets the first job's environment as its launch run submitted it (the staged input:
 no re-extraction), with its own output folder, and the launch run as owner. Its partition is
@@ -16,8 +16,8 @@ import dagster as dg
 from robotoff_batch.assets.launch import submit_or_fail
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.config.loader import load_job_config
-from robotoff_batch.fallback import chain_metadata, relaunch
-from robotoff_batch.follow import job_metadata
+from robotoff_batch.follow.fallback import chain_metadata, relaunch
+from robotoff_batch.follow.metadata import job_metadata
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
     BATCH_JOB_SUBMISSION,

@@ -13,7 +13,7 @@ import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.cost.actual import CEILING_LABEL, ActualCost, actual_cost, usd
-from robotoff_batch.follow import metadata_table
+from robotoff_batch.follow.metadata import metadata_table
 from robotoff_batch.names import BATCH_JOB_SUBMISSION, JOB_TYPE_LABEL, PRODUCTS
 
 
@@ -68,7 +68,7 @@ def launch_facts(
 def chain_launch_facts(instance: dg.DagsterInstance, status: JobStatus) -> LaunchFacts:
     """The launch run's facts of a job; for a capacity fallback (``<first id>-f<n>``, which
     has no launch run of its own), those of its chain's first job, from the same run."""
-    from robotoff_batch.fallback import chain_position
+    from robotoff_batch.follow.fallback import chain_position
     from robotoff_batch.names import OWNER_LABEL
 
     origin, index = chain_position(status)

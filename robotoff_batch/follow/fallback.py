@@ -26,8 +26,8 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import PENDING_STATES, BatchEngine, JobNotFoundError, JobStatus
-from robotoff_batch.follow_metadata import metadata_table, short_description
-from robotoff_batch.follow_plan import FallbackRequest, FollowPlan
+from robotoff_batch.follow.metadata import metadata_table, short_description
+from robotoff_batch.follow.plan import FallbackRequest, FollowPlan
 from robotoff_batch.names import APP_LABEL, FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
 
 MAX_JOB_ID = 63
