@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import typer
 from rich.text import Text
 
-from robotoff_batch import operations
+from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, console, fail, make_table, say
 from robotoff_batch.cli.jobs import follow_and_report
 from robotoff_batch.job_types import RegisteredJobType, load_registry

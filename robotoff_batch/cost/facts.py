@@ -137,15 +137,14 @@ def job_facts(instance: dg.DagsterInstance | None, status: JobStatus) -> LaunchF
     return facts
 
 
-def job_cost_lines(status: JobStatus, engine: str, now: datetime | None = None) -> list[str]:
+def job_cost_lines(
+    status: JobStatus,
+    engine: str,
+    instance: dg.DagsterInstance | None,
+    now: datetime | None = None,
+) -> list[str]:
     """``robotoff-batch status JOB_ID``'s cost lines, with the launch run read from the
-    Dagster instance where there is one."""
-    try:
-        from robotoff_batch import operations
-
-        instance: dg.DagsterInstance | None = operations.instance()
-    except Exception:
-        instance = None
+    Dagster ``instance`` where there is one."""
     try:
         facts = job_facts(instance, status)
     except Exception as exc:  # an unreadable instance must not hide the job's status
