@@ -32,10 +32,6 @@ INPUT_FILE = "input.parquet"
 C = TypeVar("C", bound=dg.Config)
 
 
-class OutputError(ValueError):
-    """A job's output file cannot be imported (missing column, null code...)."""
-
-
 class StagedFilesError(ValueError):
     """An extraction wrote files its job type does not declare, or not its input."""
 
