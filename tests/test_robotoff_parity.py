@@ -28,11 +28,11 @@ import pytest
 from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
-from robotoff_batch import operations, pipeline
-from robotoff_batch.cli import app
+from robotoff_batch.cli import app, operations
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
 from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.predictions.output import import_job_output
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
 from robotoff_batch.staging import Staging
 from tests.test_cli import cli_env  # noqa: F401 - fixture
@@ -265,7 +265,7 @@ def test_a_bad_row_is_quarantined_and_listed_the_rest_imported(
     assert again.already_imported and again.rows_quarantined == 1
     assert fetch(pg_db, "SELECT count(*) AS n FROM prediction")[0] == {"n": 9_999}
     # asked to retry, the row still holds its NUL byte: held back again, nothing else read
-    retried = pipeline.import_job_output(
+    retried = import_job_output(
         engine=SucceededEngine(2),  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -298,7 +298,7 @@ def test_conflicting_rows_are_held_back_then_retried_on_request(
     # the operator removes the wrong row (the second file now repeats the first one's row)
     write_parts(staging, JOB_A, [rows, [rows[10]]])
     assert run_import(staging, store, JOB_A, tasks=2).already_imported
-    retried = pipeline.import_job_output(
+    retried = import_job_output(
         engine=SucceededEngine(2),  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -328,7 +328,7 @@ def test_more_bad_rows_than_the_fraction_refuses_the_whole_output(
         run_import(staging, store, JOB_A)
     assert nothing_written(pg_db)
     assert store.quarantined_rows(JOB_A) == []
-    outcome = pipeline.import_job_output(
+    outcome = import_job_output(
         engine=SucceededEngine(),  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -397,7 +397,7 @@ def test_facts_are_read_at_import_from_the_newest_dump(
         rows[3],
     ]
     newest = _dump(later, sample.schema, tmp_path / "newest.parquet", 1_790_000_000)
-    outcome = pipeline.import_job_output(
+    outcome = import_job_output(
         engine=SucceededEngine(),  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -419,7 +419,7 @@ def test_facts_are_read_at_import_from_the_newest_dump(
     with psycopg.connect(pg_db) as conn:
         conn.execute("DELETE FROM prediction")
         conn.execute("DELETE FROM product_insight")
-    second = pipeline.import_job_output(
+    second = import_job_output(
         engine=SucceededEngine(),  # type: ignore[arg-type]
         staging=staging,
         store=store,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -19,7 +18,7 @@ import dagster as dg
 import pyarrow as pa
 
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.follow import key_prefix
+from robotoff_batch.names import key_prefix
 from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
 from robotoff_batch.predictions.store import ImportResult, ImportSpec
 
@@ -27,30 +26,11 @@ from robotoff_batch.predictions.store import ImportResult, ImportSpec
 PREDICTION_SCHEMA = _PREDICTION_SCHEMA
 
 
-#: Schema metadata key of a staged facts file: the modification time (ISO, UTC) of the dump
-#: it was read from, so the import can tell whether the dump it has now is newer.
-DUMP_MODIFIED_KEY = b"robotoff_batch.dump_modified"
-
-
-def dump_modified(dump_path: str) -> datetime | None:
-    """When a local dump file was last written (UTC); None for a remote or missing one."""
-    if "://" in dump_path and not dump_path.startswith("file://"):
-        return None
-    try:
-        return datetime.fromtimestamp(Path(dump_path.removeprefix("file://")).stat().st_mtime, UTC)
-    except OSError:
-        return None
-
-
 #: The usual name of the staged input (a job type's first declared staged file).
 INPUT_FILE = "input.parquet"
 
 #: The launch config class of a job type.
 C = TypeVar("C", bound=dg.Config)
-
-
-class OutputError(ValueError):
-    """A job's output file cannot be imported (missing column, null code...)."""
 
 
 class StagedFilesError(ValueError):

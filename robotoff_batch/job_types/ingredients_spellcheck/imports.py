@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robotoff_batch.job_types.base import DUMP_MODIFIED_KEY, dump_modified
+from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 from robotoff_batch.predictions.store import ImportSpec, named_statements
 
 PREDICTION_TYPE = "ingredient_spellcheck"
