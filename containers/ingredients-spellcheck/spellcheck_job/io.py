@@ -330,3 +330,35 @@ def write_json(uri: str, body: dict[str, Any], *, if_generation: int) -> int:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return 1
+
+
+def download_prefix(prefix_uri: str, dest: str) -> int:
+    """Copy every object under ``prefix_uri`` (gs:// or local) into ``dest``, keeping their
+    relative paths; returns the number of files. The staged weights' ``STAGED.json`` (written
+    last by ``robotoff-batch stage-weights``) must be there: a half-staged copy is refused."""
+    prefix = prefix_uri.rstrip("/") + "/"
+    target = Path(dest)
+    if is_gcs(prefix):
+        bucket_name, key = _split_gs(prefix)
+        blobs = [
+            b for b in _client().list_blobs(bucket_name, prefix=key) if not b.name.endswith("/")
+        ]
+        names = [b.name[len(key) :] for b in blobs]
+        if "STAGED.json" not in names:
+            raise InputError(f"{prefix}STAGED.json is missing: the weights are not (fully) staged")
+        for blob, name in zip(blobs, names, strict=True):
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(path), checksum="crc32c")
+        return len(blobs)
+    source = local_path(prefix)
+    if not (source / "STAGED.json").is_file():
+        raise InputError(f"{prefix}STAGED.json is missing: the weights are not (fully) staged")
+    import shutil
+
+    files = [p for p in source.rglob("*") if p.is_file()]
+    for path in files:
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+    return len(files)

@@ -98,6 +98,8 @@ class JobConfig:
     model_revision: str | None = None
     quantization: str | None = "fp8"
     max_model_len: int = 1024
+    weights_uri: str | None = None
+    weights_dir: str | None = None
 
 
 def _env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -164,6 +166,8 @@ def parse_config(argv: Sequence[str], env: dict[str, str]) -> JobConfig:
         model_revision=env.get("SPELLCHECK_MODEL_REVISION", "").strip() or None,
         quantization=None if quantization in ("", "none") else quantization,
         max_model_len=_env_int(env, "SPELLCHECK_MAX_MODEL_LEN", 1024),
+        weights_uri=env.get("SPELLCHECK_WEIGHTS_URI", "").strip() or None,
+        weights_dir=env.get("SPELLCHECK_WEIGHTS_DIR", "").strip() or None,
     )
 
 
@@ -172,8 +176,22 @@ def load_engine(config: JobConfig) -> Engine:
     if config.engine == "vllm":
         from spellcheck_job.vllm_engine import VllmSpellchecker
 
+        weights = config.weights_dir
+        if config.weights_uri:  # staged once in the deployment's bucket: copied to local disk
+            from spellcheck_job.io import download_prefix
+
+            weights = weights or "/tmp/spellcheck-weights"
+            began = time.monotonic()
+            n = download_prefix(config.weights_uri, weights)
+            logger.info(
+                "weights: %d files from %s in %.1f s",
+                n,
+                config.weights_uri,
+                time.monotonic() - began,
+            )
         return VllmSpellchecker(
             config.model,
+            weights=weights,
             revision=config.model_revision,
             quantization=config.quantization,
             max_model_len=config.max_model_len,

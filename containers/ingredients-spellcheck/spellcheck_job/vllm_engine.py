@@ -6,9 +6,10 @@ Defaults are Robotoff's production settings (batch/spellcheck/main.py at release
 ``prepare_instruction`` and the raw generation kept (no strip). What differs, and why, is the
 table in ../README.md.
 
-vllm is imported lazily (only when no ``llm`` is given), so this module, the prompt, the
-length guard and the output handling import and run without it; tests give an object with
-vLLM's ``LLM`` interface (``generate``, ``get_tokenizer``).
+vllm is imported lazily (only when no ``vllm`` module is given), so this module, the prompt,
+the length guard and the output handling import and run without it; tests give a stand-in
+for the ``vllm`` module (its ``LLM`` with ``generate`` and ``get_tokenizer``, its
+``SamplingParams``).
 """
 
 from __future__ import annotations
@@ -85,29 +86,32 @@ class VllmSpellchecker:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float = DEFAULT_TEMPERATURE,
         dtype: str = "auto",
-        llm: Any = None,
-        sampling_params: Any = None,
+        weights: str | None = None,
+        vllm: Any = None,
     ) -> None:
-        if llm is None:
-            from vllm import LLM, SamplingParams  # heavy, GPU only: imported on use
+        """``model`` names the model (Hugging Face id) and, with ``revision``, the predictor
+        version; ``weights``, when given, is the local directory of that revision's staged
+        files, which vLLM loads instead of asking the hub."""
+        if vllm is None:
+            import vllm  # heavy, GPU only: imported on use (tests pass vLLM's interface)
 
-            logger.info(
-                "loading %s (revision %s, quantization %s, max_model_len %d) with vLLM",
-                model,
-                revision or "as found",
-                quantization,
-                max_model_len,
-            )
-            llm = LLM(
-                model=model,
-                revision=revision,
-                max_model_len=max_model_len,
-                dtype=dtype,
-                quantization=quantization,
-            )
-            sampling_params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
-        if sampling_params is None:
-            raise ValueError("an injected llm needs its sampling_params")
+        logger.info(
+            "loading %s (revision %s, quantization %s, max_model_len %d) with vLLM from %s",
+            model,
+            revision or "as found",
+            quantization,
+            max_model_len,
+            weights or "the hub",
+        )
+        llm = vllm.LLM(
+            model=weights or model,
+            tokenizer=weights or model,
+            revision=None if weights else revision,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            quantization=quantization,
+        )
+        sampling_params = vllm.SamplingParams(temperature=temperature, max_tokens=max_tokens)
         self._llm = llm
         self.sampling_params = sampling_params
         self.tokenizer = llm.get_tokenizer()
