@@ -20,6 +20,7 @@ from robotoff_batch.batch.request import FALLBACK_OF_LABEL, build_create_job_req
 from robotoff_batch.config.models import BatchResources, JobConfig
 from robotoff_batch.job_types.base import JobType, OutputError
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
+from robotoff_batch.predictions.task_output import TaskFiles, part_file_name, task_files
 from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, Staging
 
 logger = logging.getLogger(__name__)
@@ -120,39 +121,23 @@ class ImportOutcome:
     predictions_kept: int = 0
     predictions_replaced: int = 0
     insights: Mapping[str, int] = field(default_factory=dict)
+    # texts the tasks did not send to their engine, by reason (the manifests' counts)
+    texts_skipped: Mapping[str, int] = field(default_factory=dict)
 
 
 def output_file_name(task_index: int) -> str:
-    """The file task ``task_index`` writes under ``output/`` (the container's contract)."""
-    return f"part-{task_index:05d}.parquet"
+    """The single file task ``task_index`` may write under ``output/`` (the container's
+    contract; the checkpointed form is ``task-<i>/manifest.json`` and its chunks)."""
+    return part_file_name(task_index)
 
 
-def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list[str]:
-    """The job's task files, in task order: exactly one per task index.
-
-    Refuses (:class:`OutputError`) a missing task file and any other object under
-    ``output/`` (an extra file, a copy in a sub-folder): what the tasks did not write is never
-    imported, and its presence means someone else wrote there. Names starting with ``.`` are
-    the writers' temporary files (an attempt killed mid-write) and are ignored.
-    """
-    prefix = f"{job_uri}/output/"
-    expected = [f"{prefix}{output_file_name(i)}" for i in range(task_count)]
-    present = staging.list_uris(prefix_uri=prefix)
-    temporary = [u for u in present if any(p.startswith(".") for p in u[len(prefix) :].split("/"))]
-    stray = sorted(set(present) - set(expected) - set(temporary))
-    missing = [u for u in expected if u not in set(present)]
-    if missing:
-        raise OutputError(
-            f"{len(missing)} of {task_count} task file(s) missing, e.g. {missing[0]}; nothing "
-            "was imported"
-        )
-    if stray:
-        raise OutputError(
-            f"{len(stray)} object(s) under {prefix} that no task wrote, e.g. {stray[0]} (the "
-            f"tasks write {output_file_name(0)} .. {output_file_name(task_count - 1)}); "
-            "nothing was imported: remove them, then import again"
-        )
-    return expected
+def task_output_uris(
+    *, staging: Staging, job_uri: str, task_count: int, partial: bool = False
+) -> list[str]:
+    """The job's task files, in task order (docs/CONTRACTS.md, "Task output layout"): per
+    task its part file or exactly the chunks its manifest lists; a missing task, an
+    incomplete manifest (unless ``partial``) or a stray object is refused."""
+    return task_files(staging=staging, job_uri=job_uri, task_count=task_count, partial=partial).uris
 
 
 # Arrow's bundled allocator keeps freed pages for reuse: over the import's stream of
@@ -208,8 +193,9 @@ def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
         )
 
 
-def _outcome(result: Any, output_files: int) -> ImportOutcome:
+def _outcome(result: Any, output_files: int, found: TaskFiles | None = None) -> ImportOutcome:
     return ImportOutcome(
+        texts_skipped=dict(found.skipped) if found is not None else {},
         batch_job_id=result.batch_job_id,
         predictions=result.predictions,
         already_imported=result.already_imported,
@@ -251,7 +237,8 @@ def import_job_output(
             "unknown; nothing was imported (retried)"
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
-    uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    found = task_files(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    uris = found.uris
     # A capacity fallback's job writes its own output, from the first job's staged input.
     first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
@@ -272,4 +259,4 @@ def import_job_output(
         outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
     )
-    return _outcome(result, output_files=len(uris))
+    return _outcome(result, output_files=len(uris), found=found)

@@ -137,6 +137,12 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                 "predictions_from_output": outcome.candidates,
                 "predictions_kept_same_version": outcome.predictions_kept,
                 "predictions_replaced_older_version": outcome.predictions_replaced,
+                # texts a task did not send to its engine (too long, engine error, truncated)
+                "texts_skipped": dg.MetadataValue.int(sum(outcome.texts_skipped.values())),
+                **{
+                    f"texts_skipped_{reason}": dg.MetadataValue.int(n)
+                    for reason, n in sorted(outcome.texts_skipped.items())
+                },
                 **{
                     f"insights_{name}": dg.MetadataValue.int(n)
                     for name, n in outcome.insights.items()
