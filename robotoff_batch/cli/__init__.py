@@ -11,6 +11,7 @@ from robotoff_batch.cli import config as _config  # noqa: F401 (registers `confi
 from robotoff_batch.cli.common import app, say
 from robotoff_batch.cli.demo import demo
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
+from robotoff_batch.cli.weights import stage_weights_command
 from robotoff_batch.cost import cost_command
 from robotoff_batch.doctor import doctor_command
 from robotoff_batch.smoke import smoke_command
@@ -19,6 +20,7 @@ app.info.help = __doc__
 # In this order in --help.
 app.command("doctor")(doctor_command)  # production preflight: robotoff_batch/doctor/
 app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: smoke.py
+app.command("stage-weights")(stage_weights_command)  # a GPU model's pinned weights, once
 app.command("cost")(cost_command)  # cost per job type per month: cost/
 app.command("launch", cls=LaunchCommand)(launch)
 app.command("status")(status)
