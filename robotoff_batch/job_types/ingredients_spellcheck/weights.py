@@ -65,7 +65,8 @@ def pinned_model(environment: Mapping[str, str]) -> PinnedModel:
     revision = environment.get(REVISION_ENV, "").strip()
     if not _REVISION.match(revision):
         raise WeightsError(
-            f"{REVISION_ENV} is {revision or 'not set'!r} in the job config's environment: pin "
+            f"{REVISION_ENV} is {repr(revision) if revision else 'not set'} in the job "
+            "config's environment: pin "
             f"{model} to a commit (40 hex digits; `robotoff-batch stage-weights` prints the "
             "one it staged)"
         )
