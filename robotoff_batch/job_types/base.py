@@ -187,6 +187,11 @@ class JobType(ABC, Generic[C]):
         ``doctor`` checks each exists."""
         return []
 
+    def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
+        """A command ``robotoff-batch smoke`` runs in the job type's image after its own
+        checks (exit 0: passed; its last stdout line a JSON report), or None."""
+        return None
+
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """What the demo prints after the job's timeline: strings (a line each) and rich
         renderables (tables). The default: the summary line."""

@@ -209,6 +209,13 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
             WEIGHTS_URI_ENV: pinned.uri(staging_root_uri),
         }
 
+    def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
+        """The vLLM image's GPU check (containers/ingredients-spellcheck/spellcheck_job/
+        gpu_check.py): what no test here can run."""
+        if engine_that_runs(job_config, None) != "vllm":
+            return None
+        return ["python3", "-m", "spellcheck_job.gpu_check"]
+
     def staged_prerequisites(self, job_config: JobConfig) -> list[tuple[str, str]]:
         if engine_that_runs(job_config, None) != "vllm":
             return []
