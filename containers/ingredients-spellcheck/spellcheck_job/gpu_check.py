@@ -89,7 +89,10 @@ def run_checks(env: dict[str, str]) -> dict[str, Any]:
     if report["failed"]:
         return report
 
-    config = parse_config(["--engine", "vllm"], env)
+    # the engine's settings as a task resolves them; the check reads and writes no job file
+    config = parse_config(
+        ["--engine", "vllm"], {"INPUT_FILE_PATH": "-", "OUTPUT_FILE_PATH": "-", **env}
+    )
     began = time.monotonic()
     engine = load_engine(config)  # copies the staged weights, loads them with fp8
     report["load_s"] = round(time.monotonic() - began, 1)
