@@ -211,7 +211,13 @@ def _outcome(result: Any, output_files: int, found: TaskFiles | None = None) -> 
 
 
 def import_job_output(
-    *, engine: BatchEngine, staging: Staging, store: Any, job_type: JobType, job_id: str
+    *,
+    engine: BatchEngine,
+    staging: Staging,
+    store: Any,
+    job_type: JobType,
+    job_id: str,
+    partial: bool = False,
 ) -> ImportOutcome:
     """Import a SUCCEEDED job's output: all of it in one transaction, once.
 
@@ -227,9 +233,23 @@ def import_job_output(
     if earlier is not None:
         return _outcome(earlier, output_files=0)
     status = engine.get_job(job_id=job_id)
-    if status.state != JobState.SUCCEEDED:
+    if partial and status.state not in (JobState.FAILED, JobState.CANCELLED):
         raise PipelineError(
-            f"batch job {job_id} is {status.state.value}, not SUCCEEDED: nothing is imported"
+            f"batch job {job_id} is {status.state.value}: --partial imports the complete "
+            "chunks of a FAILED (or CANCELLED) job only; nothing is imported"
+        )
+    if not partial and status.state != JobState.SUCCEEDED:
+        hint = (
+            " (its complete chunks: import it with --partial)"
+            if status.state
+            in (
+                JobState.FAILED,
+                JobState.CANCELLED,
+            )
+            else ""
+        )
+        raise PipelineError(
+            f"batch job {job_id} is {status.state.value}, not SUCCEEDED: nothing is imported{hint}"
         )
     if not status.tasks:
         raise ImportNotReady(
@@ -237,8 +257,23 @@ def import_job_output(
             "unknown; nothing was imported (retried)"
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
-    found = task_files(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
-    uris = found.uris
+    found = task_files(
+        staging=staging, job_uri=job_uri, task_count=len(status.tasks), partial=partial
+    )
+    # Chunks an earlier import already read (a partial import of the job this one carried
+    # them from) are left out: each product is imported once.
+    chunks = [u for u in found.uris if "/task-" in u]
+    done = store.imported_chunks(chunks) if chunks else set()
+    uris = [u for u in found.uris if u not in done]
+    if done:
+        logger.info(
+            "%s: %d chunk(s) already imported by an earlier job, left out", job_id, len(done)
+        )
+    if not uris:
+        raise PipelineError(
+            f"batch job {job_id} has no complete chunk that was not imported already "
+            f"({len(done)} were): nothing is imported"
+        )
     # A capacity fallback's job writes its own output, from the first job's staged input.
     first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
@@ -258,5 +293,7 @@ def import_job_output(
         files=uris,
         outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
+        partial=partial,
+        chunk_uris=[u for u in uris if u not in done and "/task-" in u],
     )
     return _outcome(result, output_files=len(uris), found=found)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -88,7 +89,14 @@ def staged_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_job(
-    engine: LocalBatchEngine, staging: Staging, files: Path, job_id: str, die_at: str
+    engine: LocalBatchEngine,
+    staging: Staging,
+    files: Path,
+    job_id: str,
+    die_at: str,
+    *,
+    retries: int = 1,
+    extra: dict[str, str] | None = None,
 ) -> tuple[Any, dict[str, Any], Path]:
     job_uri = staging.job_uri(job_type=JOB_TYPE.name, job_id=job_id)
     job_path = Path(job_uri.removeprefix("file://"))
@@ -98,8 +106,9 @@ def run_job(
     request = make_request(
         job_id,
         image=IMAGE,
-        max_retry_count=1,
+        max_retry_count=retries,
         variables={
+            **(extra or {}),
             "INPUT_FILE_PATH": f"{job_uri}/input.parquet",
             "OUTPUT_FILE_PATH": f"{job_uri}/output",
             "LEXICON_FILE_PATH": f"{job_uri}/lexicon.parquet",
@@ -209,3 +218,67 @@ def test_the_import_refuses_unfinished_and_stray_chunks(
     (task / "chunk-00002.parquet").unlink()
     with pytest.raises(OutputError, match=r"lists .*chunk-00002\.parquet, which is missing"):
         pipeline.task_output_uris(staging=staging, job_uri=job_uri, task_count=1)
+
+
+def test_a_failed_jobs_chunks_imported_partially_then_the_relaunch_imports_the_rest_once(
+    engine: LocalBatchEngine, staging: Staging, staged_files: Path, pg_db: str
+) -> None:
+    """Job A dies at chunk 6 with no retry left: FAILED, 6 complete chunks. `import --partial`
+    takes them (ledger: partial). Job B, relaunched on the same staged input carrying A's
+    chunks (CARRY_OUTPUT_URIS, as the relaunch and the capacity fallback set it), computes only
+    chunks 6..9; its import leaves A's chunks out: each product is imported once."""
+    store = PredictionStore(conninfo=pg_db)
+    store.ensure_schema()
+    first, manifest_a, path_a = run_job(
+        engine, staging, staged_files, "partial-a", "before-chunk-6", retries=0
+    )
+    assert first.state is JobState.FAILED and not manifest_a["complete"]
+    assert len(manifest_a["chunks"]) == 6
+    with pytest.raises(pipeline.PipelineError, match="import it with --partial"):
+        pipeline.import_job_output(
+            engine=engine, staging=staging, store=store, job_type=JOB_TYPE, job_id="partial-a"
+        )
+    partial = pipeline.import_job_output(
+        engine=engine,
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id="partial-a",
+        partial=True,
+    )
+    assert partial.output_files == 6 and partial.source_rows == 60
+    record = store.imported_job("partial-a")
+    assert record is not None and record.partial
+
+    job_a_uri = staging.job_uri(job_type=JOB_TYPE.name, job_id="partial-a")
+    second, manifest_b, path_b = run_job(
+        engine,
+        staging,
+        staged_files,
+        "partial-b",
+        "none-0",
+        extra={"CARRY_OUTPUT_URIS": f"{job_a_uri}/output"},
+    )
+    assert second.state is JobState.SUCCEEDED, second.failure_summary
+    per_chunk = sent_per_chunk(staged_files)
+    computed = sum(int(n) for n in (path_b / "attempt-0").read_text().split())
+    assert computed == sum(per_chunk[6:])  # only the remainder
+    uris = [c["uri"] for c in manifest_b["chunks"]]
+    assert uris[:6] == [c["uri"] for c in manifest_a["chunks"]]  # carried, not copied
+    assert all("/partial-b/" in u for u in uris[6:])
+
+    rest = pipeline.import_job_output(
+        engine=engine, staging=staging, store=store, job_type=JOB_TYPE, job_id="partial-b"
+    )
+    assert rest.output_files == 4 and rest.source_rows == 40
+    rows = [r for u in uris for r in pq.read_table(u[7:]).to_pylist()]
+    changed = {
+        r["code"] for r in rows if r["correction"] is not None and r["correction"] != r["text"]
+    }
+    with psycopg.connect(pg_db) as conn:
+        counts = conn.execute(
+            "SELECT barcode, count(*) FROM prediction GROUP BY barcode"
+        ).fetchall()
+    assert {b for b, _ in counts} == changed
+    assert all(n == 1 for _, n in counts)  # each product once
+    assert partial.predictions + rest.predictions == len(changed)

@@ -115,6 +115,7 @@ class ImportResult:
     predictions_replaced: int = 0  # another version of the same predictor: deleted
     insights: Mapping[str, int] = field(default_factory=dict)  # created/updated/kept/deleted
     target: str = "postgres"
+    partial: bool = False  # a FAILED job's complete chunks only (import --partial)
 
 
 def load_sql(name: str) -> str:

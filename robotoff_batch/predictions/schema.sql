@@ -28,6 +28,14 @@ CREATE TABLE IF NOT EXISTS batch_job_prediction (
     CHECK (first_id <= last_id)
 );
 
+-- batch_job_chunk: the checkpointed output chunks an import read, each once across all jobs
+-- (a partial import of a FAILED job, then the job relaunched carrying its chunks: the
+-- relaunched job's import skips the chunks already here, so each product is imported once).
+CREATE TABLE IF NOT EXISTS batch_job_chunk (
+    uri text PRIMARY KEY,
+    batch_job_id text NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS batch_schema_owner (
     table_name text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now()

@@ -69,9 +69,12 @@ from robotoff_batch.predictions.queries import (
     DUPLICATES_BY_JOB_SQL,
     DUPLICATES_BY_VERSION_SQL,
     EXAMPLES_SQL,
+    IMPORTED_CHUNKS_SQL,
     IMPORTED_JOBS_SQL,
     LEDGER_SQL,
     OWNED_SQL,
+    RECORD_CHUNKS_SQL,
+    RECORD_PARTIAL_SQL,
     RECORD_SQL,
 )
 from robotoff_batch.predictions.schema import create_or_check
@@ -191,8 +194,15 @@ class PredictionStore:
         facts: Iterable[pa.RecordBatch] = (),
         source_stats: Mapping[str, int] | None = None,
         deliver: Callable[..., str] | None = None,
+        partial: bool = False,
+        chunk_uris: Sequence[str] = (),
     ) -> ImportResult:
         """Import a job's output in one transaction, at most once per ``batch_job_id``.
+
+        ``chunk_uris`` (the checkpointed chunks among ``files``) are recorded in
+        ``batch_job_chunk``: a chunk already recorded by another job's import refuses this one
+        (the caller leaves those out, see :meth:`imported_chunks`). ``partial`` marks the
+        ledger row as a FAILED job's partial import.
 
         ``outputs`` and ``facts`` are consumed lazily (streamed with COPY); ``files`` names the
         output files ``OutputChunk.file_index`` points into, for messages. If the ledger
@@ -249,6 +259,16 @@ class PredictionStore:
                 if source_stats and key in source_stats:  # read once the stream is consumed
                     counts[key] = int(source_stats[key])
             cur.execute(RECORD_SQL, {**counts, "batch_job_id": batch_job_id})
+            if partial:
+                cur.execute(RECORD_PARTIAL_SQL, (True, batch_job_id))
+            if chunk_uris:
+                try:
+                    cur.execute(RECORD_CHUNKS_SQL, (list(chunk_uris), batch_job_id))
+                except psycopg.errors.UniqueViolation as exc:
+                    raise PredictionImportError(
+                        f"a chunk of {batch_job_id} was imported by another job meanwhile; "
+                        f"nothing was imported: {self._scrub(str(exc).strip())}"
+                    ) from exc
         duration = time.monotonic() - started
         result = ImportResult(
             batch_job_id=batch_job_id,
@@ -264,6 +284,7 @@ class PredictionStore:
             predictions_replaced=counts["predictions_replaced"],
             insights=insight_counts(counts),
             target=target,
+            partial=partial,
         )
         logger.info(
             "imported batch job %s in %.2f s: %d output rows, %d predictions inserted, %d kept, "
@@ -327,6 +348,7 @@ class PredictionStore:
             predictions_replaced=row["predictions_replaced"],
             insights=insight_counts(row),
             target=row["target"],
+            partial=bool(row["partial"]),
         )
 
     def imported_job(self, batch_job_id: str) -> ImportResult | None:
@@ -334,6 +356,16 @@ class PredictionStore:
         self._ready()
         with self._connection(f"look up the import of {batch_job_id}") as conn:
             return self._ledger_row(conn, batch_job_id)
+
+    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
+        """Which of these chunk URIs an import (of any job) already read (one query)."""
+        wanted = sorted(set(uris))
+        if not wanted:
+            return set()
+        self._ready()
+        with self._connection("look up imported chunks") as conn:
+            rows = conn.execute(IMPORTED_CHUNKS_SQL, (wanted,)).fetchall()
+        return {str(r[0]) for r in rows}
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]:
         """Which of these batch jobs the ledger records as imported (one query)."""

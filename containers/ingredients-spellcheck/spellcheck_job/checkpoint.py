@@ -101,8 +101,12 @@ class TaskCheckpoint:
         engine: str,
         predictor_version: str,
         attempt: int,
+        carry_from: Sequence[str] = (),
     ) -> TaskCheckpoint:
-        """This task's checkpoint: the earlier attempts' manifest if there is one, else new."""
+        """This task's checkpoint: the earlier attempts' manifest if there is one; else, the
+        chunks an earlier job of the chain listed for this task (``carry_from``: the output
+        URIs of the jobs this one replaces, latest first), if its settings are the same;
+        else new."""
         checkpoint = cls(
             output_uri=output_uri,
             task_index=task_index,
@@ -116,6 +120,8 @@ class TaskCheckpoint:
         found, generation = read_json(checkpoint.manifest_uri)
         if found is not None:
             checkpoint._resume(found, generation)
+        else:
+            checkpoint._carry(carry_from)
         checkpoint.attempts.append(
             {"attempt": attempt, "started_chunk": checkpoint.next_chunk, "processed": 0}
         )
@@ -150,6 +156,29 @@ class TaskCheckpoint:
             self.chunk_count,
             " (complete)" if self.complete else "",
         )
+
+    def _carry(self, carry_from: Sequence[str]) -> None:
+        """Take the listed chunks of the same task of an earlier job (same shard, chunking,
+        engine and predictor version): listed here by their URIs, not copied nor recomputed."""
+        for output_uri in carry_from:
+            uri = join(task_prefix(output_uri, self.task_index), MANIFEST_NAME)
+            found, _ = read_json(uri)
+            if found is None:
+                continue
+            try:
+                probe = TaskCheckpoint(**{**self.__dict__, "chunks": [], "attempts": []})
+                probe._resume(found, 0)
+            except ManifestMismatch as exc:
+                logger.warning("not carrying %s: %s", uri, exc)
+                continue
+            if not probe.chunks:
+                continue
+            self.chunks = probe.chunks
+            self.skipped = probe.skipped
+            self.complete = probe.complete
+            self.attempts = [{"carried_from": uri, "chunks": len(probe.chunks)}]
+            logger.info("carried %d chunk(s) from %s", len(self.chunks), uri)
+            return
 
     def adopt_unlisted(self, expected_codes: Sequence[str]) -> bool:
         """If the next chunk exists (written by an attempt that died before listing it),

@@ -100,6 +100,7 @@ class JobConfig:
     max_model_len: int = 1024
     weights_uri: str | None = None
     weights_dir: str | None = None
+    carry_from: tuple[str, ...] = ()
 
 
 def _env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -168,6 +169,7 @@ def parse_config(argv: Sequence[str], env: dict[str, str]) -> JobConfig:
         max_model_len=_env_int(env, "SPELLCHECK_MAX_MODEL_LEN", 1024),
         weights_uri=env.get("SPELLCHECK_WEIGHTS_URI", "").strip() or None,
         weights_dir=env.get("SPELLCHECK_WEIGHTS_DIR", "").strip() or None,
+        carry_from=tuple(u for u in env.get("CARRY_OUTPUT_URIS", "").split(",") if u.strip()),
     )
 
 
@@ -353,7 +355,10 @@ def run(config: JobConfig) -> str:
         engine=engine_label(engine),
         predictor_version=engine_version(engine),
         attempt=config.attempt,
+        carry_from=config.carry_from,
     )
+    if checkpoint.attempts[0].get("carried_from") and checkpoint.generation == 0:
+        checkpoint.save()  # list the carried chunks before computing anything
     if checkpoint.complete:
         logger.info("%s is complete: nothing left to do", checkpoint.manifest_uri)
         return checkpoint.manifest_uri
