@@ -20,6 +20,8 @@ FINISH_KIND = "finish"
 #: Set by a finish run on itself: the process running it, and an output it refused.
 WORKER_TAG = "robotoff_batch/worker"
 REFUSED_TAG = "robotoff_batch/import_refused"
+#: On a run importing a FAILED job's complete chunks (``robotoff-batch import JOB --partial``).
+PARTIAL_IMPORT_TAG = "robotoff_batch/partial_import"
 
 DEFAULT_RETRY_DELAY_S = 30.0
 MAX_RETRY_DELAY_S = 3600.0

@@ -227,15 +227,20 @@ def _storage(inst: dg.DagsterInstance) -> FollowStorage:
 
 
 def execute_finish(
-    inst: dg.DagsterInstance, request: FinishRequest, *, debug: bool = False
+    inst: dg.DagsterInstance,
+    request: FinishRequest,
+    *,
+    debug: bool = False,
+    partial: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    """Run a finish run in this process (the sensor's run, when no daemon runs)."""
-    from robotoff_batch.follow import batch_job_asset_key
+    """Run a finish run in this process (the sensor's run, when no daemon runs). ``partial``:
+    the import alone, of a FAILED job's complete chunks (its outcome is already recorded)."""
+    from robotoff_batch.follow import PARTIAL_IMPORT_TAG, batch_job_asset_key
 
     name = partitions_def_name(request.job_type)
     if not inst.has_dynamic_partition(name, request.job_id):
         inst.add_dynamic_partitions(name, [request.job_id])
-    selection = [batch_job_asset_key(request.job_type)]
+    selection = [] if partial else [batch_job_asset_key(request.job_type)]
     if request.with_import:
         selection.append(predictions_asset_key(request.job_type))
     job = _definitions().resolve_job_def(finish_job_name(request.job_type))
@@ -249,6 +254,7 @@ def execute_finish(
             RUN_KIND_TAG: FINISH_KIND,
             "dagster/run_key": request.run_key,
             "robotoff_batch/attempt": str(request.attempt + 1),
+            **({PARTIAL_IMPORT_TAG: "true"} if partial else {}),
         },
         run_config=dg.RunConfig(loggers=console_loggers(debug)),
     )
@@ -325,8 +331,10 @@ def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Ou
     )
 
 
-def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
-    """Record a job's outcome and import its output (again: a no-op when imported).
+def run_import(*, job_id: str, debug: bool = False, partial: bool = False) -> tuple[bool, int, str]:
+    """Record a job's outcome and import its output (again: a no-op when imported); with
+    ``partial``, import a FAILED job's complete chunks (the predictions asset alone, tagged
+    so that the ledger and the partition say partial).
 
     Returns (already imported before, predictions in the database, run id).
     """
@@ -343,7 +351,7 @@ def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
     already = job_id in store.imported_jobs([job_id])
     runs = _storage(inst).finish_runs([job_id]).get(job_id, [])
     request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
-    result = execute_finish(inst, request, debug=debug)
+    result = execute_finish(inst, request, debug=debug, partial=partial)
     if not result.success:
         raise OperationError(run_failure_message(inst, result.run_id))
     return already, count(job_id=job_id), result.run_id

@@ -123,6 +123,7 @@ class ImportOutcome:
     insights: Mapping[str, int] = field(default_factory=dict)
     # texts the tasks did not send to their engine, by reason (the manifests' counts)
     texts_skipped: Mapping[str, int] = field(default_factory=dict)
+    partial: bool = False  # a FAILED job's complete chunks only
 
 
 def output_file_name(task_index: int) -> str:
@@ -196,6 +197,7 @@ def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
 def _outcome(result: Any, output_files: int, found: TaskFiles | None = None) -> ImportOutcome:
     return ImportOutcome(
         texts_skipped=dict(found.skipped) if found is not None else {},
+        partial=bool(getattr(result, "partial", False)),
         batch_job_id=result.batch_job_id,
         predictions=result.predictions,
         already_imported=result.already_imported,

@@ -90,6 +90,7 @@ NOT_IN_REQUEST = {
     "cancel_when_stuck": "read by the follower: cancels a job stuck past max_pending_duration",
     "fallbacks": "alternatives: each merged onto resources, built into its fallback job's request",
     "fallback_after": "read by the follower: when a job waiting on capacity falls back",
+    "fallback_after_preemptions": "read by the follower: when a preempted job falls back",
 }
 
 

@@ -21,6 +21,7 @@ from robotoff_batch.fallback import (
     FALLBACK_KIND,
     FALLBACK_OF_LABEL,
     chain_metadata,
+    fallback_job_id,
     fallback_job_name,
     relaunch,
 )
@@ -81,13 +82,25 @@ def build_fallback_job(registered: RegisteredJobType, partitions: dg.PartitionsD
             owner = first.labels.get(OWNER_LABEL, "")
             env = launch_environment(context.instance, owner, first.job_id)
             env["OUTPUT_FILE_PATH"] = f"{area.job_uri(job_type=jt.name, job_id=new_id)}/output"
+            # The jobs it replaces, latest first: their tasks' finished chunks are carried
+            # (listed by the new tasks' manifests, not recomputed; docs/CONTRACTS.md).
+            earlier = [first.job_id] + [fallback_job_id(first.job_id, i) for i in range(1, index)]
+            env["CARRY_OUTPUT_URIS"] = ",".join(
+                f"{area.job_uri(job_type=jt.name, job_id=j)}/output" for j in reversed(earlier)
+            )
             where = {"engine": engine, "project": batch_engine.project, "resources": resources}
             labels = {OWNER_LABEL: owner, **labels}
             job = {"config": config, "job_type": jt.name, "job_id": new_id}
             status, _ = submit_or_fail(**where, **job, environment=env, labels=labels)
             return status
 
-        done = relaunch(engine=engine, job_id=job_id, index=index, submit=submit)
+        done = relaunch(
+            engine=engine,
+            job_id=job_id,
+            index=index,
+            submit=submit,
+            after_preemptions=config.fallback_after_preemptions,
+        )
         context.log.warning(f"{job_id}: {done.note}")
         if done.new_job is None:
             return

@@ -17,6 +17,7 @@ import dagster as dg
 
 from robotoff_batch import pipeline
 from robotoff_batch.follow import (
+    PARTIAL_IMPORT_TAG,
     REFUSED_TAG,
     batch_job_asset_key,
     batch_jobs_group,
@@ -107,8 +108,14 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         engine = batch_engine.get_engine()
         try:
             store = prediction_store.get_store()
+            partial = context.run.tags.get(PARTIAL_IMPORT_TAG) == "true"
             outcome = pipeline.import_job_output(
-                engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
+                engine=engine,
+                staging=area,
+                store=store,
+                job_type=jt,
+                job_id=job_id,
+                partial=partial,
             )
         except (pipeline.PipelineError, OutputError, PredictionImportError) as exc:
             # Bad output is not transient: the follower must not retry it.
@@ -131,6 +138,9 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                 "batch_job_id": job_id,
                 "predictions_imported": dg.MetadataValue.int(outcome.predictions),
                 "already_imported": outcome.already_imported,
+                # a FAILED job's complete chunks only (import --partial); its relaunch
+                # carries them and imports the rest
+                "partial_import": outcome.partial,
                 "output_files": outcome.output_files,
                 "output_rows": outcome.source_rows,
                 "unchanged_rows_skipped": outcome.skipped_rows,

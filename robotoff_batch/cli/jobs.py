@@ -159,14 +159,23 @@ def status(
             say(tail)
 
 
-def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
+def import_(
+    job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id."),
+    partial: bool = typer.Option(
+        False,
+        "--partial",
+        help="A FAILED job: import the complete chunks its tasks finished (recorded as "
+        "partial); relaunching it then computes and imports only the rest.",
+    ),
+) -> None:
     """Record a finished job's outcome and import its output (again: changes nothing)."""
     try:
-        already, n, _ = operations.run_import(job_id=job_id, debug=DEBUG["on"])
+        already, n, _ = operations.run_import(job_id=job_id, debug=DEBUG["on"], partial=partial)
     except operations.OperationError as exc:
         raise fail(f"import failed: {exc}") from None
     note = " (already imported: nothing changed)" if already else ""
-    say(f"imported {n} predictions from {job_id}{note}")
+    kind = " (partial: the complete chunks of a failed job)" if partial and not already else ""
+    say(f"imported {n} predictions from {job_id}{kind}{note}")
 
 
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
