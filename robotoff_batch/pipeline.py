@@ -264,8 +264,7 @@ def import_job_output(
     )
     # Chunks an earlier import already read (a partial import of the job this one carried
     # them from) are left out: each product is imported once.
-    chunks = [u for u in found.uris if "/task-" in u]
-    done = store.imported_chunks(chunks) if chunks else set()
+    done = store.imported_chunks(found.uris)
     uris = [u for u in found.uris if u not in done]
     if done:
         logger.info(
@@ -296,6 +295,6 @@ def import_job_output(
         outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
         partial=partial,
-        chunk_uris=[u for u in uris if u not in done and "/task-" in u],
+        chunk_uris=uris,
     )
     return _outcome(result, output_files=len(uris), found=found)

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS batch_job_prediction (
     CHECK (first_id <= last_id)
 );
 
--- batch_job_chunk: the checkpointed output chunks an import read, each once across all jobs
+-- batch_job_chunk: the task files (checkpointed chunks, part files) an import read, each once
 -- (a partial import of a FAILED job, then the job relaunched carrying its chunks: the
 -- relaunched job's import skips the chunks already here, so each product is imported once).
 CREATE TABLE IF NOT EXISTS batch_job_chunk (

@@ -199,7 +199,7 @@ class PredictionStore:
     ) -> ImportResult:
         """Import a job's output in one transaction, at most once per ``batch_job_id``.
 
-        ``chunk_uris`` (the checkpointed chunks among ``files``) are recorded in
+        ``chunk_uris`` (the task files read: chunks or part files) are recorded in
         ``batch_job_chunk``: a chunk already recorded by another job's import refuses this one
         (the caller leaves those out, see :meth:`imported_chunks`). ``partial`` marks the
         ledger row as a FAILED job's partial import.
