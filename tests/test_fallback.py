@@ -280,9 +280,8 @@ def test_a_spot_job_preempted_n_times_falls_back(
     """plan_fallbacks asks for the next alternative once a running job was preempted
     fallback_after_preemptions times; relaunch then replaces it although it has started
     (a capacity fallback would leave a started job alone)."""
-    from robotoff_batch.fallback import FallbackPolicy, plan_fallbacks, relaunch
-    from robotoff_batch.follow_plan import FollowPlan
-    from robotoff_batch.follow_storage import FollowCache
+    from robotoff_batch.follow import FallbackPolicy, FollowCache, FollowPlan
+    from robotoff_batch.follow.fallback import plan_fallbacks, relaunch
     from tests.test_local_runner import IMAGE_SLEEP, make_request
 
     engine = LocalBatchEngine(

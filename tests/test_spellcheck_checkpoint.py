@@ -18,14 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch import pipeline
+from robotoff_batch.batch import submit
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.batch.local import LocalBatchEngine
-from robotoff_batch.job_types.base import OutputError
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.predictions import output as pipeline
+from robotoff_batch.predictions.output import OutputError
 from robotoff_batch.predictions.store import PredictionStore
 from robotoff_batch.staging import Staging, staging_from_uri
 from tests.test_local_runner import make_request
@@ -234,7 +235,7 @@ def test_a_failed_jobs_chunks_imported_partially_then_the_relaunch_imports_the_r
     )
     assert first.state is JobState.FAILED and not manifest_a["complete"]
     assert len(manifest_a["chunks"]) == 6
-    with pytest.raises(pipeline.PipelineError, match="import it with --partial"):
+    with pytest.raises(submit.PipelineError, match="import it with --partial"):
         pipeline.import_job_output(
             engine=engine, staging=staging, store=store, job_type=JOB_TYPE, job_id="partial-a"
         )

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from robotoff_batch import pipeline
+from robotoff_batch.batch import submit
 from robotoff_batch.batch.request import build_create_job_request
 from robotoff_batch.cli import app
 from robotoff_batch.config.loader import load_job_config
@@ -94,7 +94,7 @@ def test_the_gpu_jobs_request_reads_the_staged_weights_with_the_hub_off(
     env = JOB_TYPE.task_environment(config, staging_root_uri=staging.root_uri, exists=exists)
     job_uri = staging.job_uri(job_type=JOB_TYPE.name, job_id="gpu-job")
     environment = {
-        **pipeline.container_environment(
+        **submit.container_environment(
             job_uri=job_uri,
             staged={"input.parquet": f"{job_uri}/input.parquet"},
             input_file="input.parquet",

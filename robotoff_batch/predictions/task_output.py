@@ -8,10 +8,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from robotoff_batch.job_types.base import OutputError
 from robotoff_batch.staging import Staging
 
 logger = logging.getLogger(__name__)
+
+
+class OutputError(ValueError):
+    """A job's output file cannot be imported (missing column, null code...)."""
+
 
 MANIFEST_NAME = "manifest.json"
 
