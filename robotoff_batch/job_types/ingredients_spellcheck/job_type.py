@@ -189,8 +189,9 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
         local_argv: Sequence[str] | None = None,
     ) -> dict[str, str]:
         """A vLLM job reads its pinned model's staged weights with the hub off; the CPU
-        engine needs nothing more."""
-        if engine_that_runs(job_config, local_argv) != "vllm":
+        engine needs nothing more, and the local runner (``local_argv`` given) has no GPU:
+        it never runs vLLM, so it needs no weights either."""
+        if local_argv is not None or engine_that_runs(job_config, None) != "vllm":
             return {}
         try:
             pinned = pinned_model_of(job_config)
