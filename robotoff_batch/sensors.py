@@ -93,7 +93,9 @@ def build_batch_job_sensor(
         for r in registry
     }
     fallbacks = {
-        r.name: FallbackPolicy(r.config.fallback_after_s, len(r.config.fallbacks))
+        r.name: FallbackPolicy(
+            r.config.fallback_after_s, len(r.config.fallbacks), r.config.fallback_after_preemptions
+        )
         for r in registry
         if r.config.fallbacks
     }

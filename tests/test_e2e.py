@@ -174,7 +174,10 @@ def db_rows(database_url: str, job_id: str) -> list[dict[str, Any]]:
 
 def output_changes(staging_root: Path, job_id: str) -> dict[str, dict[str, Any]]:
     changed = {}
-    for part in sorted((staging_root / JOB_TYPE / job_id / "output").glob("*.parquet")):
+    # the tasks' checkpointed chunks (output/task-<i>/chunk-<k>.parquet)
+    for part in sorted(
+        (staging_root / JOB_TYPE / job_id / "output").glob("task-*/chunk-*.parquet")
+    ):
         for row in pq.read_table(part).to_pylist():
             if row["correction"] != row["text"]:
                 changed[row["code"]] = row
@@ -373,7 +376,7 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
 
     # a task file whose codes are null: nothing at all is imported (a stray extra file would
     # be refused too, as no task's: tests/test_spellcheck_import.py)
-    part = sorted(output.glob("part-*.parquet"))[-1]
+    part = sorted(output.glob("task-*/chunk-*.parquet"))[-1]
     good = part.read_bytes()
     table = pq.read_table(part)
     index = table.schema.get_field_index("code")

@@ -18,6 +18,7 @@ import dagster as dg
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
+    PARTIAL_IMPORT_TAG,
     REFUSED_TAG,
     RETRY_QUARANTINED_TAG,
     batch_job_asset_key,
@@ -141,6 +142,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         engine = batch_engine.get_engine()
         try:
             store = prediction_store.get_store()
+            partial = context.run.tags.get(PARTIAL_IMPORT_TAG) == "true"
             outcome = import_job_output(
                 engine=engine,
                 staging=area,
@@ -150,6 +152,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                 max_bad_row_fraction=prediction_store.max_bad_row_fraction,
                 retry_quarantined=context.run.tags.get(RETRY_QUARANTINED_TAG) == "true",
                 dump_path=product_dump.path,  # the newest dump: facts as of the import
+                partial=partial,
             )
         except (PipelineError, OutputError, PredictionImportError) as exc:
             # Bad output is not transient: the follower must not retry it.
@@ -177,12 +180,21 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                 "batch_job_id": job_id,
                 "predictions_imported": dg.MetadataValue.int(outcome.predictions),
                 "already_imported": outcome.already_imported,
+                # a FAILED job's complete chunks only (import --partial); its relaunch
+                # carries them and imports the rest
+                "partial_import": outcome.partial,
                 "output_files": outcome.output_files,
                 "output_rows": outcome.source_rows,
                 "unchanged_rows_skipped": outcome.skipped_rows,
                 "predictions_from_output": outcome.candidates,
                 "predictions_kept_same_version": outcome.predictions_kept,
                 "predictions_replaced_older_version": outcome.predictions_replaced,
+                # texts a task did not send to its engine (too long, engine error, truncated)
+                "texts_skipped": dg.MetadataValue.int(sum(outcome.texts_skipped.values())),
+                **{
+                    f"texts_skipped_{reason}": dg.MetadataValue.int(n)
+                    for reason, n in sorted(outcome.texts_skipped.items())
+                },
                 **{
                     f"insights_{name}": dg.MetadataValue.int(n)
                     for name, n in outcome.insights.items()

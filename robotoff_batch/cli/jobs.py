@@ -176,17 +176,24 @@ def import_(
         help="Read the rows an earlier import held back (listed by `status JOB`) again and "
         "import those now good; nothing else is re-considered.",
     ),
+    partial: bool = typer.Option(
+        False,
+        "--partial",
+        help="A FAILED job: import the complete chunks its tasks finished (recorded as "
+        "partial); relaunching it then computes and imports only the rest.",
+    ),
 ) -> None:
     """Record a finished job's outcome and import its output (again: changes nothing)."""
     try:
         already, n, _ = operations.run_import(
-            job_id=job_id, debug=DEBUG["on"], retry_quarantined=retry_quarantined
+            job_id=job_id, debug=DEBUG["on"], retry_quarantined=retry_quarantined, partial=partial
         )
         record = operations.import_record(job_id=job_id)
     except operations.OperationError as exc:
         raise fail(f"import failed: {exc}") from None
     note = " (already imported: nothing changed)" if already and not retry_quarantined else ""
-    say(f"imported {n} predictions from {job_id}{note}")
+    kind = " (partial: the complete chunks of a failed job)" if partial and not already else ""
+    say(f"imported {n} predictions from {job_id}{kind}{note}")
     if record is not None and record.rows_quarantined:
         say(
             f"{record.rows_quarantined} row(s) held back (quarantined): `robotoff-batch status "

@@ -238,14 +238,16 @@ def execute_finish(
     *,
     debug: bool = False,
     tags: dict[str, str] | None = None,
+    partial: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    """Run a finish run in this process (the sensor's run, when no daemon runs)."""
-    from robotoff_batch.names import batch_job_asset_key
+    """Run a finish run in this process (the sensor's run, when no daemon runs). ``partial``:
+    the import alone, of a FAILED job's complete chunks (its outcome is already recorded)."""
+    from robotoff_batch.names import PARTIAL_IMPORT_TAG, batch_job_asset_key
 
     name = partitions_def_name(request.job_type)
     if not inst.has_dynamic_partition(name, request.job_id):
         inst.add_dynamic_partitions(name, [request.job_id])
-    selection = [batch_job_asset_key(request.job_type)]
+    selection = [] if partial else [batch_job_asset_key(request.job_type)]
     if request.with_import:
         selection.append(predictions_asset_key(request.job_type))
     job = _definitions().resolve_job_def(finish_job_name(request.job_type))
@@ -260,6 +262,7 @@ def execute_finish(
             "dagster/run_key": request.run_key,
             ATTEMPT_TAG: str(request.attempt + 1),
             **(tags or {}),
+            **({PARTIAL_IMPORT_TAG: "true"} if partial else {}),
         },
         run_config=dg.RunConfig(loggers=console_loggers(debug)),
     )
@@ -337,10 +340,12 @@ def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Ou
 
 
 def run_import(
-    *, job_id: str, debug: bool = False, retry_quarantined: bool = False
+    *, job_id: str, debug: bool = False, retry_quarantined: bool = False, partial: bool = False
 ) -> tuple[bool, int, str]:
     """Record a job's outcome and import its output (again: a no-op when imported, unless
-    ``retry_quarantined``: its held-back rows are then read and checked again).
+    ``retry_quarantined``: its held-back rows are then read and checked again); with
+    ``partial``, import a FAILED job's complete chunks (the predictions asset alone, tagged
+    so that the ledger and the partition say partial).
 
     Returns (already imported before, predictions in the database, run id).
     """
@@ -359,7 +364,7 @@ def run_import(
     runs = _storage(inst).finish_runs([job_id]).get(job_id, [])
     request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
     tags = {RETRY_QUARANTINED_TAG: "true"} if retry_quarantined else None
-    result = execute_finish(inst, request, debug=debug, tags=tags)
+    result = execute_finish(inst, request, debug=debug, tags=tags, partial=partial)
     if not result.success:
         raise OperationError(run_failure_message(inst, result.run_id))
     return already, count(job_id=job_id), result.run_id

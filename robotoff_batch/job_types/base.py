@@ -175,6 +175,31 @@ class JobType(ABC, Generic[C]):
         launch-time facts are used."""
         return None
 
+    def task_environment(
+        self,
+        job_config: JobConfig,
+        *,
+        staging_root_uri: str,
+        exists: Callable[[str], bool] | None = None,
+        local_argv: Sequence[str] | None = None,
+    ) -> dict[str, str]:
+        """Variables the job type adds to its tasks' environment at launch, beside the staged
+        files' (e.g. where its model weights are staged). ``exists`` (a staging URI -> bool)
+        checks what the tasks will read: a missing prerequisite raises
+        :class:`StagedFilesError`, so nothing is submitted. None: not checked (dry runs)."""
+        return {}
+
+    def staged_prerequisites(self, job_config: JobConfig) -> list[tuple[str, str]]:
+        """Objects the tasks read that are staged once, not per job: (path under the staging
+        root, how to stage it), or one ("", why) when the config itself is not usable.
+        ``doctor`` checks each exists."""
+        return []
+
+    def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
+        """A command ``robotoff-batch smoke`` runs in the job type's image after its own
+        checks (exit 0: passed; its last stdout line a JSON report), or None."""
+        return None
+
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """What the demo prints after the job's timeline: strings (a line each) and rich
         renderables (tables). The default: the summary line."""

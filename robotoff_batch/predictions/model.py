@@ -123,6 +123,7 @@ class ImportResult:
     rows_quarantined: int = 0  # bad rows held back (listed by PredictionStore.quarantined_rows)
     rows_collapsed: int = 0  # identical repeats of a row, imported once
     products_deleted: int = 0  # absent from the dump read at import: deleted since the launch
+    partial: bool = False  # a FAILED job's complete chunks only (import --partial)
 
 
 def load_sql(name: str) -> str:

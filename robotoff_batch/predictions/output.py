@@ -22,13 +22,15 @@ from robotoff_batch.batch.engine import BatchEngine, JobState
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.names import FALLBACK_OF_LABEL
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
+from robotoff_batch.predictions.task_output import (
+    OutputError,
+    TaskFiles,
+    part_file_name,
+    task_files,
+)
 from robotoff_batch.staging import Staging
 
 logger = logging.getLogger(__name__)
-
-
-class OutputError(ValueError):
-    """A job's output file cannot be imported (missing column, null code...)."""
 
 
 class ImportingJobType(Protocol):
@@ -85,39 +87,24 @@ class ImportOutcome:
     rows_collapsed: int = 0
     products_deleted: int = 0
     facts_source: str = ""  # which product facts the insights were checked against, and when
+    # texts the tasks did not send to their engine, by reason (the manifests' counts)
+    texts_skipped: Mapping[str, int] = field(default_factory=dict)
+    partial: bool = False  # a FAILED job's complete chunks only
 
 
 def output_file_name(task_index: int) -> str:
-    """The file task ``task_index`` writes under ``output/`` (the container's contract)."""
-    return f"part-{task_index:05d}.parquet"
+    """The single file task ``task_index`` may write under ``output/`` (the container's
+    contract; the checkpointed form is ``task-<i>/manifest.json`` and its chunks)."""
+    return part_file_name(task_index)
 
 
-def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list[str]:
-    """The job's task files, in task order: exactly one per task index.
-
-    Refuses (:class:`OutputError`) a missing task file and any other object under
-    ``output/`` (an extra file, a copy in a sub-folder): what the tasks did not write is never
-    imported, and its presence means someone else wrote there. Names starting with ``.`` are
-    the writers' temporary files (an attempt killed mid-write) and are ignored.
-    """
-    prefix = f"{job_uri}/output/"
-    expected = [f"{prefix}{output_file_name(i)}" for i in range(task_count)]
-    present = staging.list_uris(prefix_uri=prefix)
-    temporary = [u for u in present if any(p.startswith(".") for p in u[len(prefix) :].split("/"))]
-    stray = sorted(set(present) - set(expected) - set(temporary))
-    missing = [u for u in expected if u not in set(present)]
-    if missing:
-        raise OutputError(
-            f"{len(missing)} of {task_count} task file(s) missing, e.g. {missing[0]}; nothing "
-            "was imported"
-        )
-    if stray:
-        raise OutputError(
-            f"{len(stray)} object(s) under {prefix} that no task wrote, e.g. {stray[0]} (the "
-            f"tasks write {output_file_name(0)} .. {output_file_name(task_count - 1)}); "
-            "nothing was imported: remove them, then import again"
-        )
-    return expected
+def task_output_uris(
+    *, staging: Staging, job_uri: str, task_count: int, partial: bool = False
+) -> list[str]:
+    """The job's task files, in task order (docs/CONTRACTS.md, "Task output layout"): per
+    task its part file or exactly the chunks its manifest lists; a missing task, an
+    incomplete manifest (unless ``partial``) or a stray object is refused."""
+    return task_files(staging=staging, job_uri=job_uri, task_count=task_count, partial=partial).uris
 
 
 @cache
@@ -215,8 +202,12 @@ def _facts(
     return _read_facts(staging=staging, uri=uri), f"launch-time facts ({of_launch}; {why})"
 
 
-def _outcome(result: Any, output_files: int, facts_source: str = "") -> ImportOutcome:
+def _outcome(
+    result: Any, output_files: int, facts_source: str = "", found: TaskFiles | None = None
+) -> ImportOutcome:
     return ImportOutcome(
+        texts_skipped=dict(found.skipped) if found is not None else {},
+        partial=bool(getattr(result, "partial", False)),
         batch_job_id=result.batch_job_id,
         predictions=result.predictions,
         already_imported=result.already_imported,
@@ -245,6 +236,7 @@ def import_job_output(
     max_bad_row_fraction: float | None = None,
     retry_quarantined: bool = False,
     dump_path: str | None = None,
+    partial: bool = False,
 ) -> ImportOutcome:
     """Import a SUCCEEDED job's output: all of it in one transaction, once.
 
@@ -267,9 +259,23 @@ def import_job_output(
     if earlier is not None and not (retry_quarantined and earlier.rows_quarantined):
         return _outcome(earlier, output_files=0)
     status = engine.get_job(job_id=job_id)
-    if status.state != JobState.SUCCEEDED:
+    if partial and status.state not in (JobState.FAILED, JobState.CANCELLED):
         raise PipelineError(
-            f"batch job {job_id} is {status.state.value}, not SUCCEEDED: nothing is imported"
+            f"batch job {job_id} is {status.state.value}: --partial imports the complete "
+            "chunks of a FAILED (or CANCELLED) job only; nothing is imported"
+        )
+    if not partial and status.state != JobState.SUCCEEDED:
+        hint = (
+            " (its complete chunks: import it with --partial)"
+            if status.state
+            in (
+                JobState.FAILED,
+                JobState.CANCELLED,
+            )
+            else ""
+        )
+        raise PipelineError(
+            f"batch job {job_id} is {status.state.value}, not SUCCEEDED: nothing is imported{hint}"
         )
     if not status.tasks:
         raise ImportNotReady(
@@ -277,7 +283,24 @@ def import_job_output(
             "unknown; nothing was imported (retried)"
         )
     job_uri = staging.job_uri(job_type=job_type.name, job_id=job_id)
-    uris = task_output_uris(staging=staging, job_uri=job_uri, task_count=len(status.tasks))
+    found = task_files(
+        staging=staging, job_uri=job_uri, task_count=len(status.tasks), partial=partial
+    )
+    # Chunks an earlier import already read (a partial import of the job this one carried
+    # them from) are left out: each product is imported once.
+    # (A retry of held-back rows re-reads the files this job's own import already read.)
+    retrying = earlier is not None
+    done = set() if retrying else store.imported_chunks(found.uris)
+    uris = [u for u in found.uris if u not in done]
+    if done:
+        logger.info(
+            "%s: %d chunk(s) already imported by an earlier job, left out", job_id, len(done)
+        )
+    if not uris:
+        raise PipelineError(
+            f"batch job {job_id} has no complete chunk that was not imported already "
+            f"({len(done)} were): nothing is imported"
+        )
     # A capacity fallback's job writes its own output, from the first job's staged input.
     first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
@@ -306,6 +329,8 @@ def import_job_output(
         outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
         retry_quarantined=retry_quarantined,
+        partial=partial,
+        chunk_uris=() if retrying else uris,
         **({} if max_bad_row_fraction is None else {"max_bad_row_fraction": max_bad_row_fraction}),
     )
-    return _outcome(result, output_files=len(uris), facts_source=facts_source)
+    return _outcome(result, output_files=len(uris), facts_source=facts_source, found=found)

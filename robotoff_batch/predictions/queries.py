@@ -71,6 +71,9 @@ LEDGER_UPGRADES: dict[str, str] = {
 LEDGER_UPGRADES["target"] = (
     "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'postgres'"
 )
+LEDGER_UPGRADES["partial"] = (
+    "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS partial boolean NOT NULL DEFAULT false"
+)
 LEDGER_COLUMNS = (
     "batch_job_id",
     "job_type",
@@ -80,7 +83,11 @@ LEDGER_COLUMNS = (
     "skipped_rows",
     *_LATER_COUNTS,
     "target",
+    "partial",
 )
+RECORD_PARTIAL_SQL = "UPDATE batch_job_import SET partial = %s WHERE batch_job_id = %s"
+RECORD_CHUNKS_SQL = "INSERT INTO batch_job_chunk (uri, batch_job_id) SELECT unnest(%s::text[]), %s"
+IMPORTED_CHUNKS_SQL = "SELECT uri FROM batch_job_chunk WHERE uri = ANY(%s)"
 
 IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
 CLAIM_SQL = """

@@ -159,6 +159,9 @@ class RobotoffApiStore:
     def imported_jobs(self, batch_job_ids: Any) -> set[str]:
         return self.ledger.imported_jobs(batch_job_ids)
 
+    def imported_chunks(self, uris: Any) -> set[str]:
+        return self.ledger.imported_chunks(uris)
+
     def count_predictions(self, *, batch_job_id: str) -> int:
         """Rows handed to Robotoff for this job (Robotoff's importer writes them later)."""
         earlier = self.ledger.imported_job(batch_job_id)

@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS batch_job_quarantine (
     PRIMARY KEY (batch_job_id, file, "row")
 );
 
+-- batch_job_chunk: the task files (checkpointed chunks, part files) an import read, each once
+-- (a partial import of a FAILED job, then the job relaunched carrying its chunks: the
+-- relaunched job's import skips the chunks already here, so each product is imported once).
+CREATE TABLE IF NOT EXISTS batch_job_chunk (
+    uri text PRIMARY KEY,
+    batch_job_id text NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS batch_schema_owner (
     table_name text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now()

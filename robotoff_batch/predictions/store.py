@@ -69,12 +69,15 @@ from robotoff_batch.predictions.queries import (
     DUPLICATES_BY_JOB_SQL,
     DUPLICATES_BY_VERSION_SQL,
     EXAMPLES_SQL,
+    IMPORTED_CHUNKS_SQL,
     IMPORTED_JOBS_SQL,
     LEDGER_SQL,
     LOCK_LEDGER_SQL,
     OWNED_SQL,
     QUARANTINE_KEYS_SQL,
     QUARANTINE_SQL,
+    RECORD_CHUNKS_SQL,
+    RECORD_PARTIAL_SQL,
     RECORD_SQL,
 )
 from robotoff_batch.predictions.row_checks import DEFAULT_MAX_BAD_ROW_FRACTION
@@ -197,8 +200,15 @@ class PredictionStore:
         deliver: Callable[..., str] | None = None,
         max_bad_row_fraction: float = DEFAULT_MAX_BAD_ROW_FRACTION,
         retry_quarantined: bool = False,
+        partial: bool = False,
+        chunk_uris: Sequence[str] = (),
     ) -> ImportResult:
         """Import a job's output in one transaction, at most once per ``batch_job_id``.
+
+        ``chunk_uris`` (the task files read: chunks or part files) are recorded in
+        ``batch_job_chunk``: a chunk already recorded by another job's import refuses this one
+        (the caller leaves those out, see :meth:`imported_chunks`). ``partial`` marks the
+        ledger row as a FAILED job's partial import.
 
         ``outputs`` and ``facts`` are consumed lazily (streamed with COPY); ``files`` names the
         output files ``OutputChunk.file_index`` points into, for messages. If the ledger
@@ -287,6 +297,16 @@ class PredictionStore:
             if earlier is not None and only:  # the retry adds to the first import's counts
                 counts = _added(earlier, counts, retried=len(only))
             cur.execute(RECORD_SQL, {**counts, "batch_job_id": batch_job_id})
+            if partial:
+                cur.execute(RECORD_PARTIAL_SQL, (True, batch_job_id))
+            if chunk_uris:
+                try:
+                    cur.execute(RECORD_CHUNKS_SQL, (list(chunk_uris), batch_job_id))
+                except psycopg.errors.UniqueViolation as exc:
+                    raise PredictionImportError(
+                        f"a chunk of {batch_job_id} was imported by another job meanwhile; "
+                        f"nothing was imported: {self._scrub(str(exc).strip())}"
+                    ) from exc
         duration = time.monotonic() - started
         result = ImportResult(
             batch_job_id=batch_job_id,
@@ -305,6 +325,7 @@ class PredictionStore:
             rows_quarantined=counts["rows_quarantined"],
             rows_collapsed=counts["rows_collapsed"],
             products_deleted=counts["products_deleted"],
+            partial=partial,
         )
         logger.info(
             "imported batch job %s in %.2f s: %d output rows, %d predictions inserted, %d kept, "
@@ -373,6 +394,7 @@ class PredictionStore:
             rows_quarantined=row["rows_quarantined"],
             rows_collapsed=row["rows_collapsed"],
             products_deleted=row["products_deleted"],
+            partial=bool(row["partial"]),
         )
 
     def imported_job(self, batch_job_id: str) -> ImportResult | None:
@@ -387,6 +409,16 @@ class PredictionStore:
         with self._connection(f"list the held-back rows of {batch_job_id}") as conn:
             cur = conn.cursor(row_factory=dict_row)
             return list(cur.execute(QUARANTINE_SQL, (batch_job_id, limit)).fetchall())
+
+    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
+        """Which of these chunk URIs an import (of any job) already read (one query)."""
+        wanted = sorted(set(uris))
+        if not wanted:
+            return set()
+        self._ready()
+        with self._connection("look up imported chunks") as conn:
+            rows = conn.execute(IMPORTED_CHUNKS_SQL, (wanted,)).fetchall()
+        return {str(r[0]) for r in rows}
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]:
         """Which of these batch jobs the ledger records as imported (one query)."""
