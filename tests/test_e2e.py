@@ -523,7 +523,7 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
     # every row with a correction, unchanged ones included (Robotoff's container sends them)
     expected = {
         row["code"]: row
-        for part in sorted((tmp_path / "staging" / JOB_TYPE / job_id / "output").glob("*.parquet"))
+        for part in sorted((tmp_path / "staging" / JOB_TYPE / job_id / "output").rglob("*.parquet"))
         for row in pq.read_table(part).to_pylist()
         if row["correction"] is not None
     }
