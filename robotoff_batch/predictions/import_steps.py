@@ -22,6 +22,13 @@ from robotoff_batch.predictions.arrow_copy import (
     copy_facts,
     copy_output,
 )
+from robotoff_batch.predictions.dedup import (
+    insert_sql,
+    job_constants,
+    kept_sql,
+    replace_sql,
+    stored_sql,
+)
 from robotoff_batch.predictions.model import (
     MAX_LENGTHS,
     ImportSpec,
@@ -32,13 +39,17 @@ from robotoff_batch.predictions.model import (
 from robotoff_batch.predictions.queries import (
     CREATE_PREDICTION_VIEW,
     DUPLICATE_PREDICTION_SQL,
-    INSERT_SQL,
     LEDGER_COLUMNS,
-    REPLACE_SQL,
     ROW_CHECK_SQL,
 )
 
 logger = logging.getLogger(__name__)
+
+
+def work_mem_mb(rows: int) -> int:
+    """``work_mem`` for a job of ``rows`` output rows: about 256 bytes a row (its keys in a
+    hash table or a sort), 64 MB to 1 GB."""
+    return max(64, min(1024, (rows * 256) >> 20))
 
 
 def import_steps(
@@ -70,6 +81,8 @@ def import_steps(
         return f"{name} row {row}"
 
     source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where)
+    # hash tables and sorts over the job's keys in memory, sized from its row count
+    cur.execute(f"SET LOCAL work_mem = '{work_mem_mb(source_rows)}MB'")
     phase("copy_output")
     if source_rows == 0:
         raise PredictionImportError(
@@ -121,8 +134,9 @@ def import_steps(
         spec.predictions_sql.strip().rstrip(";"), {"now": now}
     )
     cur.execute(CREATE_PREDICTION_VIEW.replace("{select}", select))
-    row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
-    candidates = int(row[0]) if row else 0
+    # the count and the job's constant key columns, in one pass (the dedup SQL is written
+    # with those as literals: estimated from the statistics, where a join is estimated at 1)
+    candidates, constants = job_constants(cur)
     phase("to_predictions")
     bad = cur.execute(ROW_CHECK_SQL).fetchone()
     if bad and bad[2]:
@@ -155,10 +169,22 @@ def import_steps(
             "candidates": candidates,
             "predictions": handed,
         }
-    cur.execute(REPLACE_SQL)
-    replaced = max(cur.rowcount, 0)
+    # the dedup rule, by the job's barcodes (predictions/dedup.py)
+    cur.execute(stored_sql(constants))
+    stored = max(cur.rowcount, 0)
+    cur.execute("ANALYZE batch_stored")
+    phase("stored")
+    replaced = 0
+    if stored:
+        cur.execute(replace_sql(constants))
+        replaced = max(cur.rowcount, 0)
+        stored -= replaced
     phase("replace")
-    cur.execute(INSERT_SQL, {"batch_job_id": batch_job_id})
+    if stored:
+        cur.execute(kept_sql(constants))
+        cur.execute("ANALYZE batch_kept")
+    phase("kept")
+    cur.execute(insert_sql(skip_kept=stored > 0), {"batch_job_id": batch_job_id})
     inserted = sum(int(row[0]) for row in cur.fetchall())
     phase("insert")
     counts = {
