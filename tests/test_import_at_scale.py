@@ -348,12 +348,29 @@ def test_import_into_robotoff_sized_tables_is_planned_by_the_jobs_barcodes(
     assert outcome.insights["kept"] == len(annotated)
     assert outcome.insights["updated"] == REPLACED + KEPT - len(annotated)
     assert outcome.insights["created"] == JOB_ROWS - REPLACED - KEPT
+    # the ids the job got follow its output order (the kept rows left out), with no sort
+    with psycopg.connect(prefilled) as conn:
+        inserted = [
+            r[0]
+            for r in conn.execute(
+                "SELECT p.barcode FROM batch_job_prediction l JOIN prediction p "
+                "ON p.id BETWEEN l.first_id AND l.last_id WHERE l.batch_job_id = %s ORDER BY p.id",
+                (JOB,),
+            )
+        ]
+    assert inserted == codes[:REPLACED] + codes[REPLACED + KEPT :]
     # the other products' rows untouched
     assert {t: count(prefilled, outside.format(t), codes) for t in TABLES} == untouched
 
     # the same rows as the same import into empty tables
+    # and its plans too: Robotoff's tables never analysed, this import's rows in them
     empty = fresh_database(conninfo, "scale_empty")
+    PredictionStore(conninfo=empty).ensure_schema()
+    log_plans(empty)
+    offset = log.stat().st_size
     import_job(staging, empty)
+    faults = [fault for p in logged_plans(log, offset) for fault in plan_faults(p)]
+    assert not faults, "\n".join(faults)
     assert rows_of(prefilled, "prediction", _PREDICTION, codes) == rows_of(
         empty, "prediction", _PREDICTION, codes
     )

@@ -97,8 +97,12 @@ def stored_sql(constants: dict[str, Any]) -> sql.Composed:
     constant columns equal to the job's), read once by the barcode index."""
     return sql.SQL(
         "CREATE TEMP TABLE batch_stored ON COMMIT DROP AS "
-        "SELECT p.id, p.barcode, {columns} FROM prediction p "
-        "WHERE p.barcode = ANY (ARRAY(SELECT DISTINCT barcode FROM batch_prediction)) AND {scope}"
+        "SELECT p.id, p.barcode, {columns} FROM ("
+        # the barcodes alone in this fenced scan (OFFSET 0): the index of the barcode, never
+        # another index with the barcodes tested row by row as a filter
+        "SELECT * FROM prediction "
+        "WHERE barcode = ANY (ARRAY(SELECT DISTINCT barcode FROM batch_prediction)) OFFSET 0"
+        ") AS p WHERE {scope}"
     ).format(
         columns=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in _COLUMNS),
         scope=_and([_match(c, constants, stored="p") for c in SCOPE if c in constants]),

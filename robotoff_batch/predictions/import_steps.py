@@ -169,7 +169,11 @@ def import_steps(
             "candidates": candidates,
             "predictions": handed,
         }
-    # the dedup rule, by the job's barcodes (predictions/dedup.py)
+    # the dedup rule, by the job's barcodes (predictions/dedup.py); Robotoff's table by its
+    # indexes only: its statistics may lag far behind its rows (an embedded database's first
+    # imports: never analysed), and a sequential scan would test `= ANY(ARRAY(...))` row by
+    # row, linearly (only constant arrays are hashed)
+    cur.execute("SET LOCAL enable_seqscan = off")
     cur.execute(stored_sql(constants))
     stored = max(cur.rowcount, 0)
     cur.execute("ANALYZE batch_stored")
@@ -179,6 +183,7 @@ def import_steps(
         cur.execute(replace_sql(constants))
         replaced = max(cur.rowcount, 0)
         stored -= replaced
+    cur.execute("SET LOCAL enable_seqscan = on")
     phase("replace")
     if stored:
         cur.execute(kept_sql(constants))

@@ -22,6 +22,12 @@ WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 -- (temporary tables have no statistics until analysed: without them the planner guesses)
 ANALYZE insight_scope
 
+-- name: by_index
+-- (Robotoff's tables read by their indexes only, up to `joins`: their statistics may lag far
+-- behind their rows, e.g. an embedded database's first import, never analysed, and a
+-- sequential scan would test `= ANY(ARRAY(...))` row by row, linearly)
+SET LOCAL enable_seqscan = off
+
 -- name: stored
 -- Robotoff's tables are read by the scope's barcodes only, each once, into analysed temporary
 -- tables (a bitmap scan of the barcode index: `= ANY(ARRAY(...))`), and every join below is
@@ -30,9 +36,13 @@ ANALYZE insight_scope
 CREATE TEMP TABLE insight_stored ON COMMIT DROP AS
 SELECT r.id, r.barcode, r.value_tag, r.source_image, r."timestamp", r.annotation,
     r.automatic_processing
-FROM product_insight r
-WHERE r.barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
-    AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+FROM (
+    -- the barcodes alone in this fenced scan (OFFSET 0): the barcode index, never another
+    -- index with the barcodes tested row by row as a filter
+    SELECT * FROM product_insight WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    OFFSET 0
+) AS r
+WHERE r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
 
 -- name: analyze_stored
 ANALYZE insight_stored
@@ -44,13 +54,19 @@ CREATE TEMP TABLE insight_source ON COMMIT DROP AS
 SELECT p.id, p.barcode, p.value_tag, p.value, p.source_image,
     coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
     p.predictor_version, p.confidence, p.data
-FROM prediction p
-WHERE p.barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
-    AND p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
+FROM (
+    -- (fenced, as above)
+    SELECT * FROM prediction WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    OFFSET 0
+) AS p
+WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
     AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
 
 -- name: analyze_sources
 ANALYZE insight_source
+
+-- name: joins
+SET LOCAL enable_seqscan = on
 
 -- name: candidates
 -- (the sort carries only small columns: data stays in insight_source, joined back by id)
@@ -88,6 +104,10 @@ ORDER BY c.prediction_id, r."timestamp" NULLS LAST, r.id
 -- name: analyze_mapping
 ANALYZE insight_mapping
 
+-- name: by_index
+-- (as above)
+SET LOCAL enable_seqscan = off
+
 -- name: deleted
 DELETE FROM product_insight r
 WHERE r.id = ANY (ARRAY(
@@ -115,6 +135,9 @@ UPDATE product_insight r SET
 FROM insight_mapping m JOIN insight_candidate c ON c.prediction_id = m.prediction_id
 JOIN insight_source p ON p.id = c.prediction_id
 WHERE r.id = m.insight_id AND r.id = ANY (ARRAY(SELECT insight_id FROM insight_mapping))
+
+-- name: joins
+SET LOCAL enable_seqscan = on
 
 -- name: created
 INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at, annotation,
