@@ -174,6 +174,11 @@ def import_steps(
     # imports: never analysed), and a sequential scan would test `= ANY(ARRAY(...))` row by
     # row, linearly (only constant arrays are hashed)
     cur.execute("SET LOCAL enable_seqscan = off")
+    # from here on every join is a set operation between the job's rows and the stored rows of
+    # its products (analysed temporary tables): hash joins, never a loop, whose cost would be
+    # the product of the two (their join conditions are correlated, barcode with text and
+    # lang, and PostgreSQL multiplies their selectivities: estimated at 1 row for 50,000)
+    cur.execute("SET LOCAL enable_nestloop = off")
     cur.execute(stored_sql(constants))
     stored = max(cur.rowcount, 0)
     cur.execute("ANALYZE batch_stored")
