@@ -5,7 +5,7 @@ subprocess (its peak RSS, VmHWM, is its own) against a fresh database (dropped a
 before every case, then ``CHECKPOINT``):
 
 * ``import``: the whole import as the ``predictions`` asset runs it,
-  ``pipeline.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
+  ``output.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
   files written like the container writes them, plus the job's ``products.parquet``): read the
   Parquet, COPY into temporary tables, checks, dedup rule, prediction INSERT, job links,
   Robotoff's insight rules, ledger; into **empty** tables, and into **prefilled** ones;
@@ -178,8 +178,8 @@ def _table_counts(conninfo: str) -> dict[str, int]:
 
 
 def worker_import(args: argparse.Namespace) -> dict[str, Any]:
-    from robotoff_batch import pipeline
     from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE as SPELLCHECK
+    from robotoff_batch.predictions import output
     from robotoff_batch.predictions.store import PredictionStore
     from robotoff_batch.staging import staging_from_uri
 
@@ -192,7 +192,7 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     logging.getLogger("robotoff_batch.predictions.import_steps").setLevel(logging.INFO)
     rss_before = proc_status_bytes("VmRSS")
     t0 = time.monotonic()
-    outcome = pipeline.import_job_output(
+    outcome = output.import_job_output(
         engine=engine,  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -203,7 +203,7 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     peak = proc_status_bytes("VmHWM")
     assert not outcome.already_imported, outcome
     t0 = time.monotonic()
-    again = pipeline.import_job_output(
+    again = output.import_job_output(
         engine=engine,  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -569,7 +569,7 @@ def to_markdown(report: dict) -> str:
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'])}.",
             f"Cases interleaved, {env['repeat']} repetitions, median; each in its own process "
             "against a fresh database (CHECKPOINT before it). import = "
-            "`pipeline.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
+            "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
             "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
             "rules into `product_insight` → ledger, one transaction); raw COPY = the rows the "
             "import writes (predictions in id order, insights in the order it inserts them) "

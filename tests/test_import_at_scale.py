@@ -5,7 +5,7 @@ schema: ``prediction`` pre-filled with 500,000 rows with Robotoff's constants (4
 ``ingredient_spellcheck`` predictions, ``source_image``, ``value`` NULL, ``automatic_processing``
 false, and 100,000 of other types) and ``product_insight`` with 250,000, VACUUM ANALYZEd as a
 production database is; then a 50,000-row ingredients-spellcheck job through the real import
-(``pipeline.import_job_output``). ``auto_explain`` logs the plan of every statement the import
+(``output.import_job_output``). ``auto_explain`` logs the plan of every statement the import
 runs; none may read ``prediction`` or ``product_insight`` by a sequential scan, a full index
 scan, or repeatedly from a nested loop's inner side other than by an index condition. Before
 this was fixed the replace rule's ``IS NOT DISTINCT FROM`` against the job's constants was
@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
-from robotoff_batch import pipeline
 from robotoff_batch.job_types.ingredients_spellcheck import FACTS_SCHEMA, JOB_TYPE
+from robotoff_batch.predictions import output
 from robotoff_batch.predictions.embedded import (
     LOG_FILE_NAME,
     ensure_embedded_postgres,
@@ -256,7 +256,7 @@ def plan_faults(plan: dict[str, Any]) -> list[str]:
 def import_job(staging: Staging, url: str) -> Any:
     store = PredictionStore(conninfo=url)
     store.ensure_schema()
-    return pipeline.import_job_output(
+    return output.import_job_output(
         engine=SucceededEngine(tasks=2),  # type: ignore[arg-type]
         staging=staging,
         store=store,
