@@ -1,7 +1,8 @@
 """The dedup rule's SQL, specialised by the job's constant columns and planned by its barcodes.
 
-Robotoff's ``prediction`` table is read once, by the job's barcodes (``barcode = ANY(ARRAY(...))``:
-a bitmap scan of its barcode index), into the analysed temporary table ``batch_stored``; every
+Robotoff's ``prediction`` table is read once, by the barcodes of the job's predictions and of
+its replace scope ``batch_scope`` (``barcode = ANY(ARRAY(...))``: a bitmap scan of its barcode
+index), into the analysed temporary table ``batch_stored``; every
 join after that is between analysed temporary tables, and rows are deleted by primary key.
 Whatever the size of Robotoff's table, no statement scans it in full or loops over it.
 
@@ -34,19 +35,25 @@ KEY = (
     "automatic_processing",
 )
 # The replace rule's scope (besides barcode): a stored prediction of the same scope and another
-# predictor_version is deleted. Issue 17 point 3 (Robotoff deletes whatever the predictor):
-# the import-parity work drops "predictor" from this tuple.
-SCOPE = ("type", "server_type", "source_image", "predictor")
+# predictor_version is deleted, whatever its predictor (issue 17; importer.py:2229-2255), for
+# every row of ``batch_scope`` (the job type's rows with a verdict, unchanged ones included).
+SCOPE = ("type", "server_type", "source_image")
 _TEXT = ("type", "server_type", "source_image", "value_tag", "value", "predictor")
 _COLUMNS = (*_TEXT, "predictor_version", "automatic_processing")
+# batch_scope's columns (besides _file, _row, barcode)
+_SCOPE_TEXT = (*SCOPE, "predictor_version")
 
 
-def job_constants(cur: psycopg.Cursor[Any]) -> tuple[int, dict[str, Any]]:
-    """One pass over the job's predictions: their count, and the key columns (and
-    ``predictor_version``) that hold one value, or only NULL, on every row
-    (``{column: value}``, value None for NULL)."""
+def job_constants(
+    cur: psycopg.Cursor[Any], relation: str = "batch_prediction"
+) -> tuple[int, dict[str, Any]]:
+    """One pass over the job's predictions (or, ``relation="batch_scope"``, the replace
+    rule's scope): their count, and the key columns (and ``predictor_version``) that hold one
+    value, or only NULL, on every row (``{column: value}``, value None for NULL)."""
+    scope = relation == "batch_scope"
+    text = _SCOPE_TEXT if scope else (*_TEXT, "predictor_version")
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
-    for column in (*_TEXT, "predictor_version"):
+    for column in text:
         c = sql.Identifier(column)
         # "C" collation: min = max exactly when every value is the same string
         parts += [
@@ -54,18 +61,19 @@ def job_constants(cur: psycopg.Cursor[Any]) -> tuple[int, dict[str, Any]]:
             sql.SQL('min({} COLLATE "C")').format(c),
             sql.SQL('max({} COLLATE "C")').format(c),
         ]
-    parts += [
-        sql.SQL("count(automatic_processing)"),
-        sql.SQL("bool_and(automatic_processing)"),
-        sql.SQL("bool_or(automatic_processing)"),
-    ]
+    if not scope:
+        parts += [
+            sql.SQL("count(automatic_processing)"),
+            sql.SQL("bool_and(automatic_processing)"),
+            sql.SQL("bool_or(automatic_processing)"),
+        ]
     row = cur.execute(
-        sql.SQL("SELECT {} FROM batch_prediction").format(sql.SQL(", ").join(parts))
+        sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(parts), sql.Identifier(relation))
     ).fetchone()
     assert row is not None
     total = int(row[0])
     constants: dict[str, Any] = {}
-    for i, column in enumerate((*_TEXT, "predictor_version", "automatic_processing")):
+    for i, column in enumerate(text if scope else (*text, "automatic_processing")):
         filled, low, high = row[1 + 3 * i : 4 + 3 * i]
         if filled == 0:
             constants[column] = None
@@ -92,16 +100,38 @@ def _and(conditions: list[sql.Composed]) -> sql.Composed:
     return sql.SQL(" AND ").join(conditions) if conditions else sql.Composed([sql.SQL("true")])
 
 
+def stored_filter(
+    candidates: int,
+    constants: dict[str, Any],
+    scoped: int,
+    scope_constants: dict[str, Any],
+) -> dict[str, Any]:
+    """The scope columns ``batch_stored`` may be narrowed by: constant (with one value) over
+    both the job's predictions and its replace scope, as both the replace rule and the kept
+    rows read ``batch_stored`` (a relation without rows constrains nothing)."""
+    if not candidates:
+        return {c: scope_constants[c] for c in SCOPE if c in scope_constants}
+    if not scoped:
+        return {c: constants[c] for c in SCOPE if c in constants}
+    return {
+        c: constants[c]
+        for c in SCOPE
+        if c in constants and c in scope_constants and constants[c] == scope_constants[c]
+    }
+
+
 def stored_sql(constants: dict[str, Any]) -> sql.Composed:
-    """The stored predictions of the job's barcodes that the rule can touch (their scope's
-    constant columns equal to the job's), read once by the barcode index."""
+    """The stored predictions of the job's barcodes (its predictions' and its replace
+    scope's) that the rule can touch (the scope columns of ``constants``, from
+    :func:`stored_filter`, equal to the job's), read once by the barcode index."""
     return sql.SQL(
         "CREATE TEMP TABLE batch_stored ON COMMIT DROP AS "
         "SELECT p.id, p.barcode, {columns} FROM ("
         # the barcodes alone in this fenced scan (OFFSET 0): the index of the barcode, never
         # another index with the barcodes tested row by row as a filter
         "SELECT * FROM prediction "
-        "WHERE barcode = ANY (ARRAY(SELECT DISTINCT barcode FROM batch_prediction)) OFFSET 0"
+        "WHERE barcode = ANY (ARRAY(SELECT barcode FROM batch_scope "
+        "UNION SELECT barcode FROM batch_prediction)) OFFSET 0"
         ") AS p WHERE {scope}"
     ).format(
         columns=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in _COLUMNS),
@@ -109,11 +139,14 @@ def stored_sql(constants: dict[str, Any]) -> sql.Composed:
     )
 
 
-def replace_sql(constants: dict[str, Any]) -> sql.Composed:
-    """Step 1 of the rule: delete (by id) the stored predictions of a job prediction's scope
-    with another predictor_version, and drop them from ``batch_stored``; its row count is
-    the number replaced. Reads ``batch_output`` only when a scope column or the version
-    varies within the job (else every row of ``batch_stored`` is in a job row's scope)."""
+def replace_sql(scope_constants: dict[str, Any]) -> sql.Composed:
+    """Step 1 of the rule: delete (by id) the stored predictions in the scope of a row of
+    ``batch_scope`` (same barcode, type, server_type, source_image) with another
+    predictor_version, whatever their predictor, and drop them from ``batch_stored``; its row
+    count is the number replaced. ``scope_constants``: :func:`job_constants` of
+    ``batch_scope``. Joins ``batch_scope`` by barcode and its varying columns only when a scope
+    column or the version varies within it (else a hashed semi-join on the barcode)."""
+    constants = scope_constants
     varying = [c for c in SCOPE if c not in constants]
     other: sql.Composable
     if "predictor_version" in constants:
@@ -122,16 +155,21 @@ def replace_sql(constants: dict[str, Any]) -> sql.Composed:
         )
     else:
         other = sql.SQL("s.predictor_version IS DISTINCT FROM n.predictor_version")
+    fixed = [_match(c, constants) for c in SCOPE if c in constants]
     if varying or "predictor_version" not in constants:
         replaced = sql.SQL(
-            "SELECT s.id FROM batch_stored s JOIN batch_prediction n ON n.barcode = s.barcode "
-            "AND {same} WHERE {other}"
+            "SELECT s.id FROM batch_stored s JOIN batch_scope n ON n.barcode = s.barcode "
+            "AND {same} WHERE {fixed} AND {other}"
         ).format(
             same=_and([_match(c, constants) for c in varying]),
+            fixed=_and(fixed),
             other=other,
         )
     else:
-        replaced = sql.SQL("SELECT s.id FROM batch_stored s WHERE {}").format(other)
+        replaced = sql.SQL(
+            "SELECT s.id FROM batch_stored s WHERE {fixed} AND {other} "
+            "AND s.barcode IN (SELECT n.barcode FROM batch_scope n)"
+        ).format(fixed=_and(fixed), other=other)
     return sql.SQL(
         "WITH replaced AS (DELETE FROM prediction p WHERE p.id = ANY (ARRAY({replaced})) "
         "RETURNING p.id) "
