@@ -6,8 +6,15 @@ BIN := $(VENV)/bin
 export ROBOTOFF_BATCH_HOME ?= $(CURDIR)/.robotoff-batch
 export DAGSTER_HOME ?= $(ROBOTOFF_BATCH_HOME)/dagster_home
 
-.PHONY: install test lint typecheck unit demo ui lock clean image push-image lint-docker stop-db
+.PHONY: install test lint typecheck unit demo ui lock clean image push-image lint-docker stop-db \
+	bench-import
 JOB ?= ingredients-spellcheck
+# `make bench-import SIZE=100000`: the import benchmark (benchmarks/README.md); PREFILL_* size
+# the Robotoff-sized tables (default 5M predictions, 2M insights), REPEAT the repetitions.
+SIZE ?= 100000
+PREFILL_PREDICTIONS ?= 5000000
+PREFILL_INSIGHTS ?= 2000000
+REPEAT ?= 3
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +43,10 @@ demo: install
 ui: install
 	$(BIN)/python -c "from robotoff_batch.cli.operations import dagster_home; dagster_home()"
 	$(BIN)/dagster dev -w workspace.yaml
+
+bench-import: install
+	$(BIN)/python benchmarks/import_benchmark.py --sizes $(SIZE) --repeat $(REPEAT) \
+		--prefill-predictions $(PREFILL_PREDICTIONS) --prefill-insights $(PREFILL_INSIGHTS)
 
 # Regenerate the lock file after changing dependencies in pyproject.toml (needs `pip install uv`).
 lock:

@@ -1,29 +1,45 @@
 """Benchmark the import of a batch job's output into Robotoff's tables, side by side.
 
-For each size N, in one run, against one embedded PostgreSQL (a fresh database per case, so
-each starts from empty tables with Robotoff's indexes), each case in a fresh subprocess (its
-peak RSS, VmHWM, is its own):
+For each size N, in one run, against one embedded PostgreSQL, these cases, each in a fresh
+subprocess (its peak RSS, VmHWM, is its own) against a fresh database (dropped and re-created
+before every case, then ``CHECKPOINT``):
 
 * ``import``: the whole import as the ``predictions`` asset runs it,
   ``output.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
   files written like the container writes them, plus the job's ``products.parquet``): read the
   Parquet, COPY into temporary tables, checks, dedup rule, prediction INSERT, job links,
-  Robotoff's insight rules (one insight per product: the facts match the output), ledger;
-* ``copy``: a raw ``COPY prediction FROM STDIN (FORMAT csv)`` of exactly the prediction rows
-  the import wrote (dumped from its database beforehand, streamed from a file), the floor of
-  what PostgreSQL can ingest into that table;
-* ``insert100``: the same rows with ``INSERT ... VALUES`` of 100 rows per statement, one
-  transaction (the CSV parsed as it goes);
-* ``copy_all``, ``insert100_all``: the same two over everything the import writes, its
-  prediction and its insight rows (both tables, one transaction);
-* ``write_all``: the writes alone: those rows already in temporary tables on the server, then
-  ``INSERT ... SELECT`` into Robotoff's tables and COMMIT (nothing parsed, checked or computed),
-  the floor of any import that writes them.
+  Robotoff's insight rules, ledger; into **empty** tables, and into **prefilled** ones;
+* ``copy_all``: the floor: a raw ``COPY ... FROM STDIN (FORMAT csv)`` of exactly the rows the
+  import writes (its predictions, in id order, and its insights, in the order it inserted
+  them: both tables, one transaction), into empty and into prefilled tables;
+* ``insert100_all``: the same rows with ``INSERT ... VALUES`` of 100 rows per statement, one
+  transaction, into empty tables.
 
-Also times the re-import of the imported job (a ledger hit: nothing read). Writes
-``benchmarks/results/import.json`` and ``benchmarks/results/import.md``.
+Prefilled = Robotoff-sized tables: a seeded, set-based generator fills ``prediction`` (default
+5,000,000 rows: half ``ingredient_spellcheck`` with Robotoff's constants, ``source_image`` and
+``value`` NULL, ``automatic_processing`` false; the rest category, label, brand, packaging,
+nutrient predictions, with images where Robotoff's have them) and ``product_insight`` (default
+2,000,000: half spellcheck, a tenth annotated) of other products than the job's, then
+VACUUM ANALYZE, as a production database is. It is filled once, in a template database
+(indexes dropped during the fill and re-created as Robotoff's migrations define them); each
+prefilled case gets a fresh copy of it (``CREATE DATABASE ... TEMPLATE``, statistics included).
+So the import writes the same rows into empty and prefilled tables, and ``prefilled_vs_empty``
+compares like with like. Both tables are counted after every case (what was there plus what
+the case wrote, else the run fails).
+
+Cases run interleaved (each repetition runs every case once, in this order), ``--repeat``
+times (default 3); figures are medians. The load average is recorded before each case.
+Writes ``benchmarks/results/import.json`` (per size: medians, every run, ``ratios``) and
+``benchmarks/results/import.md``.
 
     .venv/bin/python benchmarks/import_benchmark.py --sizes 100_000 1_000_000
+    .venv/bin/python benchmarks/import_benchmark.py --sizes 100_000 \
+        --prefill-predictions 500_000 --prefill-insights 200_000      # smaller tables
+
+Ratios (> 1: the import is faster), as the issue states them: ``import_vs_copy_all_empty`` =
+copy_all(empty) / import(empty); ``import_vs_copy_all_prefilled`` likewise on prefilled tables;
+``import_vs_insert100_all`` = insert100_all(empty) / import(empty); ``prefilled_vs_empty`` =
+import(prefilled) / import(empty), a time ratio (< 1.2 is the target).
 
 Output texts are the real main-language ingredient lists of ``data/off/food_sample_2026.parquet``
 (Data: Open Food Facts contributors, ODbL 1.0); a ``--changed-fraction`` of the rows (default
@@ -36,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import shutil
 import statistics
@@ -68,6 +85,7 @@ from benchmarks.common import (  # noqa: E402
 SAMPLE = PROJECT_ROOT / "data" / "off" / "food_sample_2026.parquet"
 JOB_TYPE = "ingredients-spellcheck"
 ENGINE, ENGINE_VERSION = "lexicon-cpu", "1"  # what the CPU container writes
+TABLES = ("prediction", "product_insight")
 logger = logging.getLogger("import_benchmark")
 
 
@@ -149,24 +167,22 @@ class _SucceededEngine:
         )
 
 
+def _table_counts(conninfo: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        return {
+            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
+            for t in TABLES
+        }
+
+
 def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE as SPELLCHECK
     from robotoff_batch.predictions import output
     from robotoff_batch.predictions.store import PredictionStore
     from robotoff_batch.staging import staging_from_uri
 
-    job_type = SPELLCHECK
-    if args.mode == "import_no_insights":  # a job type that declares no insights
-        from dataclasses import replace
-
-        assert SPELLCHECK.import_spec is not None
-        spec = replace(SPELLCHECK.import_spec, insights_sql=None, facts_schema=None)
-
-        class NoInsights(type(SPELLCHECK)):  # type: ignore[misc]
-            import_spec = spec
-            facts_file = None
-
-        job_type = NoInsights()
     staging = staging_from_uri(Path(args.staging).as_uri())
     store = PredictionStore(conninfo=args.conninfo)
     store.ensure_schema()
@@ -180,34 +196,31 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
         engine=engine,  # type: ignore[arg-type]
         staging=staging,
         store=store,
-        job_type=job_type,
+        job_type=SPELLCHECK,
         job_id=args.job_id,
     )
     seconds = time.monotonic() - t0
     peak = proc_status_bytes("VmHWM")
     assert not outcome.already_imported, outcome
-    reimports = []
-    for _ in range(args.reimports):
-        t0 = time.monotonic()
-        again = output.import_job_output(
-            engine=engine,  # type: ignore[arg-type]
-            staging=staging,
-            store=store,
-            job_type=job_type,
-            job_id=args.job_id,
-        )
-        reimports.append(time.monotonic() - t0)
-        assert again.already_imported and again.predictions == outcome.predictions
+    t0 = time.monotonic()
+    again = output.import_job_output(
+        engine=engine,  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=SPELLCHECK,
+        job_id=args.job_id,
+    )
+    reimport = time.monotonic() - t0
+    assert again.already_imported and again.predictions == outcome.predictions
     return {
         "seconds": seconds,
-        "rows": outcome.predictions,
-        "source_rows": outcome.source_rows,
+        "predictions": outcome.predictions,
         "insights": dict(outcome.insights),
-        "in_database": store.count_predictions(batch_job_id=args.job_id),
-        "reimport_s": reimports,
+        "reimport_s": reimport,
         "rss_before_bytes": rss_before,
         "peak_rss_bytes": peak,
         "steps_s": steps.phases,
+        "counts": _table_counts(args.conninfo),
     }
 
 
@@ -230,6 +243,7 @@ _COPY_COLUMNS = (
 
 
 def worker_copy(args: argparse.Namespace) -> dict[str, Any]:
+    """The floor: COPY of the import's rows into both tables, one transaction."""
     import psycopg
 
     from robotoff_batch.predictions.store import PredictionStore
@@ -238,26 +252,19 @@ def worker_copy(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = proc_status_bytes("VmRSS")
     t0 = time.monotonic()
     with psycopg.connect(args.conninfo) as conn, conn.cursor() as cur:
-        with (
-            cur.copy(f"COPY prediction ({_COPY_COLUMNS}) FROM STDIN (FORMAT csv)") as copy,
-            open(args.rows_csv, "rb") as source,
+        for statement, path in (
+            (f"COPY prediction ({_COPY_COLUMNS}) FROM STDIN (FORMAT csv)", args.rows_csv),
+            ("COPY product_insight FROM STDIN (FORMAT csv)", args.insights_csv),
         ):
-            while chunk := source.read(1 << 20):
-                copy.write(chunk)
-        if args.insights_csv:  # the floor of what the whole import writes: both tables
-            with (
-                cur.copy("COPY product_insight FROM STDIN (FORMAT csv)") as copy,
-                open(args.insights_csv, "rb") as source,
-            ):
+            with cur.copy(statement) as copy, open(path, "rb") as source:
                 while chunk := source.read(1 << 20):
                     copy.write(chunk)
-        rows = cur.execute("SELECT count(*) FROM prediction").fetchone()
     seconds = time.monotonic() - t0
     return {
         "seconds": seconds,
-        "rows": int(rows[0]) if rows else 0,
         "rss_before_bytes": rss_before,
         "peak_rss_bytes": proc_status_bytes("VmHWM"),
+        "counts": _table_counts(args.conninfo),
     }
 
 
@@ -287,6 +294,7 @@ def _insert_batches(
 
 
 def worker_insert(args: argparse.Namespace) -> dict[str, Any]:
+    """The same rows, ``INSERT ... VALUES`` of 100 rows per statement, one transaction."""
     import psycopg
 
     from robotoff_batch.predictions.queries import ROBOTOFF_COLUMNS
@@ -296,76 +304,39 @@ def worker_insert(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = proc_status_bytes("VmRSS")
     t0 = time.monotonic()
     with psycopg.connect(args.conninfo) as conn, conn.cursor() as cur:
-        inserted = _insert_batches(cur, "prediction", _COPY_COLUMNS, 12, args.rows_csv)
-        if args.insights_csv:  # everything the whole import writes: both tables
-            width = len(ROBOTOFF_COLUMNS["product_insight"])
-            _insert_batches(cur, "product_insight", None, width, args.insights_csv)
+        _insert_batches(cur, "prediction", _COPY_COLUMNS, 12, args.rows_csv)
+        width = len(ROBOTOFF_COLUMNS["product_insight"])
+        _insert_batches(cur, "product_insight", None, width, args.insights_csv)
     seconds = time.monotonic() - t0
     return {
         "seconds": seconds,
-        "rows": inserted,
         "rss_before_bytes": rss_before,
         "peak_rss_bytes": proc_status_bytes("VmHWM"),
-    }
-
-
-def worker_write(args: argparse.Namespace) -> dict[str, Any]:
-    """The rows already on the server (COPY into temporary tables, not timed), then timed:
-    INSERT ... SELECT into both tables and the commit. Nothing parsed, nothing computed: what
-    the writes alone cost, Robotoff's indexes included."""
-    import psycopg
-
-    from robotoff_batch.predictions.store import PredictionStore
-
-    PredictionStore(conninfo=args.conninfo).ensure_schema()
-    with psycopg.connect(args.conninfo) as conn, conn.cursor() as cur:
-        for temp, table, path, columns in (
-            ("rows_in", "prediction", args.rows_csv, _COPY_COLUMNS),
-            ("insights_in", "product_insight", args.insights_csv, "*"),
-        ):
-            # the columns' types without their constraints (the id is the table's to give)
-            cur.execute(f"CREATE TEMP TABLE {temp} AS SELECT {columns} FROM {table} WITH NO DATA")
-            with cur.copy(f"COPY {temp} FROM STDIN (FORMAT csv)") as copy:
-                with open(path, "rb") as source:
-                    while chunk := source.read(1 << 20):
-                        copy.write(chunk)
-        rss_before = proc_status_bytes("VmRSS")
-        t0 = time.monotonic()
-        cur.execute(f"INSERT INTO prediction ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM rows_in")
-        rows = cur.rowcount
-        cur.execute("INSERT INTO product_insight SELECT * FROM insights_in")
-        conn.commit()  # inside the timing: the writes are done when they are committed
-        seconds = time.monotonic() - t0
-    return {
-        "seconds": seconds,
-        "rows": rows,
-        "rss_before_bytes": rss_before,
-        "peak_rss_bytes": proc_status_bytes("VmHWM"),
+        "counts": _table_counts(args.conninfo),
     }
 
 
 def worker(args: argparse.Namespace) -> int:
-    cases = {
-        "import": worker_import,
-        "import_no_insights": worker_import,
-        "copy": worker_copy,
-        "copy_all": worker_copy,
-        "insert100": worker_insert,
-        "insert100_all": worker_insert,
-        "write_all": worker_write,
-    }
+    cases = {"import": worker_import, "copy_all": worker_copy, "insert100_all": worker_insert}
     print(json.dumps(cases[args.mode](args)))
     return 0
 
 
-# (mode, what it writes), in the order they run; "_all" modes also write the insight rows
-WRITE_CASES = (
-    ("copy", "raw COPY of the prediction rows"),
-    ("copy_all", "raw COPY of the prediction and insight rows"),
-    ("insert100", "INSERT of the prediction rows, 100 per statement"),
-    ("insert100_all", "INSERT of the prediction and insight rows, 100 per statement"),
-    ("write_all", "INSERT ... SELECT of both, the rows already on the server"),
+# (mode, tables), in the order each repetition runs them
+CASES = (
+    ("import", "empty"),
+    ("copy_all", "empty"),
+    ("import", "prefilled"),
+    ("copy_all", "prefilled"),
+    ("insert100_all", "empty"),
 )
+CASE_NAMES = {
+    ("import", "empty"): "whole import, empty tables",
+    ("import", "prefilled"): "whole import, prefilled tables",
+    ("copy_all", "empty"): "raw COPY of the same rows, empty tables",
+    ("copy_all", "prefilled"): "raw COPY of the same rows, prefilled tables",
+    ("insert100_all", "empty"): "INSERT×100 of the same rows, empty tables",
+}
 
 
 def run_case(mode: str, **options: Any) -> dict[str, Any]:
@@ -404,21 +375,120 @@ def stage_job(staging_root: Path, job_id: str, paths: list[Path]) -> None:
     pq.write_table(facts, job_dir / "products.parquet", row_group_size=16_384)
 
 
-def dump_rows(conninfo: str, target: Path, *, table: str = "prediction") -> int:
-    """The rows an import wrote into ``table``, as the CSV the raw COPY and INSERT cases load
-    (predictions: the columns the import writes, in id order; insights: every column)."""
+# -- Robotoff-sized tables -------------------------------------------------------------------
+
+# Seeded, set-based: every value a function of the row number i and the seed (hashint8extended),
+# so a run is reproducible; products '3' || 12 digits, never the job's ('2' || 12 digits).
+_H = "abs(hashint8extended(i, {seed}))"
+_LANG = "(ARRAY['fr','en','de','es','it','nl','pt','pl'])[(" + _H + " % 8)::int + 1]"
+_TEXTS = (
+    "'sucre, farine de blé, huile de palme, lait écrémé en poudre, sel, émulsifiant: lécithines "
+    "de soja, arôme naturel de vanille, poudre à lever: carbonates de sodium '"
+)
+PREFILL_PREDICTIONS_SQL = (
+    """
+INSERT INTO prediction (barcode, type, data, "timestamp", value_tag, value, source_image,
+    automatic_processing, predictor, predictor_version, confidence, server_type)
+SELECT '3' || lpad((i / 2)::text, 12, '0'),
+    CASE WHEN i % 2 = 0 THEN 'ingredient_spellcheck'
+        ELSE (ARRAY['category','label','brand','packaging','nutrient'])[(h % 5)::int + 1] END,
+    CASE WHEN i % 2 = 0 THEN jsonb_build_object('original', """
+    + _TEXTS
+    + """ || h, 'correction', """
+    + _TEXTS
+    + """ || (h + 1), 'lang', lang, 'lang_confidence', NULL)
+        ELSE jsonb_build_object('model_version', 'v' || (h % 7)) END,
+    timestamp '2025-01-01' + (h % 31536000) * interval '1 second',
+    CASE WHEN i % 2 = 0 THEN lang ELSE 'en:tag-' || (h % 500) END, NULL,
+    CASE WHEN i % 2 = 1 AND h % 5 IN (1, 3, 4) THEN '/' || (i / 2) || '/' || (h % 9) || '.jpg' END,
+    CASE WHEN i % 2 = 0 THEN false ELSE h % 3 = 0 END,
+    CASE WHEN i % 2 = 0 THEN (ARRAY['lexicon-cpu','vllm-mistral-7b'])[(h % 2)::int + 1]
+        ELSE (ARRAY['neural','flashtext','universal-logo-detector'])[(h % 3)::int + 1] END,
+    CASE WHEN i % 2 = 0 THEN '0' ELSE (h % 4)::text END,
+    CASE WHEN i % 2 = 1 THEN (h % 1000) / 1000.0 END,
+    CASE WHEN h % 20 = 0 THEN 'obf' ELSE 'off' END
+FROM (SELECT i, """
+    + _H
+    + """ AS h, """
+    + _LANG
+    + """ AS lang FROM generate_series(0, {rows} - 1) AS i) AS g
+"""
+)
+PREFILL_INSIGHTS_SQL = (
+    """
+INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at, annotation,
+    n_votes, countries, brands, value_tag, automatic_processing, server_type, unique_scans_n,
+    reserved_barcode, predictor, predictor_version, campaign, lc, with_image)
+SELECT md5(i::text || '-{seed}')::uuid, '3' || lpad(i::text, 12, '0'),
+    CASE WHEN i % 2 = 0 THEN 'ingredient_spellcheck'
+        ELSE (ARRAY['category','label','brand','packaging'])[(h % 4)::int + 1] END,
+    jsonb_build_object('original', 'old text ' || h, 'correction', 'old correction ' || h),
+    timestamp '2025-01-01' + (h % 31536000) * interval '1 second',
+    CASE WHEN h % 10 = 0 THEN timestamp '2025-06-01' END,
+    CASE WHEN h % 10 = 0 THEN (h % 2)::int END, (h % 3)::int, '["en:france"]'::jsonb,
+    '[]'::jsonb, CASE WHEN i % 2 = 0 THEN lang ELSE 'en:tag-' || (h % 500) END,
+    i % 2 = 1 AND h % 7 = 0, 'off', (h % 100)::int, false,
+    CASE WHEN i % 2 = 0 THEN 'lexicon-cpu' ELSE 'neural' END, '0', '[]'::jsonb,
+    ARRAY[lang]::varchar(255)[], false
+FROM (SELECT i, """
+    + _H
+    + """ AS h, """
+    + _LANG
+    + """ AS lang FROM generate_series(0, {rows} - 1) AS i) AS g
+"""
+)
+
+
+def prefill_template(admin: str, name: str, *, predictions: int, insights: int, seed: int) -> str:
+    """A database with Robotoff's schema and tables of this size (see the module docstring),
+    VACUUM ANALYZEd: the template each prefilled case copies."""
     import psycopg
 
-    n = 0
-    columns = _COPY_COLUMNS if table == "prediction" else "*"
+    from robotoff_batch.predictions.store import PredictionStore
+
+    url = _fresh_database(admin, name)
+    PredictionStore(conninfo=url).ensure_schema()
+    t0 = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s) "
+            "AND indexname NOT LIKE '%%_pkey'",
+            (list(TABLES),),
+        ).fetchall()
+        for index, _ in indexes:
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        for table, statement, rows in (
+            ("prediction", PREFILL_PREDICTIONS_SQL, predictions),
+            ("product_insight", PREFILL_INSIGHTS_SQL, insights),
+        ):
+            logger.info("prefilling %s with %d rows", table, rows)
+            conn.execute(statement.replace("{rows}", str(rows)).replace("{seed}", str(seed)))
+        logger.info("re-creating %d indexes", len(indexes))
+        for _, definition in indexes:
+            conn.execute(definition)
+        for table in TABLES:
+            conn.execute(f"VACUUM ANALYZE {table}")
+        conn.execute("CHECKPOINT")
+    logger.info("prefilled template %s in %.1f s", name, time.monotonic() - t0)
+    return url
+
+
+def dump_rows(conninfo: str, target: Path, *, table: str) -> int:
+    """The rows an import wrote into ``table`` (of an empty database), in the order it wrote
+    them, as the CSV the floors load: predictions in id order (the columns the import writes),
+    insights in physical order (every column; a table only ever inserted into keeps the order
+    of its inserts)."""
+    import psycopg
+
+    columns, order = (_COPY_COLUMNS, "id") if table == "prediction" else ("*", "ctid")
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur, open(target, "wb") as out:
-        query = f"COPY (SELECT {columns} FROM {table} ORDER BY id) TO STDOUT (FORMAT csv)"
+        query = f"COPY (SELECT {columns} FROM {table} ORDER BY {order}) TO STDOUT (FORMAT csv)"
         with cur.copy(query) as copy:
             for data in copy:
                 out.write(data)
         row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
-        n = int(row[0]) if row else 0
-    return n
+    return int(row[0]) if row else 0
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -427,110 +497,92 @@ def dump_rows(conninfo: str, target: Path, *, table: str = "prediction") -> int:
 def to_markdown(report: dict) -> str:
     env = report["environment"]
     table = [
-        "| output rows | case | seconds | prediction rows/s | vs raw COPY | vs INSERT×100 "
-        "| peak RSS |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| output rows | case | seconds (median) | runs | vs raw COPY | vs INSERT×100 "
+        "| peak RSS | load avg |",
+        "|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        n = r["predictions"]
-        cases = [
-            ("whole import (predictions + insights)", r["import_s"], r["import_peak_rss_bytes"]),
-            (
-                "import, predictions only (no insights)",
-                r["bare_import_s"],
-                r["bare_peak_rss_bytes"],
-            ),
-            ("raw COPY of the same prediction rows", r["copy_s"], r["copy_peak_rss_bytes"]),
-            (
-                "raw COPY of the same prediction and insight rows",
-                r["copy_all_s"],
-                r["copy_all_peak_rss_bytes"],
-            ),
-            ("INSERT, 100 rows per statement", r["insert_s"], r["insert_peak_rss_bytes"]),
-            (
-                "INSERT, 100 rows per statement, of the same prediction and insight rows",
-                r["insert_all_s"],
-                r["insert_all_peak_rss_bytes"],
-            ),
-            (
-                "INSERT ... SELECT of the same prediction and insight rows, already on the "
-                "server (the writes alone)",
-                r["write_all_s"],
-                r["write_all_peak_rss_bytes"],
-            ),
-        ]
-        for name, seconds, rss in cases:
+        copy_empty = r["median_s"]["copy_all_empty"]
+        insert = r["median_s"]["insert100_all_empty"]
+        for key, name in r["case_names"].items():
+            seconds = r["median_s"][key]
+            runs = ", ".join(f"{c['seconds']:.2f}" for c in r["runs"] if c["case"] == key)
+            loads = [c["loadavg_1m"] for c in r["runs"] if c["case"] == key]
+            peak = max(c["peak_rss_bytes"] for c in r["runs"] if c["case"] == key)
+            copy = r["median_s"]["copy_all_prefilled"] if "prefilled" in key else copy_empty
             table.append(
-                f"| {r['output_rows']:,} | {name} | {seconds:.2f} | {n / seconds:,.0f} "
-                f"| {r['copy_s'] / seconds:.2f} | {r['insert_s'] / seconds:.2f} | {mib(rss)} |"
+                f"| {r['output_rows']:,} | {name} | {seconds:.2f} | {runs} "
+                f"| {copy / seconds:.2f} | {insert / seconds:.2f} | {mib(peak)} "
+                f"| {statistics.median(loads):.2f} |"
             )
     table += [
         "",
-        "The whole import against writing what it writes (its prediction and insight rows, "
-        "both tables, one transaction; a ratio is that case's time / the import's time):",
+        "Ratios (> 1: the import is faster; prefilled_vs_empty: import time on prefilled "
+        "tables / on empty ones) and targets:",
         "",
-        "| output rows | insight rows | vs raw COPY of both | vs INSERT×100 of both "
-        "| vs the writes alone |",
-        "|---:|---:|---:|---:|---:|",
+        "| output rows | import_vs_copy_all_empty (≥ 0.8) | import_vs_copy_all_prefilled (≥ 0.8) "
+        "| prefilled_vs_empty (≤ 1.2) | import_vs_insert100_all (≥ 2) | peak_rss_mib (≤ 300) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
+        q = r["ratios"]
         table.append(
-            f"| {r['output_rows']:,} | {r['insights_created']:,} "
-            f"| {r['import_vs_copy_all']:.2f} | {r['import_vs_insert_all']:.2f} "
-            f"| {r['import_vs_write_all']:.2f} |"
+            f"| {r['output_rows']:,} | {q['import_vs_copy_all_empty']:.2f} "
+            f"| {q['import_vs_copy_all_prefilled']:.2f} | {q['prefilled_vs_empty']:.2f} "
+            f"| {q['import_vs_insert100_all']:.2f} | {q['peak_rss_mib']:.1f} |"
         )
     steps = [r.get("import_steps_s") or {} for r in report["results"]]
-    names = list(dict.fromkeys(name for s in steps for name in s))
+    names = list(dict.fromkeys(name for s in steps for kind in s.values() for name in kind))
     table += [
         "",
-        "Where the whole import's time goes (seconds per step, as it logs them):",
+        "Where the whole import's time goes (seconds per step as it logs them, the median run):",
         "",
-        "| step | " + " | ".join(f"{r['output_rows']:,} rows" for r in report["results"]) + " |",
-        "|---|" + "---:|" * len(report["results"]),
+        "| step | "
+        + " | ".join(
+            f"{r['output_rows']:,} {kind}"
+            for r in report["results"]
+            for kind in r["import_steps_s"]
+        )
+        + " |",
+        "|---|" + "---:|" * sum(len(r["import_steps_s"]) for r in report["results"]),
     ]
     for name in names:
-        table.append(f"| {name} | " + " | ".join(f"{s.get(name, 0):.2f}" for s in steps) + " |")
+        table.append(
+            f"| {name} | "
+            + " | ".join(f"{kind.get(name, 0):.2f}" for s in steps for kind in s.values())
+            + " |"
+        )
     return markdown_report(
         "# Import benchmark (ingredients-spellcheck output → Robotoff's tables), side by side",
         [
             f"{generated_line(report)}, pyarrow {env['pyarrow']}, psycopg {env['psycopg']}, "
-            f"embedded PostgreSQL {env['postgresql']} (default settings, fresh data directory). "
-            f"Output: {env['files_per_job']} task file(s) per job, real ingredient lists of "
+            f"embedded PostgreSQL {env['postgresql']} (default settings). Output: "
+            f"{env['files_per_job']} task file(s) per job, real ingredient lists of "
             "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
-            f"changed fraction {env['changed_fraction']}. Each case runs in its own process "
-            "against its own fresh database (empty tables, Robotoff's indexes).",
-            "import = `output.import_job_output` wall time (Parquet → Arrow CSV → COPY into "
-            "temporary tables → checks → dedup → INSERT into `prediction` + job links → "
-            "Robotoff's insight rules into `product_insight` → ledger, one transaction); raw "
-            "COPY = the same prediction rows streamed from a CSV file into `prediction` with "
-            "`COPY ... (FORMAT csv)`, nothing else; INSERT×100 = the same rows, 100 per INSERT "
-            "statement, one transaction. rows/s = prediction rows per second. re-import = the "
-            "same job again (ledger hit, nothing read), median. Peak RSS = VmHWM of the case's "
-            "process (modules included: the import's process loads the pipeline, Dagster and "
-            "DuckDB, "
+            f"changed fraction {env['changed_fraction']}: every output row a prediction and an "
+            "insight. Prefilled tables: "
+            f"{env['prefill_predictions']:,} predictions and {env['prefill_insights']:,} "
+            f"insights of other products (seeded generator, seed {env['seed']}, VACUUM "
+            "ANALYZEd), filled in "
+            f"{env['prefill_s']:.0f} s. Load average (1, 5, 15 min) at the start "
+            f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}, at the end "
+            f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'])}.",
+            f"Cases interleaved, {env['repeat']} repetitions, median; each in its own process "
+            "against a fresh database (CHECKPOINT before it). import = "
+            "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
+            "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
+            "rules into `product_insight` → ledger, one transaction); raw COPY = the rows the "
+            "import writes (predictions in id order, insights in the order it inserts them) "
+            "streamed from CSV files with `COPY ... (FORMAT csv)` into both tables, one "
+            "transaction; INSERT×100 = the same rows, 100 per INSERT statement. vs raw COPY = "
+            "COPY's time (same tables) / the case's time; vs INSERT×100 likewise (empty tables). "
+            "Peak RSS = VmHWM of the case's process (the import's loads Dagster, DuckDB and the "
+            "job type: "
             + ", ".join(
                 f"{mib(r['import_rss_before_bytes'])} at {r['output_rows']:,}"
                 for r in report["results"]
             )
-            + " before reading anything). vs raw COPY = COPY's time / the case's time (1.00 = as "
-            "fast as COPY); vs INSERT×100 likewise. Re-import (ledger hit, nothing read): "
-            + ", ".join(
-                f"{r['reimport_median_s'] * 1000:.1f} ms at {r['output_rows']:,}"
-                for r in report["results"]
-            )
-            + ".",
-            "The floor: Robotoff's `product_insight` carries 18 B-tree and 4 GIN indexes, so "
-            "writing the insight rows costs more than writing the predictions. The writes alone "
-            "(the same prediction and insight rows already in temporary tables on the server, "
-            "then INSERT ... SELECT into Robotoff's tables and COMMIT: no parsing, no checks, no "
-            "rules) take "
-            + ", ".join(
-                f"{r['write_all_s']:.2f} s = {r['write_all_s'] / r['copy_s']:.1f}× the raw COPY "
-                f"of the predictions at {r['output_rows']:,}"
-                for r in report["results"]
-            )
-            + ": no import that writes those rows can reach 0.8× that COPY, nor 2× INSERT×100 "
-            "of the predictions alone.",
+            + " before reading anything). Both tables counted after every case.",
         ],
         table,
     )
@@ -544,7 +596,7 @@ def _pg_version(conninfo: str) -> str:
     return str(row[0]) if row else "?"
 
 
-def _fresh_database(admin: str, name: str) -> str:
+def _fresh_database(admin: str, name: str, template: str | None = None) -> str:
     import psycopg
     from psycopg import sql
 
@@ -554,8 +606,25 @@ def _fresh_database(admin: str, name: str) -> str:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:  # a file copy of the template (statistics included), not its WAL
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        conn.execute("CHECKPOINT")
     return with_database(admin, name)
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    mine = sorted((r for r in runs if r["case"] == key), key=lambda r: r["seconds"])
+    return mine[len(mine) // 2]
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,7 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=to_int, default=[100_000, 1_000_000])
     parser.add_argument("--files", type=int, default=4, help="output files (tasks) per job")
     parser.add_argument("--changed-fraction", type=float, default=1.0)
-    parser.add_argument("--reimports", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (median)")
+    parser.add_argument("--prefill-predictions", type=to_int, default=5_000_000)
+    parser.add_argument("--prefill-insights", type=to_int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -585,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from robotoff_batch.predictions.embedded import ensure_embedded_postgres, with_database
 
+    loadavg_start = list(os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="robotoff-batch-import-bench-"))
     data_dir = work / "postgres"
     logger.info("work directory %s", work)
@@ -593,6 +665,20 @@ def main(argv: list[str] | None = None) -> int:
         conninfo = ensure_embedded_postgres(data_dir)
         admin = with_database(conninfo, "postgres")
         pg_version = _pg_version(conninfo)
+        t0 = time.monotonic()
+        template_url = prefill_template(
+            admin,
+            "bench_template",
+            predictions=args.prefill_predictions,
+            insights=args.prefill_insights,
+            seed=args.seed,
+        )
+        prefill_s = time.monotonic() - t0
+        base = _table_counts(template_url)
+        assert base == {
+            "prediction": args.prefill_predictions,
+            "product_insight": args.prefill_insights,
+        }, base
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         for size in args.sizes:
             staging = work / f"staging-{size}"
@@ -606,89 +692,86 @@ def main(argv: list[str] | None = None) -> int:
             )
             output_bytes = sum(p.stat().st_size for p in paths)
             stage_job(staging, job_id, paths)
-            db = _fresh_database(admin, f"bench_import_{size}")
-            logger.info("%d rows: whole import", size)
-            imp = run_case(
-                "import",
-                staging=staging,
-                conninfo=db,
-                job_id=job_id,
-                files=args.files,
-                reimports=args.reimports,
+            # what the import writes, in its order: from an untimed import into empty tables
+            logger.info("%d rows: the rows the import writes (untimed import)", size)
+            reference = _fresh_database(admin, "bench_reference")
+            ref = run_case(
+                "import", staging=staging, conninfo=reference, job_id=job_id, files=args.files
             )
-            if imp["in_database"] != imp["rows"]:
-                raise RuntimeError(f"{job_id}: {imp}")
-            logger.info("%d rows: import, predictions only (no insights)", size)
-            bare = run_case(
-                "import_no_insights",
-                staging=staging,
-                conninfo=_fresh_database(admin, f"bench_bare_{size}"),
-                job_id=job_id,
-                files=args.files,
-                reimports=1,
-            )
-            rows_csv = work / f"rows-{size}.csv"
-            dumped = dump_rows(db, rows_csv)
-            insights_csv = work / f"insights-{size}.csv"
-            dumped_insights = dump_rows(db, insights_csv, table="product_insight")
-            # the ways of writing the same rows, each into its own fresh database: the
-            # predictions alone (the issue's comparators), then everything the import wrote
-            writes: dict[str, dict[str, Any]] = {}
-            for mode, what in WRITE_CASES:
-                logger.info("%d rows (%d insights): %s", size, dumped_insights, what)
-                both = {"insights_csv": insights_csv} if mode.endswith("_all") else {}
-                writes[mode] = run_case(
-                    mode,
-                    conninfo=_fresh_database(admin, f"bench_{mode}_{size}"),
-                    rows_csv=rows_csv,
-                    **both,
-                )
-            cp, cp_all, ins, ins_all, wr_all = (writes[mode] for mode, _ in WRITE_CASES)
-            counts = (imp["rows"], bare["rows"], cp["rows"], ins["rows"], ins_all["rows"])
-            assert set(counts) == {dumped} and wr_all["rows"] == dumped, (imp, cp, wr_all)
+            rows_csv, insights_csv = work / f"rows-{size}.csv", work / f"insights-{size}.csv"
+            written = {
+                "prediction": dump_rows(reference, rows_csv, table="prediction"),
+                "product_insight": dump_rows(reference, insights_csv, table="product_insight"),
+            }
+            assert written["prediction"] == ref["predictions"], (written, ref)
+            runs: list[dict[str, Any]] = []
+            for repetition in range(args.repeat):
+                for mode, tables in CASES:
+                    key = f"{mode}_{tables}"
+                    template = "bench_template" if tables == "prefilled" else None
+                    db = _fresh_database(admin, "bench_case", template)
+                    load = _load()
+                    logger.info(
+                        "%d rows, run %d/%d: %s (load %.2f)",
+                        size,
+                        repetition + 1,
+                        args.repeat,
+                        CASE_NAMES[(mode, tables)],
+                        load,
+                    )
+                    options: dict[str, Any] = (
+                        {"staging": staging, "job_id": job_id, "files": args.files}
+                        if mode == "import"
+                        else {"rows_csv": rows_csv, "insights_csv": insights_csv}
+                    )
+                    out = run_case(mode, conninfo=db, **options)
+                    before = base if tables == "prefilled" else dict.fromkeys(TABLES, 0)
+                    expected = {t: before[t] + written[t] for t in TABLES}
+                    if out["counts"] != expected:
+                        raise RuntimeError(f"{key}: tables hold {out['counts']}, not {expected}")
+                    runs.append({"case": key, "repetition": repetition, "loadavg_1m": load, **out})
+                    logger.info("  %.2f s", out["seconds"])
+            median = {
+                f"{m}_{t}": statistics.median(r["seconds"] for r in runs if r["case"] == f"{m}_{t}")
+                for m, t in CASES
+            }
+
+            peak = max(r["peak_rss_bytes"] for r in runs if r["case"].startswith("import"))
             row = {
                 "output_rows": size,
                 "output_files": args.files,
                 "output_bytes": output_bytes,
-                "predictions": imp["rows"],
-                "insights_created": imp["insights"]["created"],
-                "import_s": imp["seconds"],
-                "copy_s": cp["seconds"],
-                "copy_all_s": cp_all["seconds"],
-                "copy_all_peak_rss_bytes": cp_all["peak_rss_bytes"],
-                "import_vs_copy_all": cp_all["seconds"] / imp["seconds"],
-                "insert_s": ins["seconds"],
-                "insert_all_s": ins_all["seconds"],
-                "insert_all_peak_rss_bytes": ins_all["peak_rss_bytes"],
-                "import_vs_insert_all": ins_all["seconds"] / imp["seconds"],
-                "write_all_s": wr_all["seconds"],
-                "write_all_peak_rss_bytes": wr_all["peak_rss_bytes"],
-                "import_vs_write_all": wr_all["seconds"] / imp["seconds"],
-                "import_rows_per_s": imp["rows"] / imp["seconds"],
-                "copy_rows_per_s": cp["rows"] / cp["seconds"],
-                "insert_rows_per_s": ins["rows"] / ins["seconds"],
-                "import_vs_copy": cp["seconds"] / imp["seconds"],
-                "import_vs_insert": ins["seconds"] / imp["seconds"],
-                "bare_import_s": bare["seconds"],
-                "bare_rows_per_s": bare["rows"] / bare["seconds"],
-                "bare_vs_copy": cp["seconds"] / bare["seconds"],
-                "bare_vs_insert": ins["seconds"] / bare["seconds"],
-                "bare_peak_rss_bytes": bare["peak_rss_bytes"],
-                "reimport_median_s": statistics.median(imp["reimport_s"]),
-                "import_rss_before_bytes": imp["rss_before_bytes"],
-                "import_peak_rss_bytes": imp["peak_rss_bytes"],
-                "import_steps_s": imp["steps_s"],
-                "copy_peak_rss_bytes": cp["peak_rss_bytes"],
-                "insert_peak_rss_bytes": ins["peak_rss_bytes"],
+                "predictions": written["prediction"],
+                "insights_created": written["product_insight"],
+                "median_s": median,
+                "case_names": {f"{m}_{t}": CASE_NAMES[(m, t)] for m, t in CASES},
+                "ratios": {
+                    "import_vs_copy_all_empty": median["copy_all_empty"] / median["import_empty"],
+                    "import_vs_copy_all_prefilled": median["copy_all_prefilled"]
+                    / median["import_prefilled"],
+                    "prefilled_vs_empty": median["import_prefilled"] / median["import_empty"],
+                    "import_vs_insert100_all": median["insert100_all_empty"]
+                    / median["import_empty"],
+                    "peak_rss_mib": peak / 2**20,
+                },
+                "import_rss_before_bytes": _median_run(runs, "import_empty")["rss_before_bytes"],
+                "reimport_median_s": statistics.median(
+                    r["reimport_s"] for r in runs if r["case"].startswith("import")
+                ),
+                "import_steps_s": {
+                    "empty": _median_run(runs, "import_empty")["steps_s"],
+                    "prefilled": _median_run(runs, "import_prefilled")["steps_s"],
+                },
+                "runs": runs,
             }
-            logger.info("%s", json.dumps(row))
+            logger.info("%d rows: %s", size, json.dumps(row["ratios"]))
             results.append(row)
             shutil.rmtree(staging, ignore_errors=True)
             rows_csv.unlink()
             insights_csv.unlink()
             with psycopg.connect(admin, autocommit=True) as conn:
-                for prefix in ("import", "bare", *(mode for mode, _ in WRITE_CASES)):
-                    conn.execute(f"DROP DATABASE IF EXISTS bench_{prefix}_{size} WITH (FORCE)")
+                for name in ("bench_case", "bench_reference"):
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         remove_work_dir(work, data_dir, keep=args.keep, log=logger)
 
@@ -698,8 +781,13 @@ def main(argv: list[str] | None = None) -> int:
         postgresql=pg_version,
         files_per_job=args.files,
         changed_fraction=args.changed_fraction,
-        reimports=args.reimports,
+        repeat=args.repeat,
         seed=args.seed,
+        prefill_predictions=args.prefill_predictions,
+        prefill_insights=args.prefill_insights,
+        prefill_s=prefill_s,
+        loadavg_start=loadavg_start,
+        loadavg_end=list(os.getloadavg()),
     )
     write_report(build_report(env, results), args.results_dir, "import", to_markdown)
     return 0

@@ -21,6 +21,14 @@ from robotoff_batch.predictions.arrow_copy import (
     copy_facts,
     copy_output,
 )
+from robotoff_batch.predictions.dedup import (
+    insert_sql,
+    job_constants,
+    kept_sql,
+    replace_sql,
+    stored_filter,
+    stored_sql,
+)
 from robotoff_batch.predictions.model import (
     ImportSpec,
     OutputChunk,
@@ -31,14 +39,18 @@ from robotoff_batch.predictions.queries import (
     CREATE_PREDICTION_VIEW,
     CREATE_SCOPE_VIEW,
     DUPLICATE_PREDICTION_SQL,
-    INSERT_SQL,
     LEDGER_COLUMNS,
-    REPLACE_SQL,
     SCOPE_FROM_PREDICTIONS,
 )
 from robotoff_batch.predictions.row_checks import DEFAULT_MAX_BAD_ROW_FRACTION, RowChecks
 
 logger = logging.getLogger(__name__)
+
+
+def work_mem_mb(rows: int) -> int:
+    """``work_mem`` for a job of ``rows`` output rows: about 256 bytes a row (its keys in a
+    hash table or a sort), 64 MB to 1 GB."""
+    return max(64, min(1024, (rows * 256) >> 20))
 
 
 def _keep_only(cur: psycopg.Cursor[Any], only: set[tuple[int, int]]) -> int:
@@ -92,6 +104,8 @@ def import_steps(
 
     bad_rows: list[BadRow] = []
     source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows)
+    # hash tables and sorts over the job's keys in memory, sized from its row count
+    cur.execute(f"SET LOCAL work_mem = '{work_mem_mb(source_rows)}MB'")
     phase("copy_output")
     if source_rows == 0:
         raise PredictionImportError(
@@ -120,8 +134,11 @@ def import_steps(
     checks.predictions()
     quarantined = checks.settle(source_rows=source_rows, batch_job_id=batch_job_id)
     checks.record(batch_job_id=batch_job_id, files=files)
-    row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
-    candidates = int(row[0]) if row else 0
+    # the count and the job's constant key columns, in one pass each over the predictions and
+    # the replace rule's scope (the dedup SQL is written with those as literals: estimated
+    # from the statistics, where a join is estimated at 1)
+    candidates, constants = job_constants(cur)
+    scoped, scope_constants = job_constants(cur, relation="batch_scope")
     phase("to_predictions")
     implied = spec.one_prediction_per_product and spec.key_column in spec.unique
     dup = None if implied else cur.execute(DUPLICATE_PREDICTION_SQL).fetchone()
@@ -153,10 +170,32 @@ def import_steps(
             "candidates": candidates,
             "predictions": handed,
         }
-    cur.execute(REPLACE_SQL)
-    replaced = max(cur.rowcount, 0)
+    # the dedup rule, by the job's barcodes (predictions/dedup.py); Robotoff's table by its
+    # indexes only: its statistics may lag far behind its rows (an embedded database's first
+    # imports: never analysed), and a sequential scan would test `= ANY(ARRAY(...))` row by
+    # row, linearly (only constant arrays are hashed)
+    cur.execute("SET LOCAL enable_seqscan = off")
+    # from here on every join is a set operation between the job's rows and the stored rows of
+    # its products (analysed temporary tables): hash joins, never a loop, whose cost would be
+    # the product of the two (their join conditions are correlated, barcode with text and
+    # lang, and PostgreSQL multiplies their selectivities: estimated at 1 row for 50,000)
+    cur.execute("SET LOCAL enable_nestloop = off")
+    cur.execute(stored_sql(stored_filter(candidates, constants, scoped, scope_constants)))
+    stored = max(cur.rowcount, 0)
+    cur.execute("ANALYZE batch_stored")
+    phase("stored")
+    replaced = 0
+    if stored and scoped:
+        cur.execute(replace_sql(scope_constants))
+        replaced = max(cur.rowcount, 0)
+        stored -= replaced
+    cur.execute("SET LOCAL enable_seqscan = on")
     phase("replace")
-    cur.execute(INSERT_SQL, {"batch_job_id": batch_job_id})
+    if stored:
+        cur.execute(kept_sql(constants))
+        cur.execute("ANALYZE batch_kept")
+    phase("kept")
+    cur.execute(insert_sql(skip_kept=stored > 0), {"batch_job_id": batch_job_id})
     inserted = sum(int(row[0]) for row in cur.fetchall())
     phase("insert")
     counts = {

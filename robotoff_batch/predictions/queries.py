@@ -148,44 +148,7 @@ SCOPE_FROM_PREDICTIONS = (
     "SELECT _file, _row, barcode, type, server_type, source_image, predictor_version "
     "FROM batch_prediction"
 )
-# The dedup rule, step 1, Robotoff's intended rule (importer.py:2229-2255): a stored
-# prediction of the same barcode, server_type, type and source_image with another
-# predictor_version is deleted, whatever its predictor (issue 17: not only our own
-# predictor's versions), NULL-safe (Robotoff's `source_image = %s` never matches NULL: the bug
-# we do not copy), for every row of batch_scope (unchanged rows included).
-REPLACE_SQL = """
-DELETE FROM prediction p USING batch_scope n
-WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
-    AND p.source_image IS NOT DISTINCT FROM n.source_image
-    AND p.predictor_version IS DISTINCT FROM n.predictor_version
-"""
-# Step 2: insert what Robotoff's key does not already hold (what remains is the same version),
-# and link the new ids to the job as ranges of consecutive ids (one range unless another writer
-# interleaved its rows: gaps and islands over the ids the insert returned).
-INSERT_SQL = """
-WITH inserted AS (
-    INSERT INTO prediction (barcode, type, data, "timestamp", value_tag, value, source_image,
-        automatic_processing, predictor, predictor_version, confidence, server_type)
-    SELECT n.barcode, n.type, n.data, n."timestamp", n.value_tag, n.value, n.source_image,
-        n.automatic_processing, n.predictor, n.predictor_version, n.confidence, n.server_type
-    FROM batch_prediction n
-    WHERE NOT EXISTS (
-        SELECT 1 FROM prediction p
-        WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
-            AND p.source_image IS NOT DISTINCT FROM n.source_image
-            AND p.value_tag IS NOT DISTINCT FROM n.value_tag
-            AND p.value IS NOT DISTINCT FROM n.value
-            AND p.predictor IS NOT DISTINCT FROM n.predictor
-            AND p.automatic_processing IS NOT DISTINCT FROM n.automatic_processing
-    )
-    ORDER BY n._file, n._row
-    RETURNING id
-),
-islands AS (SELECT id, id - row_number() OVER (ORDER BY id) AS island FROM inserted)
-INSERT INTO batch_job_prediction (batch_job_id, first_id, last_id)
-SELECT %(batch_job_id)s, min(id), max(id) FROM islands GROUP BY island
-RETURNING last_id - first_id + 1
-"""
+# The dedup rule (replace, keep, insert, job links): predictions/dedup.py.
 JOB_ROWS = (
     "FROM batch_job_prediction l JOIN prediction p "
     "ON p.id BETWEEN l.first_id AND l.last_id WHERE l.batch_job_id = %s"

@@ -234,10 +234,11 @@ class PredictionStore:
         with self._connection(f"import {batch_job_id}") as conn, conn.transaction():
             cur = conn.cursor()
             claimed = cur.execute(CLAIM_SQL, (batch_job_id, job_type, target)).fetchone()
-            # hash joins and sorts over the job's rows in memory, for this transaction only
-            cur.execute("SET LOCAL work_mem = '64MB'")
-            # the temporary tables' buffers (settable before the session's first temp table)
-            cur.execute("SET LOCAL temp_buffers = '256MB'")
+            # the temporary tables' buffers, settable only before the session's first temporary
+            # table (so before the output's size is known): a cap, allocated as the tables
+            # grow (a 1M-row job's tables take about 1 GB). work_mem is set from the job's
+            # row count once its output is copied in (import_steps).
+            cur.execute("SET LOCAL temp_buffers = '1GB'")
             only: set[tuple[int, int]] | None = None
             earlier: ImportResult | None = None
             if claimed is None:

@@ -26,9 +26,56 @@ WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 -- (temporary tables have no statistics until analysed: without them the planner guesses)
 ANALYZE insight_scope
 
+-- name: by_index
+-- (Robotoff's tables read by their indexes only, up to `joins`: their statistics may lag far
+-- behind their rows, e.g. an embedded database's first import, never analysed, and a
+-- sequential scan would test `= ANY(ARRAY(...))` row by row, linearly)
+SET LOCAL enable_seqscan = off
+
+-- name: stored
+-- Robotoff's tables are read by the scope's barcodes only, each once, into analysed temporary
+-- tables (a bitmap scan of the barcode index: `= ANY(ARRAY(...))`), and every join below is
+-- between analysed temporary tables: no statement scans `prediction` or `product_insight` in
+-- full or loops over them, whatever their size. First the product's insights of this type.
+CREATE TEMP TABLE insight_stored ON COMMIT DROP AS
+SELECT r.id, r.barcode, r.value_tag, r.source_image, r."timestamp", r.annotation,
+    r.automatic_processing
+FROM (
+    -- the barcodes alone in this fenced scan (OFFSET 0): the barcode index, never another
+    -- index with the barcodes tested row by row as a filter
+    SELECT * FROM product_insight WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    OFFSET 0
+) AS r
+WHERE r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
+
+-- name: analyze_stored
+ANALYZE insight_stored
+
+-- name: sources
+-- The stored predictions that can become an insight (this import's included), with what the
+-- rule and the insight read.
+CREATE TEMP TABLE insight_source ON COMMIT DROP AS
+SELECT p.id, p.barcode, p.value_tag, p.value, p.source_image,
+    coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
+    p.predictor_version, p.confidence, p.data, p.data ->> 'original' AS original
+FROM (
+    -- (fenced, as above)
+    SELECT * FROM prediction WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    OFFSET 0
+) AS p
+WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
+    AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
+
+-- name: analyze_sources
+-- (the joined columns only: `original` so that the candidates' join is estimated from its
+-- values, not at 1/200 of the rows, which would make it loop over insight_stored)
+ANALYZE insight_source (barcode, value_tag, original)
+
+-- name: joins
+SET LOCAL enable_seqscan = on
+
 -- name: candidates
--- (data stays in `prediction`: the statements below join it back by id, so the sort carries
--- only small columns)
+-- (the sort carries only small columns: data stays in insight_source, joined back by id)
 CREATE TEMP TABLE insight_candidate ON COMMIT DROP AS
 SELECT DISTINCT ON (p.barcode, p.value_tag)
     p.id AS prediction_id, p.barcode, p.value_tag, p.value, p.source_image,
@@ -36,52 +83,44 @@ SELECT DISTINCT ON (p.barcode, p.value_tag)
     coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
     coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
     coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
-FROM (
-    -- the facts of the products in scope, joined first: two analysed temporary tables, one
-    -- hash join (OFFSET 0 keeps the planner from re-ordering it behind `prediction`, whose
-    -- statistics lag behind the rows this import just inserted)
-    SELECT f.* FROM insight_scope s JOIN batch_product f ON f.code = s.barcode OFFSET 0
-) AS f
-JOIN (
-    -- the stored predictions that can become an insight, reduced to what the rule reads (the
-    -- whole `data` stays out of the join's hash table and of the sort)
-    SELECT p.id, p.barcode, p.value_tag, p.value, p.source_image,
-        coalesce(p.automatic_processing, false) AS automatic_processing, p.predictor,
-        p.predictor_version, p.confidence, p.data ->> 'original' AS original,
-        coalesce((p.data ->> 'priority')::integer, 1) AS priority
-    FROM prediction p
-    WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
-        AND (p.data ->> 'original') IS DISTINCT FROM (p.data ->> 'correction')
-    OFFSET 0
-) AS p ON p.barcode = f.code AND p.original = nullif(f.ingredients_text_lang, '')
-    AND p.value_tag = f.lang
+FROM insight_source p
+JOIN batch_product f ON f.code = p.barcode
+    AND p.original = nullif(f.ingredients_text_lang, '') AND p.value_tag = f.lang
 WHERE NOT EXISTS (
-    SELECT 1 FROM product_insight r
-    WHERE r.barcode = p.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
-        AND (r.annotation IS NOT NULL OR r.automatic_processing)
+    SELECT 1 FROM insight_stored r
+    WHERE r.barcode = p.barcode AND (r.annotation IS NOT NULL OR r.automatic_processing)
         AND r.value_tag IS NOT DISTINCT FROM p.value_tag
 )
-ORDER BY p.barcode, p.value_tag, p.priority, p.automatic_processing DESC,
-    coalesce(p.predictor, 'z'), p.id
+ORDER BY p.barcode, p.value_tag, coalesce((p.data ->> 'priority')::integer, 1),
+    p.automatic_processing DESC, coalesce(p.predictor, 'z'), p.id
 
 -- name: analyze_candidates
-ANALYZE insight_candidate
+ANALYZE insight_candidate (prediction_id, barcode, value_tag, source_image)
 
 -- name: mapping
 CREATE TEMP TABLE insight_mapping ON COMMIT DROP AS
 SELECT DISTINCT ON (c.prediction_id) c.prediction_id, r.id AS insight_id
 FROM insight_candidate c
-JOIN product_insight r ON r.barcode = c.barcode AND r.type = 'ingredient_spellcheck'
-    AND r.server_type = 'off' AND r.annotation IS NULL AND NOT r.automatic_processing
+JOIN insight_stored r ON r.barcode = c.barcode AND r.annotation IS NULL
+    AND NOT r.automatic_processing
     AND r.value_tag IS NOT DISTINCT FROM c.value_tag
     AND r.source_image IS NOT DISTINCT FROM c.source_image
 ORDER BY c.prediction_id, r."timestamp" NULLS LAST, r.id
 
+-- name: analyze_mapping
+ANALYZE insight_mapping
+
+-- name: by_index
+-- (as above)
+SET LOCAL enable_seqscan = off
+
 -- name: deleted
-DELETE FROM product_insight r USING insight_scope s
-WHERE r.barcode = s.barcode AND r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
-    AND r.annotation IS NULL AND NOT r.automatic_processing
-    AND NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.insight_id = r.id)
+DELETE FROM product_insight r
+WHERE r.id = ANY (ARRAY(
+    SELECT s.id FROM insight_stored s
+    WHERE s.annotation IS NULL AND NOT s.automatic_processing
+        AND NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.insight_id = s.id)
+))
 
 -- name: updated
 -- Only the columns Robotoff's update writes (importer.py:264-281: the fields the candidate
@@ -104,8 +143,11 @@ UPDATE product_insight r SET
     confidence = c.confidence, lc = ARRAY[c.value_tag]::varchar(255)[],
     with_image = c.source_image IS NOT NULL
 FROM insight_mapping m JOIN insight_candidate c ON c.prediction_id = m.prediction_id
-JOIN prediction p ON p.id = c.prediction_id
-WHERE r.id = m.insight_id
+JOIN insight_source p ON p.id = c.prediction_id
+WHERE r.id = m.insight_id AND r.id = ANY (ARRAY(SELECT insight_id FROM insight_mapping))
+
+-- name: joins
+SET LOCAL enable_seqscan = on
 
 -- name: created
 INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at, annotation,
@@ -121,10 +163,13 @@ SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', p.data, %(now)s, N
     c.predictor, c.predictor_version, '[]'::jsonb, c.confidence, NULL,
     ARRAY[c.value_tag]::varchar(255)[], c.source_image IS NOT NULL
 FROM insight_candidate c
-JOIN prediction p ON p.id = c.prediction_id
+JOIN insight_source p ON p.id = c.prediction_id
 WHERE NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.prediction_id = c.prediction_id)
 
 -- name: kept
-SELECT count(*) FROM product_insight r JOIN insight_scope s ON s.barcode = r.barcode
-WHERE r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
-    AND (r.annotation IS NOT NULL OR r.automatic_processing)
+-- The scope's annotated or automatic insights once written: the stored ones (the statements
+-- above touch none of them) and the candidates written automatic (each updated one insight or
+-- created one), counted from the temporary tables.
+SELECT (SELECT count(*) FROM insight_stored r
+        WHERE r.annotation IS NOT NULL OR r.automatic_processing)
+    + (SELECT count(*) FROM insight_candidate c WHERE c.automatic_processing)
