@@ -145,18 +145,18 @@ def test_engine_restores_accents_only_toward_a_far_more_frequent_form(
     engine: WordFreqSpellchecker,
 ) -> None:
     assert engine.correct("creme, ble, mais", "fr") == "crème, blé, mais"
-    assert engine.correct("CREME", "fr") == "CRÈME"
+    assert engine.correct("CREME.", "fr") == "CRÈME."
     assert engine.correct("germés", "fr") == "germés"  # an accent is never removed
-    assert engine.correct("pêtales", "fr") == "pétales"  # a wrong accent is replaced
-    assert engine.correct("sodico", "es") == "sódico"
+    assert engine.correct("pêtales.", "fr") == "pétales."  # a wrong accent is replaced
+    assert engine.correct("sodico.", "es") == "sódico."
 
 
 def test_engine_corrects_unknown_words_toward_frequent_and_food_words(
     engine: WordFreqSpellchecker,
 ) -> None:
-    assert engine.correct("gluen", "fr") == "gluten"
+    assert engine.correct("gluen.", "fr") == "gluten."
     # "sgarch" is one edit from "starch" (food) and "search" (more common): food wins
-    assert engine.correct("corn sgarch", "en") == "corn starch"
+    assert engine.correct("corn sgarch.", "en") == "corn starch."
     # a word the language attests is never typo-corrected ("panais" is not "palais")
     assert engine.correct("panais", "fr") == "panais"
     assert engine.correct("coogulant", "en") == "coogulant"  # rare (hashed) but attested
@@ -176,9 +176,9 @@ def test_engine_never_changes_food_words_or_text_it_cannot_judge(
 def test_engine_splits_glued_words_and_spaces_glued_punctuation(
     engine: WordFreqSpellchecker,
 ) -> None:
-    assert engine.correct("traces degluten", "fr") == "traces de gluten"
-    assert engine.correct("grainesde", "fr") == "graines de"
-    assert engine.correct("beurreAOP", "fr") == "beurre AOP"
+    assert engine.correct("traces degluten.", "fr") == "traces de gluten."
+    assert engine.correct("grainesde.", "fr") == "graines de."
+    assert engine.correct("beurreAOP.", "fr") == "beurre AOP."
     assert engine.correct("blé,son", "fr") == "blé, son"
     assert engine.correct("OGM.Peut contenir", "fr") == "OGM. Peut contenir"
     assert engine.correct("0,4 g,x", "fr") == "0,4 g,x"  # numbers and unknown words: kept
@@ -205,8 +205,8 @@ def test_engine_keeps_common_words_of_other_languages(engine: WordFreqSpellcheck
 
 def test_engine_counts_its_corrections() -> None:
     fresh = WordFreqSpellchecker(FOOD, GENERAL)
-    out = fresh.correct_batch(["creme, ble", None, "sucre,lait"], ["fr", "fr", "fr"])
-    assert out == ["crème, blé", None, "sucre, lait"]
+    out = fresh.correct_batch(["creme, ble.", None, "sucre,lait, sel."], ["fr", "fr", "fr"])
+    assert out == ["crème, blé.", None, "sucre, lait, sel."]
     assert fresh.corrections == 3  # two words, one space
     assert fresh.prepare(["fr", "FR", None, "xx"]) == ["fr"]
 

@@ -67,6 +67,7 @@ _HANGING = re.compile(r"(?<![\w-])([^\W\d_]{2,}) - ([^\W\d_]{1,3}) ([^\W\d_]{4,}
 # digits excluded: "0,4", "1.5"). The full stop only before a capitalised word, and not in a
 # web or e-mail address.
 _COMMA_GLUE = re.compile(r"([^\W\d_]{2,}),([^\W\d_]{2,})(?![\w.@/])")
+_GLUED_COMMA = re.compile(r"[^\W\d_],[^\W\d_]")  # counted, overlaps included
 _STOP_GLUE = re.compile(r"([^\W\d_]{2,})\.([^\W\d_][a-zà-ÿ]+)(?![\w.@/])")
 _URLISH = re.compile(r"www|https?|@|\.(com|fr|org|net|de|es|it|eu|be|ch|uk)\b", re.IGNORECASE)
 # "beurreAOP": a lowercase word followed by a capitals run.
@@ -691,7 +692,7 @@ class WordFreqSpellchecker:
         if s.fix_punctuation and not _URLISH.search(text):
             # Commas without spaces all along (``MILK,CHOCOLATE,SUGAR``) are the text's
             # style, an enumeration: left alone. A single glued comma is a slip.
-            if "," in text and len(_COMMA_GLUE.findall(text)) == 1:
+            if "," in text and len(_GLUED_COMMA.findall(text)) == 1:
                 text = _COMMA_GLUE.sub(self._spacer(code, ","), text)
             if "." in text:
                 text = _STOP_GLUE.sub(self._spacer(code, "."), text)
