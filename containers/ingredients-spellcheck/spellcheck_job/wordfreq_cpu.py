@@ -737,14 +737,15 @@ class WordFreqSpellchecker:
         return "".join(out), self.details
 
     def _fits(self, text: str, code: str) -> bool:
-        """Whether most words of ``text`` (``min_text_fit``) are words of its language: a
-        text in another language than its label, or OCR debris, gets no word correction."""
+        """Whether most words of ``text`` (more than ``min_text_fit`` of its 4+ words of 3+
+        letters) are words of its language: a text in another language than its label, or
+        OCR debris, gets no word correction."""
         own = self._language(code)
         if own is None:
             return False
         words = [w.lower() for w in _ALNUM.findall(text) if w.isalpha() and len(w) >= 3]
-        if not words:
-            return True
+        if len(words) < 4:
+            return True  # a share of fewer words says nothing
         food = self.food_words
         known = sum(1 for w in words if w in food or own.zipf(w) > 0.0)
         return known > self.settings.min_text_fit * len(words)
