@@ -108,6 +108,13 @@ def word_edits(original: str, prediction: str, reference: str) -> list[tuple[str
     return out
 
 
+def _settings(settings: wordfreq_cpu.Settings) -> dict[str, Any]:
+    """The settings as JSON values (the rule set as a sorted list)."""
+    return {
+        k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(settings).items()
+    }
+
+
 def _score(rows: list[dict[str, Any]], predictions: list[str]) -> dict[str, Any]:
     return evaluate([{**r, "prediction": p} for r, p in zip(rows, predictions, strict=True)])
 
@@ -231,7 +238,7 @@ def run(data_dir: Path, out_dir: Path) -> dict:
         predictions = [engine.correct(r["original"], r["lang"]) for r in rows]
         metrics = _score(rows, predictions)
         metrics["word_corrections"] = engine.corrections
-        results.append({"name": name, "settings": asdict(settings), "metrics": metrics})
+        results.append({"name": name, "settings": _settings(settings), "metrics": metrics})
         if settings == NEW:
             new_pred = predictions
             engines["new"] = engine
