@@ -59,9 +59,17 @@ def ratios(c: Counts) -> dict[str, float]:
 class Scorer:
     """Per-row counts of an engine under given rules and threshold, cached."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]], engine: WordFreqSpellchecker) -> None:
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        engine: WordFreqSpellchecker,
+        pick: Callable[[dict[str, Any]], WordFreqSpellchecker] | None = None,
+    ) -> None:
+        """``pick``: the engine of a row (default ``engine``; all share its settings)."""
         self.rows = rows
         self.engine = engine
+        self.pick = pick or (lambda row: engine)
+        self.engines = {id(self.pick(row)): self.pick(row) for row in rows} or {0: engine}
         self.base = engine.settings
         enc = cl100k_encoding()
         self.encode: Callable[[str], list[int]] = lambda t: list(enc.encode_ordinary(t))
@@ -71,16 +79,18 @@ class Scorer:
     def per_row(self, rules: frozenset[str], threshold: float) -> list[Counts]:
         key = (rules, threshold)
         if key not in self._configs:
-            self.engine.settings = replace(self.base, rules=rules, min_confidence=threshold)
+            for engine in self.engines.values():
+                engine.settings = replace(self.base, rules=rules, min_confidence=threshold)
             out = []
             for i, row in enumerate(self.rows):
-                pred = self.engine.correct(row["original"], row["lang"])
+                pred = self.pick(row).correct(row["original"], row["lang"])
                 if (i, pred) not in self._scores:
                     self._scores[(i, pred)] = score_row(
                         row["original"], row["reference"], pred, self.encode
                     )
                 out.append(self._scores[(i, pred)])
-            self.engine.settings = self.base
+            for engine in self.engines.values():
+                engine.settings = self.base
             self._configs[key] = out
         return self._configs[key]
 
@@ -156,7 +166,7 @@ def cross_validate(
             **c,
             "changed": changed,
             "correction_precision": round(r["correction_precision"], 3),
-            "on_by_default": changed >= MIN_EVIDENCE and r["correction_precision"] >= RULE_FLOOR,
+            "floor_met": changed >= MIN_EVIDENCE and r["correction_precision"] >= RULE_FLOOR,
         }
     precisions = [fr["correction_precision"] for fr in fold_rows]
     recalls = [fr["correction_recall"] for fr in fold_rows]
@@ -178,7 +188,47 @@ def cross_validate(
         "folds": fold_rows,
         "per_rule": rules_table,
         "defaults": {
-            "rules": sorted(r for r, v in rules_table.items() if v["on_by_default"]),
+            "rules_floor_met_out_of_fold": sorted(
+                r for r, v in rules_table.items() if v["floor_met"]
+            ),
             "min_confidence": statistics.median(fr["threshold"] for fr in fold_rows),
         },
     }
+
+
+# Fewer changed token positions than this out of fold on dev is too little evidence to judge
+# a rule (53 rows): it is judged on the synthetic tune half instead.
+DEV_EVIDENCE = 20
+
+
+def rules_alone(scorer: Scorer, threshold: float) -> dict[str, dict[str, Any]]:
+    """Each rule alone on all of ``scorer``'s rows: counts and correction precision."""
+    out = {}
+    for rule in sorted(RULES):
+        c = scorer.pooled(frozenset({rule}), threshold, range(len(scorer.rows)))
+        out[rule] = {
+            **c,
+            "changed": c["tp"] + c["fp"],
+            "correction_precision": round(ratios(c)["correction_precision"], 3),
+        }
+    return out
+
+
+def default_rules(
+    dev_oof: dict[str, dict[str, Any]], synthetic_tune: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per rule: the evidence it is judged on (dev out of fold when it changed at least
+    ``DEV_EVIDENCE`` token positions there, else the synthetic tune half), its precision
+    there and whether it is on (>= ``RULE_FLOOR`` on at least ``MIN_EVIDENCE`` positions).
+    A rule with no evidence anywhere (Romanian letters: no Romanian synthetic row) is on
+    only if it never failed on dev."""
+    out = {}
+    for rule, dev in dev_oof.items():
+        syn = synthetic_tune[rule]
+        if dev["changed"] >= DEV_EVIDENCE or syn["changed"] < MIN_EVIDENCE:
+            source, r = "dev out of fold", dev
+        else:
+            source, r = "synthetic tune half", syn
+        on = r["changed"] >= MIN_EVIDENCE and r["correction_precision"] >= RULE_FLOOR
+        out[rule] = {"judged_on": source, "precision": r["correction_precision"], "on": on}
+    return out
