@@ -556,3 +556,15 @@ def test_examples_show_the_changed_words(original: str, correction: str, shown: 
     from robotoff_batch.assets.imports import changed_words
 
     assert changed_words(original, correction) == shown
+
+
+def test_example_excerpts_are_centred_on_the_change() -> None:
+    from robotoff_batch.assets.imports import excerpts
+
+    head = "sugar, " * 60  # 420 characters before the change
+    original, correction = excerpts(head + "LECITHN (soy).", head + "LECITHIN (soy).")
+    assert "LECITHN" in original and "LECITHIN" in correction
+    assert original.startswith("…") and len(original) <= 202
+    assert original.index("LECITHN") == correction.index("LECITHIN")  # the same window
+    # a change near the start: no leading cut
+    assert excerpts("sugr, salt", "sugar, salt") == ("sugr, salt", "sugar, salt")

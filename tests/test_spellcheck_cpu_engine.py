@@ -16,7 +16,10 @@ sys.path.insert(0, str(CONTAINERS_DIR / "ingredients-spellcheck"))
 
 from spellcheck_job import wordlists  # noqa: E402
 from spellcheck_job.wordfreq_cpu import (  # noqa: E402
+    DEFAULT_RULES,
+    RULES,
     DeleteIndex,
+    Settings,
     WordFreqSpellchecker,
     food_from_rows,
     general_lists,
@@ -114,6 +117,9 @@ GENERAL = {
         "pétales": 3.4,
         "tournesol": 3.6,
         "carbonate": 2.9,
+        "olive": 4.0,
+        "huile": 4.0,
+        "sel": 4.5,
     },
     "en": {
         "starch": 3.5,
@@ -138,25 +144,26 @@ FOOD = {"fr": {"carraghénanes": 3}, "en": {"starch": 12, "carrageenan": 2}}
 
 @pytest.fixture(scope="module")
 def engine() -> WordFreqSpellchecker:
-    return WordFreqSpellchecker(FOOD, GENERAL)
+    """Every rule on (the defaults switch some off: see test_defaults_...)."""
+    return WordFreqSpellchecker(FOOD, GENERAL, Settings(rules=RULES))
 
 
 def test_engine_restores_accents_only_toward_a_far_more_frequent_form(
     engine: WordFreqSpellchecker,
 ) -> None:
     assert engine.correct("creme, ble, mais", "fr") == "crème, blé, mais"
-    assert engine.correct("CREME", "fr") == "CRÈME"
+    assert engine.correct("CREME.", "fr") == "CRÈME."
     assert engine.correct("germés", "fr") == "germés"  # an accent is never removed
-    assert engine.correct("pêtales", "fr") == "pétales"  # a wrong accent is replaced
-    assert engine.correct("sodico", "es") == "sódico"
+    assert engine.correct("pêtales.", "fr") == "pétales."  # a wrong accent is replaced
+    assert engine.correct("sodico.", "es") == "sódico."
 
 
 def test_engine_corrects_unknown_words_toward_frequent_and_food_words(
     engine: WordFreqSpellchecker,
 ) -> None:
-    assert engine.correct("gluen", "fr") == "gluten"
+    assert engine.correct("gluen.", "fr") == "gluten."
     # "sgarch" is one edit from "starch" (food) and "search" (more common): food wins
-    assert engine.correct("corn sgarch", "en") == "corn starch"
+    assert engine.correct("corn sgarch.", "en") == "corn starch."
     # a word the language attests is never typo-corrected ("panais" is not "palais")
     assert engine.correct("panais", "fr") == "panais"
     assert engine.correct("coogulant", "en") == "coogulant"  # rare (hashed) but attested
@@ -176,9 +183,9 @@ def test_engine_never_changes_food_words_or_text_it_cannot_judge(
 def test_engine_splits_glued_words_and_spaces_glued_punctuation(
     engine: WordFreqSpellchecker,
 ) -> None:
-    assert engine.correct("traces degluten", "fr") == "traces de gluten"
-    assert engine.correct("grainesde", "fr") == "graines de"
-    assert engine.correct("beurreAOP", "fr") == "beurre AOP"
+    assert engine.correct("traces degluten.", "fr") == "traces de gluten."
+    assert engine.correct("grainesde.", "fr") == "graines de."
+    assert engine.correct("beurreAOP.", "fr") == "beurre AOP."
     assert engine.correct("blé,son", "fr") == "blé, son"
     assert engine.correct("OGM.Peut contenir", "fr") == "OGM. Peut contenir"
     assert engine.correct("0,4 g,x", "fr") == "0,4 g,x"  # numbers and unknown words: kept
@@ -204,9 +211,9 @@ def test_engine_keeps_common_words_of_other_languages(engine: WordFreqSpellcheck
 
 
 def test_engine_counts_its_corrections() -> None:
-    fresh = WordFreqSpellchecker(FOOD, GENERAL)
-    out = fresh.correct_batch(["creme, ble", None, "sucre,lait"], ["fr", "fr", "fr"])
-    assert out == ["crème, blé", None, "sucre, lait"]
+    fresh = WordFreqSpellchecker(FOOD, GENERAL, Settings(rules=RULES))
+    out = fresh.correct_batch(["creme, ble.", None, "sucre,lait, sel."], ["fr", "fr", "fr"])
+    assert out == ["crème, blé.", None, "sucre, lait, sel."]
     assert fresh.corrections == 3  # two words, one space
     assert fresh.prepare(["fr", "FR", None, "xx"]) == ["fr"]
 
@@ -228,3 +235,58 @@ def test_engine_log_line_keeps_the_pipeline_benchmark_format() -> None:
     match = re.search(pattern.group(1), line)
     assert match is not None and match.groups() == ("10", "3", "0.50")
     assert "4 corrections" in line
+
+
+def test_engine_never_changes_protected_tokens(engine: WordFreqSpellchecker) -> None:
+    # the last word of a text may be cut off ("LECITH" of "LECITHIN"): never corrected
+    assert engine.correct("gluen, sucre", "fr") == "gluten, sucre"
+    assert engine.correct("sucre, gluen", "fr") == "sucre, gluen"
+    assert engine.correct("sucre, gluen  ", "fr") == "sucre, gluen  "
+    # a code's letters ("ble 330"), a unit, a short word after a number
+    assert engine.correct("ble 330, sel.", "fr") == "ble 330, sel."
+    assert engine.correct("ble-330, sel.", "fr") == "ble-330, sel."
+    assert engine.correct("5 ble, sel.", "fr") == "5 ble, sel."
+    assert engine.correct("ble, sel.", "fr") == "blé, sel."
+    # an elided article is not a typo: "dolive" is "d'olive", not "olive"
+    assert engine.correct("huile dolive, sel.", "fr") == "huile dolive, sel."
+
+
+def test_engine_leaves_enumeration_commas_alone(engine: WordFreqSpellchecker) -> None:
+    # commas without spaces all along are the text's style
+    assert engine.correct("sucre,lait,sel.", "fr") == "sucre,lait,sel."
+    # one glued comma among spaced ones is a slip
+    assert engine.correct("sucre,lait, sel.", "fr") == "sucre, lait, sel."
+
+
+def test_engine_skips_texts_not_in_their_language(engine: WordFreqSpellchecker) -> None:
+    # most words unknown to French: a mislabelled text or OCR debris, no word corrected
+    assert engine.correct("creme xqzt wvyk prrt.", "fr") == "creme xqzt wvyk prrt."
+    assert engine.correct("creme sucre lait xqzt.", "fr") == "crème sucre lait xqzt."
+
+
+def test_engine_reports_rule_and_confidence_and_applies_the_threshold() -> None:
+    every = WordFreqSpellchecker(FOOD, GENERAL, Settings(rules=RULES))
+    text, details = every.correct_detailed("creme, gluen, sucre,lait, sel.", "fr")
+    assert text == "crème, gluten, sucre, lait, sel."
+    rules = {d.rule: d for d in details}
+    assert set(rules) == {"accent", "typo", "punctuation"}
+    assert rules["accent"].before == "creme" and rules["accent"].after == "crème"
+    assert all(0.5 < d.confidence <= 1.0 for d in details)
+    # a frequent target far above the word as written is surer than a rarer one
+    assert rules["accent"].confidence > 0.9
+    strict = WordFreqSpellchecker(FOOD, GENERAL, Settings(rules=RULES, min_confidence=0.999))
+    assert strict.correct_detailed("creme, gluen, sel.", "fr") == ("creme, gluen, sel.", [])
+    accents = WordFreqSpellchecker(FOOD, GENERAL, Settings(rules=frozenset({"accent"})))
+    assert accents.correct("creme, gluen, sucre,lait, sel.", "fr") == (
+        "crème, gluen, sucre,lait, sel."
+    )
+
+
+def test_defaults_are_the_rules_that_held_out_of_fold() -> None:
+    assert Settings().rules == DEFAULT_RULES
+    assert {"accent", "glued", "punctuation"}.isdisjoint(DEFAULT_RULES)
+    default = WordFreqSpellchecker(FOOD, GENERAL)
+    # accents and punctuation off, typos on
+    assert default.correct("creme, gluen, sucre,lait, sel.", "fr") == (
+        "creme, gluten, sucre,lait, sel."
+    )

@@ -50,19 +50,39 @@ def changed_words(original: str, correction: str, limit: int = 4) -> str:
     return "; ".join(changes[:limit]) or "(whitespace only)"
 
 
+def excerpts(original: str, correction: str, width: int = 200) -> tuple[str, str]:
+    """The same window of both texts, at most ``width`` characters, centred on the first
+    change (``…`` where cut): a change beyond the first 200 characters is still seen."""
+    start = 0
+    for a, b in zip(original, correction, strict=False):
+        if a != b:
+            break
+        start += 1
+    if start == len(original) == len(correction):
+        return original[:width], correction[:width]
+    begin = max(0, start - width // 2)
+
+    def cut(text: str) -> str:
+        end = begin + width
+        return ("…" if begin else "") + text[begin:end] + ("…" if end < len(text) else "")
+
+    return cut(original), cut(correction)
+
+
 def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
     records = []
     for row in rows:
         data = row.get("data") or {}
         original, correction = str(data.get("original", "")), str(data.get("correction", ""))
+        shown_original, shown_correction = excerpts(original, correction)
         records.append(
             dg.TableRecord(
                 {
                     "barcode": str(row.get("barcode", "")),
                     "lang": str(data.get("lang") or row.get("value_tag") or ""),
                     "changes": changed_words(original, correction),
-                    "original": original[:200],
-                    "correction": correction[:200],
+                    "original": shown_original,
+                    "correction": shown_correction,
                 }
             )
         )

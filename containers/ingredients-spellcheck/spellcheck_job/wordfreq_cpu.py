@@ -52,6 +52,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from spellcheck_job.lexicon_cpu import apply_case, normalise_lang, osa_distance, strip_accents
 
@@ -66,6 +67,7 @@ _HANGING = re.compile(r"(?<![\w-])([^\W\d_]{2,}) - ([^\W\d_]{1,3}) ([^\W\d_]{4,}
 # digits excluded: "0,4", "1.5"). The full stop only before a capitalised word, and not in a
 # web or e-mail address.
 _COMMA_GLUE = re.compile(r"([^\W\d_]{2,}),([^\W\d_]{2,})(?![\w.@/])")
+_GLUED_COMMA = re.compile(r"[^\W\d_],[^\W\d_]")  # counted, overlaps included
 _STOP_GLUE = re.compile(r"([^\W\d_]{2,})\.([^\W\d_][a-zà-ÿ]+)(?![\w.@/])")
 _URLISH = re.compile(r"www|https?|@|\.(com|fr|org|net|de|es|it|eu|be|ch|uk)\b", re.IGNORECASE)
 # "beurreAOP": a lowercase word followed by a capitals run.
@@ -90,9 +92,103 @@ OCR_CONFUSIONS: tuple[tuple[str, str], ...] = (
     ("n", "u"),
     ("u", "n"),
 )
+# The rules, each with its own measured precision (benchmarks/spellcheck_benchmark.py): accent
+# restoration, OCR confusions, other one-letter typos, glued words split, hyphen-cut words
+# joined, glued punctuation spaced, Romanian cedilla letters.
+RULES: frozenset[str] = frozenset(
+    {"accent", "ocr", "typo", "glued", "join", "punctuation", "romanian"}
+)
+# On by default: the rules whose precision alone is >= 0.85, judged out of fold on the dev slice
+# when they changed >= 20 token positions there, else on the synthetic tune half
+# (benchmarks/spellcheck_cv.py): join (dev 1.000), romanian (dev 1.000, 4 cases), typo
+# (synthetic 0.962) and ocr (synthetic 0.950) are on; accent (dev 0.844), glued (synthetic
+# 0.600) and punctuation (synthetic 0.000) are off.
+DEFAULT_RULES: frozenset[str] = frozenset({"join", "ocr", "romanian", "typo"})
+# The noisy channel, log10 P(what is written | what was meant), by rule: a missing accent is
+# as likely as not; an OCR confusion 3 times, any other typo 10 times less likely. An edit of
+# the first letter costs another factor 10 (people and OCR get it right most often).
+CHANNEL: dict[str, float] = {
+    "accent": 0.0,
+    "ocr": -0.5,
+    "typo": -1.0,
+    "glued": -1.0,
+    "join": -0.5,
+    "punctuation": -1.0,
+}
+FIRST_LETTER = -1.0
+CAMEL_CONFIDENCE = 0.9  # "beurreAOP": a known lowercase word glued to a capitals run
+ROMANIAN_CONFIDENCE = 0.99  # a spelling norm, not a guess
+# Units are never corrected (``kcal``, ``mg``), nor a short word right after a number.
+UNITS = frozenset(
+    {
+        "g",
+        "gr",
+        "grs",
+        "kg",
+        "mg",
+        "mcg",
+        "µg",
+        "ug",
+        "ml",
+        "cl",
+        "dl",
+        "l",
+        "lt",
+        "kcal",
+        "kj",
+        "cal",
+        "oz",
+        "lb",
+        "lbs",
+        "iu",
+        "ui",
+        "ppm",
+        "mmol",
+    }
+)
+_CODE_AFTER = re.compile(r"[ -]?\d")  # "E 330", "INS-471": a code, not a word
+_NUMBER_BEFORE = re.compile(r"\d ?$")
+# Languages that elide ("d'olive"): a dropped first "d" or "l" is a lost apostrophe.
+_ELISION = frozenset({"fr", "it", "ca"})
 _CACHE_LIMIT = 500_000
 _MASK32 = 0xFFFFFFFF
 RARE_ZIPF = 1.5  # what a rare word (kept as a hash only) counts as
+
+
+class Correction(NamedTuple):
+    """One correction made in a text: what was written, what replaces it, the rule, and the
+    confidence (0-1) that the replacement is what was meant."""
+
+    before: str
+    after: str
+    rule: str
+    confidence: float
+
+
+# A word's decision: (replacement, rule, confidence).
+Decision = tuple[str, str, float]
+
+
+def posterior(best: float, others: Iterable[float]) -> float:
+    """The share of the best hypothesis among all, each given as a log10 score (Zipf
+    frequency + log10 channel probability): ``10**best / (10**best + sum 10**other)``."""
+    return 1.0 / (1.0 + sum(10.0 ** (o - best) for o in others))
+
+
+def protected(text: str, start: int, end: int) -> bool:
+    """Whether the word ``text[start:end]`` is never changed: the last word of the text (a
+    word cut off: ``LECITH``), a code's letters (``E 330``, ``INS-471``) or a short word
+    after a number (a unit: ``100 gr``)."""
+    if not text[end:].strip():
+        return True
+    if _CODE_AFTER.match(text, end):
+        return True
+    return end - start <= 3 and _NUMBER_BEFORE.search(text, 0, start) is not None
+
+
+def _drops_elision(word: str, cand: str) -> bool:
+    """``dolive`` -> ``olive``: the first letter dropped is an elided article (``d'``)."""
+    return len(word) == len(cand) + 1 and word[1:] == cand and word[0] in "dlnjscmt"
 
 
 @dataclass(frozen=True)
@@ -117,6 +213,13 @@ class Settings:
     food_bonus: float = 2.5
     rare_zipf: float = 2.0
     allow_inflection_when_unknown: bool = True
+    # What a word the language lacks counts as, as written (the "keep" hypothesis).
+    unknown_zipf: float = RARE_ZIPF
+    # Chosen by cross-validation on the dev slice (benchmarks/spellcheck_benchmark.py).
+    min_confidence: float = 0.0
+    # The share of a text's words its language must know for its words to be corrected.
+    min_text_fit: float = 0.5
+    rules: frozenset[str] = DEFAULT_RULES
 
 
 def _has_marks(word: str) -> bool:
@@ -267,10 +370,12 @@ class WordFreqSpellchecker:
                 )
         self.foreign_common: frozenset[str] = frozenset(foreign_common or ())
         self._languages: dict[str, _Language | None] = {}
-        self._cache: dict[str, dict[str, str]] = {}
+        self._cache: dict[str, dict[str, str | Decision]] = {}
         # Edits made so far (words replaced, hyphens joined, spaces added, Romanian letters
         # normalised): the job's summary logs it.
         self.corrections = 0
+        # The corrections of the last text corrected (``correct_detailed``).
+        self.details: list[Correction] = []
 
     @property
     def counts(self) -> dict[str, int]:
@@ -298,7 +403,8 @@ class WordFreqSpellchecker:
     # -- one word ---------------------------------------------------------------------------
 
     def _candidates(self, lower: str, own: _Language) -> dict[str, int]:
-        """Candidate words at distance <= 1 (or one OCR confusion) -> edit class (0 best)."""
+        """Candidate words at distance <= 1 (or one OCR confusion) -> edit class (0 best:
+        OCR or accent; 1: any other edit)."""
         found: dict[str, int] = {}
         index = own.index
         keys = [lower, *_deletes1(lower)]
@@ -319,10 +425,12 @@ class WordFreqSpellchecker:
                 found[cand] = 0
         return found
 
-    def _suggest(self, lower: str, lang: str, accents: bool) -> str | None:
-        """The replacement of a lowercase word (may contain a space: a split), or None."""
+    def _suggest(self, lower: str, lang: str, accents: bool) -> Decision | None:
+        """The replacement of a lowercase word (may contain a space: a split) with its rule
+        and confidence, or None. Every candidate rule is returned here; which rules are on
+        and the confidence threshold are applied when a text is corrected."""
         s = self.settings
-        if lower in self.food_words:
+        if lower in self.food_words or lower in UNITS:
             return None
         own = self._language(lang)
         if own is None:
@@ -332,6 +440,8 @@ class WordFreqSpellchecker:
             return None
         if z == 0.0 and lower in self.foreign_common:
             return None
+        # The word as written, if the language lacks it, counts as a rare word.
+        keep = max(z, s.unknown_zipf)
         bare = strip_accents(lower)
         foreign = {ch for ch in lower if ch not in own.alphabet}
         # Accent variants.
@@ -341,7 +451,9 @@ class WordFreqSpellchecker:
                 for w in own.accents.get(bare, ())
                 if w != lower and self._keeps_marks(lower, w, own)
             ]
-            if foreign and bare != lower and own.zipf(bare) > 0.0:
+            # A short list (Zipf >= 3 only) cannot tell a bare form from a rare accented
+            # one (``Bauturà`` is ``Băutură``, not ``Bautura``): there, marks are never dropped.
+            if foreign and own.rich and bare != lower and own.zipf(bare) > 0.0:
                 variants.append(bare)
             if variants:
                 ranked = sorted(variants, key=lambda w: -own.zipf(w))
@@ -353,7 +465,8 @@ class WordFreqSpellchecker:
                     and zb - rival >= s.accent_margin
                     and (zb >= s.target_zipf or best in own.food)
                 ):
-                    return best
+                    others = [own.zipf(w) for w in ranked[1:]]
+                    return best, "accent", posterior(zb, [*others, keep])
         if z > 0.0:
             return None  # a word the language attests: only its accents may be fixed
         if len(lower) < s.min_length:
@@ -379,12 +492,23 @@ class WordFreqSpellchecker:
                 and (zb >= s.target_zipf or best in own.food)
                 and len(best) >= s.min_length - 1
                 and (own.rich or found[best] == 0)
+                and not (lang in _ELISION and _drops_elision(lower, best))
             )
             if ok and _tail_only(lower, best):
                 ok = s.allow_inflection_when_unknown and found[best] == 0
-            if ok:
-                return best
-            return None
+            if not ok:
+                return None
+            rule = "accent" if accent_only else ("ocr" if found[best] == 0 else "typo")
+
+            def channel(w: str) -> float:  # log10 P(what is written | w was meant)
+                kind = (
+                    "accent" if strip_accents(w) == bare else ("ocr" if found[w] == 0 else "typo")
+                )
+                first = w[:1] != lower[:1] and kind != "accent"
+                return CHANNEL[kind] + (FIRST_LETTER if first else 0.0)
+
+            others = [score(w) + channel(w) for w in ranked[1:]]
+            return best, rule, posterior(score(best) + channel(best), [*others, keep])
         if s.split_glued and own.rich:
             return self._split(lower, own)
         return None
@@ -400,7 +524,7 @@ class WordFreqSpellchecker:
                 return False
         return True
 
-    def _split(self, lower: str, own: _Language) -> str | None:
+    def _split(self, lower: str, own: _Language) -> Decision | None:
         """``degluten`` -> ``de gluten``: the best split into two common words, if clear."""
         s = self.settings
         best: tuple[float, str] | None = None
@@ -414,24 +538,36 @@ class WordFreqSpellchecker:
                 score = min(zl, zr)
                 if best is None or score > best[0]:
                     best = (score, f"{left} {right}")
-        return best[1] if best else None
+        if best is None:
+            return None
+        return best[1], "glued", posterior(best[0] + CHANNEL["glued"], [s.unknown_zipf])
 
-    def correct_word(self, word: str, lang: str | None) -> str:
-        """The corrected word (casing kept), or ``word`` itself when unsure."""
+    def decide_word(self, word: str, lang: str | None) -> Decision | None:
+        """The decision on one word (casing kept): (replacement, rule, confidence), or None
+        when it stays. Cached per (language, word); rules and threshold are not applied."""
         code = normalise_lang(lang)
         if code is None or not word.isalpha():
-            return word
+            return None
         cache = self._cache.setdefault(code, {})
         hit = cache.get(word)
-        if hit is not None:
-            return hit
-        result = self._correct_word(word, code)
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[word] = result
-        return result
+        if hit is None:
+            hit = self._correct_word(word, code) or word
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[word] = hit
+        return None if isinstance(hit, str) else hit
 
-    def _correct_word(self, word: str, code: str) -> str:
+    def correct_word(self, word: str, lang: str | None) -> str:
+        """The corrected word (casing kept), or ``word`` itself when unsure (enabled rules
+        and confidence threshold applied; no text context)."""
+        decision = self.decide_word(word, lang)
+        return decision[0] if decision is not None and self._emits(decision) else word
+
+    def _emits(self, decision: Decision) -> bool:
+        s = self.settings
+        return decision[1] in s.rules and decision[2] >= s.min_confidence
+
+    def _correct_word(self, word: str, code: str) -> Decision | None:
         upper = word.isupper() and len(word) > 1
         if not word.islower() and not upper and not word[1:].islower():
             match = _CAMEL.fullmatch(word)
@@ -439,28 +575,44 @@ class WordFreqSpellchecker:
                 own = self._language(code)
                 left = match.group(1)
                 if own is not None and own.zipf(left.lower()) >= self.settings.keep_zipf:
-                    return f"{left} {match.group(2)}"
-            return word
+                    return f"{left} {match.group(2)}", "glued", CAMEL_CONFIDENCE
+            return None
         accents = not upper or self.settings.caps_accents
         suggestion = self._suggest(word.lower(), code, accents)
         if suggestion is None:
-            return word
-        return " ".join(apply_case(word, part) for part in suggestion.split(" "))
+            return None
+        new, rule, confidence = suggestion
+        return " ".join(apply_case(word, part) for part in new.split(" ")), rule, confidence
 
     # -- whole text -------------------------------------------------------------------------
+
+    def _accept(self, rule: str, confidence: float, before: str, after: str) -> bool:
+        """Whether a text-level edit is emitted (rule on, confidence at the threshold);
+        an emitted edit is recorded in ``self.details``."""
+        s = self.settings
+        if rule not in s.rules or confidence < s.min_confidence:
+            return False
+        self.corrections += 1
+        self.details.append(Correction(before, after, rule, round(confidence, 3)))
+        return True
 
     def _spacer(self, lang: str, mark: str) -> Callable[[re.Match[str]], str]:
         """Add the space after ``mark`` between two words the language knows."""
         own = self._language(lang)
+        s = self.settings
 
         def space(match: re.Match[str]) -> str:
             left, right = match.group(1), match.group(2)
-            if own is not None and all(
-                own.zipf(w.lower()) >= self.settings.target_zipf or w.lower() in self.food_words
+            if own is None:
+                return match.group(0)
+            zipfs = [
+                max(own.zipf(w.lower()), s.food_zipf if w.lower() in self.food_words else 0.0)
                 for w in (left, right)
-            ):
-                self.corrections += 1
-                return f"{left}{mark} {right}"
+            ]
+            if min(zipfs) >= s.target_zipf:
+                confidence = posterior(min(zipfs) + CHANNEL["punctuation"], [s.unknown_zipf])
+                if self._accept("punctuation", confidence, match.group(0), f"{left}{mark} {right}"):
+                    return f"{left}{mark} {right}"
             return match.group(0)
 
         return space
@@ -479,10 +631,11 @@ class WordFreqSpellchecker:
             if start < last:
                 continue  # its left word was joined to the previous one
             left, right = match.group(1), match.group(2)
-            if self._joinable(left, right, lang, own):
-                self.corrections += 1
+            confidence = self._joinable(left, right, lang, own)
+            joined = left + (right if right.isupper() else right.lower())
+            if confidence and self._accept("join", confidence, f"{left} - {right}", joined):
                 out.append(text[last:start])
-                out.append(left + (right if right.isupper() else right.lower()))
+                out.append(joined)
                 last = match.end() + len(right)
         if out:
             out.append(text[last:])
@@ -491,17 +644,22 @@ class WordFreqSpellchecker:
             text = _HANGING.sub(lambda m: self._hang(m, own), text)
         return text
 
-    def _joinable(self, left: str, right: str, lang: str, own: _Language) -> bool:
-        joined = (left + right).lower()
-        if own.zipf(joined) > 0.0:
-            return True
-        return (
+    def _joinable(self, left: str, right: str, lang: str, own: _Language) -> float:
+        """The confidence that ``left - right`` is one word cut by a hyphen (0: it is not)."""
+        s = self.settings
+        joined = own.zipf((left + right).lower())
+        parts = min(own.zipf(left.lower()), own.zipf(right.lower()))
+        if joined > 0.0:
+            return posterior(max(joined, RARE_ZIPF) + CHANNEL["join"], [parts])
+        if (
             lang == "de"
             and right.islower()
             and left[:1].isupper()
             and right not in _DE_FUNCTION
             and own.zipf(right) > 0.0
-        )
+        ):
+            return posterior(s.unknown_zipf + CHANNEL["join"], [parts])
+        return 0.0
 
     def _hang(self, match: re.Match[str], own: _Language) -> str:
         left, conj, after = match.group(1), match.group(2), match.group(3)
@@ -509,50 +667,91 @@ class WordFreqSpellchecker:
             return match.group(0)  # not a frequent short word (a conjunction)
         lower = after.lower()
         for k in range(1, 5):
-            if own.zipf((left + lower[k:]).lower()) > 0.0:
-                self.corrections += 1
-                return f"{left}- {conj} {after}"
+            z = own.zipf((left + lower[k:]).lower())
+            if z > 0.0:
+                confidence = posterior(max(z, RARE_ZIPF) + CHANNEL["join"], [own.zipf(left)])
+                fixed = f"{left}- {conj} {after}"
+                if self._accept("join", confidence, match.group(0), fixed):
+                    return fixed
+                return match.group(0)
         return match.group(0)
 
     def correct(self, text: str, lang: str | None) -> str:
         """Correct one ingredient text; parts not corrected are returned byte-identical."""
+        return self.correct_detailed(text, lang)[0]
+
+    def correct_detailed(self, text: str, lang: str | None) -> tuple[str, list[Correction]]:
+        """The corrected text and its corrections (before, after, rule, confidence), only
+        those of the enabled rules at or above ``min_confidence``; protected tokens (see
+        ``protected``) are never changed."""
+        self.details = []
         code = normalise_lang(lang)
         if not text or code is None or self._language(code) is None:
-            return text
+            return text, self.details
         s = self.settings
         original = text
-        if code == "ro":
+        if code == "ro" and "romanian" in s.rules:
             text = text.translate(_RO_CEDILLA)
             if text != original:
-                self.corrections += sum(1 for a, b in zip(text, original, strict=True) if a != b)
+                for a, b in zip(text, original, strict=True):
+                    if a != b:
+                        self.corrections += 1
+                        self.details.append(Correction(b, a, "romanian", ROMANIAN_CONFIDENCE))
         if s.join_split_words and " - " in text:
             text = self._join_split_words(text, code)
         if s.fix_punctuation and not _URLISH.search(text):
-            if "," in text:
+            # Commas without spaces all along (``MILK,CHOCOLATE,SUGAR``) are the text's
+            # style, an enumeration: left alone. A single glued comma is a slip.
+            if "," in text and len(_GLUED_COMMA.findall(text)) == 1:
                 text = _COMMA_GLUE.sub(self._spacer(code, ","), text)
             if "." in text:
                 text = _STOP_GLUE.sub(self._spacer(code, "."), text)
         out: list[str] = []
         last = 0
         cache = self._cache.setdefault(code, {})
+        fits: bool | None = None  # whether the text is in its language (computed if needed)
         for match in _ALNUM.finditer(text):
             token = match.group(0)
             hit = cache.get(token)
             if hit is None:
                 if not token.isalpha():
                     continue
-                hit = self.correct_word(token, code)
-            if hit == token:
+                self.decide_word(token, code)
+                hit = cache[token]
+            if isinstance(hit, str):
+                continue
+            if not self._emits(hit):
                 continue
             start, end = match.span()
+            if protected(text, start, end):
+                continue
+            if fits is None:
+                fits = self._fits(text, code)
+            if not fits:
+                break
             out.append(text[last:start])
-            out.append(hit)
+            out.append(hit[0])
             last = end
-            self.corrections += hit != token
+            self.corrections += 1
+            self.details.append(Correction(token, hit[0], hit[1], round(hit[2], 3)))
         if not out:
-            return text if text != original else original
+            return (text if text != original else original), self.details
         out.append(text[last:])
-        return "".join(out)
+        return "".join(out), self.details
+
+    def _fits(self, text: str, code: str) -> bool:
+        """Whether most words of ``text`` (more than ``min_text_fit`` of its 4+ words of 3+
+        letters) are words of its language: a text in another language than its label, or
+        OCR debris, gets no word correction."""
+        own = self._language(code)
+        if own is None:
+            return False
+        words = [w.lower() for w in _ALNUM.findall(text) if w.isalpha() and len(w) >= 3]
+        if len(words) < 4:
+            return True  # a share of fewer words says nothing
+        food = self.food_words
+        known = sum(1 for w in words if w in food or own.zipf(w) > 0.0)
+        return known > self.settings.min_text_fit * len(words)
 
     def correct_batch(
         self, texts: Sequence[str | None], langs: Sequence[str | None] | None = None
@@ -561,6 +760,16 @@ class WordFreqSpellchecker:
         languages = langs if langs is not None else [None] * len(texts)
         return [
             None if t is None else self.correct(t, lang)
+            for t, lang in zip(texts, languages, strict=True)
+        ]
+
+    def correct_batch_detailed(
+        self, texts: Sequence[str | None], langs: Sequence[str | None] | None = None
+    ) -> list[tuple[str | None, list[Correction]]]:
+        """``correct_batch`` with each text's corrections (see ``correct_detailed``)."""
+        languages = langs if langs is not None else [None] * len(texts)
+        return [
+            (None, []) if t is None else self.correct_detailed(t, lang)
             for t, lang in zip(texts, languages, strict=True)
         ]
 
