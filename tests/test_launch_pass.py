@@ -210,4 +210,3 @@ def test_a_hostile_dump_launched_and_imported_end_to_end(
     meta = products.asset_materialization.metadata
     assert meta["dump_duplicated_barcodes"].value == 5
     assert meta["dump_nul_cleaned"].value == 1 and meta["dump_invalid_code_rows"].value == 2
-
