@@ -108,40 +108,39 @@ class LaunchPass:
         return {f"dump_{k}" if not k.startswith("dump") else k: self.counts[k] for k in keys}
 
 
-def _fragments(present: set[str], lexicon: bool, min_length: int) -> dict[str, str]:
+def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
     optional = [c for c in OPTIONAL_FACTS_COLUMNS if c in present]
     facts = [*FACTS_COLUMNS, *optional]
-    facts_columns = ", ".join(
-        f"p.{c} AS f_{c}" for c in facts if c != "countries_tags"
-    )  # countries_tags is selected for the filter already
-    struct = ", ".join(
-        f"'{c}': {'countries_tags' if c == 'countries_tags' else 'f_' + c}" for c in facts
+    # countries_tags is read for the filter already
+    scan = ", ".join(f"p.{c} AS f_{c}" for c in facts if c != "countries_tags")
+    kept = ", ".join(
+        f"CASE WHEN candidate THEN {c if c == 'countries_tags' else 'f_' + c} END AS f_{c}"
+        for c in facts
     )
-    source = ["code", "pg_text(product.facts.lang) AS lang"]
+    source = ["code", "pg_text(f_lang) AS lang"]
     nul = []
     for c in facts:
-        col = f"product.facts.{c}"
         if c == "ingredients_text":
             source.append(
-                f"list_transform({col}, lambda x: {{'lang': pg_text(x.lang), "
+                f"list_transform(f_{c}, lambda x: {{'lang': pg_text(x.lang), "
                 f"'text': pg_text(x.text)}}) AS {c}"
             )
             nul.append(
-                f"list_bool_or(list_transform({col}, lambda x: has_nul(x.lang) OR has_nul(x.text)))"
+                f"list_bool_or(list_transform(f_{c}, lambda x: has_nul(x.lang) OR has_nul(x.text)))"
             )
         elif c in ("countries_tags", "brands_tags"):
-            source.append(f"list_transform({col}, lambda t: pg_text(t)) AS {c}")
-            nul.append(f"list_bool_or(list_transform({col}, lambda t: has_nul(t)))")
+            source.append(f"list_transform(f_{c}, lambda t: pg_text(t)) AS {c}")
+            nul.append(f"list_bool_or(list_transform(f_{c}, lambda t: has_nul(t)))")
         else:
-            source.append(f"{col} AS {c}")
+            source.append(f"f_{c} AS {c}")
     return {
         "last_modified_t": (
             "CAST(p.last_modified_t AS BIGINT)"
             if "last_modified_t" in present
             else "CAST(NULL AS BIGINT)"
         ),
-        "facts_columns": facts_columns,
-        "facts_struct": f"{{'lang': lang, {struct}}}",
+        "facts_columns": scan,
+        "facts_pass": kept,
         "facts_source": ", ".join(source),
         "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
         "lexicon_scan": (
@@ -204,7 +203,7 @@ def launch_pass(
     started = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     statements = _statements()
-    fragments = _fragments(present, lexicon, lexicon_min_length)
+    fragments = _fragments(present, lexicon)
     scan = statements["scan"].format(**fragments)
     if lexicon:
         scan = lexicon_words_sql(scan, min_length=lexicon_min_length)

@@ -64,7 +64,22 @@ SELECT
     code,
     last_modified_t,
     valid_code,
-    CASE WHEN valid_code
+    coalesce(candidate, false) AS candidate,
+    -- a candidate's columns, NULL for the other rows (kept narrow: the dedup reads them all)
+    CASE WHEN candidate THEN popularity_key END AS popularity_key,
+    CASE WHEN candidate THEN pg_text(lang) END AS lang,
+    CASE WHEN candidate THEN text END AS text,
+    CASE WHEN candidate THEN pg_text(product_name) END AS product_name,
+    CASE WHEN candidate THEN fraction END AS fraction,
+    CASE WHEN candidate THEN has_nul(raw_text) OR has_nul(product_name) OR has_nul(lang) END
+        AS nul,
+    CASE WHEN candidate THEN lang END AS f_lang,
+    {facts_pass},
+    {lexicon_select}
+FROM (
+    SELECT
+        *,
+        valid_code
         AND ingredients_n > 0
         AND unknown_ingredients_n IS NOT NULL
         AND (
@@ -89,18 +104,9 @@ SELECT
         AND text IS NOT NULL
         AND trim(text) <> ''
         AND fraction > CAST($min_fraction AS DOUBLE)
-        AND fraction <= CAST($max_fraction AS DOUBLE)
-    THEN {{
-        'lang': pg_text(lang),
-        'text': text,
-        'product_name': pg_text(product_name),
-        'popularity_key': popularity_key,
-        'fraction': fraction,
-        'nul': has_nul(raw_text) OR has_nul(product_name) OR has_nul(lang),
-        'facts': {facts_struct}
-    }} END AS product,
-    {lexicon_select}
-FROM ({scan}) AS p
+        AND fraction <= CAST($max_fraction AS DOUBLE) AS candidate
+    FROM ({scan})
+) AS p
 
 -- name: stale
 -- Every row of a barcode the dump holds more than once, but its most recent one.
@@ -114,25 +120,21 @@ QUALIFY row_number() OVER (
 ) > 1
 
 -- name: selected
+-- Robotoff's order on the narrow columns first; only the chosen rows' texts are read after.
 CREATE TEMP TABLE launch_selected AS
-SELECT row_number() OVER (ORDER BY product.popularity_key DESC NULLS LAST, code) AS rank, *
-FROM (
-    SELECT code, product
+SELECT row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank, *
+FROM launch_pass
+WHERE dump_row IN (
+    SELECT dump_row
     FROM launch_pass
-    WHERE product IS NOT NULL
+    WHERE candidate
       AND dump_row NOT IN (SELECT dump_row FROM launch_stale)
-    ORDER BY product.popularity_key DESC NULLS LAST, code
+    ORDER BY popularity_key DESC NULLS LAST, code
     LIMIT CAST($limit AS BIGINT)
 )
 
 -- name: input
-SELECT
-    code,
-    product.lang AS lang,
-    product.text AS text,
-    product.product_name AS product_name,
-    product.popularity_key AS popularity_key,
-    product.fraction AS fraction
+SELECT code, lang, text, product_name, popularity_key, fraction
 FROM launch_selected
 ORDER BY rank
 
@@ -149,9 +151,9 @@ SELECT
     count(*) FILTER (WHERE NOT valid_code) AS invalid_code_rows,
     (SELECT count(*) FROM launch_stale) AS stale_rows,
     (SELECT count(DISTINCT code) FROM launch_stale) AS duplicated_barcodes,
-    count(*) FILTER (WHERE product IS NOT NULL) AS candidates,
+    count(*) FILTER (WHERE candidate) AS candidates,
     (SELECT count(*) FROM launch_selected) AS selected,
-    (SELECT count(*) FROM launch_selected WHERE product.nul OR {facts_nul}) AS nul_cleaned
+    (SELECT count(*) FROM launch_selected WHERE nul OR {facts_nul}) AS nul_cleaned
 FROM launch_pass
 
 -- name: lexicon_rows
