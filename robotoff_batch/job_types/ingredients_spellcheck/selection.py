@@ -99,7 +99,6 @@ class LaunchPass:
         cleaned so that nothing staged is refused by the import."""
         keys = (
             "dump_rows",
-            "candidates",
             "duplicated_barcodes",
             "stale_rows",
             "invalid_code_rows",
@@ -111,12 +110,6 @@ class LaunchPass:
 def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
     optional = [c for c in OPTIONAL_FACTS_COLUMNS if c in present]
     facts = [*FACTS_COLUMNS, *optional]
-    # countries_tags is read for the filter already
-    scan = ", ".join(f"p.{c} AS f_{c}" for c in facts if c != "countries_tags")
-    kept = ", ".join(
-        f"CASE WHEN candidate THEN {c if c == 'countries_tags' else 'f_' + c} END AS f_{c}"
-        for c in facts
-    )
     source = ["code", "pg_text(f_lang) AS lang"]
     nul = []
     for c in facts:
@@ -139,8 +132,7 @@ def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
             if "last_modified_t" in present
             else "CAST(NULL AS BIGINT)"
         ),
-        "facts_columns": scan,
-        "facts_pass": kept,
+        "facts_columns": ", ".join(f"p.{c} AS f_{c}" for c in facts),
         "facts_source": ", ".join(source),
         "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
         "lexicon_scan": (
@@ -227,9 +219,9 @@ def launch_pass(
             progress=progress,
             label=f"one pass over {dump_path}" + (" (with the lexicon)" if lexicon else ""),
         ) as con:
-            con.execute(statements["pass"].format(scan=scan, **fragments), params)
-            con.execute(statements["stale"])
-            con.execute(statements["selected"], {"limit": int(limit)})
+            con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
+            con.execute(statements["excluded"])
+            con.execute(statements["selected"].format(**fragments), {**params, "limit": int(limit)})
             rows = extraction.write_parquet(
                 con.sql(statements["input"]), input_path, schema=SPELLCHECK_INPUT_SCHEMA
             )
