@@ -221,7 +221,12 @@ def launch_pass(
         ) as con:
             con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
             con.execute(statements["excluded"])
-            con.execute(statements["selected"].format(**fragments), {**params, "limit": int(limit)})
+            row = con.execute("SELECT count(*) FROM launch_excluded").fetchone()
+            excluded = int(row[0]) if row else 0
+            con.execute(
+                statements["selected"].format(**fragments),
+                {**params, "limit": int(limit), "excluded": excluded},
+            )
             rows = extraction.write_parquet(
                 con.sql(statements["input"]), input_path, schema=SPELLCHECK_INPUT_SCHEMA
             )

@@ -66,6 +66,9 @@ QUALIFY row_number() OVER (
 ) > 1
 
 -- name: selected
+-- Robotoff's top N + (the number of excluded rows), the excluded ones then dropped: the same N
+-- products as excluding them first, and the top-N statement stays join-free, so DuckDB reads
+-- the carried columns (texts, facts) of the chosen rows only (its late materialization).
 CREATE TEMP TABLE launch_selected AS
 SELECT row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank, *
 FROM (
@@ -90,7 +93,6 @@ FROM (
             {facts_columns}
         FROM read_parquet($dump_path, file_row_number = true) AS p
         WHERE p.code IS NOT NULL
-          AND p.file_row_number NOT IN (SELECT dump_row FROM launch_excluded)
           AND p.ingredients_n > 0
           AND p.unknown_ingredients_n IS NOT NULL
           AND (
@@ -118,8 +120,10 @@ FROM (
       AND fraction > CAST($min_fraction AS DOUBLE)
       AND fraction <= CAST($max_fraction AS DOUBLE)
     ORDER BY popularity_key DESC NULLS LAST, code
-    LIMIT CAST($limit AS BIGINT)
+    LIMIT CAST($limit AS BIGINT) + CAST($excluded AS BIGINT)
 )
+WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)
+QUALIFY rank <= CAST($limit AS BIGINT)
 
 -- name: input
 SELECT code, lang, text, product_name, popularity_key, fraction
