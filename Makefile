@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/robotoff-batch demo
 
 ui: install
-	$(BIN)/python -c "from robotoff_batch.operations import dagster_home; dagster_home()"
+	$(BIN)/python -c "from robotoff_batch.cli.operations import dagster_home; dagster_home()"
 	$(BIN)/dagster dev -w workspace.yaml
 
 # Regenerate the lock file after changing dependencies in pyproject.toml (needs `pip install uv`).

@@ -5,7 +5,7 @@ each starts from empty tables with Robotoff's indexes), each case in a fresh sub
 peak RSS, VmHWM, is its own):
 
 * ``import``: the whole import as the ``predictions`` asset runs it,
-  ``pipeline.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
+  ``output.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
   files written like the container writes them, plus the job's ``products.parquet``): read the
   Parquet, COPY into temporary tables, checks, dedup rule, prediction INSERT, job links,
   Robotoff's insight rules (one insight per product: the facts match the output), ledger;
@@ -150,8 +150,8 @@ class _SucceededEngine:
 
 
 def worker_import(args: argparse.Namespace) -> dict[str, Any]:
-    from robotoff_batch import pipeline
     from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE as SPELLCHECK
+    from robotoff_batch.predictions import output
     from robotoff_batch.predictions.store import PredictionStore
     from robotoff_batch.staging import staging_from_uri
 
@@ -176,7 +176,7 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     logging.getLogger("robotoff_batch.predictions.import_steps").setLevel(logging.INFO)
     rss_before = proc_status_bytes("VmRSS")
     t0 = time.monotonic()
-    outcome = pipeline.import_job_output(
+    outcome = output.import_job_output(
         engine=engine,  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -189,7 +189,7 @@ def worker_import(args: argparse.Namespace) -> dict[str, Any]:
     reimports = []
     for _ in range(args.reimports):
         t0 = time.monotonic()
-        again = pipeline.import_job_output(
+        again = output.import_job_output(
             engine=engine,  # type: ignore[arg-type]
             staging=staging,
             store=store,
@@ -499,7 +499,7 @@ def to_markdown(report: dict) -> str:
             "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
             f"changed fraction {env['changed_fraction']}. Each case runs in its own process "
             "against its own fresh database (empty tables, Robotoff's indexes).",
-            "import = `pipeline.import_job_output` wall time (Parquet → Arrow CSV → COPY into "
+            "import = `output.import_job_output` wall time (Parquet → Arrow CSV → COPY into "
             "temporary tables → checks → dedup → INSERT into `prediction` + job links → "
             "Robotoff's insight rules into `product_insight` → ledger, one transaction); raw "
             "COPY = the same prediction rows streamed from a CSV file into `prediction` with "

@@ -1,7 +1,7 @@
 """Benchmark the whole local pipeline of ingredients-spellcheck, phase by phase.
 
 Runs what ``robotoff-batch launch ingredients-spellcheck limit=N --wait`` runs, through the same
-code (``robotoff_batch.operations``: ``launch``, ``follow``, ``run_import``) on the embedded
+code (``robotoff_batch.cli.operations``: ``launch``, ``follow``, ``run_import``) on the embedded
 defaults (``ROBOTOFF_BATCH_ENV=local``): extraction with DuckDB, file:// staging, submission to
 the local runner (``LocalBatchEngine``), which runs the real spellcheck container entrypoint
 (offline CPU engine ``lexicon-cpu``) as a local process, following the job to SUCCEEDED, and the
@@ -90,7 +90,7 @@ def _step_durations(run_id: str) -> dict[str, float]:
     """Seconds from STEP_START to STEP_SUCCESS of each step of a run (Dagster's event log)."""
     import dagster as dg
 
-    from robotoff_batch import operations
+    from robotoff_batch.cli import operations
 
     starts: dict[str, float] = {}
     out: dict[str, float] = {}
@@ -109,7 +109,7 @@ def _selection_s(run_id: str) -> float | None:
     """The DuckDB selection's own seconds (``extraction_s`` of the products materialization)."""
     import dagster as dg
 
-    from robotoff_batch import operations
+    from robotoff_batch.cli import operations
 
     for entry in operations.instance().all_logs(
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -122,7 +122,7 @@ def _selection_s(run_id: str) -> float | None:
 
 
 def _run_wall(run_id: str) -> float:
-    from robotoff_batch import operations
+    from robotoff_batch.cli import operations
 
     stats = operations.instance().get_run_stats(run_id)
     if stats.start_time is None or stats.end_time is None:
@@ -135,7 +135,7 @@ def worker(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     import dagster as dg
 
-    from robotoff_batch import operations
+    from robotoff_batch.cli import operations
 
     operations._definitions()  # the code location, as the CLI loads it
     load_s = time.monotonic() - t0
@@ -278,7 +278,7 @@ def to_markdown(report: dict) -> str:
         "# Pipeline benchmark (ingredients-spellcheck, local runner, embedded defaults)",
         [
             f"{generated_line(report)}, Dagster {env['dagster']}, DuckDB {env['duckdb']}; "
-            "`robotoff_batch.operations` (launch, follow_job: the CLI's "
+            "`robotoff_batch.cli.operations` (launch, follow_job: the CLI's "
             "`launch --wait`), local runner playing the container entrypoint with the offline CPU "
             f"engine (lexicon-cpu), {env['tasks']} task (job_configs/ingredients-spellcheck.yaml), "
             "embedded PostgreSQL (started beforehand in "

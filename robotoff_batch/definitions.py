@@ -11,9 +11,8 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.assets import build_job_type_definitions
-from robotoff_batch.fallback import fallback_job_name
-from robotoff_batch.follow import finish_job_name
 from robotoff_batch.job_types import RegisteredJobType, load_registry
+from robotoff_batch.names import fallback_job_name, finish_job_name
 from robotoff_batch.resources import build_resources
 from robotoff_batch.sensors import build_batch_job_sensor
 

@@ -8,29 +8,30 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.fallback import (
-    FALLBACK_INDEX_TAG,
-    FALLBACK_KIND,
-    SUPERSEDED_TAG,
-    FallbackPolicy,
-    fallback_job_name,
-)
 from robotoff_batch.follow import (
-    BATCH_JOB_ID_TAG,
-    FINISH_KIND,
-    RUN_KIND_TAG,
     DagsterFollowStorage,
+    FallbackPolicy,
     FallbackRequest,
     FinishRequest,
     FollowCache,
     PendingLimit,
-    batch_job_asset_key,
-    finish_job_name,
     follow,
+)
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.names import (
+    ATTEMPT_TAG,
+    BATCH_JOB_ID_TAG,
+    FALLBACK_INDEX_TAG,
+    FALLBACK_KIND,
+    FINISH_KIND,
+    RUN_KIND_TAG,
+    SUPERSEDED_TAG,
+    batch_job_asset_key,
+    fallback_job_name,
+    finish_job_name,
     partitions_def_name,
     predictions_asset_key,
 )
-from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
@@ -62,7 +63,7 @@ def finish_run_request(request: FinishRequest) -> dg.RunRequest:
         tags={
             BATCH_JOB_ID_TAG: request.job_id,
             RUN_KIND_TAG: FINISH_KIND,
-            "robotoff_batch/attempt": str(request.attempt + 1),
+            ATTEMPT_TAG: str(request.attempt + 1),
             **({SUPERSEDED_TAG: request.superseded_by} if request.superseded_by else {}),
         },
     )

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from robotoff_batch.operations import DEFAULT_DAGSTER_YAML
+from robotoff_batch.cli.operations import DEFAULT_DAGSTER_YAML
 from robotoff_batch.paths import PROJECT_ROOT
 
 LOCATION = "tests.dev_location"

@@ -15,9 +15,8 @@ import dagster as dg
 import pytest
 from typer.testing import CliRunner
 
-from robotoff_batch import operations
-from robotoff_batch.cli import app
-from robotoff_batch.follow import partitions_def_name
+from robotoff_batch.cli import app, operations
+from robotoff_batch.names import partitions_def_name
 
 runner = CliRunner()
 

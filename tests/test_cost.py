@@ -420,9 +420,8 @@ def test_a_fallback_job_is_costed_per_product_of_its_chains_launch_run() -> None
     """A capacity fallback (``<first id>-f1``) has no launch run of its own: its products
     count is the launch run's of its chain's first job, and a chain's products count once
     in the summary (its jobs' costs all count)."""
-    from robotoff_batch.batch.request import FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
     from robotoff_batch.cost import job_facts
-    from robotoff_batch.follow import OWNER_LABEL
+    from robotoff_batch.names import FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL, OWNER_LABEL
 
     jt = "ingredients-spellcheck"
     first = job(RETRIED).job_id

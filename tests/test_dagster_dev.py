@@ -151,8 +151,7 @@ def test_database_down_during_the_import_then_back(tmp_path: Path) -> None:
 def test_cli_wait_timing_out_without_a_daemon_then_the_daemon_imports(
     dev: DagsterDev, pg_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from robotoff_batch import operations
-    from robotoff_batch.cli import app
+    from robotoff_batch.cli import app, operations
 
     for key in ("DAGSTER_HOME", "ROBOTOFF_BATCH_HOME", "ROBOTOFF_DATABASE_URL"):
         monkeypatch.setenv(key, dev.env[key])

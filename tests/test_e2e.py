@@ -21,9 +21,9 @@ import pytest
 from robotoff_batch.assets.launch import launch_op_name
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.definitions import build_definitions
-from robotoff_batch.follow import REFUSED_TAG, partitions_def_name
 from robotoff_batch.job_types import load_registry, local_commands
 from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
+from robotoff_batch.names import REFUSED_TAG, partitions_def_name
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
     LocalBatchEngineResource,

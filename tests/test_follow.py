@@ -22,22 +22,17 @@ from google.cloud import batch_v1
 from robotoff_batch.assets.batch_job import failure_reason
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobState
-from robotoff_batch.fallback import FallbackPolicy
-from robotoff_batch.follow import (
+from robotoff_batch.follow import FallbackPolicy, FollowCache, FollowPlan, PendingLimit, follow
+from robotoff_batch.follow.settle import retry_delay
+from robotoff_batch.follow.storage import worker_gone, worker_id
+from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
     FINISH_KIND,
     OWNER_LABEL,
     REFUSED_TAG,
     RUN_KIND_TAG,
     WORKER_TAG,
-    FollowCache,
-    FollowPlan,
-    PendingLimit,
-    follow,
     partitions_def_name,
-    retry_delay,
-    worker_gone,
-    worker_id,
 )
 from robotoff_batch.predictions.store import PredictionStore
 from tests.counting_storage import CountingStorage

@@ -21,8 +21,8 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from robotoff_batch import pipeline
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
+from robotoff_batch.predictions import output
 from robotoff_batch.predictions.robotoff_api import (
     RobotoffApi,
     RobotoffApiAuthError,
@@ -100,7 +100,7 @@ def api_store(pg_db: str, url: str, bucket: Path, key: str = KEY) -> RobotoffApi
 
 
 def run(staging: Staging, store: RobotoffApiStore, engine: SucceededEngine | None = None) -> Any:
-    return pipeline.import_job_output(
+    return output.import_job_output(
         engine=engine or SucceededEngine(),  # type: ignore[arg-type]
         staging=staging,
         store=store,

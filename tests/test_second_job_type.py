@@ -168,8 +168,7 @@ def test_the_cli_launches_and_follows_the_second_job_type(
     """``robotoff-batch launch barcode-check ... --wait``: the CLI needs no change either."""
     from typer.testing import CliRunner
 
-    from robotoff_batch import operations
-    from robotoff_batch.cli import app
+    from robotoff_batch.cli import app, operations
 
     monkeypatch.setenv(PACKAGES_ENV, PACKAGE)
     monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))

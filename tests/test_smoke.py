@@ -16,9 +16,9 @@ from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobState
 from robotoff_batch.batch.local_runner import LocalBatchEngine
 from robotoff_batch.cli import app
+from robotoff_batch.cli.smoke import GPU_NOT_VISIBLE_EXIT_CODE, build_smoke_request, run_smoke
 from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.paths import JOB_CONFIGS_DIR
-from robotoff_batch.smoke import GPU_NOT_VISIBLE_EXIT_CODE, build_smoke_request, run_smoke
 from robotoff_batch.staging.gcs import GCSStaging
 from tests.fakes.fake_batch_service import FakeBatchService
 from tests.fakes.settings import STAGING_BUCKET

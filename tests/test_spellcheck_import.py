@@ -1,7 +1,7 @@
 """ingredients-spellcheck output → Robotoff's prediction and product_insight rows.
 
 Real parts: file:// staging with Parquet task files and the job's products.parquet, the real
-import (pipeline.import_job_output → PredictionStore.import_output) against embedded
+import (output.import_job_output → PredictionStore.import_output) against embedded
 PostgreSQL. Only the batch engine's answer ("SUCCEEDED, N tasks") is a stand-in.
 
 The expected insights come from ``robotoff_insights``, a direct transcription of Robotoff's
@@ -28,10 +28,11 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from robotoff_batch import pipeline
 from robotoff_batch.batch.engine import JobState, JobStatus, TaskStatus
-from robotoff_batch.job_types.base import OutputError
+from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types.ingredients_spellcheck import FACTS_SCHEMA, JOB_TYPE
+from robotoff_batch.predictions import output
+from robotoff_batch.predictions.output import OutputError
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
 from robotoff_batch.staging import Staging, staging_from_uri
 
@@ -155,7 +156,7 @@ def write_job(
 
 
 def run_import(staging: Staging, store: PredictionStore, job_id: str, tasks: int = 1) -> Any:
-    return pipeline.import_job_output(
+    return output.import_job_output(
         engine=SucceededEngine(tasks),  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -391,7 +392,7 @@ def test_rerun_same_version_keeps_and_newer_version_replaces(
     # the same job again: answered from the ledger, storage not read (the files are gone)
     shutil.rmtree(job_dir(staging, JOB_A))
     engine = SucceededEngine()
-    again = pipeline.import_job_output(
+    again = output.import_job_output(
         engine=engine,  # type: ignore[arg-type]
         staging=staging,
         store=store,
@@ -582,13 +583,13 @@ def test_unknown_task_count_is_retried_later_not_refused(
             return JobStatus(job_id=job_id, state=JobState.SUCCEEDED, tasks=())
 
     write_job(staging, JOB_A)
-    with pytest.raises(pipeline.ImportNotReady, match="did not list the tasks"):
-        pipeline.import_job_output(
+    with pytest.raises(output.ImportNotReady, match="did not list the tasks"):
+        output.import_job_output(
             engine=NoTasks(),  # type: ignore[arg-type]
             staging=staging,
             store=store,
             job_type=JOB_TYPE,
             job_id=JOB_A,
         )
-    assert not issubclass(pipeline.ImportNotReady, (pipeline.PipelineError, OutputError))
+    assert not issubclass(output.ImportNotReady, (PipelineError, OutputError))
     assert nothing_written(pg_db)

@@ -11,7 +11,7 @@ import google_crc32c
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from robotoff_batch import pipeline
+from robotoff_batch.batch import submit
 from robotoff_batch.staging import (
     IdenticalObjectExistsError,
     ObjectExistsError,
@@ -82,11 +82,11 @@ def test_a_retried_local_staging_step_accepts_identical_bytes_only(
         "x.parquet": Path(_file(tmp_path, "x", b"extra")),
     }
     stage = {"staging": local_staging, "job_type": "t", "job_id": "retried"}
-    first = pipeline.stage_files(**stage, files=files)  # type: ignore[arg-type]
-    assert pipeline.stage_files(**stage, files=files) == first  # type: ignore[arg-type]
+    first = submit.stage_files(**stage, files=files)  # type: ignore[arg-type]
+    assert submit.stage_files(**stage, files=files) == first  # type: ignore[arg-type]
     changed = {**files, "x.parquet": Path(_file(tmp_path, "x2", b"other"))}
-    with pytest.raises(pipeline.PipelineError, match="already exists with other content"):
-        pipeline.stage_files(**stage, files=changed)  # type: ignore[arg-type]
+    with pytest.raises(submit.PipelineError, match="already exists with other content"):
+        submit.stage_files(**stage, files=changed)  # type: ignore[arg-type]
     with local_staging.open_read(uri=first["x.parquet"]) as stream:
         assert stream.read() == b"extra"
 

@@ -19,13 +19,8 @@ from robotoff_batch.assets.batch_job import build_batch_job, build_cancel_job
 from robotoff_batch.assets.fallback import build_fallback_job
 from robotoff_batch.assets.imports import build_imports
 from robotoff_batch.assets.launch import build_launch
-from robotoff_batch.follow import (
-    FINISH_KIND,
-    RUN_KIND_TAG,
-    finish_job_name,
-    partitions_def_name,
-)
 from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.names import FINISH_KIND, RUN_KIND_TAG, finish_job_name, partitions_def_name
 
 
 def build_job_type_definitions(registered: RegisteredJobType) -> dg.Definitions:

@@ -16,7 +16,13 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
+from robotoff_batch.batch.engine import (
+    BatchEngine,
+    JobNotFoundError,
+    JobState,
+    JobStatus,
+    gone_status,
+)
 from robotoff_batch.cost import (
     JobCost,
     actual_cost,
@@ -24,19 +30,20 @@ from robotoff_batch.cost import (
     job_facts,
     job_type_summary,
 )
-from robotoff_batch.fallback import FALLBACK_OF_LABEL, SUPERSEDED_TAG, chain_metadata
-from robotoff_batch.follow import (
+from robotoff_batch.follow.fallback import chain_metadata
+from robotoff_batch.follow.metadata import job_metadata, short_description
+from robotoff_batch.follow.storage import worker_id
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
+    BATCH_JOB_SUBMISSION,
+    FALLBACK_OF_LABEL,
+    SUPERSEDED_TAG,
     WORKER_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     cancel_job_name,
-    gone_status,
-    job_metadata,
-    short_description,
-    worker_id,
 )
-from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import BatchEngineResource
 
 CHECK_NAME = "batch_job_succeeded"
@@ -107,7 +114,7 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([jt.key_prefix, "batch_job_submission"])],
+        deps=[dg.AssetKey([jt.key_prefix, BATCH_JOB_SUBMISSION])],
         group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
         check_specs=[check],

@@ -1,5 +1,5 @@
 """``fallback_<type>``: relaunch a partition's batch job, waiting on capacity or quota, with the
-next alternative of its config (requested by the sensor; see :mod:`robotoff_batch.fallback`).
+next alternative of its config (requested by the sensor; see :mod:`robotoff_batch.follow.fallback`).
 
 The new job gets the first job's environment as its launch run submitted it (the staged input:
 no re-extraction), with its own output folder, and the launch run as owner. Its partition is
@@ -16,22 +16,20 @@ import dagster as dg
 from robotoff_batch.assets.launch import submit_or_fail
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.config.loader import load_job_config
-from robotoff_batch.fallback import (
+from robotoff_batch.follow.fallback import chain_metadata, relaunch
+from robotoff_batch.follow.metadata import job_metadata
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.names import (
+    BATCH_JOB_SUBMISSION,
     FALLBACK_INDEX_TAG,
     FALLBACK_KIND,
     FALLBACK_OF_LABEL,
-    chain_metadata,
-    fallback_job_name,
-    relaunch,
-)
-from robotoff_batch.follow import (
     OWNER_LABEL,
     RUN_KIND_TAG,
     batch_job_asset_key,
-    job_metadata,
+    fallback_job_name,
     partitions_def_name,
 )
-from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import BatchEngineResource, StagingResource
 
 
@@ -42,7 +40,7 @@ def launch_environment(instance: dg.DagsterInstance, launch_run_id: str, job_id:
     ).records
     for record in records:
         mat = record.event_log_entry.asset_materialization
-        if mat is None or mat.asset_key.path[-1] != "batch_job_submission":
+        if mat is None or mat.asset_key.path[-1] != BATCH_JOB_SUBMISSION:
             continue
         meta = mat.metadata
         if meta.get("batch_job_id") and meta["batch_job_id"].value != job_id:

@@ -15,15 +15,15 @@ from typing import Any
 
 import dagster as dg
 
-from robotoff_batch import pipeline
-from robotoff_batch.follow import (
+from robotoff_batch.batch.submit import PipelineError
+from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.names import (
     REFUSED_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     predictions_asset_key,
 )
-from robotoff_batch.job_types import RegisteredJobType
-from robotoff_batch.job_types.base import OutputError
+from robotoff_batch.predictions.output import OutputError, import_job_output
 from robotoff_batch.predictions.store import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.resources import (
     BatchEngineResource,
@@ -107,10 +107,10 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         engine = batch_engine.get_engine()
         try:
             store = prediction_store.get_store()
-            outcome = pipeline.import_job_output(
+            outcome = import_job_output(
                 engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
             )
-        except (pipeline.PipelineError, OutputError, PredictionImportError) as exc:
+        except (PipelineError, OutputError, PredictionImportError) as exc:
             # Bad output is not transient: the follower must not retry it.
             context.instance.add_run_tags(context.run_id, {REFUSED_TAG: "true"})
             raise dg.Failure(

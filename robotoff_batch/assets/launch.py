@@ -21,19 +21,22 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from robotoff_batch import pipeline
+from robotoff_batch.batch import submit
 from robotoff_batch.batch.request import make_job_id, request_to_json
 from robotoff_batch.config.loader import load_job_config
 from robotoff_batch.extraction import ExtractionError, check_dump
-from robotoff_batch.follow import (
-    BATCH_JOB_ID_TAG,
-    LAUNCH_KIND,
-    OWNER_LABEL,
-    RUN_KIND_TAG,
-    launch_job_name,
-)
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.job_types.base import StagedFilesError
+from robotoff_batch.names import (
+    BATCH_JOB_ID_TAG,
+    BATCH_JOB_SUBMISSION,
+    LAUNCH_KIND,
+    OWNER_LABEL,
+    PRODUCTS,
+    RUN_KIND_TAG,
+    STAGED_INPUT,
+    launch_job_name,
+)
 from robotoff_batch.resources import (
     BatchEngineResource,
     ProductDumpResource,
@@ -54,10 +57,10 @@ def run_job_id(context: dg.AssetExecutionContext, job_type: str) -> str:
 
 
 def submit_or_fail(**kwargs: Any) -> tuple[Any, Any]:
-    """:func:`pipeline.submit_job`, its refusal a non-retried Dagster failure."""
+    """:func:`submit.submit_job`, its refusal a non-retried Dagster failure."""
     try:
-        return pipeline.submit_job(**kwargs)
-    except pipeline.PipelineError as exc:
+        return submit.submit_job(**kwargs)
+    except submit.PipelineError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
@@ -76,9 +79,9 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
     """The launch multi_asset, its job and its schedule."""
     jt = registered.job_type
     prefix = jt.key_prefix
-    products_key = dg.AssetKey([prefix, "products"])
-    staged_key = dg.AssetKey([prefix, "staged_input"])
-    submission_key = dg.AssetKey([prefix, "batch_job_submission"])
+    products_key = dg.AssetKey([prefix, PRODUCTS])
+    staged_key = dg.AssetKey([prefix, STAGED_INPUT])
+    submission_key = dg.AssetKey([prefix, BATCH_JOB_SUBMISSION])
     specs = [
         dg.AssetSpec(
             products_key,
@@ -152,10 +155,10 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
             )
             area = staging.get_staging()
             try:
-                uris = pipeline.stage_files(
+                uris = submit.stage_files(
                     staging=area, job_type=jt.name, job_id=job_id, files=extracted.files
                 )
-            except pipeline.PipelineError as exc:
+            except submit.PipelineError as exc:
                 raise dg.Failure(description=str(exc)) from None
             job_uri = area.job_uri(job_type=jt.name, job_id=job_id)
             yield dg.MaterializeResult(
@@ -170,7 +173,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 },
             )
 
-        env = pipeline.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
+        env = submit.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
         engine = batch_engine.get_engine()
         try:
             status, request = submit_or_fail(

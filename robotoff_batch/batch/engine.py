@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from google.cloud import batch_v1
+
+from robotoff_batch.names import JOB_TYPE_LABEL
 
 
 class JobState(enum.StrEnum):
@@ -265,3 +267,21 @@ class BatchEngine(Protocol):
         """The last ``lines`` lines of the log of the job's failed task (or, when none failed,
         of its last task attempt); None when the engine cannot read logs (or has none)."""
         ...
+
+
+#: The status event of a job the engine no longer has.
+GONE_EVENT = "JOB_GONE"
+
+
+def gone_status(job_id: str, job_type: str | None, engine_name: str) -> JobStatus:
+    """The status of a job the engine no longer has (deleted outside robotoff-batch)."""
+    reason = (
+        f"the batch job no longer exists in the {engine_name} engine: it was deleted outside "
+        "robotoff-batch (console, gcloud, a cleanup), so its outcome is unknown"
+    )
+    return JobStatus(
+        job_id=job_id,
+        state=JobState.DELETED,
+        labels={JOB_TYPE_LABEL: job_type} if job_type else {},
+        status_events=(StatusEvent(time=datetime.now(UTC), type=GONE_EVENT, description=reason),),
+    )

@@ -37,13 +37,9 @@ from robotoff_batch.config.models import (
     RESERVED_LABEL_PREFIXES,
     BatchResources,
 )
+from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
-APP_LABEL = ("app", "robotoff-batch")
-JOB_TYPE_LABEL = "job-type"
-# A capacity fallback's job: the first job of its chain, and which alternative it runs.
-FALLBACK_OF_LABEL = "fallback-of"
-FALLBACK_INDEX_LABEL = "fallback-index"
 # What a container needs to see the VM's GPUs: Docker's GPU request (the NVIDIA container
 # toolkit that batch-debian installs with the driver) and the driver's directories where
 # batch-cos puts them (/var/lib/nvidia), mounted where CUDA images look (/usr/local/nvidia is

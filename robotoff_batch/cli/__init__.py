@@ -9,17 +9,17 @@ import sys
 
 from robotoff_batch.cli import config as _config  # noqa: F401 (registers `config ...`)
 from robotoff_batch.cli.common import app, say
+from robotoff_batch.cli.cost import cost_command
 from robotoff_batch.cli.demo import demo
+from robotoff_batch.cli.doctor import doctor_command
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
-from robotoff_batch.cost import cost_command
-from robotoff_batch.doctor import doctor_command
-from robotoff_batch.smoke import smoke_command
+from robotoff_batch.cli.smoke import smoke_command
 
 app.info.help = __doc__
 # In this order in --help.
-app.command("doctor")(doctor_command)  # production preflight: robotoff_batch/doctor/
-app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: smoke.py
-app.command("cost")(cost_command)  # cost per job type per month: cost/
+app.command("doctor")(doctor_command)  # production preflight: cli/doctor.py, doctor/
+app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: cli/smoke.py
+app.command("cost")(cost_command)  # cost per job type per month: cli/cost.py, cost/
 app.command("launch", cls=LaunchCommand)(launch)
 app.command("status")(status)
 app.command("import")(import_)

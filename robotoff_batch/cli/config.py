@@ -81,8 +81,8 @@ def config_show(
         highlight=False,
     )
     if request:
+        from robotoff_batch.batch.submit import container_environment
         from robotoff_batch.job_types.base import INPUT_FILE
-        from robotoff_batch.pipeline import container_environment
 
         job_id = make_job_id(job_type, launched_at=datetime.now(UTC))
         req = build_create_job_request(

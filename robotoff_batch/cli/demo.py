@@ -11,12 +11,12 @@ from collections.abc import Mapping
 import typer
 from rich.text import Text
 
-from robotoff_batch import operations
+from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, console, fail, make_table, say
 from robotoff_batch.cli.jobs import follow_and_report
-from robotoff_batch.follow import key_prefix
 from robotoff_batch.job_types import RegisteredJobType, load_registry
 from robotoff_batch.job_types.base import DemoOutcome, JobType
+from robotoff_batch.names import key_prefix
 
 
 class DemoJobTypeError(ValueError):

@@ -11,14 +11,11 @@ import yaml
 from rich.text import Text
 from typer.core import TyperCommand
 
-from robotoff_batch import operations
 from robotoff_batch.batch.engine import JobNotFoundError, JobState
-from robotoff_batch.batch.request import (
-    APP_LABEL,
-    JOB_TYPE_LABEL,
-)
+from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
 from robotoff_batch.cost import job_cost_lines
+from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:
@@ -118,6 +115,14 @@ def follow_and_report(job_id: str, timeout_s: float) -> operations.Outcome:
     return outcome
 
 
+def _instance_or_none() -> Any:
+    """The Dagster instance, for the launch run's facts; None where there is none to read."""
+    try:
+        return operations.instance()
+    except Exception:
+        return None
+
+
 def status(
     job_id: str | None = typer.Argument(None, help="A batch job id; default: all jobs."),
 ) -> None:
@@ -150,7 +155,7 @@ def status(
     for t in s.tasks:
         tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
     console.print(tasks)
-    for line in job_cost_lines(s, engine.name):
+    for line in job_cost_lines(s, engine.name, _instance_or_none()):
         say(line)
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
         tail = engine.log_tail(job_id=job_id)

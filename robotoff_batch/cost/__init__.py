@@ -20,7 +20,8 @@ from the engine's jobs (one listing, then one read per finished job) and the pro
 each job's launch run in the Dagster instance.
 
 Modules: ``actual`` (the cost of one job), ``facts`` (what its launch recorded, the cost
-lines and metadata), ``summary`` (across jobs), ``command`` (the CLI command).
+lines and metadata), ``summary`` (across jobs); the
+CLI command is ``robotoff_batch/cli/cost.py``.
 """
 
 from robotoff_batch.cost.actual import (
@@ -31,7 +32,6 @@ from robotoff_batch.cost.actual import (
     actual_cost,
     usd,
 )
-from robotoff_batch.cost.command import cost_command
 from robotoff_batch.cost.facts import (
     LaunchFacts,
     attempts_table,
@@ -73,7 +73,6 @@ __all__ = [
     "ceiling_text",
     "chain_launch_facts",
     "collect",
-    "cost_command",
     "cost_lines",
     "cost_metadata",
     "current_config_facts",

@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.batch.request import JOB_TYPE_LABEL
 from robotoff_batch.cost.actual import CEILING_LABEL, ActualCost, actual_cost, usd
-from robotoff_batch.follow import metadata_table
+from robotoff_batch.follow.metadata import metadata_table
+from robotoff_batch.names import BATCH_JOB_SUBMISSION, JOB_TYPE_LABEL, PRODUCTS
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def launch_facts(
         if mat is None or _value(mat.metadata, "batch_job_id") != job_id:
             continue
         name = mat.asset_key.path[-1]
-        if name == "products":
+        if name == PRODUCTS:
             products = _value(mat.metadata, "rows")
-        elif name == "batch_job_submission":
+        elif name == BATCH_JOB_SUBMISSION:
             worst = _value(mat.metadata, "production_worst_case_usd")
             text = _value(mat.metadata, "production_worst_case")
             ceiling = _value(mat.metadata, "production_cost_ceiling_usd")
@@ -68,8 +68,8 @@ def launch_facts(
 def chain_launch_facts(instance: dg.DagsterInstance, status: JobStatus) -> LaunchFacts:
     """The launch run's facts of a job; for a capacity fallback (``<first id>-f<n>``, which
     has no launch run of its own), those of its chain's first job, from the same run."""
-    from robotoff_batch.fallback import chain_position
-    from robotoff_batch.follow import OWNER_LABEL
+    from robotoff_batch.follow.fallback import chain_position
+    from robotoff_batch.names import OWNER_LABEL
 
     origin, index = chain_position(status)
     facts = launch_facts(instance, status.labels.get(OWNER_LABEL), origin)
@@ -137,15 +137,14 @@ def job_facts(instance: dg.DagsterInstance | None, status: JobStatus) -> LaunchF
     return facts
 
 
-def job_cost_lines(status: JobStatus, engine: str, now: datetime | None = None) -> list[str]:
+def job_cost_lines(
+    status: JobStatus,
+    engine: str,
+    instance: dg.DagsterInstance | None,
+    now: datetime | None = None,
+) -> list[str]:
     """``robotoff-batch status JOB_ID``'s cost lines, with the launch run read from the
-    Dagster instance where there is one."""
-    try:
-        from robotoff_batch import operations
-
-        instance: dg.DagsterInstance | None = operations.instance()
-    except Exception:
-        instance = None
+    Dagster ``instance`` where there is one."""
     try:
         facts = job_facts(instance, status)
     except Exception as exc:  # an unreadable instance must not hide the job's status

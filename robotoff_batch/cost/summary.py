@@ -11,12 +11,12 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus
-from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
 from robotoff_batch.config.catalog import load_catalog
 from robotoff_batch.cost.actual import LOCAL_ENGINE, ActualCost, actual_cost, usd
 from robotoff_batch.cost.facts import _value
-from robotoff_batch.fallback import chain_position
-from robotoff_batch.follow import metadata_table
+from robotoff_batch.follow.fallback import chain_position
+from robotoff_batch.follow.metadata import metadata_table
+from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ Every check runs against injected clients (the CLI builds the real ones), so the
 against the GCS emulator, the fake Batch service and a fake IAM endpoint.
 
 Modules: ``context`` (settings, clients, the Check result), ``checks`` (the checks, in
-order), ``locations`` (those made once per location), ``command`` (the CLI command).
+order), ``locations`` (those made once per location); the CLI command
+is ``robotoff_batch/cli/doctor.py``.
 """
 
 from robotoff_batch.doctor.checks import run_checks
-from robotoff_batch.doctor.command import doctor_command
 from robotoff_batch.doctor.context import (
     ACT_AS,
     BATCH_EMULATOR_ENV,
@@ -59,7 +59,6 @@ __all__ = [
     "PROJECT_ENV",
     "STAGING_ENV",
     "context_from_env",
-    "doctor_command",
     "load_configs",
     "run_checks",
 ]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from robotoff_batch.batch.request import APP_LABEL
 from robotoff_batch.config.models import IMAGE_URI_PATTERN
 from robotoff_batch.config.resources_models import BatchResources
 from robotoff_batch.config.rules import registry_serves
 from robotoff_batch.doctor.context import Check, DoctorContext
+from robotoff_batch.names import APP_LABEL
 
 _AR_IMAGE = re.compile(
     r"^(?P<where>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[a-z0-9-]+)/(?P<repo>[a-z0-9._-]+)/"

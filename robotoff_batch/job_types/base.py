@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import dagster as dg
 
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.follow import key_prefix
+from robotoff_batch.names import key_prefix
 from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
 from robotoff_batch.predictions.store import ImportResult, ImportSpec
 
@@ -30,10 +30,6 @@ INPUT_FILE = "input.parquet"
 
 #: The launch config class of a job type.
 C = TypeVar("C", bound=dg.Config)
-
-
-class OutputError(ValueError):
-    """A job's output file cannot be imported (missing column, null code...)."""
 
 
 class StagedFilesError(ValueError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robotoff_batch.follow import key_prefix
+from robotoff_batch.names import key_prefix
 from robotoff_batch.predictions.store import (
     PredictionImportError,
     PredictionStore,

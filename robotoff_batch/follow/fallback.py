@@ -26,15 +26,10 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import PENDING_STATES, BatchEngine, JobNotFoundError, JobStatus
-from robotoff_batch.batch.request import APP_LABEL, FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
-from robotoff_batch.follow_metadata import metadata_table, short_description
-from robotoff_batch.follow_names import key_prefix
-from robotoff_batch.follow_plan import FallbackRequest, FollowPlan
+from robotoff_batch.follow.metadata import metadata_table, short_description
+from robotoff_batch.follow.plan import FallbackRequest, FollowPlan
+from robotoff_batch.names import APP_LABEL, FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL
 
-#: Run tags of a fallback run, and of the finish run of a superseded job.
-FALLBACK_KIND = "fallback"
-FALLBACK_INDEX_TAG = "robotoff_batch/fallback_index"
-SUPERSEDED_TAG = "robotoff_batch/superseded_by"
 MAX_JOB_ID = 63
 # Status events that say a job waits on capacity or quota (Batch's QUOTA_CHECKING events,
 # Compute Engine's stockout and quota errors).
@@ -43,10 +38,6 @@ CAPACITY_EVENT = re.compile(
     r"does not have enough resources|not enough resources|no available resources",
     re.IGNORECASE,
 )
-
-
-def fallback_job_name(job_type: str) -> str:
-    return f"fallback_{key_prefix(job_type)}"
 
 
 def fallback_job_id(origin: str, index: int) -> str:

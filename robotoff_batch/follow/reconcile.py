@@ -31,103 +31,34 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
-from robotoff_batch.batch.request import APP_LABEL, JOB_TYPE_LABEL
-from robotoff_batch.fallback import FallbackPolicy, plan_fallbacks, supersessions
-from robotoff_batch.follow_metadata import (
-    TASK_COLUMNS,
-    TIMELINE_COLUMNS,
-    job_metadata,
-    metadata_table,
-    short_description,
-    state_metadata,
-    tasks_table,
-    timeline_table,
-)
-from robotoff_batch.follow_names import (
-    BATCH_JOB_ID_TAG,
-    CACHE_VERSION,
-    DEFAULT_RETRY_DELAY_S,
-    FINISH_KIND,
-    GONE_EVENT,
-    LAUNCH_KIND,
-    MAX_RETRY_DELAY_S,
-    OWNER_LABEL,
-    REFUSED_TAG,
-    RUN_KIND_TAG,
-    WORKER_TAG,
-    batch_job_asset_key,
-    batch_jobs_group,
-    cancel_job_name,
-    finish_job_name,
-    finish_run_key,
+from robotoff_batch.batch.engine import (
+    BatchEngine,
+    JobNotFoundError,
+    JobState,
+    JobStatus,
     gone_status,
-    key_prefix,
-    launch_job_name,
-    partitions_def_name,
-    predictions_asset_key,
 )
-from robotoff_batch.follow_plan import (
-    FallbackRequest,
-    FinishRequest,
+from robotoff_batch.follow.fallback import FallbackPolicy, plan_fallbacks, supersessions
+from robotoff_batch.follow.metadata import (
+    job_metadata,
+    state_metadata,
+)
+from robotoff_batch.follow.plan import (
     FollowPlan,
     PendingLimit,
     StateChange,
 )
-from robotoff_batch.follow_settle import _safe, _settle, retry_delay
-from robotoff_batch.follow_storage import (
-    DagsterFollowStorage,
-    FinishRun,
+from robotoff_batch.follow.settle import DEFAULT_RETRY_DELAY_S, settle
+from robotoff_batch.follow.storage import (
     FollowCache,
     FollowStorage,
-    worker_gone,
-    worker_id,
 )
-
-__all__ = [
-    "BATCH_JOB_ID_TAG",
-    "CACHE_VERSION",
-    "DEFAULT_RETRY_DELAY_S",
-    "FINISH_KIND",
-    "GONE_EVENT",
-    "LAUNCH_KIND",
-    "MAX_RETRY_DELAY_S",
-    "OWNER_LABEL",
-    "REFUSED_TAG",
-    "RUN_KIND_TAG",
-    "TASK_COLUMNS",
-    "TIMELINE_COLUMNS",
-    "WORKER_TAG",
-    "DagsterFollowStorage",
-    "FallbackRequest",
-    "FinishRequest",
-    "FinishRun",
-    "FollowCache",
-    "FollowPlan",
-    "FollowStorage",
-    "PendingLimit",
-    "StateChange",
-    "batch_job_asset_key",
-    "batch_jobs_group",
-    "cancel_job_name",
-    "finish_job_name",
-    "finish_run_key",
-    "follow",
-    "gone_status",
-    "job_metadata",
-    "key_prefix",
-    "launch_job_name",
-    "metadata_table",
-    "partitions_def_name",
-    "predictions_asset_key",
-    "retry_delay",
-    "short_description",
-    "state_metadata",
-    "tasks_table",
-    "timeline_table",
-    "worker_gone",
-    "worker_id",
-]
+from robotoff_batch.names import (
+    APP_LABEL,
+    JOB_TYPE_LABEL,
+    OWNER_LABEL,
+    batch_job_asset_key,
+)
 
 
 def follow(
@@ -194,8 +125,8 @@ def follow(
         if job_id not in statuses and job_id not in c.settled and wanted(job_id)
     }
     if orphans:
-        runs = _safe(plan, "read finish runs", lambda: storage.finish_runs(orphans), {})
-        imported = _safe(plan, "read the import ledger", lambda: storage.imported(orphans), None)
+        runs = plan.read("read finish runs", lambda: storage.finish_runs(orphans), {})
+        imported = plan.read("read the import ledger", lambda: storage.imported(orphans), None)
         for job_id, jt in sorted(orphans.items()):
             job_runs = runs.get(job_id, [])
             if any(r.finished for r in job_runs) or (imported and job_id in imported):
@@ -249,7 +180,7 @@ def follow(
     plan_fallbacks(plan, statuses, job_type_of, fallbacks or {}, now)
     replaced = supersessions(statuses)
     _cancel_superseded(engine, plan, statuses, replaced)
-    _settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s, replaced)
+    settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s, replaced)
 
     # Forget what neither the engine nor Dagster knows any more.
     known = listed_ids | {i for ids in registered.values() for i in ids}
@@ -294,7 +225,7 @@ def _cancel_for_cancelled_owners(
             owners[owner] = job_id
     if not owners:
         return
-    cancelled = _safe(plan, "read run statuses", lambda: storage.cancelled_runs(owners), set())
+    cancelled = plan.read("read run statuses", lambda: storage.cancelled_runs(owners), set())
     for run_id in sorted(cancelled):
         job_id = owners[run_id]
         if not _send_cancel(engine, plan, job_id, "cancel failed"):

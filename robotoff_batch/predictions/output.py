@@ -1,6 +1,7 @@
-"""The steps of a batch job as plain functions: stage, submit, import.
+"""The import's read: a SUCCEEDED job's task files, checked and streamed into the store.
 
-Dagster assets call them; so could any other caller. Nothing here knows about Dagster.
+:func:`import_job_output` is what the finish run (and ``robotoff-batch import``) calls; nothing
+here knows about Dagster.
 """
 
 from __future__ import annotations
@@ -9,97 +10,36 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robotoff_batch.batch.engine import BatchEngine, JobState, JobStatus, followed_locations
-from robotoff_batch.batch.request import FALLBACK_OF_LABEL, build_create_job_request
-from robotoff_batch.config.models import BatchResources, JobConfig
-from robotoff_batch.job_types.base import JobType, OutputError
+from robotoff_batch.batch.engine import BatchEngine, JobState
+from robotoff_batch.batch.submit import PipelineError
+from robotoff_batch.names import FALLBACK_OF_LABEL
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
-from robotoff_batch.staging import IdenticalObjectExistsError, ObjectExistsError, Staging
+from robotoff_batch.staging import Staging
 
 logger = logging.getLogger(__name__)
 
 
-class PipelineError(RuntimeError):
-    """A step cannot go on; the message says why and what was (not) done."""
+class OutputError(ValueError):
+    """A job's output file cannot be imported (missing column, null code...)."""
 
 
-def stage_files(
-    *, staging: Staging, job_type: str, job_id: str, files: Mapping[str, Path]
-) -> dict[str, str]:
-    """Upload a job's input files, create-only; an identical object from a retry is kept."""
-    staging.check_access()
-    job_uri = staging.job_uri(job_type=job_type, job_id=job_id)
-    uris: dict[str, str] = {}
-    for name, path in files.items():
-        uri = f"{job_uri}/{name}"
-        try:
-            staging.upload_file(local_path=str(path), uri=uri)
-        except IdenticalObjectExistsError:
-            logger.info("%s was already staged by an earlier attempt of this run", uri)
-        except ObjectExistsError as exc:
-            raise PipelineError(
-                f"{uri} already exists with other content; staging never overwrites. "
-                "Launch again (a new launch gets a new job id)."
-            ) from exc
-        uris[name] = uri
-    return uris
+class ImportingJobType(Protocol):
+    """What the import reads of a job type (:class:`robotoff_batch.job_types.base.JobType`)."""
 
+    @property
+    def name(self) -> str: ...
 
-def container_environment(
-    *, job_uri: str, staged: Mapping[str, str], input_file: str
-) -> dict[str, str]:
-    """Robotoff's container contract: where to read and where to write (no webhook, no key):
-    ``INPUT_FILE_PATH`` (the job type's input), ``<STEM>_FILE_PATH`` for each other file."""
-    env = {
-        "INPUT_FILE_PATH": staged[input_file],
-        "OUTPUT_FILE_PATH": f"{job_uri}/output",
-    }
-    for name, uri in staged.items():
-        if name != input_file:
-            env[f"{Path(name).stem.upper()}_FILE_PATH"] = uri
-    if job_uri.startswith("gs://"):
-        env["BUCKET_NAME"] = job_uri.removeprefix("gs://").split("/", 1)[0]
-    return env
+    @property
+    def import_spec(self) -> ImportSpec | None: ...
 
-
-def submit_job(
-    *,
-    engine: BatchEngine,
-    config: JobConfig,
-    job_type: str,
-    job_id: str,
-    project: str,
-    environment: Mapping[str, str],
-    labels: Mapping[str, str],
-    resources: BatchResources | None = None,
-) -> tuple[JobStatus, Any]:
-    """Build the request from the validated config (or one of its alternatives' ``resources``)
-    and submit it (idempotent by job id)."""
-    resources = resources or config.resources
-    followed = followed_locations(engine)
-    if followed and resources.location not in followed:
-        # The sensor lists these regions only: a job created elsewhere would never be followed.
-        raise PipelineError(
-            f"{job_type} runs in {resources.location} but the batch engine follows "
-            f"{', '.join(followed)} (ROBOTOFF_BATCH_GCP_LOCATION and the job configs' "
-            "locations): nothing was submitted"
-        )
-    request = build_create_job_request(
-        resources,
-        job_type=job_type,
-        job_id=job_id,
-        project=project,
-        environment=environment,
-        labels=labels,
-    )
-    status = engine.submit(request=request)
-    return status, request
+    @property
+    def facts_file(self) -> str | None: ...
 
 
 class ImportNotReady(RuntimeError):
@@ -155,11 +95,15 @@ def task_output_uris(*, staging: Staging, job_uri: str, task_count: int) -> list
     return expected
 
 
-# Arrow's bundled allocator keeps freed pages for reuse: over the import's stream of
-# short-lived batches that is ~25 MiB more peak at 1M rows than the system allocator, which
-# returns them (benchmarks/results/import.md). ARROW_DEFAULT_MEMORY_POOL, when set, still wins.
-if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-    pa.set_memory_pool(pa.system_memory_pool())
+@cache
+def use_system_memory_pool() -> None:
+    """Arrow's bundled allocator keeps freed pages for reuse: over the import's stream of
+    short-lived batches that is ~25 MiB more peak at 1M rows than the system allocator, which
+    returns them (benchmarks/results/import.md). Set once, by the first import of the process
+    (not when this module is imported); ARROW_DEFAULT_MEMORY_POOL, when set, still wins."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+
 
 # Rows per Arrow batch read from a task or facts file: the import's working set is a few
 # batches, whatever the job's size (benchmarks/import_benchmark.py measures the peak).
@@ -225,7 +169,12 @@ def _outcome(result: Any, output_files: int) -> ImportOutcome:
 
 
 def import_job_output(
-    *, engine: BatchEngine, staging: Staging, store: Any, job_type: JobType, job_id: str
+    *,
+    engine: BatchEngine,
+    staging: Staging,
+    store: Any,
+    job_type: ImportingJobType,
+    job_id: str,
 ) -> ImportOutcome:
     """Import a SUCCEEDED job's output: all of it in one transaction, once.
 
@@ -235,6 +184,7 @@ def import_job_output(
     file, a non-string or duplicated code are refused whole (nothing written).
     """
     spec = job_type.import_spec
+    use_system_memory_pool()
     if spec is None:
         raise PipelineError(f"{job_type.name} declares no import: nothing is imported")
     earlier = store.imported_job(job_id)

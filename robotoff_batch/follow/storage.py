@@ -12,15 +12,16 @@ from typing import Protocol
 import dagster as dg
 import psutil
 
-from robotoff_batch.follow_names import (
+from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
-    CACHE_VERSION,
     FINISH_KIND,
     REFUSED_TAG,
     RUN_KIND_TAG,
     WORKER_TAG,
     partitions_def_name,
 )
+
+CACHE_VERSION = 2
 
 # -- the worker of a run ------------------------------------------------------------------------
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.follow_names import finish_run_key
-from robotoff_batch.follow_storage import FollowCache
+from robotoff_batch.follow.storage import FollowCache
+from robotoff_batch.names import finish_run_key
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 # -- what follow decides ------------------------------------------------------------------------
 
@@ -86,3 +91,12 @@ class FollowPlan:
     def error(self, job_id: str, message: str) -> None:
         self.errors[job_id] = message
         self.log(logging.ERROR, f"{job_id}: {message} (other jobs are followed as usual)")
+
+    def read(self, what: str, fn: Callable[[], T], default: D) -> T | D:
+        """``fn()``, or ``default`` (logged, tried next tick) when it fails: one failing source
+        (run storage, the ledger) must not stop the follower."""
+        try:
+            return fn()
+        except Exception as exc:
+            self.log(logging.WARNING, f"could not {what} ({type(exc).__name__}: {exc}); next tick")
+            return default

@@ -7,17 +7,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from robotoff_batch.batch.engine import JobState, JobStatus
-from robotoff_batch.follow_names import MAX_RETRY_DELAY_S
-from robotoff_batch.follow_plan import FinishRequest, FollowPlan
-from robotoff_batch.follow_storage import FollowStorage, worker_gone
+from robotoff_batch.follow.plan import FinishRequest, FollowPlan
+from robotoff_batch.follow.storage import FollowStorage, worker_gone
 
-
-def _safe(plan: FollowPlan, what: str, fn, default):  # type: ignore[no-untyped-def]
-    try:
-        return fn()
-    except Exception as exc:  # one failing source must not stop the follower
-        plan.log(logging.WARNING, f"could not {what} ({type(exc).__name__}: {exc}); next tick")
-        return default
+DEFAULT_RETRY_DELAY_S = 30.0
+MAX_RETRY_DELAY_S = 3600.0
 
 
 def retry_delay(attempts: int, base_s: float) -> float:
@@ -25,7 +19,7 @@ def retry_delay(attempts: int, base_s: float) -> float:
     return float(min(base_s * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_S))
 
 
-def _settle(
+def settle(
     plan: FollowPlan,
     storage: FollowStorage,
     finished: Mapping[str, JobStatus],
@@ -41,7 +35,7 @@ def _settle(
     if not finished:
         return
     c = plan.cache
-    runs = _safe(plan, "read finish runs", lambda: storage.finish_runs(finished), None)
+    runs = plan.read("read finish runs", lambda: storage.finish_runs(finished), None)
     if runs is None:
         return
     to_import = {
@@ -53,7 +47,7 @@ def _settle(
     }
     imported: set[str] | None = set()
     if to_import:
-        imported = _safe(plan, "read the import ledger", lambda: storage.imported(to_import), None)
+        imported = plan.read("read the import ledger", lambda: storage.imported(to_import), None)
     for job_id, status in sorted(finished.items()):
         jt = job_type_of(job_id, status)
         job_runs = list(runs.get(job_id, []))

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.follow_names import OWNER_LABEL
+from robotoff_batch.names import OWNER_LABEL
 
 # -- metadata a person reads --------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ def _products_lookup() -> Any:
     """``status -> products`` from the launch runs in the Dagster instance; None if there is
     no instance to read."""
     try:
-        from robotoff_batch import operations
+        from robotoff_batch.cli import operations
 
         instance = operations.instance()
     except Exception:

@@ -22,17 +22,22 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.batch.engine import JobNotFoundError, JobState, JobStatus
-from robotoff_batch.batch.request import JOB_TYPE_LABEL
 from robotoff_batch.follow import (
-    BATCH_JOB_ID_TAG,
-    FINISH_KIND,
-    RUN_KIND_TAG,
     DagsterFollowStorage,
     FinishRequest,
     FollowCache,
     FollowStorage,
-    finish_job_name,
     follow,
+)
+from robotoff_batch.names import (
+    ATTEMPT_TAG,
+    BATCH_JOB_ID_TAG,
+    BATCH_JOB_SUBMISSION,
+    FINISH_KIND,
+    JOB_TYPE_LABEL,
+    PRODUCTS,
+    RUN_KIND_TAG,
+    finish_job_name,
     launch_job_name,
     partitions_def_name,
     predictions_asset_key,
@@ -178,9 +183,9 @@ def launch(*, job_type: str, params: dict[str, Any], debug: bool = False) -> Lau
     for event in result.get_asset_materialization_events():
         mat = event.materialization
         meta = mat.metadata
-        if mat.asset_key.path[-1] == "products":
+        if mat.asset_key.path[-1] == PRODUCTS:
             rows = int(meta["rows"].value)  # type: ignore[arg-type]
-        if mat.asset_key.path[-1] == "batch_job_submission":
+        if mat.asset_key.path[-1] == BATCH_JOB_SUBMISSION:
             job_id = str(meta["batch_job_id"].value)
     return LaunchOutcome(job_id=job_id, rows=rows, run_id=result.run_id)
 
@@ -230,7 +235,7 @@ def execute_finish(
     inst: dg.DagsterInstance, request: FinishRequest, *, debug: bool = False
 ) -> dg.ExecuteInProcessResult:
     """Run a finish run in this process (the sensor's run, when no daemon runs)."""
-    from robotoff_batch.follow import batch_job_asset_key
+    from robotoff_batch.names import batch_job_asset_key
 
     name = partitions_def_name(request.job_type)
     if not inst.has_dynamic_partition(name, request.job_id):
@@ -248,7 +253,7 @@ def execute_finish(
             BATCH_JOB_ID_TAG: request.job_id,
             RUN_KIND_TAG: FINISH_KIND,
             "dagster/run_key": request.run_key,
-            "robotoff_batch/attempt": str(request.attempt + 1),
+            ATTEMPT_TAG: str(request.attempt + 1),
         },
         run_config=dg.RunConfig(loggers=console_loggers(debug)),
     )
