@@ -93,7 +93,10 @@ def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict
             memory_limit=memory_limit,
         )
         return {"seconds": time.monotonic() - started, "rows": result.rows, "files": 1}
-    from robotoff_batch import pipeline
+    try:
+        from robotoff_batch.batch.submit import stage_files
+    except ImportError:  # code before the pipeline module's split
+        from robotoff_batch.pipeline import stage_files  # type: ignore[no-redef]
     from robotoff_batch.config.loader import load_job_config
     from robotoff_batch.job_types import load_registry
     from robotoff_batch.paths import JOB_CONFIGS_DIR
@@ -109,7 +112,7 @@ def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict
     started = time.monotonic()
     extracted = jt.extract(dump, params, config, out, local_argv=argv)
     extract_s = time.monotonic() - started
-    pipeline.stage_files(
+    stage_files(
         staging=staging,
         job_type=jt.name,
         job_id=f"bench-{time.monotonic_ns()}",
