@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     env = environment(
-        rows=args.rows, repeat=args.repeat, load_average=" ".join(f"{x:.2f}" for x in os.getloadavg())
+        rows=args.rows,
+        repeat=args.repeat,
+        load_average=" ".join(f"{x:.2f}" for x in os.getloadavg()),
     )
 
     def to_markdown(report: dict) -> str:
