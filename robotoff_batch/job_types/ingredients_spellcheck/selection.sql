@@ -72,23 +72,25 @@ QUALIFY row_number() OVER (
 CREATE TEMP TABLE launch_selected AS
 SELECT row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank, *
 FROM (
-    SELECT *
+    SELECT
+        * EXCLUDE (raw_lang, raw_text, raw_product_name),
+        pg_text(raw_lang) AS lang,
+        pg_text(raw_text) AS text,
+        pg_text(raw_product_name) AS product_name,
+        has_nul(raw_text) OR has_nul(raw_product_name) OR has_nul(raw_lang) AS nul
     FROM (
+        -- each list walked once (an alias used twice would be computed twice)
         SELECT
             p.file_row_number AS dump_row,
             CAST(p.code AS VARCHAR) AS code,
-            pg_text(CAST(p.lang AS VARCHAR)) AS lang,
+            CAST(p.lang AS VARCHAR) AS raw_lang,
             list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text AS raw_text,
-            pg_text(raw_text) AS text,
             coalesce(
                 nullif(trim(list_filter(p.product_name, lambda x: x.lang = 'main')[1].text), ''),
                 nullif(trim(list_filter(p.product_name, lambda x: x.lang = p.lang)[1].text), '')
             ) AS raw_product_name,
-            pg_text(raw_product_name) AS product_name,
             CAST(p.popularity_key AS BIGINT) AS popularity_key,
             CAST(p.unknown_ingredients_n AS DOUBLE) / p.ingredients_n AS fraction,
-            has_nul(raw_text) OR has_nul(raw_product_name) OR has_nul(CAST(p.lang AS VARCHAR))
-                AS nul,
             CAST(p.lang AS VARCHAR) AS f_lang,
             {facts_columns}
         FROM read_parquet($dump_path, file_row_number = true) AS p
