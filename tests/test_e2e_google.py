@@ -128,7 +128,7 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
     imported = run_request(defs, instance, request)
     assert imported.success, failure_text(imported)
     checks = imported.get_asset_check_evaluations()
-    assert len(checks) == 3 and all(c.passed for c in checks)
+    assert len(checks) == 4 and all(c.passed for c in checks)
     # its cost, from the Cloud Batch task events and the job's own allocation policy
     mat = instance.get_latest_materialization_event(
         dg.AssetKey(["ingredients_spellcheck", "batch_job"])

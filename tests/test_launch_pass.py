@@ -168,6 +168,10 @@ def test_the_pass_stages_one_row_per_barcode_and_no_nul(
     fact = next(r for r in facts.to_pylist() if r["code"] == known["nul_code"])
     assert "en:france" in fact["countries"] and "\\u0000" not in fact["countries"]
     assert Counter(facts.column("code").to_pylist()).most_common(1)[0][1] == 1
+    # facts.sql on the raw hostile dump (as at import) applies the same barcode and NUL rules
+    from_dump = tmp_path / "from_dump.parquet"
+    extract_facts(dump_path=str(dump), input_path=out.files["input.parquet"], output_path=from_dump)
+    assert pq.read_table(from_dump).equals(facts)
     meta = out.metadata
     assert meta["dump_duplicated_barcodes"] == 5 and meta["dump_stale_rows"] == 5
     assert meta["dump_invalid_code_rows"] == 2 and meta["dump_nul_cleaned"] == 1

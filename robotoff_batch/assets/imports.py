@@ -19,6 +19,7 @@ from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
     REFUSED_TAG,
+    RETRY_QUARANTINED_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     predictions_asset_key,
@@ -28,6 +29,7 @@ from robotoff_batch.predictions.store import PredictionImportError, PredictionSt
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
+    ProductDumpResource,
     StagingResource,
 )
 
@@ -69,6 +71,30 @@ def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
     )
 
 
+#: Held-back rows listed in the asset's metadata (all of them: `robotoff-batch status JOB`).
+QUARANTINE_LISTED = 50
+QUARANTINE_COLUMNS = ("file", "row", "code", "reason")
+
+
+def quarantine_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    c: str(row.get(c, "")) if c != "row" else int(row["row"])
+                    for c in QUARANTINE_COLUMNS
+                }
+            )
+            for row in rows
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(c, "int" if c == "row" else "string") for c in QUARANTINE_COLUMNS
+            ]
+        ),
+    )
+
+
 def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
     """The predictions asset of a job type that imports (its import_spec)."""
     jt = registered.job_type
@@ -78,6 +104,13 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         asset=key,
         description="Predictions in the database that this job inserted = the output's "
         "changed rows, less those already stored with the same model version.",
+    )
+    check_held = dg.AssetCheckSpec(
+        name="no_rows_quarantined",
+        asset=key,
+        description="No output row was held back (quarantined: conflicting rows of a "
+        "product, a NUL byte, an empty code...); WARN: the rest was imported, the held-back "
+        "rows are listed and imported by `import JOB --retry-quarantined` once fixed.",
     )
     check_dupes = dg.AssetCheckSpec(
         name="no_duplicate_predictions",
@@ -91,7 +124,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         deps=[batch_job_asset_key(jt.name)],
         group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
-        check_specs=[check_count, check_dupes],
+        check_specs=[check_count, check_dupes, check_held],
         description=f"The batch job's output imported into Robotoff's `prediction` table as "
         f"`{jt.prediction_type}` predictions (one transaction per job, at most once).",
         kinds={"postgres"},
@@ -101,6 +134,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         staging: StagingResource,
         batch_engine: BatchEngineResource,
         prediction_store: PredictionStoreResource,
+        product_dump: ProductDumpResource,
     ) -> dg.MaterializeResult:
         job_id = context.partition_key
         area = staging.get_staging()
@@ -108,7 +142,14 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         try:
             store = prediction_store.get_store()
             outcome = import_job_output(
-                engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
+                engine=engine,
+                staging=area,
+                store=store,
+                job_type=jt,
+                job_id=job_id,
+                max_bad_row_fraction=prediction_store.max_bad_row_fraction,
+                retry_quarantined=context.run.tags.get(RETRY_QUARANTINED_TAG) == "true",
+                dump_path=product_dump.path,  # the newest dump: facts as of the import
             )
         except (PipelineError, OutputError, PredictionImportError) as exc:
             # Bad output is not transient: the follower must not retry it.
@@ -124,6 +165,11 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         in_db = store.count_predictions(batch_job_id=job_id)
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
+        held = (
+            store.quarantined_rows(job_id, limit=QUARANTINE_LISTED)
+            if outcome.rows_quarantined
+            else []
+        )
         verb = "was already imported" if outcome.already_imported else "imported"
         context.log.info(f"{job_id}: {verb}, {outcome.predictions} predictions")
         return dg.MaterializeResult(
@@ -141,6 +187,11 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                     f"insights_{name}": dg.MetadataValue.int(n)
                     for name, n in outcome.insights.items()
                 },
+                "rows_quarantined": dg.MetadataValue.int(outcome.rows_quarantined),
+                "identical_rows_collapsed": dg.MetadataValue.int(outcome.rows_collapsed),
+                "products_deleted_since_launch": dg.MetadataValue.int(outcome.products_deleted),
+                **({"product_facts": outcome.facts_source} if outcome.facts_source else {}),
+                **({"quarantined": quarantine_table(held)} if held else {}),
                 "import_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
                 "examples": examples_table(examples),
             },
@@ -153,6 +204,15 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                         "inserted_by_import": expected,
                         "from_output": outcome.candidates,
                         "kept_same_version": outcome.predictions_kept,
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=check_held.name,
+                    passed=outcome.rows_quarantined == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "rows_quarantined": outcome.rows_quarantined,
+                        **({"quarantined": quarantine_table(held)} if held else {}),
                     },
                 ),
                 dg.AssetCheckResult(

@@ -36,6 +36,7 @@ from robotoff_batch.names import (
     FINISH_KIND,
     JOB_TYPE_LABEL,
     PRODUCTS,
+    RETRY_QUARANTINED_TAG,
     RUN_KIND_TAG,
     finish_job_name,
     launch_job_name,
@@ -232,7 +233,11 @@ def _storage(inst: dg.DagsterInstance) -> FollowStorage:
 
 
 def execute_finish(
-    inst: dg.DagsterInstance, request: FinishRequest, *, debug: bool = False
+    inst: dg.DagsterInstance,
+    request: FinishRequest,
+    *,
+    debug: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run a finish run in this process (the sensor's run, when no daemon runs)."""
     from robotoff_batch.names import batch_job_asset_key
@@ -254,6 +259,7 @@ def execute_finish(
             RUN_KIND_TAG: FINISH_KIND,
             "dagster/run_key": request.run_key,
             ATTEMPT_TAG: str(request.attempt + 1),
+            **(tags or {}),
         },
         run_config=dg.RunConfig(loggers=console_loggers(debug)),
     )
@@ -330,11 +336,15 @@ def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Ou
     )
 
 
-def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
-    """Record a job's outcome and import its output (again: a no-op when imported).
+def run_import(
+    *, job_id: str, debug: bool = False, retry_quarantined: bool = False
+) -> tuple[bool, int, str]:
+    """Record a job's outcome and import its output (again: a no-op when imported, unless
+    ``retry_quarantined``: its held-back rows are then read and checked again).
 
     Returns (already imported before, predictions in the database, run id).
     """
+
     engine = _resource("batch_engine").get_engine()
     try:
         status = engine.get_job(job_id=job_id)
@@ -348,10 +358,21 @@ def run_import(*, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
     already = job_id in store.imported_jobs([job_id])
     runs = _storage(inst).finish_runs([job_id]).get(job_id, [])
     request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
-    result = execute_finish(inst, request, debug=debug)
+    tags = {RETRY_QUARANTINED_TAG: "true"} if retry_quarantined else None
+    result = execute_finish(inst, request, debug=debug, tags=tags)
     if not result.success:
         raise OperationError(run_failure_message(inst, result.run_id))
     return already, count(job_id=job_id), result.run_id
+
+
+def job_type_imports(job_type: str) -> bool:
+    """Whether a job type's finish run imports (or hands over) its output."""
+    return _job_types().get(job_type, True)
+
+
+def quarantined(*, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The output rows a job's import held back (file, row, code, reason)."""
+    return list(_store().quarantined_rows(job_id, limit))
 
 
 def _store() -> Any:

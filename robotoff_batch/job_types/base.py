@@ -9,12 +9,13 @@ the pipeline (assets, sensor, CLI) is generated from the registry and never name
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
+import pyarrow as pa
 
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.names import key_prefix
@@ -70,6 +71,8 @@ def demo_summary(outcome: DemoOutcome, made: str = "candidate predictions") -> s
         )
     if record.predictions_replaced:
         text += f", {record.predictions_replaced} older-version predictions replaced"
+    if record.rows_quarantined:
+        text += f", {record.rows_quarantined} bad rows held back (`status JOB` lists them)"
     insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
     return text + (f"; insights: {insights}" if insights else "; no insight changed")
 
@@ -162,6 +165,15 @@ class JobType(ABC, Generic[C]):
             )
         if self.input_file not in extracted.files:
             raise StagedFilesError(f"{self.name}'s extraction did not write {self.input_file}")
+
+    def facts_at_import(
+        self, *, dump_path: str, codes: pa.Array
+    ) -> Iterator[pa.RecordBatch] | None:
+        """The facts (``import_spec.facts_schema``) of the job's products (``codes``) read
+        again, at import time, from the dump at ``dump_path``, newer than the launch's; a
+        product it no longer holds marked ``deleted``. None: the job type does not, the
+        launch-time facts are used."""
+        return None
 
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """What the demo prints after the job's timeline: strings (a line each) and rich

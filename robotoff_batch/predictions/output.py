@@ -10,7 +10,9 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -41,6 +43,25 @@ class ImportingJobType(Protocol):
     @property
     def facts_file(self) -> str | None: ...
 
+    def facts_at_import(
+        self, *, dump_path: str, codes: pa.Array
+    ) -> Iterator[pa.RecordBatch] | None: ...
+
+
+#: Schema metadata key of a staged facts file: the modification time (ISO, UTC) of the dump
+#: it was read from, so the import can tell whether the dump it has now is newer.
+DUMP_MODIFIED_KEY = b"robotoff_batch.dump_modified"
+
+
+def dump_modified(dump_path: str) -> datetime | None:
+    """When a local dump file was last written (UTC); None for a remote or missing one."""
+    if "://" in dump_path and not dump_path.startswith("file://"):
+        return None
+    try:
+        return datetime.fromtimestamp(Path(dump_path.removeprefix("file://")).stat().st_mtime, UTC)
+    except OSError:
+        return None
+
 
 class ImportNotReady(RuntimeError):
     """The import cannot be decided now (e.g. the engine did not list the job's tasks); a
@@ -60,6 +81,10 @@ class ImportOutcome:
     predictions_kept: int = 0
     predictions_replaced: int = 0
     insights: Mapping[str, int] = field(default_factory=dict)
+    rows_quarantined: int = 0
+    rows_collapsed: int = 0
+    products_deleted: int = 0
+    facts_source: str = ""  # which product facts the insights were checked against, and when
 
 
 def output_file_name(task_index: int) -> str:
@@ -152,7 +177,45 @@ def _read_facts(*, staging: Staging, uri: str) -> Iterator[pa.RecordBatch]:
         )
 
 
-def _outcome(result: Any, output_files: int) -> ImportOutcome:
+def _facts(
+    *,
+    staging: Staging,
+    uri: str,
+    job_type: ImportingJobType,
+    dump_path: str | None,
+    launched: datetime | None,
+) -> tuple[Iterable[pa.RecordBatch], str]:
+    """The product facts the import checks the insights against, and which they are.
+
+    From ``dump_path`` (one DuckDB pass over the job's products, those it no longer holds
+    marked deleted) when it is newer than the dump the launch read (the staged file's
+    metadata, else the job's creation time); the staged launch-time facts when it is not, is
+    missing or remote, or the job type cannot read it again."""
+    with staging.open_read(uri=uri) as stream:
+        parquet = pq.ParquetFile(stream)
+        raw = (parquet.schema_arrow.metadata or {}).get(DUMP_MODIFIED_KEY)
+        launch_dump = datetime.fromisoformat(raw.decode()) if raw else None
+        codes = None
+        now_dump = dump_modified(dump_path) if dump_path else None
+        reference = launch_dump or launched  # the launch read a dump older than itself
+        if now_dump is not None and (reference is None or now_dump > reference):
+            codes = parquet.read(columns=["code"], use_threads=False).column(0).combine_chunks()
+    of_launch = f"dump of {launch_dump:%Y-%m-%d %H:%M} UTC" if launch_dump else "dump"
+    if codes is not None and dump_path and now_dump is not None:
+        batches = job_type.facts_at_import(dump_path=dump_path, codes=codes)
+        if batches is not None:
+            return batches, f"{dump_path} (modified {now_dump:%Y-%m-%d %H:%M} UTC), read at import"
+    why = (
+        "no dump at import"
+        if not dump_path
+        else f"{dump_path} is missing or remote"
+        if now_dump is None
+        else f"{dump_path} is not newer"
+    )
+    return _read_facts(staging=staging, uri=uri), f"launch-time facts ({of_launch}; {why})"
+
+
+def _outcome(result: Any, output_files: int, facts_source: str = "") -> ImportOutcome:
     return ImportOutcome(
         batch_job_id=result.batch_job_id,
         predictions=result.predictions,
@@ -165,6 +228,10 @@ def _outcome(result: Any, output_files: int) -> ImportOutcome:
         predictions_kept=result.predictions_kept,
         predictions_replaced=result.predictions_replaced,
         insights=dict(result.insights),
+        rows_quarantined=result.rows_quarantined,
+        rows_collapsed=result.rows_collapsed,
+        products_deleted=result.products_deleted,
+        facts_source=facts_source,
     )
 
 
@@ -175,20 +242,29 @@ def import_job_output(
     store: Any,
     job_type: ImportingJobType,
     job_id: str,
+    max_bad_row_fraction: float | None = None,
+    retry_quarantined: bool = False,
+    dump_path: str | None = None,
 ) -> ImportOutcome:
     """Import a SUCCEEDED job's output: all of it in one transaction, once.
 
     A job the ledger records as imported is answered from the ledger, without asking the
     engine or reading storage (the staged files may be gone). Otherwise the files read are
     exactly the tasks' (one per task index); an empty output, a missing task file, a stray
-    file, a non-string or duplicated code are refused whole (nothing written).
+    file, a file that is not Parquet or a column of the wrong type are refused whole (nothing
+    written); bad rows are held back (quarantined) unless more than ``max_bad_row_fraction``
+    of them are. ``retry_quarantined``: the held-back rows of an imported job read again.
+
+    The insights are checked against the product facts as of the import: read from
+    ``dump_path`` (the newest dump the deployment has) when it is newer than the launch's
+    dump, else the facts staged at launch (see :func:`_facts`).
     """
     spec = job_type.import_spec
     use_system_memory_pool()
     if spec is None:
         raise PipelineError(f"{job_type.name} declares no import: nothing is imported")
     earlier = store.imported_job(job_id)
-    if earlier is not None:
+    if earlier is not None and not (retry_quarantined and earlier.rows_quarantined):
         return _outcome(earlier, output_files=0)
     status = engine.get_job(job_id=job_id)
     if status.state != JobState.SUCCEEDED:
@@ -205,6 +281,7 @@ def import_job_output(
     # A capacity fallback's job writes its own output, from the first job's staged input.
     first = status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
+    facts_source = ""
     if spec.facts_schema is not None and job_type.facts_file:
         input_uri = staging.job_uri(job_type=job_type.name, job_id=first)
         facts_uri = f"{input_uri}/{job_type.facts_file}"
@@ -213,7 +290,14 @@ def import_job_output(
                 f"{facts_uri} (the job's product facts, written at launch) is missing: the "
                 "insights cannot be checked; nothing was imported"
             )
-        facts = _read_facts(staging=staging, uri=facts_uri)
+        facts, facts_source = _facts(
+            staging=staging,
+            uri=facts_uri,
+            job_type=job_type,
+            dump_path=dump_path,
+            launched=status.create_time,
+        )
+        logger.info("%s: product facts from %s", job_id, facts_source)
     result = store.import_output(
         batch_job_id=job_id,
         job_type=job_type.name,
@@ -221,5 +305,7 @@ def import_job_output(
         files=uris,
         outputs=_read_output(staging=staging, uris=uris, spec=spec),
         facts=facts,
+        retry_quarantined=retry_quarantined,
+        **({} if max_bad_row_fraction is None else {"max_bad_row_fraction": max_bad_row_fraction}),
     )
-    return _outcome(result, output_files=len(uris))
+    return _outcome(result, output_files=len(uris), facts_source=facts_source)

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     IMPORT_SPEC,
     PREDICTION_TYPE,
     extract_facts,
+    facts_at_import,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.job_types.ingredients_spellcheck.selection import (
@@ -206,6 +207,9 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
                 table.add_row(ex["barcode"], ex.get("lang") or "", Text(changes))
             lines.append(table)
         return [*lines, demo_summary(outcome, made="corrections made")]
+
+    def facts_at_import(self, *, dump_path: str, codes: pa.Array) -> Iterator[pa.RecordBatch]:
+        return facts_at_import(dump_path=dump_path, codes=codes)
 
     def extract(
         self,

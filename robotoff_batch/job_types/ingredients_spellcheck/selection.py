@@ -80,7 +80,7 @@ def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
 # names, from the selected rows the pass kept), beside code and lang; the optional ones only
 # when the dump has them (an older or test dump may lack them).
 FACTS_COLUMNS = ("ingredients_text", "countries_tags")
-OPTIONAL_FACTS_COLUMNS = ("brands_tags", "unique_scans_n")
+OPTIONAL_FACTS_COLUMNS = ("brands_tags", "unique_scans_n", "last_modified_t")
 
 
 @dataclass(frozen=True)
