@@ -21,7 +21,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,100 @@ def _poll_progress(
             last = pct
 
 
+# A text PostgreSQL can store: its ``text`` type cannot hold the NUL character (U+0000; every
+# other character of valid UTF-8, which is all DuckDB and Arrow strings can be, it can). The
+# one rule every staged text goes through (``pg_text(x)``, a DuckDB macro: see
+# :func:`connect`), and its test (``has_nul(x)``).
+PG_TEXT_MACROS = (
+    "CREATE OR REPLACE TEMP MACRO pg_text(s) AS replace(s, chr(0), '')",
+    "CREATE OR REPLACE TEMP MACRO has_nul(s) AS coalesce(contains(s, chr(0)), false)",
+)
+
+
+@contextmanager
+def connect(
+    *,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+    spill_parent: Path,
+    progress: Callable[[str], None] | None = None,
+    label: str = "",
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection bounded by ``memory_limit`` (spilling to a temporary directory
+    under ``spill_parent``, removed afterwards), with :data:`PG_TEXT_MACROS` defined and,
+    when ``progress`` is given, the running statement's progress reported every few seconds.
+    """
+    threads = threads or _default_threads()
+    spill_dir = tempfile.mkdtemp(prefix=".duckdb-spill-", dir=spill_parent)
+    stop = threading.Event()
+    poller: threading.Thread | None = None
+    started = time.monotonic()
+    try:
+        with duckdb.connect(
+            config={"memory_limit": memory_limit, "threads": threads, "temp_directory": spill_dir}
+        ) as con:
+            for macro in PG_TEXT_MACROS:
+                con.execute(macro)
+            if progress is not None:
+                progress(f"{label or 'extracting'} (threads={threads}, memory={memory_limit})")
+                con.execute("SET enable_progress_bar = true")
+                con.execute("SET enable_progress_bar_print = false")
+                poller = threading.Thread(
+                    target=_poll_progress,
+                    args=(con, stop, progress, started),
+                    name="duckdb-progress",
+                    daemon=True,
+                )
+                poller.start()
+            else:
+                con.execute("SET enable_progress_bar = false")
+            try:
+                yield con
+            finally:
+                stop.set()
+                if poller is not None:
+                    poller.join()
+    finally:
+        stop.set()
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def write_parquet(
+    relation: duckdb.DuckDBPyRelation,
+    output_path: Path,
+    *,
+    schema: pa.Schema | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    row_group_size: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Stream ``relation`` as Arrow batches into ``output_path`` (zstd Parquet), written to a
+    temporary name then renamed, so a failure leaves no partial file; ``schema``, when given,
+    is the output schema the batches are cast to. Returns the rows written (0: a valid empty
+    file)."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_output = output_path.with_name(f".{output_path.name}.tmp")
+    rows = 0
+    try:
+        reader = relation.to_arrow_reader(batch_size)
+        out_schema = schema if schema is not None else reader.schema
+        with pq.ParquetWriter(tmp_output, out_schema, compression="zstd") as writer:
+            for batch in reader:
+                if batch.num_rows == 0:
+                    continue
+                if schema is not None:
+                    batch = batch.cast(schema)
+                writer.write_batch(batch, row_group_size=row_group_size)
+                rows += batch.num_rows
+                if progress is not None:
+                    progress(f"{rows} rows written to {output_path.name}")
+        os.replace(tmp_output, output_path)
+    finally:
+        tmp_output.unlink(missing_ok=True)
+    return rows
+
+
 def extract_to_parquet(
     *,
     dump_path: str,
@@ -274,62 +369,26 @@ def extract_to_parquet(
     bound: dict[str, object] = dict(params)
     if "$dump_path" in sql:
         bound.setdefault("dump_path", dump_path)
-    threads = threads or _default_threads()
-    spill_dir = tempfile.mkdtemp(prefix=".duckdb-spill-", dir=output_path.parent)
-    tmp_output = output_path.with_name(f".{output_path.name}.tmp")
-    rows = 0
-    stop = threading.Event()
-    poller: threading.Thread | None = None
-    try:
-        with duckdb.connect(
-            config={
-                "memory_limit": memory_limit,
-                "threads": threads,
-                "temp_directory": spill_dir,
-            }
-        ) as con:
-            if progress is not None:
-                progress(f"extracting from {dump_path} (threads={threads}, memory={memory_limit})")
-                con.execute("SET enable_progress_bar = true")
-                con.execute("SET enable_progress_bar_print = false")
-                poller = threading.Thread(
-                    target=_poll_progress,
-                    args=(con, stop, progress, started),
-                    name="duckdb-progress",
-                    daemon=True,
-                )
-                poller.start()
-            try:
-                relation = con.sql(sql, params=bound)
-                if relation is None:
-                    raise ExtractionError("extraction SQL returned no result set")
-                reader = relation.to_arrow_reader(batch_size)
-                out_schema = schema if schema is not None else reader.schema
-                with pq.ParquetWriter(tmp_output, out_schema, compression="zstd") as writer:
-                    for batch in reader:
-                        if batch.num_rows == 0:
-                            continue
-                        if schema is not None:
-                            batch = batch.cast(schema)
-                        writer.write_batch(batch)
-                        rows += batch.num_rows
-                        if progress is not None:
-                            progress(f"{rows} rows written")
-            except duckdb.Error as exc:
-                raise ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise ExtractionError(
-                    f"extraction from {dump_path}: result does not fit the output schema ({exc})"
-                ) from exc
-            finally:
-                stop.set()
-                if poller is not None:
-                    poller.join()
-        os.replace(tmp_output, output_path)
-    finally:
-        stop.set()
-        tmp_output.unlink(missing_ok=True)
-        shutil.rmtree(spill_dir, ignore_errors=True)
+    with connect(
+        memory_limit=memory_limit,
+        threads=threads,
+        spill_parent=output_path.parent,
+        progress=progress,
+        label=f"extracting from {dump_path}",
+    ) as con:
+        try:
+            relation = con.sql(sql, params=bound)
+            if relation is None:
+                raise ExtractionError("extraction SQL returned no result set")
+            rows = write_parquet(
+                relation, output_path, schema=schema, batch_size=batch_size, progress=progress
+            )
+        except duckdb.Error as exc:
+            raise ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ExtractionError(
+                f"extraction from {dump_path}: result does not fit the output schema ({exc})"
+            ) from exc
     duration = time.monotonic() - started
     size = output_path.stat().st_size
     logger.info(

@@ -290,3 +290,66 @@ def test_defaults_are_the_rules_that_held_out_of_fold() -> None:
     assert default.correct("creme, gluen, sucre,lait, sel.", "fr") == (
         "creme, gluten, sucre,lait, sel."
     )
+
+
+def _sample_texts() -> tuple[list[str], list[str]]:
+    """Real texts to correct: the 2026 sample's main texts and OFF's dev benchmark rows."""
+    import json
+
+    import duckdb
+
+    rows = duckdb.sql(
+        "SELECT list_filter(ingredients_text, lambda x: x.lang = 'main')[1].text AS t, lang "
+        "FROM read_parquet($p) WHERE t IS NOT NULL",
+        params={"p": str(SAMPLE_DUMP)},
+    ).fetchall()
+    texts, langs = [r[0] for r in rows], [r[1] for r in rows]
+    dev = Path("/work/shared/data/spellcheck/benchmark_dev.jsonl")
+    if not dev.exists():
+        dev = Path(__file__).resolve().parent.parent / "data" / "spellcheck" / "benchmark_dev.jsonl"
+    for line in dev.read_text(encoding="utf-8").splitlines() if dev.exists() else []:
+        row = json.loads(line)
+        text = row.get("original") or row.get("text")
+        if text:
+            texts.append(text)
+            langs.append(row.get("lang"))
+    return texts, langs
+
+
+SAMPLE_DUMP = Path(__file__).resolve().parent.parent / "data" / "off" / "food_sample_2026.parquet"
+LANGS = ("fr", "en", "de", "es", "ro")  # a big list each, and one small one
+
+
+def test_prebuilt_indexes_correct_exactly_as_building_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexes built once and read back (word_index) give the engine that building them in
+    the task gives, text for text; a task loads only its texts' languages."""
+    import duckdb
+    from spellcheck_job.wordfreq_cpu import load_language, prebuilt_lists
+    from spellcheck_job.wordlists import DEFAULT_PATH
+
+    from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
+
+    monkeypatch.setenv("WORDINDEX_DIR", str(tmp_path / "index"))
+    lexicon = build_lexicon(duckdb.connect(), str(SAMPLE_DUMP)).to_pydict()
+    food = food_from_rows(zip(lexicon["lang"], lexicon["word"], lexicon["n"], strict=True))
+    pairs = [(t, lang) for t, lang in zip(*_sample_texts(), strict=True) if lang in LANGS]
+    texts, langs = [t for t, _ in pairs], [lang for _, lang in pairs]
+    load, common, _ = general_lists()
+    built = WordFreqSpellchecker(food, load, foreign_common=common)
+    expected = built.correct_batch(texts, langs)
+    assert sum(a != b for a, b in zip(texts, expected, strict=True)) > 50
+    for attempt in ("builds and writes", "reads"):
+        prebuilt, hashed, _ = prebuilt_lists()
+        engine = WordFreqSpellchecker(
+            food,
+            lambda lang: load_language(DEFAULT_PATH, lang),
+            foreign_common=hashed,
+            prebuilt=prebuilt,
+        )
+        ready = engine.prepare(["fr", "en"])
+        assert ready == ["en", "fr"] and sorted(engine._languages) == ["en", "fr"], attempt
+        assert engine.correct_batch(texts, langs) == expected, attempt
+    written = sorted(p.name for p in next((tmp_path / "index").iterdir()).iterdir())
+    assert "fr" in written and "common.arrow" in written

@@ -55,6 +55,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spellcheck_job.lexicon_cpu import apply_case, normalise_lang, osa_distance, strip_accents
+from spellcheck_job.word_index import (
+    HashSet,
+    Prebuilt,
+    deletion_entries,
+    key_hash,
+    word_hash,
+)
 
 ENGINE_NAME = "lexicon-cpu"
 
@@ -259,7 +266,8 @@ class _Language:
         # Rare words (Zipf < ``rare_zipf``, not food) only tell that the language has them:
         # kept as sorted 64-bit hashes (8 bytes a word instead of ~110 in a dict).
         self.rare = array(
-            "q", sorted({hash(w) for w, z in freq.items() if z < s.rare_zipf and w not in food})
+            "q",
+            sorted({word_hash(w) for w, z in freq.items() if z < s.rare_zipf and w not in food}),
         )
         self.freq = {w: z for w, z in freq.items() if z >= s.rare_zipf or w in food}
         del freq
@@ -285,7 +293,38 @@ class _Language:
             if len(word) >= 4:
                 targets.append(word)
         self.accents = dict(self.accents)
-        self.index = DeleteIndex(targets)
+        self.index: DeleteIndex | MergedIndex = DeleteIndex(targets)
+
+    @classmethod
+    def from_prebuilt(cls, pre: Prebuilt, food: Mapping[str, int], settings: Settings) -> _Language:
+        """The same language as ``_Language(general, food, settings)``, from the general
+        list's prebuilt index (``word_index``) with the dump's food words merged in: only
+        what the food words add is computed here (a few thousand words, not 300,000)."""
+        s = settings
+        self = cls.__new__(cls)
+        self.food = food
+        self.freq = dict(pre.freq)
+        self.rare = pre.rare  # a food word there is shadowed by its entry in freq
+        self.rich = pre.rich
+        self.alphabet = pre.alphabet or frozenset(ch for word in food for ch in word)
+        accents = {bare: list(words) for bare, words in pre.accents.items()}
+        extra: list[str] = []
+        for word, n in food.items():
+            general = pre.freq.get(word, 0.0)
+            boosted = s.food_zipf + min(1.5, 0.5 * math.log10(max(1, n)))
+            if general < boosted:
+                self.freq[word] = boosted
+            if general >= s.target_zipf:
+                continue  # already a target of the general list (and in its accent map)
+            bare = strip_accents(word)
+            if bare != word and word not in accents.get(bare, ()):
+                accents.setdefault(bare, []).append(word)
+            if len(word) >= 4:
+                extra.append(word)
+        self.accents = accents
+        general_index = DeleteIndex.from_entries(pre.targets, pre.entries)
+        self.index = MergedIndex(general_index, DeleteIndex(extra)) if extra else general_index
+        return self
 
     def zipf(self, word: str) -> float:
         """The word's Zipf frequency in this language (``RARE_ZIPF`` for a rare word), 0 when
@@ -294,7 +333,7 @@ class _Language:
         if z is not None:
             return z
         rare = self.rare
-        h = hash(word)
+        h = word_hash(word)
         i = bisect_left(rare, h)
         return RARE_ZIPF if i < len(rare) and rare[i] == h else 0.0
 
@@ -307,19 +346,22 @@ class DeleteIndex:
 
     def __init__(self, words: Sequence[str]) -> None:
         self.words = list(words)
-        entries: list[int] = []
-        for i, word in enumerate(self.words):
-            for key in {word, *_deletes1(word)}:
-                entries.append(((hash(key) & _MASK32) << 32) | i)
-        entries.sort()
-        self.entries = array("Q", entries)
+        self.entries = deletion_entries(self.words)
+
+    @classmethod
+    def from_entries(cls, words: list[str], entries: array) -> DeleteIndex:
+        """The index of ``words`` whose ``deletion_entries`` are ``entries`` (prebuilt)."""
+        self = cls.__new__(cls)
+        self.words = words
+        self.entries = entries
+        return self
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def get(self, key: str) -> list[str]:
         """The words whose deletion set holds ``key`` (plus rare hash collisions)."""
-        h = (hash(key) & _MASK32) << 32
+        h = key_hash(key) << 32
         entries = self.entries
         i = bisect_left(entries, h)
         out: list[str] = []
@@ -328,6 +370,19 @@ class DeleteIndex:
             out.append(self.words[entries[i] & _MASK32])
             i += 1
         return out
+
+
+class MergedIndex:
+    """Two deletion indexes looked up as one (a prebuilt general one, the food words')."""
+
+    def __init__(self, first: DeleteIndex, second: DeleteIndex) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def get(self, key: str) -> list[str]:
+        return self.first.get(key) + self.second.get(key)
 
 
 class WordFreqSpellchecker:
@@ -340,11 +395,14 @@ class WordFreqSpellchecker:
         food: Mapping[str, Mapping[str, int]],
         general: Mapping[str, Mapping[str, float]] | Callable[[str], Mapping[str, float]],
         settings: Settings | None = None,
-        foreign_common: Iterable[str] | None = None,
+        foreign_common: Iterable[str] | HashSet | None = None,
+        prebuilt: Callable[[str], Prebuilt | None] | None = None,
     ) -> None:
         """``food``: lang -> word -> count (the dump's lexicon); ``general``: lang -> word ->
         Zipf, or a function loading one language's list; ``foreign_common``: words common in
-        some language (kept in any text; defaults to those of ``general`` when a mapping)."""
+        some language (kept in any text; defaults to those of ``general`` when a mapping);
+        ``prebuilt``: a language's prebuilt general index (``word_index``), or None to build
+        it from ``general``: the same engine, ready in a fraction of the time."""
         self.settings = settings or Settings()
         self.food: dict[str, dict[str, int]] = {}
         for lang, words in food.items():
@@ -368,7 +426,12 @@ class WordFreqSpellchecker:
                     for w, z in ws.items()
                     if z >= self.settings.foreign_zipf
                 )
-        self.foreign_common: frozenset[str] = frozenset(foreign_common or ())
+        self.foreign_common: frozenset[str] | HashSet = (
+            foreign_common
+            if isinstance(foreign_common, HashSet)
+            else frozenset(foreign_common or ())
+        )
+        self._prebuilt = prebuilt
         self._languages: dict[str, _Language | None] = {}
         self._cache: dict[str, dict[str, str | Decision]] = {}
         # Edits made so far (words replaced, hyphens joined, spaces added, Romanian letters
@@ -393,8 +456,12 @@ class WordFreqSpellchecker:
 
     def _language(self, lang: str) -> _Language | None:
         if lang not in self._languages:
-            general = self._load_general(lang)
             food = self.food.get(lang, {})
+            pre = self._prebuilt(lang) if self._prebuilt is not None else None
+            if pre is not None and pre.freq:
+                self._languages[lang] = _Language.from_prebuilt(pre, food, self.settings)
+                return self._languages[lang]
+            general = self._load_general(lang)
             self._languages[lang] = (
                 _Language(general, food, self.settings) if (general or food) else None
             )
@@ -774,6 +841,19 @@ class WordFreqSpellchecker:
         ]
 
 
+def load_language(path: Path | str, lang: str) -> dict[str, float]:
+    """One language's general list (word -> Zipf) from a ``wordlists`` Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = pq.read_table(path, columns=["word", "zipf100"], filters=[("lang", "=", lang)])
+    words, zipfs = part["word"].to_pylist(), part["zipf100"].to_pylist()
+    del part
+    pa.default_memory_pool().release_unused()
+    shared: dict[int, float] = {}  # one float object per frequency bucket (memory)
+    return {w: shared.setdefault(z, z / 100) for w, z in zip(words, zipfs, strict=True)}
+
+
 def parquet_general_loader(
     path: Path | str, foreign_zipf: float = Settings.foreign_zipf
 ) -> tuple[Callable[[str], dict[str, float]], set[str]]:
@@ -784,12 +864,7 @@ def parquet_general_loader(
     import pyarrow.parquet as pq
 
     def load(lang: str) -> dict[str, float]:
-        part = pq.read_table(path, columns=["word", "zipf100"], filters=[("lang", "=", lang)])
-        words, zipfs = part["word"].to_pylist(), part["zipf100"].to_pylist()
-        del part
-        pa.default_memory_pool().release_unused()
-        shared: dict[int, float] = {}  # one float object per frequency bucket (memory)
-        return {w: shared.setdefault(z, z / 100) for w, z in zip(words, zipfs, strict=True)}
+        return load_language(path, lang)
 
     common: set[str] = set()
     with pq.ParquetFile(path) as handle:  # one row group per language
@@ -825,3 +900,61 @@ def general_lists(
     load, common = parquet_general_loader(target, foreign_zipf)
     langs = pq.read_table(target, columns=["lang"]).column("lang").unique().to_pylist()
     return load, common, sorted(langs)
+
+
+def _languages_of(path: Path) -> list[str]:
+    """The languages of a ``wordlists`` file, from its footer (one row group a language, its
+    ``lang`` statistics); the column is read only when statistics are missing."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as handle:  # not read_table: it imports pyarrow.dataset
+        meta = handle.metadata
+        found: set[str] = set()
+        index = handle.schema_arrow.get_field_index("lang")
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(index).statistics
+            if stats is None or not stats.has_min_max or stats.min != stats.max:
+                column = handle.read(columns=["lang"]).column("lang")
+                return sorted(str(x) for x in pc.unique(column).to_pylist() if x)
+            found.add(str(stats.min))
+    return sorted(found)
+
+
+def prebuilt_lists(
+    path: Path | str | None = None, settings: Settings | None = None
+) -> tuple[Callable[[str], Prebuilt | None], HashSet, list[str]]:
+    """The shipped (or given) general word lists as prebuilt per-language indexes
+    (``word_index``; a language not built yet is built on first use and kept): the index
+    loader, the words common in some language, the languages."""
+
+    from spellcheck_job import word_index
+    from spellcheck_job.wordlists import DEFAULT_PATH
+
+    s = settings or Settings()
+    target = Path(path or DEFAULT_PATH)
+    directory = word_index.index_dir(
+        target, f"r{s.rare_zipf:g}-t{s.target_zipf:g}-f{s.foreign_zipf:g}"
+    )
+    langs = _languages_of(target)
+    loaded: dict[str, Prebuilt | None] = {}
+
+    def prebuilt(lang: str) -> Prebuilt | None:
+        if lang not in loaded:
+            pre = word_index.read_language(directory, lang)
+            if pre is None and lang in langs:
+                pre = word_index.build_language(
+                    load_language(target, lang),
+                    rare_zipf=s.rare_zipf,
+                    target_zipf=s.target_zipf,
+                    strip_accents=strip_accents,
+                )
+                word_index.write_language(pre, directory, lang)
+            loaded[lang] = pre
+        return loaded[lang]
+
+    def common_source() -> set[str]:
+        return parquet_general_loader(target, s.foreign_zipf)[1]
+
+    common = word_index.common_words(directory, common_source)
+    return prebuilt, common, langs

@@ -18,21 +18,25 @@ CREATE OR REPLACE TEMP MACRO plain_ingredients_text(texts, language) AS
         AND NOT contains(x.text, '<span class="allergen">'))[1].text
 
 -- name: facts
--- At launch: the facts of the job's input products. One row per code: a code the dump holds
--- twice takes its most recently modified row (last_modified_t), then the first in the file;
--- NUL bytes, which PostgreSQL text cannot hold, are removed from the text.
+-- At launch: the facts of the job's input products. One row per code, by the launch's rule
+-- (selection.sql, `excluded`): a code the dump holds twice takes its most recently modified row
+-- (greatest last_modified_t, NULL lowest), then the later one in the file; NUL, which
+-- PostgreSQL text cannot hold, is removed from every text (pg_text, extraction.PG_TEXT_MACROS).
+-- At launch the input is the launch pass's facts_source.parquet (already one row per code, NUL
+-- removed, last_modified_t carried), so the rule holds for a raw dump too.
 SELECT code, lang, ingredients_text_lang, countries, brands, unique_scans_n
 FROM (
     SELECT
         CAST(p.code AS VARCHAR) AS code,
-        CAST(p.lang AS VARCHAR) AS lang,
-        CAST(replace(plain_ingredients_text(p.ingredients_text, p.lang), chr(0), '') AS VARCHAR)
+        pg_text(CAST(p.lang AS VARCHAR)) AS lang,
+        CAST(pg_text(plain_ingredients_text(p.ingredients_text, p.lang)) AS VARCHAR)
             AS ingredients_text_lang,
-        CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
+        CAST(to_json(list_transform(coalesce(p.countries_tags, CAST([] AS VARCHAR[])),
+            lambda t: pg_text(t))) AS VARCHAR) AS countries,
         {brands} AS brands,
         {unique_scans_n} AS unique_scans_n,
         row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
-            p.file_row_number) AS copy_number
+            p.file_row_number DESC) AS copy_number
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE p.code IN (SELECT code FROM read_parquet($input_path))
 )
@@ -43,17 +47,19 @@ ORDER BY code
 -- At import: the same facts, from the newest dump, for every product of the job (`job_codes`,
 -- the codes of the launch-time facts, registered from Arrow). A product the dump no longer
 -- holds comes back with deleted = true (deleted since the launch: no prediction, no insight).
+-- The same one-row-per-code and NUL rules as `facts`.
 WITH dump AS (
     SELECT
         CAST(p.code AS VARCHAR) AS code,
-        CAST(p.lang AS VARCHAR) AS lang,
-        CAST(replace(plain_ingredients_text(p.ingredients_text, p.lang), chr(0), '') AS VARCHAR)
+        pg_text(CAST(p.lang AS VARCHAR)) AS lang,
+        CAST(pg_text(plain_ingredients_text(p.ingredients_text, p.lang)) AS VARCHAR)
             AS ingredients_text_lang,
-        CAST(to_json(coalesce(p.countries_tags, CAST([] AS VARCHAR[]))) AS VARCHAR) AS countries,
+        CAST(to_json(list_transform(coalesce(p.countries_tags, CAST([] AS VARCHAR[])),
+            lambda t: pg_text(t))) AS VARCHAR) AS countries,
         {brands} AS brands,
         {unique_scans_n} AS unique_scans_n,
         row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
-            p.file_row_number) AS copy_number
+            p.file_row_number DESC) AS copy_number
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE p.code IN (SELECT code FROM job_codes)
 )

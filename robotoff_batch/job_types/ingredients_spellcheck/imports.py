@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robotoff_batch.extraction import PG_TEXT_MACROS
 from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 from robotoff_batch.predictions.store import ImportSpec, named_statements
 
@@ -59,7 +60,8 @@ def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> s
     }
     fragments = {
         "brands": (
-            "CAST(to_json(coalesce(p.brands_tags, CAST([] AS VARCHAR[]))) AS VARCHAR)"
+            "CAST(to_json(list_transform(coalesce(p.brands_tags, CAST([] AS VARCHAR[])),"
+            " lambda t: pg_text(t))) AS VARCHAR)"
             if "brands_tags" in present
             else "CAST('[]' AS VARCHAR)"
         ),
@@ -73,6 +75,8 @@ def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> s
         ),
     }
     con.execute("SET enable_progress_bar = false")
+    for macro in PG_TEXT_MACROS:  # pg_text: the one NUL rule of every staged text
+        con.execute(macro)
     con.execute(PLAIN_TEXT_MACRO_SQL)
     return _statement(_FACTS_SQL_PATH, name).format(**fragments)
 

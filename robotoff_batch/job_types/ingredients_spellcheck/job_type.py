@@ -44,7 +44,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexico
 from robotoff_batch.job_types.ingredients_spellcheck.selection import (
     SPELLCHECK_REQUIRED_COLUMNS,
     SpellcheckLaunch,
-    extract_spellcheck_products,
+    launch_pass,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.weights import (
     STAGED_MARKER,
@@ -80,17 +80,27 @@ def extract(
     local_argv: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExtractedInput:
-    """Select the products; with the CPU engine, add its lexicon built from the same dump
-    (vLLM never reads it, so a GPU job does not pay the lexicon's build or upload)."""
+    """One pass over the dump: the selected products, their facts and, with the CPU engine,
+    its lexicon, counted in the same pass on a dump whose lexicon is not cached yet (vLLM
+    never reads it, so a GPU job does not pay the lexicon's counting or upload)."""
     if params.min_fraction >= params.max_fraction:
         raise extraction.ExtractionError(
             f"min_fraction {params.min_fraction} must be below max_fraction {params.max_fraction}"
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    input_path = work_dir / INPUT_FILE
-    result = extract_spellcheck_products(
+    engine = engine_that_runs(job_config, local_argv)
+    cache: Path | None = None
+    hit = False
+    if engine == "lexicon-cpu":
+        cache = lexicon_cache_path(dump_path)
+        hit = cache.exists()
+    # One pass over the dump: the selection, its facts and, for the CPU engine on a dump whose
+    # lexicon is not cached yet, the lexicon's counts.
+    scan_dir = work_dir / ".pass"
+    done = launch_pass(
         dump_path=dump_path,
-        output_path=input_path,
+        work_dir=scan_dir,
+        input_name=INPUT_FILE,
         limit=params.limit,
         min_fraction=params.min_fraction,
         max_fraction=params.max_fraction,
@@ -98,53 +108,76 @@ def extract(
         countries=params.countries or None,
         min_popularity=params.min_popularity,
         codes=params.codes or None,
+        facts=True,
+        lexicon=engine == "lexicon-cpu" and not hit,
         progress=progress,
+        memory_limit=launch_memory_limit(),
     )
+    input_path = work_dir / INPUT_FILE
+    os.replace(done.input_path, input_path)
     files = {INPUT_FILE: input_path}
-    if result.rows:
+    if done.rows and done.facts_source_path is not None:
         facts_path = work_dir / FACTS_FILE
-        extract_facts(dump_path=dump_path, input_path=input_path, output_path=facts_path)
+        extract_facts(
+            dump_path=str(done.facts_source_path), input_path=input_path, output_path=facts_path
+        )
         files[FACTS_FILE] = facts_path
-    engine = engine_that_runs(job_config, local_argv)
+    shutil.rmtree(scan_dir, ignore_errors=True)
     metadata: dict[str, object] = {
-        "extraction_s": round(result.duration_s, 3),
+        "extraction_s": round(done.duration_s, 3),
         "spellcheck_engine": engine,
+        **done.metadata(),
     }
-    if result.rows and engine == "lexicon-cpu":
+    if cache is not None and done.lexicon is not None:
+        store_lexicon(cache, done.lexicon)
+    if done.rows and cache is not None:
         lexicon_path = work_dir / LEXICON_FILE
-        cached, hit = cached_lexicon(dump_path)
-        shutil.copyfile(cached, lexicon_path)
+        shutil.copyfile(cache, lexicon_path)
         files[LEXICON_FILE] = lexicon_path
         metadata["lexicon_words"] = pq.read_metadata(lexicon_path).num_rows
         metadata["lexicon_cache"] = "hit" if hit else "built"
-    return ExtractedInput(rows=result.rows, files=files, metadata=metadata)
+    return ExtractedInput(rows=done.rows, files=files, metadata=metadata)
 
 
-def cached_lexicon(dump_path: str) -> tuple[Path, bool]:
-    """The CPU engine's lexicon of a dump, built once per dump file (it scans every product's
-    ingredients: ~38 s on a 1M-product dump, against ~1 s for the selection itself).
+def launch_memory_limit() -> str:
+    """DuckDB's memory_limit for a launch's pass (``ROBOTOFF_BATCH_LAUNCH_MEMORY_LIMIT``,
+    default 1GB: the launch process stays under 1.5 GiB, benchmarks/launch_benchmark.py)."""
+    return os.environ.get("ROBOTOFF_BATCH_LAUNCH_MEMORY_LIMIT", "").strip() or "1GB"
 
-    The cache key is the dump's path, size and modification time, and the builder's source, so
-    a new dump or a changed builder rebuilds it. Returns (path, whether it was cached).
-    """
+
+def lexicon_cache_path(dump_path: str) -> Path:
+    """Where the CPU engine's lexicon of a dump is cached: keyed by the dump's path, size and
+    modification time, and the lexicon rule's source, so a new dump or a changed rule
+    rebuilds it (in the launch's pass)."""
     stat = Path(dump_path).stat()
     builder = Path(inspect.getfile(build_lexicon)).read_bytes()
     key = hashlib.sha256(
         f"{Path(dump_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + builder
     ).hexdigest()[:16]
-    cache = home_dir() / "cache" / f"lexicon-{key}.parquet"
+    return home_dir() / "cache" / f"lexicon-{key}.parquet"
+
+
+def store_lexicon(cache: Path, lexicon: pa.Table) -> None:
+    """Write a lexicon to its cache path atomically (a concurrent launch sees all or none)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    pq.write_table(lexicon, tmp)
+    os.replace(tmp, cache)
+
+
+def cached_lexicon(dump_path: str) -> tuple[Path, bool]:
+    """The CPU engine's lexicon of a dump, built once per dump file (outside a launch, which
+    counts it in its own pass). Returns (path, whether it was cached)."""
+    cache = lexicon_cache_path(dump_path)
     if cache.exists():
         return cache, True
-    cache.parent.mkdir(parents=True, exist_ok=True)
     logger.info("building the lexicon of %s (once per dump file)", dump_path)
     started = time.monotonic()
     with duckdb.connect() as con:
         con.execute("SET enable_progress_bar = false")  # carriage returns flood run logs
         lexicon = build_lexicon(con, dump_path)
     logger.info("lexicon: %d words in %.1f s", lexicon.num_rows, time.monotonic() - started)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    pq.write_table(lexicon, tmp)
-    os.replace(tmp, cache)  # atomic: a concurrent launch sees the whole file or none
+    store_lexicon(cache, lexicon)
     return cache, False
 
 

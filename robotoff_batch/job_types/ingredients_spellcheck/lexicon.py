@@ -24,48 +24,73 @@ LEXICON_SCHEMA = pa.schema(
     ]
 )
 
-# JSON paths of the ingredient objects, one per nesting level (OFF's parser nests
-# sub-ingredients; depth 4 covers what the dump holds in practice).
+# OFF's parser nests sub-ingredients; depth 4 covers what the dump holds in practice.
 MAX_DEPTH = 4
-_LEVEL_PATHS = ["$[*]" + ".ingredients[*]" * level for level in range(MAX_DEPTH)]
 
-_LEVELS_UNION = "\n    UNION ALL\n    ".join(
-    f"SELECT lang, unnest(json_extract(ingredients, '{path}')) AS obj FROM products"
-    for path in _LEVEL_PATHS
+
+def _tree_type(depth: int) -> str:
+    """The json_transform type of the ingredient tree: only the fields the lexicon reads, so
+    each product's JSON is parsed once (not once per level and field)."""
+    fields = '"id":"VARCHAR","text":"VARCHAR","is_in_taxonomy":"VARCHAR"'
+    if depth > 1:
+        fields += f',"ingredients":{_tree_type(depth - 1)}'
+    return f"[{{{fields}}}]"
+
+
+_KNOWN = (
+    "lower(coalesce(o.is_in_taxonomy, '0')) IN ('1', 'true') "
+    "AND o.id LIKE '%:%' AND o.text IS NOT NULL"
 )
 
-# The path list is a constant of this module (no user value), so it is inlined; the dump
-# path and the minimum word length are bound parameters.
-_LEXICON_SQL = f"""
-WITH products AS (
-    SELECT
-        lower(trim(CAST(lang AS VARCHAR))) AS lang,
-        CAST(ingredients AS VARCHAR) AS ingredients
-    FROM read_parquet($path)
-    WHERE ingredients IS NOT NULL AND json_valid(CAST(ingredients AS VARCHAR))
-      AND lang IS NOT NULL AND trim(CAST(lang AS VARCHAR)) <> ''
-),
-levels AS (
-    {_LEVELS_UNION}
-),
-known AS (
-    SELECT
-        lang,
-        json_extract_string(obj, '$.id') AS id,
-        json_extract_string(obj, '$.text') AS text,
-        lower(coalesce(json_extract_string(obj, '$.is_in_taxonomy'), '0')) AS in_taxonomy
-    FROM levels
-),
-words AS (
-    SELECT
-        lang,
-        unnest(regexp_extract_all(lower(text), '\\p{{L}}+')) AS word
-    FROM known
-    WHERE in_taxonomy IN ('1', 'true') AND id LIKE '%:%' AND text IS NOT NULL
-)
+
+def lexicon_tree_sql(table: str = "p") -> str:
+    """The ingredient tree of a dump row (SQL), parsed once; NULL for a row without a
+    language (skipped) or without a parseable ``ingredients`` JSON list."""
+    return (
+        f"CASE WHEN {lexicon_lang_sql(table)} IS NOT NULL "
+        f"THEN try(json_transform(CAST({table}.ingredients AS VARCHAR), "
+        f"'{_tree_type(MAX_DEPTH)}')) END"
+    )
+
+
+def lexicon_lang_sql(table: str = "p") -> str:
+    """The lexicon language of a dump row (SQL): the product's ``lang``, lowercased and
+    trimmed; NULL when missing or empty (the row is skipped)."""
+    return f"nullif(lower(trim(CAST({table}.lang AS VARCHAR))), '')"
+
+
+def lexicon_words_sql(source: str, *, min_length: int = 2) -> str:
+    """``source`` (a subquery with a ``lexicon_tree`` column, :func:`lexicon_tree_sql`) with
+    that column replaced by ``words``: the lowercase words of the row's taxonomy-known
+    ingredients (every nesting level; an id ``lang:...`` and a text), of at least
+    ``min_length`` letters (SQL).
+
+    One rule, used by :func:`build_lexicon` and by the launch's single pass over the dump
+    (``selection.py``); the words are counted by :data:`LEXICON_COUNTS_SQL`. Levels are
+    flattened one subquery each, so the tree is walked once per level, not once per field.
+    """
+    query = f"SELECT * EXCLUDE (lexicon_tree), lexicon_tree AS lx0 FROM ({source})"
+    for level in range(1, MAX_DEPTH):
+        query = (
+            f"SELECT *, flatten(list_transform(lx{level - 1}, lambda o: o.ingredients)) "
+            f"AS lx{level} FROM ({query})"
+        )
+    per_level = ", ".join(
+        f"flatten(list_transform(list_filter(lx{level}, lambda o: {_KNOWN}), "
+        "lambda o: regexp_extract_all(lower(o.text), '\\p{L}+')))"
+        for level in range(MAX_DEPTH)
+    )
+    drop = ", ".join(f"lx{level}" for level in range(MAX_DEPTH))
+    return (
+        f"SELECT * EXCLUDE ({drop}), list_filter(flatten([{per_level}]), "
+        f"lambda w: length(w) >= {int(min_length)}) AS words FROM ({query})"
+    )
+
+
+# Counts of the words of a relation of (lang, words) rows ({source}: a table or subquery).
+LEXICON_COUNTS_SQL = """
 SELECT lang, word, count(*)::BIGINT AS n
-FROM words
-WHERE length(word) >= $min_length
+FROM (SELECT lang, unnest(words) AS word FROM {source})
 GROUP BY lang, word
 ORDER BY lang, n DESC, word
 """
@@ -80,8 +105,13 @@ def build_lexicon(
     are read). ``lang`` is the language of the product (of the text the ingredients were
     parsed from), lowercased; products without one are skipped.
     Words shorter than ``min_length`` letters are dropped. Returns a table with
-    ``LEXICON_SCHEMA`` (lang, word, n), sorted by lang then decreasing count.
+    ``LEXICON_SCHEMA`` (lang, word, n), sorted by lang then decreasing count. (A launch
+    counts the same words in its one pass over the dump: ``selection.py``.)
     """
-    relation = con.sql(_LEXICON_SQL, params={"path": dump_path, "min_length": min_length})
-    table = relation.to_arrow_table()
-    return table.cast(LEXICON_SCHEMA)
+    rows = (
+        f"(SELECT {lexicon_lang_sql()} AS lang, {lexicon_tree_sql()} AS lexicon_tree "
+        "FROM read_parquet($path) AS p)"
+    )
+    source = f"({lexicon_words_sql(rows, min_length=min_length)})"
+    relation = con.sql(LEXICON_COUNTS_SQL.format(source=source), params={"path": dump_path})
+    return relation.to_arrow_table().cast(LEXICON_SCHEMA)

@@ -3,14 +3,29 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from robotoff_batch import extraction
+from robotoff_batch.job_types.ingredients_spellcheck.lexicon import (
+    LEXICON_COUNTS_SQL,
+    LEXICON_SCHEMA,
+    lexicon_lang_sql,
+    lexicon_tree_sql,
+    lexicon_words_sql,
+)
+from robotoff_batch.predictions.store import named_statements
+
+logger = logging.getLogger(__name__)
 
 _SELECTION_SQL_PATH = Path(__file__).resolve().parent / "selection.sql"
 
@@ -41,8 +56,12 @@ SPELLCHECK_INPUT_SCHEMA = pa.schema(
 )
 
 
+def _statements() -> dict[str, str]:
+    return dict(named_statements(_SELECTION_SQL_PATH.read_text(encoding="utf-8")))
+
+
 def spellcheck_sql() -> str:
-    """The ingredients-spellcheck selection query (``selection.sql``)."""
+    """The ingredients-spellcheck selection (``selection.sql``), all its statements."""
     return _SELECTION_SQL_PATH.read_text(encoding="utf-8")
 
 
@@ -55,6 +74,192 @@ def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
         )
     out = [str(v) for v in values]
     return out or None
+
+
+# The dump's columns the product facts are computed from (facts.sql reads them, under these
+# names, from the selected rows the pass kept), beside code and lang; the optional ones only
+# when the dump has them (an older or test dump may lack them).
+FACTS_COLUMNS = ("ingredients_text", "countries_tags")
+OPTIONAL_FACTS_COLUMNS = ("brands_tags", "unique_scans_n", "last_modified_t")
+
+
+@dataclass(frozen=True)
+class LaunchPass:
+    """What the launch's one pass over the dump wrote and counted."""
+
+    rows: int  # products selected (rows of the input file)
+    input_path: Path
+    facts_source_path: Path | None  # the selected rows' raw fact columns (facts.sql's input)
+    lexicon: pa.Table | None  # the CPU engine's lexicon counts, when asked
+    duration_s: float
+    counts: Mapping[str, int]  # dump_rows, invalid_code_rows, stale_rows, ... (stats)
+
+    def metadata(self) -> dict[str, int]:
+        """The counts a launch records (and a person checks): what the pass dropped or
+        cleaned so that nothing staged is refused by the import."""
+        keys = (
+            "dump_rows",
+            "duplicated_barcodes",
+            "stale_rows",
+            "invalid_code_rows",
+            "nul_cleaned",
+        )
+        return {f"dump_{k}" if not k.startswith("dump") else k: self.counts[k] for k in keys}
+
+
+def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
+    optional = [c for c in OPTIONAL_FACTS_COLUMNS if c in present]
+    facts = [*FACTS_COLUMNS, *optional]
+    source = ["code", "pg_text(f_lang) AS lang"]
+    nul = []
+    for c in facts:
+        if c == "ingredients_text":
+            source.append(
+                f"list_transform(f_{c}, lambda x: {{'lang': pg_text(x.lang), "
+                f"'text': pg_text(x.text)}}) AS {c}"
+            )
+            nul.append(
+                f"list_bool_or(list_transform(f_{c}, lambda x: has_nul(x.lang) OR has_nul(x.text)))"
+            )
+        elif c in ("countries_tags", "brands_tags"):
+            source.append(f"list_transform(f_{c}, lambda t: pg_text(t)) AS {c}")
+            nul.append(f"list_bool_or(list_transform(f_{c}, lambda t: has_nul(t)))")
+        else:
+            source.append(f"f_{c} AS {c}")
+    return {
+        "last_modified_t": (
+            "CAST(p.last_modified_t AS BIGINT)"
+            if "last_modified_t" in present
+            else "CAST(NULL AS BIGINT)"
+        ),
+        "facts_columns": ", ".join(f"p.{c} AS f_{c}" for c in facts),
+        "facts_source": ", ".join(source),
+        "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
+        "lexicon_scan": (
+            f"{lexicon_lang_sql('p')} AS lexicon_lang, {lexicon_tree_sql('p')} AS lexicon_tree"
+            if lexicon
+            else "CAST(NULL AS VARCHAR) AS lexicon_lang"
+        ),
+        "lexicon_select": (
+            "lexicon_lang, words" if lexicon else "lexicon_lang, CAST(NULL AS VARCHAR[]) AS words"
+        ),
+    }
+
+
+def launch_pass(
+    *,
+    dump_path: str,
+    work_dir: Path,
+    limit: int,
+    min_fraction: float,
+    max_fraction: float,
+    languages: Sequence[str] | None = None,
+    countries: Sequence[str] | None = None,
+    min_popularity: int | None = None,
+    codes: Sequence[str] | None = None,
+    facts: bool = True,
+    lexicon: bool = False,
+    lexicon_min_length: int = 2,
+    progress: Callable[[str], None] | None = None,
+    memory_limit: str = extraction.DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+    input_name: str = "input.parquet",
+) -> LaunchPass:
+    """Read the dump ONCE and write what a launch stages: the selected products (the input
+    file, :data:`SPELLCHECK_INPUT_SCHEMA`), their raw fact columns (``facts=True``: the file
+    facts.sql is then run on) and, with ``lexicon=True``, the CPU engine's lexicon counts
+    (lexicon.py's rule, same result as ``build_lexicon`` on the dump, stale copies out).
+
+    Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
+    a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
+    inclusive max), most popular first (ties by code), at most ``limit`` rows. Optional filters:
+    product ``lang`` in ``languages``, any of ``countries_tags`` in ``countries``,
+    ``popularity_key >= min_popularity``, ``code`` in ``codes`` (None or empty: no filter).
+    One row per barcode and no NUL character staged: see selection.sql, whose counts are in
+    :attr:`LaunchPass.counts`. DuckDB's ``memory_limit`` bounds the whole pass (it spills to
+    a temporary directory in ``work_dir`` beyond it).
+
+    Checks the dump's columns first. A selection matching nothing gives a 0-row input file.
+    """
+    if limit < 1:
+        raise extraction.ExtractionError(f"limit must be at least 1, got {limit}")
+    if not 0.0 <= min_fraction < max_fraction:
+        raise extraction.ExtractionError(
+            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
+        )
+    required = dict(SPELLCHECK_REQUIRED_COLUMNS)
+    if lexicon:
+        required["ingredients"] = "string"
+    extraction.check_dump(dump_path=dump_path, required_columns=required)
+    present = set(pq.read_schema(dump_path).names) if "://" not in dump_path else set()
+    started = time.monotonic()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    statements = _statements()
+    fragments = _fragments(present, lexicon)
+    scan = statements["scan"].format(**fragments)
+    if lexicon:
+        scan = lexicon_words_sql(scan, min_length=lexicon_min_length)
+    params: dict[str, object] = {
+        "dump_path": dump_path,
+        "min_fraction": float(min_fraction),
+        "max_fraction": float(max_fraction),
+        "languages": _str_list("languages", languages),
+        "countries": _str_list("countries", countries),
+        "min_popularity": None if min_popularity is None else int(min_popularity),
+        "codes": _str_list("codes", codes),
+    }
+    input_path = work_dir / input_name
+    facts_path = work_dir / "facts_source.parquet" if facts else None
+    table: pa.Table | None = None
+    try:
+        with extraction.connect(
+            memory_limit=memory_limit,
+            threads=threads,
+            spill_parent=work_dir,
+            progress=progress,
+            label=f"one pass over {dump_path}" + (" (with the lexicon)" if lexicon else ""),
+        ) as con:
+            con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
+            con.execute(statements["excluded"])
+            row = con.execute("SELECT count(*) FROM launch_excluded").fetchone()
+            excluded = int(row[0]) if row else 0
+            con.execute(
+                statements["selected"].format(**fragments),
+                {**params, "limit": int(limit), "excluded": excluded},
+            )
+            rows = extraction.write_parquet(
+                con.sql(statements["input"]), input_path, schema=SPELLCHECK_INPUT_SCHEMA
+            )
+            if facts_path is not None:
+                extraction.write_parquet(
+                    con.sql(statements["facts_source"].format(**fragments)), facts_path
+                )
+            if lexicon:
+                counts_sql = LEXICON_COUNTS_SQL.format(source=statements["lexicon_rows"])
+                table = con.sql(counts_sql).to_arrow_table().cast(LEXICON_SCHEMA)
+            cursor = con.execute(statements["stats"].format(**fragments))
+            names = [d[0] for d in cursor.description]
+            counts = dict(zip(names, (int(v or 0) for v in cursor.fetchone() or ()), strict=True))
+    except duckdb.Error as exc:
+        raise extraction.ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
+    duration = time.monotonic() - started
+    logger.info(
+        "one pass over %s in %.2fs: %d products selected; %s",
+        dump_path,
+        duration,
+        rows,
+        ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
+    if progress is not None:
+        progress(f"done: {rows} products selected in {duration:.1f}s ({counts})")
+    return LaunchPass(
+        rows=rows,
+        input_path=input_path,
+        facts_source_path=facts_path,
+        lexicon=table,
+        duration_s=duration,
+        counts=counts,
+    )
 
 
 def extract_spellcheck_products(
@@ -72,43 +277,30 @@ def extract_spellcheck_products(
     memory_limit: str = extraction.DEFAULT_MEMORY_LIMIT,
     threads: int | None = None,
 ) -> extraction.ExtractionResult:
-    """Select the products to spellcheck and write the job's input Parquet.
-
-    Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
-    a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
-    inclusive max), most popular first (ties by code), at most ``limit`` rows. Optional filters:
-    product ``lang`` in ``languages``, any of ``countries_tags`` in ``countries``,
-    ``popularity_key >= min_popularity``, ``code`` in ``codes`` (None or empty: no filter).
-
-    Checks the dump's columns first. Output schema: :data:`SPELLCHECK_INPUT_SCHEMA`. A
-    selection matching nothing gives a 0-row file, not an error.
-    """
-    if limit < 1:
-        raise extraction.ExtractionError(f"limit must be at least 1, got {limit}")
-    if not 0.0 <= min_fraction < max_fraction:
-        raise extraction.ExtractionError(
-            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
-        )
-    extraction.check_dump(dump_path=dump_path, required_columns=SPELLCHECK_REQUIRED_COLUMNS)
-    params: dict[str, object] = {
-        "dump_path": dump_path,
-        "limit": int(limit),
-        "min_fraction": float(min_fraction),
-        "max_fraction": float(max_fraction),
-        "languages": _str_list("languages", languages),
-        "countries": _str_list("countries", countries),
-        "min_popularity": None if min_popularity is None else int(min_popularity),
-        "codes": _str_list("codes", codes),
-    }
-    return extraction.extract_to_parquet(
+    """Select the products to spellcheck and write the job's input Parquet only
+    (:func:`launch_pass` without facts nor lexicon). Output schema:
+    :data:`SPELLCHECK_INPUT_SCHEMA`."""
+    done = launch_pass(
         dump_path=dump_path,
-        sql=spellcheck_sql(),
-        params=params,
-        output_path=output_path,
+        work_dir=Path(output_path).parent,
+        input_name=Path(output_path).name,
+        limit=limit,
+        min_fraction=min_fraction,
+        max_fraction=max_fraction,
+        languages=languages,
+        countries=countries,
+        min_popularity=min_popularity,
+        codes=codes,
+        facts=False,
         progress=progress,
         memory_limit=memory_limit,
         threads=threads,
-        schema=SPELLCHECK_INPUT_SCHEMA,
+    )
+    return extraction.ExtractionResult(
+        rows=done.rows,
+        output_path=done.input_path,
+        duration_s=done.duration_s,
+        bytes=done.input_path.stat().st_size,
     )
 
 

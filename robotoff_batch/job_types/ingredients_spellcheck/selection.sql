@@ -1,15 +1,27 @@
--- ingredients-spellcheck: select the products whose main ingredients text goes to the spellchecker.
+-- ingredients-spellcheck: the launch's ONE pass over the dump, then Robotoff's selection.
 --
 -- Robotoff's selection (robotoff/batch/__init__.py::extract_from_dataset), rewritten for
 -- DuckDB >= 2.0 (`lambda x: ...` instead of the rejected `x -> ...`) and extended with optional
 -- filters. Only columns present in BOTH the current (111 columns) and the older (110 columns,
--- ecoscore_*, no schema_version) dump schemas are referenced.
+-- ecoscore_*, no schema_version) dump schemas are required; `last_modified_t`, `brands_tags`
+-- and `unique_scans_n` are read when the dump has them ({...} fragments, selection.py).
 --
--- Columns read (checked beforehand by extraction.check_dump with
--- extraction.SPELLCHECK_REQUIRED_COLUMNS):
---   code VARCHAR, lang VARCHAR, ingredients_text STRUCT(lang, text)[],
---   product_name STRUCT(lang, text)[], popularity_key BIGINT, ingredients_n INTEGER,
---   unknown_ingredients_n INTEGER, countries_tags VARCHAR[]
+-- Each column of the dump is read once, except `code` (and `lang` with the CPU engine): `keys`
+-- reads every row's code and modification time (and, with the CPU engine, its `lang` and
+-- `ingredients`, whose lexicon words it keeps: {lexicon_*}, lexicon.py); `selected` is
+-- Robotoff's selection, without the rows `keys` excludes, carrying the raw columns the product
+-- facts are computed from (facts.sql, run afterwards on the selected rows only): no second scan
+-- for the facts. DuckDB's memory_limit bounds it all (it spills beyond it).
+--
+-- Nothing is staged that the import would refuse (issue 17, point 7):
+--   * one row per barcode: when the dump holds a code more than once, the most recently
+--     modified row (greatest last_modified_t, NULL lowest), then the later one in the file,
+--     is the product; the other rows are dropped (`stale`), counted in the launch metadata;
+--   * a row whose code is NULL, empty or holds a NUL character is dropped, counted;
+--   * the NUL character, the one character PostgreSQL text cannot hold (every other one of
+--     valid UTF-8, which is all DuckDB strings can be, it can), is removed from every staged
+--     text (pg_text, extraction.PG_TEXT_MACROS) before the filters; the products it was
+--     removed from are counted.
 --
 -- Named parameters (bound by DuckDB, never interpolated):
 --   $dump_path      VARCHAR    the OFF Parquet dump
@@ -21,54 +33,124 @@
 --   $min_popularity BIGINT     popularity_key >= this; NULL for no minimum
 --   $codes          VARCHAR[]  only these barcodes; NULL or [] for all
 --
--- Output (CONTRACTS.md, input Parquet of ingredients-spellcheck):
+-- Output `input` (CONTRACTS.md, input Parquet of ingredients-spellcheck):
 --   code, lang, text, product_name, popularity_key, fraction
-WITH products AS (
-    SELECT
-        code,
-        lang,
-        list_filter(ingredients_text, lambda x: x.lang = 'main')[1].text AS text,
-        coalesce(
-            nullif(trim(list_filter(product_name, lambda x: x.lang = 'main')[1].text), ''),
-            nullif(trim(list_filter(product_name, lambda x: x.lang = p.lang)[1].text), '')
-        ) AS product_name,
-        popularity_key,
-        CAST(unknown_ingredients_n AS DOUBLE) / ingredients_n AS fraction
-    FROM read_parquet($dump_path) AS p
-    WHERE code IS NOT NULL
-      AND ingredients_n > 0
-      AND unknown_ingredients_n IS NOT NULL
-      AND (
-          CAST($languages AS VARCHAR[]) IS NULL
-          OR len(CAST($languages AS VARCHAR[])) = 0
-          OR list_contains(CAST($languages AS VARCHAR[]), lang)
-      )
-      AND (
-          CAST($countries AS VARCHAR[]) IS NULL
-          OR len(CAST($countries AS VARCHAR[])) = 0
-          OR list_has_any(countries_tags, CAST($countries AS VARCHAR[]))
-      )
-      AND (
-          CAST($min_popularity AS BIGINT) IS NULL
-          OR popularity_key >= CAST($min_popularity AS BIGINT)
-      )
-      AND (
-          CAST($codes AS VARCHAR[]) IS NULL
-          OR len(CAST($codes AS VARCHAR[])) = 0
-          OR code IN (SELECT unnest(CAST($codes AS VARCHAR[])))
-      )
-)
+
+-- name: keys
+CREATE TEMP TABLE launch_keys AS
+SELECT dump_row, code, valid_code, last_modified_t, {lexicon_select}
+FROM ({scan}) AS p
+
+-- name: scan
 SELECT
-    CAST(code AS VARCHAR) AS code,
-    CAST(lang AS VARCHAR) AS lang,
-    CAST(text AS VARCHAR) AS text,
-    CAST(product_name AS VARCHAR) AS product_name,
-    CAST(popularity_key AS BIGINT) AS popularity_key,
-    CAST(fraction AS DOUBLE) AS fraction
-FROM products
-WHERE text IS NOT NULL
-  AND trim(text) <> ''
-  AND fraction > CAST($min_fraction AS DOUBLE)
-  AND fraction <= CAST($max_fraction AS DOUBLE)
-ORDER BY popularity_key DESC NULLS LAST, code
-LIMIT CAST($limit AS BIGINT)
+    p.file_row_number AS dump_row,
+    CAST(p.code AS VARCHAR) AS code,
+    coalesce(p.code IS NOT NULL AND trim(p.code) <> '' AND NOT has_nul(p.code), false)
+        AS valid_code,
+    {last_modified_t} AS last_modified_t,
+    {lexicon_scan}
+FROM read_parquet($dump_path, file_row_number = true) AS p
+
+-- name: excluded
+-- The rows no product is selected from: a bad code, or a barcode's older copy (every row of a
+-- code the dump holds more than once but its most recent one).
+CREATE TEMP TABLE launch_excluded AS
+SELECT dump_row, code, 'invalid_code' AS why FROM launch_keys WHERE NOT valid_code
+UNION ALL
+SELECT dump_row, code, 'stale' AS why
+FROM launch_keys
+WHERE valid_code
+  AND code IN (SELECT code FROM launch_keys WHERE valid_code GROUP BY code HAVING count(*) > 1)
+QUALIFY row_number() OVER (
+    PARTITION BY code ORDER BY last_modified_t DESC NULLS LAST, dump_row DESC
+) > 1
+
+-- name: selected
+-- Robotoff's top N + (the number of excluded rows), the excluded ones then dropped: the same N
+-- products as excluding them first, and the top-N statement stays join-free, so DuckDB reads
+-- the carried columns (texts, facts) of the chosen rows only (its late materialization).
+CREATE TEMP TABLE launch_selected AS
+SELECT row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank, *
+FROM (
+    SELECT
+        * EXCLUDE (raw_lang, raw_text, raw_product_name),
+        pg_text(raw_lang) AS lang,
+        pg_text(raw_text) AS text,
+        pg_text(raw_product_name) AS product_name,
+        has_nul(raw_text) OR has_nul(raw_product_name) OR has_nul(raw_lang) AS nul
+    FROM (
+        -- each list walked once (an alias used twice would be computed twice)
+        SELECT
+            p.file_row_number AS dump_row,
+            CAST(p.code AS VARCHAR) AS code,
+            CAST(p.lang AS VARCHAR) AS raw_lang,
+            list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text AS raw_text,
+            coalesce(
+                nullif(trim(list_filter(p.product_name, lambda x: x.lang = 'main')[1].text), ''),
+                nullif(trim(list_filter(p.product_name, lambda x: x.lang = p.lang)[1].text), '')
+            ) AS raw_product_name,
+            CAST(p.popularity_key AS BIGINT) AS popularity_key,
+            CAST(p.unknown_ingredients_n AS DOUBLE) / p.ingredients_n AS fraction,
+            CAST(p.lang AS VARCHAR) AS f_lang,
+            {facts_columns}
+        FROM read_parquet($dump_path, file_row_number = true) AS p
+        WHERE p.code IS NOT NULL
+          AND p.ingredients_n > 0
+          AND p.unknown_ingredients_n IS NOT NULL
+          AND (
+              CAST($languages AS VARCHAR[]) IS NULL
+              OR len(CAST($languages AS VARCHAR[])) = 0
+              OR list_contains(CAST($languages AS VARCHAR[]), p.lang)
+          )
+          AND (
+              CAST($countries AS VARCHAR[]) IS NULL
+              OR len(CAST($countries AS VARCHAR[])) = 0
+              OR list_has_any(p.countries_tags, CAST($countries AS VARCHAR[]))
+          )
+          AND (
+              CAST($min_popularity AS BIGINT) IS NULL
+              OR p.popularity_key >= CAST($min_popularity AS BIGINT)
+          )
+          AND (
+              CAST($codes AS VARCHAR[]) IS NULL
+              OR len(CAST($codes AS VARCHAR[])) = 0
+              OR list_contains(CAST($codes AS VARCHAR[]), CAST(p.code AS VARCHAR))
+          )
+    )
+    WHERE text IS NOT NULL
+      AND trim(text) <> ''
+      AND fraction > CAST($min_fraction AS DOUBLE)
+      AND fraction <= CAST($max_fraction AS DOUBLE)
+    ORDER BY popularity_key DESC NULLS LAST, code
+    LIMIT CAST($limit AS BIGINT) + CAST($excluded AS BIGINT)
+)
+WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)
+QUALIFY rank <= CAST($limit AS BIGINT)
+
+-- name: input
+SELECT code, lang, text, product_name, popularity_key, fraction
+FROM launch_selected
+ORDER BY rank
+
+-- name: facts_source
+-- The selected products' raw fact columns, as the dump names them (facts.sql reads them),
+-- NUL removed.
+SELECT {facts_source}
+FROM launch_selected
+ORDER BY code
+
+-- name: stats
+SELECT
+    count(*) AS dump_rows,
+    count(*) FILTER (WHERE NOT valid_code) AS invalid_code_rows,
+    (SELECT count(*) FROM launch_excluded WHERE why = 'stale') AS stale_rows,
+    (SELECT count(DISTINCT code) FROM launch_excluded WHERE why = 'stale') AS duplicated_barcodes,
+    (SELECT count(*) FROM launch_selected) AS selected,
+    (SELECT count(*) FROM launch_selected WHERE nul OR {facts_nul}) AS nul_cleaned
+FROM launch_keys
+
+-- name: lexicon_rows
+-- The rows the lexicon counts: one per product (older copies and bad codes out), with a
+-- language.
+(SELECT lexicon_lang AS lang, words FROM launch_keys
+ WHERE words IS NOT NULL AND dump_row NOT IN (SELECT dump_row FROM launch_excluded))

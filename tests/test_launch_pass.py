@@ -1,0 +1,216 @@
+"""The launch's one pass over the dump: the same selection, facts and lexicon as reading the dump
+for each, and nothing staged that the import would refuse (issue 17, point 7): one row per
+barcode, no NUL character. Real Parquet, real DuckDB; the end-to-end case runs the real
+container on the local runner and imports into a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robotoff_batch.config.loader import load_job_config
+from robotoff_batch.job_types import load_registry
+from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch, extract
+from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
+from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
+from robotoff_batch.job_types.ingredients_spellcheck.selection import launch_pass
+from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+from tests.test_e2e import (
+    check_evaluations,
+    db_rows,
+    failure_text,
+    instance,  # noqa: F401 (the fixture)
+    launch,
+    launched_job_id,
+    make_defs,
+    make_resources,
+    output_changes,
+    run_request,
+    tick_until_done,
+)
+
+SAMPLE = SAMPLE_DATA_DIR / "food_sample_2026.parquet"
+OLD_SCHEMA = SAMPLE_DATA_DIR / "food_sample_2025_old_schema.parquet"
+JOB_CONFIG = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
+LOCAL_ARGV = list(load_registry()["ingredients-spellcheck"].job_type.local_command)
+LIMIT = 40
+# The newest copy of a duplicated French product: words the CPU engine corrects (accents).
+NEW_TEXT = "Sucre, creme fraiche, farine de ble, sel."
+
+
+def _pass(dump: Path, out: Path, **kwargs: Any) -> Any:
+    args: dict[str, Any] = {"limit": 10_000, "min_fraction": 0.0, "max_fraction": 0.4}
+    return launch_pass(dump_path=str(dump), work_dir=out, **{**args, **kwargs})
+
+
+@pytest.mark.parametrize("dump", [SAMPLE, OLD_SCHEMA], ids=["2026", "2025-old"])
+def test_one_pass_gives_the_facts_and_lexicon_of_reading_the_dump_for_each(
+    dump: Path, tmp_path: Path
+) -> None:
+    done = _pass(dump, tmp_path / "pass", lexicon=True)
+    assert done.rows > 100 and done.facts_source_path is not None
+    # the facts, from the rows the pass kept, are those read from the dump itself
+    from_pass = tmp_path / "from_pass.parquet"
+    from_dump = tmp_path / "from_dump.parquet"
+    extract_facts(
+        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
+    )
+    extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
+    assert pq.read_table(from_pass).num_rows == done.rows
+    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    # ... and so is the lexicon, counted in the same pass
+    assert done.lexicon is not None
+    assert done.lexicon.equals(build_lexicon(duckdb.connect(), str(dump)))
+    assert done.counts["dump_rows"] == pq.read_metadata(dump).num_rows
+    assert done.counts["stale_rows"] == done.counts["nul_cleaned"] == 0
+
+
+def hostile_dump(path: Path) -> dict[str, Any]:
+    """The shipped sample with what real dumps hold: five barcodes twice (an older copy before
+    or after the newer one in the file), a NUL byte in one product's texts and countries, a
+    code with a NUL byte and an empty code. Returns what the test needs to know."""
+    table = pq.read_table(SAMPLE)
+    top = _pass(SAMPLE, path.parent / "clean", limit=LIMIT)
+    selected = pq.read_table(top.input_path).to_pylist()
+    french = next(r["code"] for r in selected if r["lang"] == "fr")
+    others = [r["code"] for r in selected if r["code"] != french]
+    dup_codes = [french, *others[:4]]
+    nul_code = others[10]
+    rows = table.to_pylist()
+    by_code = {r["code"]: r for r in rows}
+    extra = []
+    for i, code in enumerate(dup_codes):
+        newest = by_code[code]
+        older = dict(newest)
+        older["last_modified_t"] = (newest["last_modified_t"] or 0) - 86_400
+        older["ingredients_text"] = [
+            {"lang": e["lang"], "text": f"OLD COPY {e['text']}"} for e in newest["ingredients_text"]
+        ]
+        if code == french:
+            newest["ingredients_text"] = [
+                {"lang": e["lang"], "text": NEW_TEXT if e["lang"] in ("main", "fr") else e["text"]}
+                for e in newest["ingredients_text"]
+            ]
+        if i % 2:  # the older copy later in the file: the modification time decides
+            extra.append(older)
+        else:
+            rows.insert(0, older)
+    rows.extend(extra)
+    dirty = by_code[nul_code]
+    clean_main = next(e["text"] for e in dirty["ingredients_text"] if e["lang"] == "main")
+    dirty["ingredients_text"] = [
+        {"lang": e["lang"], "text": e["text"][:5] + "\x00" + e["text"][5:]}
+        for e in dirty["ingredients_text"]
+    ]
+    dirty["countries_tags"] = [*(dirty["countries_tags"] or []), "en:fr\x00ance"]
+    for bad in ("200000000\x001", "  "):
+        row = dict(by_code[others[11]])
+        row["code"] = bad
+        row["popularity_key"] = 10**12  # first in line if it were kept
+        rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return {
+        "dup_codes": dup_codes,
+        "french": french,
+        "nul_code": nul_code,
+        "clean_main": clean_main,
+        "selected": [r["code"] for r in selected],
+    }
+
+
+def _strings(table: pa.Table) -> list[str]:
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for row in table.to_pylist():
+        walk(row)
+    return out
+
+
+def test_the_pass_stages_one_row_per_barcode_and_no_nul(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    dump = tmp_path / "hostile.parquet"
+    known = hostile_dump(dump)
+    cpu = {"job_config": JOB_CONFIG, "local_argv": LOCAL_ARGV}
+    out = extract(
+        dump_path=str(dump), params=SpellcheckLaunch(limit=LIMIT), work_dir=tmp_path / "x", **cpu
+    )
+    staged = pq.read_table(out.files["input.parquet"])
+    facts = pq.read_table(out.files["products.parquet"])
+    codes = staged.column("code").to_pylist()
+    assert len(codes) == len(set(codes)) == LIMIT
+    # the same products as the clean dump (the bad codes, first by popularity, dropped)
+    assert codes == known["selected"]
+    texts = dict(zip(codes, staged.column("text").to_pylist(), strict=True))
+    for code in known["dup_codes"]:  # the most recently modified copy, wherever in the file
+        assert not texts[code].startswith("OLD COPY")
+    assert texts[known["french"]] == NEW_TEXT
+    assert texts[known["nul_code"]] == known["clean_main"]
+    assert not [s for s in _strings(staged) + _strings(facts) if "\x00" in s]
+    fact = next(r for r in facts.to_pylist() if r["code"] == known["nul_code"])
+    assert "en:france" in fact["countries"] and "\\u0000" not in fact["countries"]
+    assert Counter(facts.column("code").to_pylist()).most_common(1)[0][1] == 1
+    # facts.sql on the raw hostile dump (as at import) applies the same barcode and NUL rules
+    from_dump = tmp_path / "from_dump.parquet"
+    extract_facts(dump_path=str(dump), input_path=out.files["input.parquet"], output_path=from_dump)
+    assert pq.read_table(from_dump).equals(facts)
+    meta = out.metadata
+    assert meta["dump_duplicated_barcodes"] == 5 and meta["dump_stale_rows"] == 5
+    assert meta["dump_invalid_code_rows"] == 2 and meta["dump_nul_cleaned"] == 1
+    assert meta["dump_rows"] == 1000 + 5 + 2
+    # the lexicon, counted in the same pass, counts each product once: stale copies and
+    # dropped rows out, so it is the clean dump's
+    lexicon = pq.read_table(out.files["lexicon.parquet"])
+    assert lexicon.equals(build_lexicon(duckdb.connect(), str(SAMPLE)))
+
+
+def test_a_hostile_dump_launched_and_imported_end_to_end(
+    tmp_path: Path,
+    instance: dg.DagsterInstance,  # noqa: F811 (the fixture imported above)
+    pg_db: str,
+) -> None:
+    """Issue 17 point 7, as a user would: `launch` on a dump with a NUL byte and duplicated
+    barcodes, the real container on the local runner, the import: one prediction a product."""
+    dump = tmp_path / "hostile.parquet"
+    known = hostile_dump(dump)
+    resources = make_resources(tmp_path, pg_db, dump=dump)
+    defs = make_defs(resources)
+    result = launch(defs, instance, limit=LIMIT)
+    assert result.success, failure_text(result)
+    job_id = launched_job_id(result)
+    (request,), _, _ = tick_until_done(defs, instance, resources)
+    finished = run_request(defs, instance, request)
+    assert finished.success, failure_text(finished)
+    assert all(c.passed for c in check_evaluations(finished).values())
+    rows = db_rows(pg_db, job_id)
+    expected = output_changes(tmp_path / "staging", job_id)
+    assert rows and len(rows) == len(expected)
+    per_product = Counter(r["barcode"] for r in rows)
+    assert max(per_product.values()) == 1
+    french = [r for r in rows if r["barcode"] == known["french"]]
+    assert french and french[0]["data"]["original"] == NEW_TEXT
+    products = instance.get_latest_materialization_event(
+        dg.AssetKey(["ingredients_spellcheck", "products"])
+    )
+    assert products is not None
+    meta = products.asset_materialization.metadata
+    assert meta["dump_duplicated_barcodes"].value == 5
+    assert meta["dump_nul_cleaned"].value == 1 and meta["dump_invalid_code_rows"].value == 2
