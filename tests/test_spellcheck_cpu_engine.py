@@ -339,7 +339,8 @@ def test_prebuilt_indexes_correct_exactly_as_building_them(
     load, common, _ = general_lists()
     built = WordFreqSpellchecker(food, load, foreign_common=common)
     expected = built.correct_batch(texts, langs)
-    assert sum(a != b for a, b in zip(texts, expected, strict=True)) > 50
+    # enough corrected texts for the comparison to mean something (the default rules)
+    assert sum(a != b for a, b in zip(texts, expected, strict=True)) > 20
     for attempt in ("builds and writes", "reads"):
         prebuilt, hashed, _ = prebuilt_lists()
         engine = WordFreqSpellchecker(
