@@ -15,7 +15,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR

@@ -47,12 +47,6 @@ def _prediction_store(*, database_url: Any) -> PredictionStoreResource:
 def build_resources(environment: str | None = None) -> dict[str, Any]:
     """The resource dict of an environment."""
     env = environment or os.environ.get("ROBOTOFF_BATCH_ENV", "local")
-    if os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL"):
-        raise ValueError(
-            "ROBOTOFF_BATCH_WEBHOOK_URL is no longer used (no task calls Robotoff's webhook): "
-            "set ROBOTOFF_BATCH_IMPORT_TARGET=robotoff_api, ROBOTOFF_BATCH_ROBOTOFF_URL and "
-            "ROBOTOFF_BATCH_JOB_KEY to hand outputs to Robotoff's importer (docs/production.md)"
-        )
     if env == "local":
         from robotoff_batch.job_types import local_commands
 
