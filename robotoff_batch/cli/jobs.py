@@ -11,7 +11,7 @@ import yaml
 from rich.text import Text
 from typer.core import TyperCommand
 
-from robotoff_batch.batch.engine import JobNotFoundError, JobState
+from robotoff_batch.batch.engine import JobNotFoundError, JobState, cancel_once
 from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
 from robotoff_batch.cost import job_cost_lines
@@ -74,30 +74,37 @@ def launch(
     ),
 ) -> None:
     """Launch a batch job through the Dagster instance (it shows in the UI)."""
+    ws = operations.Workspace.from_env()
     try:
         outcome = operations.launch(
-            job_type=job_type, params=_parse_params(params or []), debug=DEBUG["on"]
+            ws, job_type=job_type, params=_parse_params(params or []), debug=DEBUG["on"]
         )
     except operations.OperationError as exc:
         raise fail(f"launch failed: {exc}") from None
     say(f"launched batch job {outcome.job_id} ({outcome.rows} products)")
     if wait:
-        follow_and_report(outcome.job_id, timeout_s)
+        follow_and_report(ws, outcome.job_id, timeout_s)
 
 
-def follow_and_report(job_id: str, timeout_s: float) -> operations.Outcome:
-    """Follow a job to its outcome; print each state once; exit 1 unless it was imported (or
-    recorded, for a job type that imports nothing)."""
+def follow_and_report(
+    ws: operations.Workspace, launched: str, timeout_s: float
+) -> operations.Outcome:
+    """Follow a job (and the fallback jobs that replace it) to its outcome; print each state
+    once; exit 1 unless it was imported (or recorded, for a job type that imports nothing)."""
     try:
         outcome = operations.follow_job(
-            job_id=job_id,
+            ws,
+            job_id=launched,
             timeout_s=timeout_s,
-            on_change=lambda old, new: say(f"  {job_id}: {old} → {new}"),
+            on_change=lambda job_id, old, new: say(f"  {job_id}: {old} → {new}"),
             on_message=lambda level, message: say(f"  {message}", err=True),
             debug=DEBUG["on"],
         )
     except operations.OperationError as exc:
         raise fail(str(exc)) from None
+    job_id = outcome.status.job_id
+    if job_id != launched:
+        say(f"{launched} was replaced by its capacity fallback {job_id}")
     who = "the Dagster daemon" if outcome.by_daemon else "this command"
     state = outcome.status.state
     if state != JobState.SUCCEEDED:
@@ -167,7 +174,9 @@ def status(
 def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
     """Record a finished job's outcome and import its output (again: changes nothing)."""
     try:
-        already, n, _ = operations.run_import(job_id=job_id, debug=DEBUG["on"])
+        already, n, _ = operations.run_import(
+            operations.Workspace.from_env(), job_id=job_id, debug=DEBUG["on"]
+        )
     except operations.OperationError as exc:
         raise fail(f"import failed: {exc}") from None
     note = " (already imported: nothing changed)" if already else ""
@@ -176,17 +185,5 @@ def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id."))
 
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
     """Cancel a batch job, once; a job already ended, cancelling or gone is left alone."""
-    engine = batch_engine()
-    try:
-        before = engine.get_job(job_id=job_id).state
-    except JobNotFoundError:
-        say(f"no batch job {job_id!r}: nothing to cancel")
-        return
-    if before.is_terminal:
-        say(f"{job_id} already ended {before.value}: nothing to cancel")
-        return
-    if before.is_stopping:
-        say(f"{job_id} is already {before.value}: not sent again")
-        return
-    engine.cancel(job_id=job_id)
-    say(f"cancelled {job_id} (was {before.value}); the sensor records it as CANCELLED")
+    done = cancel_once(batch_engine(), job_id)
+    say(done.message + ("; the sensor records it as CANCELLED" if done.sent else ""))
