@@ -543,6 +543,6 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
     ],
 )
 def test_examples_show_the_changed_words(original: str, correction: str, shown: str) -> None:
-    from robotoff_batch.assets.imports import changed_words
+    from robotoff_batch.job_types.base import changed_words
 
     assert changed_words(original, correction) == shown

@@ -10,13 +10,13 @@ run, until the ledger says the job is imported.
 
 # No `from __future__ import annotations`: Dagster reads the context type from annotations.
 
-import difflib
 from typing import Any
 
 import dagster as dg
 
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import changed_words
 from robotoff_batch.names import (
     REFUSED_TAG,
     batch_job_asset_key,
@@ -32,19 +32,6 @@ from robotoff_batch.resources import (
 )
 
 EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
-
-
-def changed_words(original: str, correction: str, limit: int = 4) -> str:
-    """The words that differ, ``old → new``, for a table cell: aligned word sequences, so a
-    split or joined word reads ``butteroil, → butter oil,`` rather than shifting the rest."""
-    a, b = original.split(), correction.split()
-    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    changes = [
-        f"{' '.join(a[i1:i2]) or '∅'} → {' '.join(b[j1:j2]) or '∅'}"
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
-    ]
-    return "; ".join(changes[:limit]) or "(whitespace only)"
 
 
 def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
