@@ -546,3 +546,47 @@ def test_examples_show_the_changed_words(original: str, correction: str, shown: 
     from robotoff_batch.job_types.base import changed_words
 
     assert changed_words(original, correction) == shown
+
+
+def test_the_import_checks_fail_when_their_figures_disagree(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """Each check compares figures read apart: the task files' rows (their footers) with the
+    rows the import read, and the job's stored rows among themselves."""
+    resources = make_resources(tmp_path, pg_db)
+    defs = make_defs(resources)
+    job_id = launched_job_id(launch(defs, instance, limit=60))
+    (request,) = tick_until_done(defs, instance, resources)[0]
+    first = run_request(defs, instance, request)
+    assert all(c.passed for c in check_evaluations(first).values())
+
+    def checks_again(attempt: int) -> dict[str, bool]:
+        again = dg.RunRequest(**{**request._asdict(), "run_key": f"{request.run_key}-{attempt}"})
+        return {
+            n: c.passed for n, c in check_evaluations(run_request(defs, instance, again)).items()
+        }
+
+    # a task file changed after the import (one more row): the files no longer say what was read
+    (task_file, *_) = sorted(
+        (tmp_path / "staging" / JOB_TYPE / job_id / "output").rglob("*.parquet")
+    )
+    table = pq.read_table(task_file)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), task_file)
+    assert checks_again(1)["rows_imported_match_output"] is False
+    pq.write_table(table, task_file)
+    assert checks_again(2) == {
+        "batch_job_succeeded": True,
+        "rows_imported_match_output": True,
+        "no_duplicate_predictions": True,
+    }
+    # two of the job's stored predictions made the same (barcode, type, lang, predictor, version)
+    with psycopg.connect(pg_db) as conn:
+        rows = conn.execute(
+            "SELECT id, barcode, value_tag FROM prediction ORDER BY id LIMIT 2"
+        ).fetchall()
+        (_, barcode, lang), (other, _, _) = rows
+        conn.execute(
+            "UPDATE prediction SET barcode = %s, value_tag = %s WHERE id = %s",
+            (barcode, lang, other),
+        )
+    assert checks_again(3)["no_duplicate_predictions"] is False

@@ -13,6 +13,7 @@ run, until the ledger says the job is imported.
 from typing import Any
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
@@ -30,8 +31,25 @@ from robotoff_batch.resources import (
     PredictionStoreResource,
     StagingResource,
 )
+from robotoff_batch.staging import Staging
 
 EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
+
+
+def output_rows(staging: Staging, job_uri: str) -> int | None:
+    """Rows of the job's task files under ``output/``, from their Parquet footers (the writers'
+    temporary files, named ``.*``, left out); None when the folder holds no Parquet file."""
+    prefix = f"{job_uri}/output/"
+    total, files = 0, 0
+    for uri in staging.list_uris(prefix_uri=prefix):
+        if not uri.endswith(".parquet") or any(
+            p.startswith(".") for p in uri[len(prefix) :].split("/")
+        ):
+            continue
+        with staging.open_read(uri=uri) as stream:
+            total += pq.ParquetFile(stream).metadata.num_rows
+        files += 1
+    return total if files else None
 
 
 def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
@@ -63,8 +81,9 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
     check_count = dg.AssetCheckSpec(
         name="rows_imported_match_output",
         asset=key,
-        description="Predictions in the database that this job inserted = the output's "
-        "changed rows, less those already stored with the same model version.",
+        description="The rows the import read = the rows of the job's task files (their "
+        "Parquet footers, read again by the check), and the predictions stored for the job = "
+        "those the import inserted.",
     )
     check_dupes = dg.AssetCheckSpec(
         name="no_duplicate_predictions",
@@ -109,6 +128,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         expected = outcome.predictions
         in_db = store.count_predictions(batch_job_id=job_id)
+        in_files = output_rows(area, area.job_uri(job_type=jt.name, job_id=job_id))
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
         verb = "was already imported" if outcome.already_imported else "imported"
@@ -134,8 +154,11 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
             check_results=[
                 dg.AssetCheckResult(
                     check_name=check_count.name,
-                    passed=in_db == expected,
+                    # the staged files may be gone (cleaned up) for a job imported long ago
+                    passed=in_db == expected and in_files in (None, outcome.source_rows),
                     metadata={
+                        "rows_in_task_files": in_files if in_files is not None else "gone",
+                        "rows_read_by_import": outcome.source_rows,
                         "in_database": in_db,
                         "inserted_by_import": expected,
                         "from_output": outcome.candidates,
