@@ -150,9 +150,9 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
     from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
     from robotoff_batch.resources import (
         LocalBatchEngineResource,
-        PredictionStoreResource,
+        LocalStagingResource,
+        PostgresPredictionStoreResource,
         ProductDumpResource,
-        StagingResource,
     )
     from tests.fakes.fake_batch_service import (
         EmulatedCloudBatchEngineResource,
@@ -173,9 +173,9 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
             )
         resources = {
             "product_dump": ProductDumpResource(path=str(dump)),
-            "staging": StagingResource(root_uri=(work / f"staging-{engine}").as_uri()),
+            "staging": LocalStagingResource(root_uri=(work / f"staging-{engine}").as_uri()),
             "batch_engine": batch,
-            "prediction_store": PredictionStoreResource(database_url=database_url),
+            "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
         }
         job = build_definitions(resources=resources).resolve_job_def(
             "launch_ingredients_spellcheck"

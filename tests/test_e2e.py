@@ -27,9 +27,10 @@ from robotoff_batch.names import REFUSED_TAG, partitions_def_name
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
     LocalBatchEngineResource,
-    PredictionStoreResource,
+    LocalStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
+    RobotoffApiPredictionStoreResource,
 )
 
 JOB_TYPE = "ingredients-spellcheck"
@@ -53,13 +54,13 @@ def make_resources(
         "product_dump": ProductDumpResource(
             path=str(dump or SAMPLE_DATA_DIR / "food_sample_2026.parquet")
         ),
-        "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
+        "staging": LocalStagingResource(root_uri=(tmp_path / "staging").as_uri()),
         "batch_engine": LocalBatchEngineResource(
             job_type_commands=local_commands(),
             state_dir=str(tmp_path / "batch"),
             local_commands={image: command} if command else None,
         ),
-        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
     }
 
 
@@ -390,7 +391,7 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
 
     # the database is down: a clear error without the password, nothing imported
     down = dict(resources)
-    down["prediction_store"] = PredictionStoreResource(
+    down["prediction_store"] = PostgresPredictionStoreResource(
         database_url="postgresql://robotoff:s3cret-pw@127.0.0.1:9/robotoff?connect_timeout=2"
     )
     down_defs = make_defs(down)
@@ -427,7 +428,9 @@ def test_refused_credentials_fail_with_the_reason_and_are_not_retried(
     params = conninfo_to_dict(pg_db)
     params.update(user="no_such_role", password="s3cret-pw")
     wrong = dict(resources)
-    wrong["prediction_store"] = PredictionStoreResource(database_url=make_conninfo(**params))
+    wrong["prediction_store"] = PostgresPredictionStoreResource(
+        database_url=make_conninfo(**params)
+    )
     failed = run_request(make_defs(wrong), instance, request)
     assert not failed.success
     message = failure_text(failed)
@@ -501,9 +504,8 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
         resources = make_resources(tmp_path, pg_db)
         bucket = tmp_path / "robotoff-batch"
         bucket.mkdir()
-        resources["prediction_store"] = PredictionStoreResource(
+        resources["prediction_store"] = RobotoffApiPredictionStoreResource(
             database_url=pg_db,
-            target="robotoff_api",
             robotoff_url=f"http://127.0.0.1:{server.server_port}",
             robotoff_bucket_uri=bucket.as_uri(),
             batch_job_key=KEY,

@@ -20,9 +20,9 @@ from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    PredictionStoreResource,
+    GCSStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
 )
 from tests.fakes.fake_batch_service import (
     EmulatedCloudBatchEngineResource,
@@ -72,13 +72,13 @@ def google_resources(
 ) -> dict[str, Any]:
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
-        "staging": StagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
+        "staging": GCSStagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
         "batch_engine": EmulatedCloudBatchEngineResource(
             gcp_project=TEST_PROJECT,
             gcp_location=TEST_LOCATION,
             emulator_host=spellcheck_batch_service.address,
         ),
-        "prediction_store": PredictionStoreResource(database_url=pg_db),
+        "prediction_store": PostgresPredictionStoreResource(database_url=pg_db),
     }
 
 

@@ -21,9 +21,9 @@ from robotoff_batch.job_types.base import JobType
 from robotoff_batch.paths import PROJECT_ROOT, SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
     LocalBatchEngineResource,
-    PredictionStoreResource,
+    LocalStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
 )
 from tests.test_e2e import failure_text, launched_job_id, run_request, tick, tick_until_done
 
@@ -44,11 +44,11 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 def resources(tmp_path: Path, database_url: str) -> dict[str, object]:
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
-        "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
+        "staging": LocalStagingResource(root_uri=(tmp_path / "staging").as_uri()),
         "batch_engine": LocalBatchEngineResource(
             state_dir=str(tmp_path / "batch"), job_type_commands=local_commands()
         ),
-        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
     }
 
 

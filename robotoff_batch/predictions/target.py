@@ -1,0 +1,45 @@
+"""What the pipeline needs of an import target: Robotoff's PostgreSQL written directly
+(:class:`~robotoff_batch.predictions.store.PredictionStore`) or Robotoff's own importer
+(:class:`~robotoff_batch.predictions.robotoff_api.RobotoffApiStore`, the ledger kept beside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from robotoff_batch.predictions.model import ImportResult, ImportSpec, OutputChunk
+
+
+class PredictionTarget(Protocol):
+    """A job's output goes here, once; the ledger says which jobs are imported."""
+
+    def ensure_schema(self) -> None: ...
+
+    def import_output(
+        self,
+        *,
+        batch_job_id: str,
+        job_type: str,
+        spec: ImportSpec,
+        files: Sequence[str],
+        outputs: Iterable[OutputChunk],
+        facts: Iterable[pa.RecordBatch] = (),
+    ) -> ImportResult:
+        """Import (or hand over) a job's output in one transaction, at most once."""
+        ...
+
+    def imported_job(self, batch_job_id: str) -> ImportResult | None:
+        """The ledger's record of an imported job, or None."""
+        ...
+
+    def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]: ...
+
+    def count_predictions(self, *, batch_job_id: str) -> int: ...
+
+    def duplicate_predictions(self, *, batch_job_id: str) -> int: ...
+
+    def fetch_examples(self, *, batch_job_id: str, limit: int = 5) -> list[dict[str, Any]]: ...
