@@ -30,8 +30,13 @@ FALLBACK_KIND = "fallback"
 #: Set by a finish run on itself: the process running it, and an output it refused.
 WORKER_TAG = "robotoff_batch/worker"
 REFUSED_TAG = "robotoff_batch/import_refused"
+#: On a run importing a FAILED job's complete chunks (``robotoff-batch import JOB --partial``).
+PARTIAL_IMPORT_TAG = "robotoff_batch/partial_import"
 #: Which attempt at a job's finish a finish run is (1 for the first).
 ATTEMPT_TAG = "robotoff_batch/attempt"
+#: A finish run asked to import the held-back rows of an imported job again
+#: (``robotoff-batch import JOB --retry-quarantined``).
+RETRY_QUARANTINED_TAG = "robotoff_batch/retry_quarantined"
 #: A fallback run: which alternative it launches; a finish run of a job a fallback replaced.
 FALLBACK_INDEX_TAG = "robotoff_batch/fallback_index"
 SUPERSEDED_TAG = "robotoff_batch/superseded_by"

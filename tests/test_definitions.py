@@ -30,6 +30,7 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
         "batch_job_succeeded",
         "rows_imported_match_output",
         "no_duplicate_predictions",
+        "no_rows_quarantined",
     }
     jobs = {j.name for j in repo.get_all_jobs()}
     assert {

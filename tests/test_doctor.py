@@ -76,23 +76,36 @@ def with_resources(**changes: Any) -> dict[str, JobConfig]:
     return {"ingredients-spellcheck": JobConfig.model_validate(data)}
 
 
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+MARKER = f"batch/models/openfoodfacts/spellcheck-mistral-7b/{REVISION}/STAGED.json"
+
+
+def pinned(revision: str = REVISION) -> dict[str, JobConfig]:
+    data = load_configs()["ingredients-spellcheck"].model_dump()
+    data["resources"]["environment"]["SPELLCHECK_MODEL_REVISION"] = revision
+    return {"ingredients-spellcheck": JobConfig.model_validate(data)}
+
+
 def test_a_good_deployment_passes_every_check_and_leaves_nothing(
     env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
 ) -> None:
-    checks = run_checks(context(env, gcs_client, batch_service, iam))
+    gcs_client.bucket(STAGING_BUCKET).blob(MARKER).upload_from_string(b"{}")
+    checks = run_checks(context(env, gcs_client, batch_service, iam, configs=pinned()))
     assert [c.name for c in checks] == [
         "credentials",
         "project",
         "region",
         "bucket",
         "bucket location",
+        "staged weights (ingredients-spellcheck)",
         "ListJobs (europe-west4)",
         "act as (ingredients-spellcheck)",
         "image (ingredients-spellcheck, europe-west4)",
     ]
     assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
     assert "robotoff-batch@off-robotoff.iam.gserviceaccount.com" in checks[0].detail
-    assert list(gcs_client.list_blobs(STAGING_BUCKET)) == []  # the probe is gone
+    # the probe is gone; only the staged weights' marker remains
+    assert [b.name for b in gcs_client.list_blobs(STAGING_BUCKET)] == [MARKER]
     assert batch_service.calls["ListJobs"] == 1 and batch_service.calls["CreateJob"] == 0
     assert iam.calls == [(JOB_SA, ["iam.serviceAccounts.actAs"])]
 
@@ -117,6 +130,34 @@ def test_bad_credentials_project_and_region_are_reported_with_the_fix(
     # config runs
     assert {"ListJobs (us-central1)", "ListJobs (europe-west4)"} <= set(checks)
     assert checks["image (ingredients-spellcheck, europe-west4)"].ok
+
+
+def test_staged_weights_of_the_pinned_revision_are_checked(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    def weights_check(configs: dict[str, JobConfig]) -> Any:
+        checks = run_checks(context(env, gcs_client, batch_service, iam, configs=configs))
+        return by_name(checks)["staged weights (ingredients-spellcheck)"]
+
+    unpinned = weights_check(pinned(""))  # the shipped config pins none yet
+    assert not unpinned.ok and "SPELLCHECK_MODEL_REVISION is not set" in unpinned.detail
+    branch = weights_check(pinned("main"))  # a branch can move: refused
+    assert not branch.ok and "pin openfoodfacts/spellcheck-mistral-7b to a commit" in branch.detail
+    missing = weights_check(pinned())
+    assert not missing.ok and f"gs://{STAGING_BUCKET}/{MARKER} is missing" in missing.detail
+    assert missing.fix == "robotoff-batch stage-weights ingredients-spellcheck"
+    # another revision staged is not this one
+    other = MARKER.replace(REVISION, "f" * 40)
+    gcs_client.bucket(STAGING_BUCKET).blob(other).upload_from_string(b"{}")
+    assert not weights_check(pinned()).ok
+    gcs_client.bucket(STAGING_BUCKET).blob(MARKER).upload_from_string(b"{}")
+    assert weights_check(pinned()).ok
+    # a CPU-engine config needs no weights: no check
+    data = pinned("")["ingredients-spellcheck"].model_dump()
+    data["resources"]["environment"]["SPELLCHECK_ENGINE"] = "lexicon-cpu"
+    cpu = {"ingredients-spellcheck": JobConfig.model_validate(data)}
+    checks = run_checks(context(env, gcs_client, batch_service, iam, configs=cpu))
+    assert "staged weights (ingredients-spellcheck)" not in by_name(checks)
 
 
 def test_missing_and_denied_bucket(
@@ -240,7 +281,8 @@ def test_every_location_of_every_config_is_checked(
         "image (ingredients-spellcheck, europe-west4)",
         "image (ingredients-spellcheck, europe-west1)",
     ]
-    assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
+    others = [c for c in checks if not c.name.startswith("staged weights")]  # checked above
+    assert all(c.ok for c in others), "\n".join(c.render() for c in checks)
     assert "fallbacks also in europe-west1" in by_name(checks)["region"].detail
     assert batch_service.calls["ListJobs"] == 2
 
@@ -320,9 +362,12 @@ def test_cli_doctor_report_against_the_emulators(
         ctx.batch_client = batch_service.client()
         return ctx
 
-    report(context())
+    # The shipped config pins no model revision yet: the one check an operator must fix.
+    with pytest.raises(typer.Exit):
+        report(context())
     output = capsys.readouterr().out
-    assert output.count("ok    ") == 8 and "8 ok, 0 failed" in output
+    assert output.count("ok    ") == 8 and "8 ok, 1 failed" in output
+    assert "FAILED  staged weights (ingredients-spellcheck)" in output
 
     iam.accounts = {}
     with pytest.raises(typer.Exit):

@@ -175,7 +175,10 @@ def db_rows(database_url: str, job_id: str) -> list[dict[str, Any]]:
 
 def output_changes(staging_root: Path, job_id: str) -> dict[str, dict[str, Any]]:
     changed = {}
-    for part in sorted((staging_root / JOB_TYPE / job_id / "output").glob("*.parquet")):
+    # the tasks' checkpointed chunks (output/task-<i>/chunk-<k>.parquet)
+    for part in sorted(
+        (staging_root / JOB_TYPE / job_id / "output").glob("task-*/chunk-*.parquet")
+    ):
         for row in pq.read_table(part).to_pylist():
             if row["correction"] != row["text"]:
                 changed[row["code"]] = row
@@ -214,6 +217,7 @@ def test_launch_sensor_import_end_to_end(
         "batch_job_succeeded": True,
         "rows_imported_match_output": True,
         "no_duplicate_predictions": True,
+        "no_rows_quarantined": True,
     }
     # then the job is settled: a repeated tick changes nothing and requests nothing
     again = tick(defs, instance, resources, cursor)
@@ -373,7 +377,7 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
 
     # a task file whose codes are null: nothing at all is imported (a stray extra file would
     # be refused too, as no task's: tests/test_spellcheck_import.py)
-    part = sorted(output.glob("part-*.parquet"))[-1]
+    part = sorted(output.glob("task-*/chunk-*.parquet"))[-1]
     good = part.read_bytes()
     table = pq.read_table(part)
     index = table.schema.get_field_index("code")
@@ -518,7 +522,13 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
         assert [k.path[-1] for k in request.asset_selection] == ["batch_job", "predictions"]
         finished = run_request(defs, instance, request)
         assert finished.success, failure_text(finished)
-    expected = output_changes(tmp_path / "staging", job_id)
+    # every row with a correction, unchanged ones included (Robotoff's container sends them)
+    expected = {
+        row["code"]: row
+        for part in sorted((tmp_path / "staging" / JOB_TYPE / job_id / "output").glob("*.parquet"))
+        for row in pq.read_table(part).to_pylist()
+        if row["correction"] is not None
+    }
     assert received == [{"job_type": "ingredients_spellcheck", "batch_dir": f"{JOB_TYPE}/{job_id}"}]
     handed = pq.read_table(bucket / JOB_TYPE / job_id / "postprocessed_data.parquet")
     assert sorted(handed.column("code").to_pylist()) == sorted(expected)

@@ -16,6 +16,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from robotoff_batch.batch.local import LocalBatchEngine
+from robotoff_batch.definitions import build_definitions
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
@@ -30,13 +31,13 @@ from tests.fakes.fake_batch_service import (
     emulated_cloud_resources,
     running_fake_batch_service,
 )
+from tests.fakes.pinned_weights import REVISION, pinned_registry, stage_marker
 from tests.fakes.settings import STAGING_BUCKET, TEST_LOCATION, TEST_PROJECT
 from tests.test_e2e import (
     db_rows,
     failure_text,
     launch,
     launched_job_id,
-    make_defs,
     run_request,
     tick_until_done,
 )
@@ -66,10 +67,29 @@ def spellcheck_batch_service(
             backend.cancel(job_id=name.rsplit("/", 1)[-1])
 
 
+PINNED: dict[str, Any] = {}
+
+
+def make_defs(resources: dict[str, Any]) -> dg.Definitions:
+    """The real code location on these resources, the spellcheck config's model revision
+    pinned (a deployment that ran `stage-weights`; the marker is staged by google_resources)."""
+    return build_definitions(resources=resources, registry=list(PINNED["registry"].values()))
+
+
+@pytest.fixture(autouse=True)
+def pinned(tmp_path: Path) -> None:
+    PINNED["registry"] = pinned_registry(tmp_path)
+
+
 @pytest.fixture
 def google_resources(
     spellcheck_batch_service: FakeBatchService, gcs_emulator: Any, pg_db: str
 ) -> dict[str, Any]:
+    stage_marker(
+        GCSStagingResource(
+            root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"
+        ).get_staging()
+    )
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
         "staging": GCSStagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
@@ -114,6 +134,13 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
         f"gs://{STAGING_BUCKET}/{prefix}input.parquet"
     )
     assert job.task_groups[0].task_spec.environment.variables["BUCKET_NAME"] == STAGING_BUCKET
+    # a GPU job reads the pinned revision's staged weights, with the hub off
+    variables = job.task_groups[0].task_spec.environment.variables
+    assert variables["HF_HUB_OFFLINE"] == "1"
+    assert variables["SPELLCHECK_MODEL_REVISION"] == REVISION
+    assert variables["SPELLCHECK_WEIGHTS_URI"] == (
+        f"gs://{STAGING_BUCKET}/batch/models/openfoodfacts/spellcheck-mistral-7b/{REVISION}"
+    )
     assert job.allocation_policy.instances[0].policy.accelerators[0].type_ == "nvidia-l4"
 
     calls_before = dict(spellcheck_batch_service.calls)
@@ -128,7 +155,7 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
     imported = run_request(defs, instance, request)
     assert imported.success, failure_text(imported)
     checks = imported.get_asset_check_evaluations()
-    assert len(checks) == 3 and all(c.passed for c in checks)
+    assert len(checks) == 4 and all(c.passed for c in checks)
     # its cost, from the Cloud Batch task events and the job's own allocation policy
     mat = instance.get_latest_materialization_event(
         dg.AssetKey(["ingredients_spellcheck", "batch_job"])
@@ -140,7 +167,15 @@ def test_gcs_and_cloud_batch_from_launch_to_predictions(
     assert meta["actual_cost_usd"].value > 0 and meta["products"].value == 60
 
     expected = {}
+    output = [
+        b.name.removeprefix(f"{prefix}output/")
+        for b in bucket.list_blobs(prefix=f"{prefix}output/")
+    ]
+    # checkpointed: the task's chunks and the manifest listing them (written over gs://)
+    assert "task-00000/manifest.json" in output and "task-00000/chunk-00000.parquet" in output
     for blob in bucket.list_blobs(prefix=f"{prefix}output/"):
+        if not blob.name.endswith(".parquet"):
+            continue
         table = pq.read_table(io.BytesIO(blob.download_as_bytes()))
         for row in table.to_pylist():
             if row["correction"] != row["text"]:

@@ -29,6 +29,7 @@ from tests.fakes.fake_batch_service import (
     emulated_cloud_resources,
     running_fake_batch_service,
 )
+from tests.fakes.pinned_weights import pin, stage_marker
 from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
 from tests.test_e2e import db_rows, failure_text, launch, launched_job_id, run_request, tick
 
@@ -56,6 +57,7 @@ def world(
     subnet = f"projects/robotoff/regions/{FALLBACK_LOCATION}/subnetworks/default"
     data["fallbacks"] = [{"location": FALLBACK_LOCATION, "subnetwork": subnet}]
     data.update(getattr(request, "param", {}))
+    pin(data)  # a deployment that staged the model's weights (marker below)
     path = tmp_path / "job_configs" / f"{JOB_TYPE}.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -66,6 +68,7 @@ def world(
     with running_fake_batch_service(backend=backend) as service, dg.instance_for_test() as inst:
         service.hold_location(TEST_LOCATION, QUOTA)
         resources = emulated_cloud_resources(service.address, pg_db)
+        stage_marker(resources["staging"].get_staging())
         resources["batch_engine"] = EmulatedCloudBatchEngineResource(
             gcp_project=TEST_PROJECT,
             gcp_location=TEST_LOCATION,
@@ -156,6 +159,8 @@ def test_a_job_stuck_on_capacity_completes_in_the_fallback_location(world: Any, 
     # the same staged input, no re-extraction (one launch run); its own output folder
     assert env_of(service, new)["INPUT_FILE_PATH"] == env_of(service, first)["INPUT_FILE_PATH"]
     assert f"/{new}/output" in env_of(service, new)["OUTPUT_FILE_PATH"]
+    # the chunks the replaced job finished are carried (none here: it never started)
+    assert env_of(service, new)["CARRY_OUTPUT_URIS"] == env_of(service, first)["OUTPUT_FILE_PATH"]
     launches = instance.get_run_records(dg.RunsFilter(job_name="launch_ingredients_spellcheck"))
     assert len(launches) == 1
 
@@ -348,3 +353,115 @@ def test_the_cli_without_a_daemon_reports_a_stuck_job_and_cancels_it_when_asked(
     assert service.calls["CancelJob"] == 1 and outcome.imported is None
     (tags,) = finish_run_tags(instance, first)
     assert SUPERSEDED_TAG not in tags
+
+
+# -- SPOT that pays off: fall back to STANDARD after N preemptions -------------------------
+
+
+def _running_with_preemptions(engine: LocalBatchEngine, job_id: str, n: int) -> None:
+    """A running job whose tasks Batch reports preempted ``n`` times (exit code 50001), as
+    Cloud Batch's status events say it; the local runner's VMs are never reclaimed, so the
+    events are written into its state as Batch would append them."""
+    import sys
+
+    from robotoff_batch.batch.local.state import updating
+    from tests.test_local_runner import IMAGE_SLEEP, make_request
+
+    engine.commands_by_image[IMAGE_SLEEP] = [
+        sys.executable,
+        str(Path(__file__).parent / "fixtures" / "task_sleep_forever.py"),
+    ]
+    engine.submit(
+        request=make_request(
+            job_id,
+            image=IMAGE_SLEEP,
+            max_retry_count=3,
+            variables={"OUT_DIR": str(engine.state_dir)},
+        )
+    )
+    deadline = time.monotonic() + 30
+    while engine.get_job(job_id=job_id).state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with updating(engine.job_dir(job_id)) as state:
+        for _ in range(n):
+            state.add_event(
+                "TASK_STATE_CHANGED",
+                "Task 0 failed with exit code 50001 (VM preempted); retrying.",
+                task_index=0,
+                task_exit_code=50001,
+            )
+
+
+@pytest.mark.parametrize(("preempted", "moves_on"), [(1, False), (2, True)])
+def test_a_spot_job_preempted_n_times_falls_back(
+    tmp_path: Path, preempted: int, moves_on: bool
+) -> None:
+    """plan_fallbacks asks for the next alternative once a running job was preempted
+    fallback_after_preemptions times; relaunch then replaces it although it has started
+    (a capacity fallback would leave a started job alone)."""
+    from robotoff_batch.follow import FallbackPolicy, FollowCache, FollowPlan
+    from robotoff_batch.follow.fallback import plan_fallbacks, relaunch
+    from tests.test_local_runner import IMAGE_SLEEP, make_request
+
+    engine = LocalBatchEngine(
+        state_dir=tmp_path / "vms", commands_by_image={}, poll_interval_s=0.05
+    )
+    try:
+        _running_with_preemptions(engine, "spot-job", preempted)
+        status = engine.get_job(job_id="spot-job")
+        plan = FollowPlan(cache=FollowCache())
+        policies = {"test": FallbackPolicy(after_s=1800, alternatives=1, after_preemptions=2)}
+        plan_fallbacks(plan, {"spot-job": status}, lambda j, s: "test", policies, time.time())
+        if not moves_on:
+            assert plan.fallback_requests == []
+        else:
+            (asked,) = plan.fallback_requests
+            assert (asked.job_id, asked.origin, asked.index) == ("spot-job", "spot-job", 1)
+            assert asked.reason.startswith("preempted 2 times (exit code 50001")
+            # asked once: the next tick does not ask again
+            plan_fallbacks(plan, {"spot-job": status}, lambda j, s: "test", policies, time.time())
+            assert len(plan.fallback_requests) == 1
+
+        def submit(new_id: str, labels: dict[str, str]) -> Any:
+            return engine.submit(
+                request=make_request(
+                    new_id, image=IMAGE_SLEEP, labels=labels, variables={"OUT_DIR": str(tmp_path)}
+                )
+            )
+
+        done = relaunch(
+            engine=engine, job_id="spot-job", index=1, submit=submit, after_preemptions=2
+        )
+        if moves_on:
+            assert done.new_job is not None and done.new_job.job_id == "spot-job-f1"
+            deadline = time.monotonic() + 30
+            while engine.get_job(job_id="spot-job").state is not JobState.CANCELLED:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        else:  # started, not preempted enough: left to run, as a capacity fallback would
+            assert done.new_job is None and "it runs, no fallback job" in done.note
+            with pytest.raises(JobNotFoundError):
+                engine.get_job(job_id="spot-job-f1")
+    finally:
+        for job in engine.list_jobs(labels={}):
+            if not job.state.is_terminal:
+                engine.cancel(job_id=job.job_id)
+        engine.close()
+
+
+def test_the_follow_settings_carry_fallback_after_preemptions(tmp_path: Path) -> None:
+    """The sensor and the CLI follow by FollowSettings.from_registry: a config's
+    fallback_after_preemptions reaches the policy plan_fallbacks reads."""
+    from robotoff_batch.follow import FollowSettings
+
+    data = yaml.safe_load((JOB_CONFIGS_DIR / f"{JOB_TYPE}.yaml").read_text())
+    data["resources"]["container_image_uri"] = IMAGE  # multi-region: readable in both
+    subnet = f"projects/robotoff/regions/{FALLBACK_LOCATION}/subnetworks/default"
+    data["fallbacks"] = [{"location": FALLBACK_LOCATION, "subnetwork": subnet}]
+    data["fallback_after_preemptions"] = 2
+    path = tmp_path / f"{JOB_TYPE}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    registry = load_registry(load_job_configs([path]))
+    policy = FollowSettings.from_registry(registry.values()).fallbacks[JOB_TYPE]
+    assert (policy.alternatives, policy.after_preemptions) == (1, 2)

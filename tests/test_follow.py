@@ -644,3 +644,31 @@ def test_a_finish_run_is_found_by_its_batch_job_tag_and_settles_the_job(world: W
     )
     after = world.tick(plan.cache.encode())
     assert not after.finish_requests and job_id in after.cache.settled
+
+
+def test_a_partial_or_retry_quarantined_import_request_says_so_to_the_finish_run() -> None:
+    """`import JOB --partial` asks for the import alone (the FAILED job's outcome is already
+    recorded), tagged partial; `--retry-quarantined` tags the run so that the import reads the
+    held-back rows again. Both reach the finish run through the one applier, as a RunRequest."""
+    from robotoff_batch.follow.plan import FinishRequest
+    from robotoff_batch.names import (
+        PARTIAL_IMPORT_TAG,
+        RETRY_QUARANTINED_TAG,
+        batch_job_asset_key,
+        predictions_asset_key,
+    )
+
+    plain = FinishRequest("job-1", JT, attempt=0, with_import=True).run_request()
+    assert list(plain.asset_selection or []) == [
+        batch_job_asset_key(JT),
+        predictions_asset_key(JT),
+    ]
+    assert PARTIAL_IMPORT_TAG not in plain.tags and RETRY_QUARANTINED_TAG not in plain.tags
+    partial = FinishRequest("job-1", JT, attempt=1, with_import=True, partial=True).run_request()
+    assert list(partial.asset_selection or []) == [predictions_asset_key(JT)]
+    assert partial.tags[PARTIAL_IMPORT_TAG] == "true"
+    retry = FinishRequest(
+        "job-1", JT, attempt=1, with_import=True, retry_quarantined=True
+    ).run_request()
+    assert retry.tags[RETRY_QUARANTINED_TAG] == "true"
+    assert list(retry.asset_selection or []) == list(plain.asset_selection or [])

@@ -60,6 +60,7 @@ MUTATIONS: dict[str, dict[str, Any]] = {
     "boot_disk_gb": {"boot_disk_gb": 50},
     "boot_image": {"boot_image": "projects/my-images/global/images/batch-debian-pinned-1"},
     "fail_fast_exit_codes": {"fail_fast_exit_codes": [2, 3]},
+    "retry_timeouts": {"retry_timeouts": True},
     "network": {
         "network": "projects/robotoff/global/networks/batch",
         "subnetwork": "projects/robotoff/regions/europe-west4/subnetworks/batch",
@@ -89,6 +90,7 @@ NOT_IN_REQUEST = {
     "cancel_when_stuck": "read by the follower: cancels a job stuck past max_pending_duration",
     "fallbacks": "alternatives: each merged onto resources, built into its fallback job's request",
     "fallback_after": "read by the follower: when a job waiting on capacity falls back",
+    "fallback_after_preemptions": "read by the follower: when a preempted job falls back",
 }
 
 
@@ -176,7 +178,10 @@ JSON_PATHS: dict[str, dict[str, tuple[Any, Any]]] = {
         ),
     },
     "fail_fast_exit_codes": {
-        S + ".lifecyclePolicies.0.actionCondition.exitCodes": ([2], [2, 3]),
+        S + ".lifecyclePolicies.0.actionCondition.exitCodes": ([2, 50005], [2, 3, 50005]),
+    },
+    "retry_timeouts": {
+        S + ".lifecyclePolicies.0.actionCondition.exitCodes": ([2, 50005], [2]),
     },
     "network": {
         N + ".network": (
@@ -305,12 +310,50 @@ def test_retries_fail_fast_only_on_the_containers_permanent_errors() -> None:
         spec = build(mutated({"provisioning_model": model})).job.task_groups[0].task_spec
         (policy,) = spec.lifecycle_policies
         assert policy.action == batch_v1.LifecyclePolicy.Action.FAIL_TASK
-        assert list(policy.action_condition.exit_codes) == [2]
+        # ...and a task that ran past max_run_duration (50005) is not retried either
+        assert list(policy.action_condition.exit_codes) == [2, 50005]
         assert spec.max_retry_count == 1
     no_retry = build(mutated({"max_retry_count": 0})).job.task_groups[0].task_spec
     assert not no_retry.lifecycle_policies
-    everything = build(mutated({"fail_fast_exit_codes": []})).job.task_groups[0].task_spec
-    assert not everything.lifecycle_policies
+    timeouts = build(mutated({"fail_fast_exit_codes": []})).job.task_groups[0].task_spec
+    assert list(timeouts.lifecycle_policies[0].action_condition.exit_codes) == [50005]
+    everything = build(mutated({"fail_fast_exit_codes": [], "retry_timeouts": True}))
+    assert not everything.job.task_groups[0].task_spec.lifecycle_policies
+    asked = build(mutated({"retry_timeouts": True})).job.task_groups[0].task_spec
+    assert list(asked.lifecycle_policies[0].action_condition.exit_codes) == [2]
+
+
+@pytest.mark.parametrize(("retry_timeouts", "attempts"), [(False, 1), (True, 2)])
+def test_a_timeout_is_retried_only_when_the_config_asks(
+    tmp_path: Path, retry_timeouts: bool, attempts: int
+) -> None:
+    """The built request on the local runner (Batch's lifecycle semantics): a task killed at
+    max_run_duration (50005) fails at once, unless retry_timeouts."""
+    from google.protobuf import duration_pb2
+
+    fixtures = Path(__file__).parent / "fixtures"
+    image = SPELLCHECK.resources.container_image_uri
+    out = tmp_path / "out"
+    out.mkdir()
+    engine = LocalBatchEngine(
+        state_dir=tmp_path / "local-batch",
+        commands_by_image={image: [sys.executable, str(fixtures / "task_sleep_forever.py")]},
+        poll_interval_s=0.05,
+    )
+    try:
+        request = build(
+            mutated({"retry_timeouts": retry_timeouts}),
+            job_id="too-long",
+            environment={"OUT_DIR": str(out)},
+        )
+        spec = request.job.task_groups[0].task_spec
+        spec.max_run_duration = duration_pb2.Duration(seconds=1)  # the config's minimum is 1m
+        engine.submit(request=request)
+        status = _wait_terminal(engine, "too-long")
+        assert status.state is JobState.FAILED
+        assert [(t.exit_code, t.attempts) for t in status.tasks] == [(50005, attempts)]
+    finally:
+        engine.close()
 
 
 def test_gpu_reaches_the_container() -> None:

@@ -130,3 +130,90 @@ def test_smoke_fails_clearly_when_the_container_cannot_see_the_gpu(
     assert not result.ok and result.status.state is JobState.FAILED
     assert [t.exit_code for t in result.status.tasks] == [GPU_NOT_VISIBLE_EXIT_CODE]
     assert "the container cannot see the GPU" in "\n".join(result.report())
+
+
+GPU_STAND_IN = Path(__file__).parent / "fixtures" / "gpu_stand_in"
+
+
+def _nvidia_smi_with_driver(directory: Path, driver: str) -> None:
+    script = directory / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *driver_version,*|*name,driver*) echo "NVIDIA L4, {driver}, 23034 MiB";;\n'
+        f'  *driver_version*) echo "{driver}";; *) echo "NVIDIA L4, {driver}, 23034 MiB";; esac\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize(("driver", "ok"), [("580.65.06", True), ("550.90.07", False)])
+def test_smoke_runs_the_vllm_images_gpu_check(
+    cloud_batch_engine: CloudBatchEngine,
+    local_batch_backend: LocalBatchEngine,
+    gcs_staging: GCSStaging,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    driver: str,
+    ok: bool,
+) -> None:
+    """The GPU job's smoke runs the container's own check (spellcheck_job/gpu_check.py, real)
+    with the job's variables (hub off, the staged weights): here torch and vLLM are stand-ins
+    (tests/fixtures/gpu_stand_in/), so what it verifies is the check's plumbing and its
+    verdicts; on a real VM it is the first run of vLLM itself (docs/production.md)."""
+    from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
+    from robotoff_batch.paths import CONTAINERS_DIR
+
+    image = SPELLCHECK.resources.container_image_uri
+    local_batch_backend.commands_by_image[image] = (sys.executable,)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _nvidia_smi_with_driver(bin_dir, driver)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    container = CONTAINERS_DIR / "ingredients-spellcheck"
+    monkeypatch.setenv("PYTHONPATH", f"{GPU_STAND_IN}{os.pathsep}{container}")
+    weights = tmp_path / "staged"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"\0")
+    (weights / "STAGED.json").write_text("{}")
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    environment = {
+        "HF_HUB_OFFLINE": "1",
+        "SPELLCHECK_MODEL_REVISION": revision,
+        "SPELLCHECK_WEIGHTS_URI": weights.as_uri(),
+        "SPELLCHECK_WEIGHTS_DIR": str(tmp_path / "local-weights"),
+    }
+    argv = JOB_TYPE.smoke_check_argv(SPELLCHECK)
+    assert argv == ["python3", "-m", "spellcheck_job.gpu_check"]
+    result = run_smoke(
+        job_type="ingredients-spellcheck",
+        resources=SPELLCHECK.resources,
+        engine=cloud_batch_engine,
+        staging=gcs_staging,
+        project="test-project",
+        timeout_s=120,
+        poll_s=0.1,
+        task_environment=environment,
+        check_argv=[sys.executable, *argv[1:]],  # the image's python3 is this one here
+    )
+    report = "\n".join(result.report())
+    assert result.probe is not None, report
+    check = result.probe["check"]
+    assert isinstance(check, dict)
+    if ok:
+        assert result.ok, report
+        for name in (
+            "vllm version",
+            "fp8 capable gpu",
+            "hub off",
+            "pinned weights",
+            "long text skipped by the model's tokenizer",
+            "typo corrected, not truncated",
+            "a batch of 64 generated",
+        ):
+            assert f"check: ok {name}" in report
+        assert "check: texts_per_s" in report and "check: predictor_version llm-v1-" in report
+    else:
+        assert not result.ok and result.status.state is JobState.FAILED
+        assert [t.exit_code for t in result.status.tasks] == [12]
+        assert check["failed"] == ["driver >= 580"]
+        assert "check: FAILED driver >= 580: 550" in report
+        assert "the job type's own check in its image failed" in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,16 +90,31 @@ def test_three_tasks_cover_every_row_once(job_dir: Path) -> None:
             "lexicon-cpu",
             "--batch-size",
             "16",
+            "--chunk-rows",
+            "10",
         )
         assert result.returncode == 0, result.stderr
         assert "rows done" in result.stderr
-    parts = sorted((job_dir / "output").glob("*.parquet"))
-    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(3)]
-    assert not list((job_dir / "output").glob(".*"))  # no temporary file left behind
-    tables = [pq.read_table(p) for p in parts]
-    for i, table in enumerate(tables):
-        assert table.schema.remove_metadata() == OUTPUT_SCHEMA
-        assert set(table.column("task_index").to_pylist()) <= {i}
+    output = job_dir / "output"
+    assert sorted(p.name for p in output.iterdir()) == [f"task-{i:05d}" for i in range(3)]
+    assert not list(output.rglob(".*"))  # no temporary file left behind
+    tables = []
+    for i in range(3):
+        manifest = json.loads((output / f"task-{i:05d}" / "manifest.json").read_text())
+        assert manifest["complete"] and manifest["task_index"] == i
+        start, stop = shard_range(100, i, 3)
+        assert manifest["shard"] == [start, stop]
+        # chunks of 10 rows, in order, each listed once and present
+        assert [c["rows"] for c in manifest["chunks"]] == [
+            min(10, stop - start - k) for k in range(0, stop - start, 10)
+        ]
+        for chunk in manifest["chunks"]:
+            table = pq.read_table(chunk["uri"].removeprefix("file://"))
+            assert table.schema.remove_metadata() == OUTPUT_SCHEMA
+            assert set(table.column("task_index").to_pylist()) <= {i}
+            tables.append(table)
+        listed = {c["uri"].rsplit("/", 1)[1] for c in manifest["chunks"]}
+        assert listed == {p.name for p in (output / f"task-{i:05d}").glob("chunk-*")}
     out = pa.concat_tables(tables)
     source = pq.read_table(job_dir / "input.parquet")
     assert sorted(out.column("code").to_pylist()) == sorted(source.column("code").to_pylist())
@@ -166,7 +182,7 @@ def test_no_task_calls_a_webhook_or_reads_a_key(job_dir: Path, tmp_path: Path) -
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
-    assert (out / "part-00000.parquet").is_file()
+    assert (out / "task-00000" / "manifest.json").is_file()
     assert received == []
     assert "s3cret-key" not in result.stderr
 

@@ -229,6 +229,7 @@ def robotoff_insights(
             for p in predictions
             if p["barcode"] == barcode
             and p["type"] == TYPE
+            and p["server_type"] == "off"
             and p["data"]["original"] != p["data"]["correction"]
             and p["data"]["original"] == ({product.lang: product.text}).get(p["value_tag"])
             and p["value_tag"] == product.lang
@@ -453,19 +454,24 @@ def _two_parts() -> list[pa.Table]:
         ("missing task file", OutputError, r"1 of 3 task file\(s\) missing, e\.g\. .*part-00002"),
         ("empty output", PredictionImportError, r"has no rows .*part-00000\.parquet"),
         (
-            "duplicated code",
+            "conflicting rows of a code",
             PredictionImportError,
-            r"code '3000000000006' appears twice in the output: .*part-00000\.parquet row 2 and "
-            r".*part-00001\.parquet row 1",
+            r"2 of 6 rows of the output of .* are bad, more than max_bad_row_fraction 0\.01: "
+            r".*part-00000\.parquet row 2: conflicting rows for this code \(2 different rows\); "
+            r".*part-00001\.parquet row 1: conflicting rows",
         ),
         ("missing column", OutputError, r"part-00001\.parquet: output is missing .*'correction'"),
         ("not parquet", OutputError, r"part-00001\.parquet: not a readable Parquet file"),
         ("integer codes", OutputError, r"part-00000\.parquet: column 'code' is int64, not a str"),
-        ("null code", PredictionImportError, r"part-00001\.parquet row 2: null or empty 'code'"),
+        (
+            "null code",
+            PredictionImportError,
+            r"1 of 7 rows .* bad.*: .*part-00001\.parquet row 2: null or empty 'code'",
+        ),
         (
             "code not in the input",
             PredictionImportError,
-            r"part-00001\.parquet row 0: code '999' is not a product of the job's input",
+            r"1 of 7 rows .* bad.*: .*part-00001\.parquet row 0: not a product of the job's input",
         ),
     ],
 )
@@ -476,8 +482,8 @@ def test_bad_output_is_refused_whole(
     parts = _two_parts()
     if case == "empty output":
         parts, tasks = [output_table([])], 1
-    elif case == "duplicated code":
-        parts[0] = output_table([*OUTPUT[:2], OUTPUT[5]])
+    elif case == "conflicting rows of a code":
+        parts[0] = output_table([*OUTPUT[:2], (*OUTPUT[5][:3], "another correction")])
     elif case == "integer codes":
         parts[0] = parts[0].set_column(0, "code", pa.array([3000000000001 + i for i in range(4)]))
     elif case == "null code":
@@ -531,45 +537,70 @@ def test_extraction_writes_the_facts_the_insights_read(tmp_path: Path) -> None:
     dump_rows = {
         row[0]: row
         for row in duckdb.execute(
-            "SELECT code, lang, list_filter(ingredients_text, lambda x: x.lang = lang)[1].text, "
+            "SELECT code, lang, ingredients_text, "
             "countries_tags, brands_tags, unique_scans_n FROM read_parquet(?) "
             "WHERE code IN (SELECT unnest(?))",
             [dump, selected],
         ).fetchall()
     }
+    marked_first = 0
     for row in facts.to_pylist():
-        code, lang, text, countries, brands, scans = dump_rows[row["code"]]
-        assert (row["lang"], row["ingredients_text_lang"]) == (lang, text)
+        code, lang, texts, countries, brands, scans = dump_rows[row["code"]]
+        # the plain text of the product's language: not the allergen-marked entry
+        # (ingredients_text_with_allergens_<lc>), whichever comes first in the dump
+        of_lang = [e["text"] for e in texts if e["lang"] == lang]
+        plain = [t for t in of_lang if '<span class="allergen">' not in t]
+        marked_first += bool(of_lang) and '<span class="allergen">' in of_lang[0]
+        assert (row["lang"], row["ingredients_text_lang"]) == (lang, (plain or [None])[0])
         assert json.loads(row["countries"]) == (countries or [])
         assert json.loads(row["brands"]) == (brands or [])
         assert row["unique_scans_n"] == scans
+    assert marked_first > 0  # the sample has products whose marked entry comes first
 
 
-def test_robotoffs_own_prediction_is_kept_and_wins_the_insight_by_its_sort(
+def test_robotoffs_own_older_prediction_is_replaced_as_robotoff_intends(
     staging: Staging, store: PredictionStore, pg_db: str
 ) -> None:
-    """Another predictor's prediction (Robotoff's own LLM import) is not replaced by ours;
-    of the two candidates for one (barcode, lang), Robotoff's sort keys pick the insight
-    (predictor name, alphabetically: fine-tuned-mistral-7b before lexicon-cpu)."""
+    """Robotoff's replace rule (importer.py:2229-2255) deletes every stored prediction of the
+    same barcode, server_type, type and source_image (NULL-safe) with another
+    predictor_version, whatever its predictor: Robotoff's own older LLM prediction goes, and
+    ours makes the insight. A prediction of another type or server type stays."""
     code, lang, text, _ = OUTPUT[0]
     with psycopg.connect(pg_db) as conn:
-        conn.execute(
-            "INSERT INTO prediction (barcode, type, data, timestamp, value_tag, "
-            "automatic_processing, predictor, predictor_version, server_type) "
-            "VALUES (%s, %s, %s, now(), %s, false, 'fine-tuned-mistral-7b', "
-            "'llm-v1-20260101000000', 'off')",
-            (code, TYPE, Jsonb({"original": text, "correction": "sucre, farine de blé."}), lang),
-        )
+        for type_, server, image in (
+            (TYPE, "off", None),  # replaced
+            ("category", "off", None),  # another type: kept
+            (TYPE, "obf", None),  # another server type: kept
+        ):
+            conn.execute(
+                "INSERT INTO prediction (barcode, type, data, timestamp, value_tag, "
+                "automatic_processing, predictor, predictor_version, server_type, source_image) "
+                "VALUES (%s, %s, %s, now(), %s, false, 'fine-tuned-mistral-7b', "
+                "'llm-v1-20260101000000', %s, %s)",
+                (
+                    code,
+                    type_,
+                    Jsonb({"original": text, "correction": "sucre, farine de blé."}),
+                    lang,
+                    server,
+                    image,
+                ),
+            )
     before = fetch(pg_db, "SELECT * FROM product_insight")
     write_job(staging, JOB_A)
     outcome = run_import(staging, store, JOB_A)
-    assert (outcome.predictions, outcome.predictions_replaced) == (6, 0)
-    predictors = {
-        r["predictor"] for r in fetch(pg_db, f"SELECT * FROM prediction WHERE barcode = '{code}'")
+    assert (outcome.predictions, outcome.predictions_replaced) == (6, 1)
+    left = {
+        (r["predictor"], r["type"], r["server_type"], r["source_image"])
+        for r in fetch(pg_db, f"SELECT * FROM prediction WHERE barcode = '{code}'")
     }
-    assert predictors == {"fine-tuned-mistral-7b", "lexicon-cpu"}
+    assert left == {
+        ("lexicon-cpu", TYPE, "off", None),
+        ("fine-tuned-mistral-7b", "category", "off", None),
+        ("fine-tuned-mistral-7b", TYPE, "obf", None),
+    }
     assert_insights_follow_robotoff(pg_db, before, outcome, {r[0] for r in OUTPUT if r[2] != r[3]})
-    assert insights(pg_db)[(code, lang)]["predictor"] == "fine-tuned-mistral-7b"
+    assert insights(pg_db)[(code, lang)]["predictor"] == "lexicon-cpu"
 
 
 def test_unknown_task_count_is_retried_later_not_refused(

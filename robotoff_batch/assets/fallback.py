@@ -16,7 +16,7 @@ import dagster as dg
 from robotoff_batch.assets.launch import submit_or_fail
 from robotoff_batch.batch.engine import JobStatus
 from robotoff_batch.config.loader import load_job_config
-from robotoff_batch.follow.fallback import chain_metadata, relaunch
+from robotoff_batch.follow.fallback import chain_metadata, fallback_job_id, relaunch
 from robotoff_batch.follow.metadata import job_metadata
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
@@ -79,13 +79,25 @@ def build_fallback_job(registered: RegisteredJobType, partitions: dg.PartitionsD
             owner = first.labels.get(OWNER_LABEL, "")
             env = launch_environment(context.instance, owner, first.job_id)
             env["OUTPUT_FILE_PATH"] = f"{area.job_uri(job_type=jt.name, job_id=new_id)}/output"
+            # The jobs it replaces, latest first: their tasks' finished chunks are carried
+            # (listed by the new tasks' manifests, not recomputed; docs/CONTRACTS.md).
+            earlier = [first.job_id] + [fallback_job_id(first.job_id, i) for i in range(1, index)]
+            env["CARRY_OUTPUT_URIS"] = ",".join(
+                f"{area.job_uri(job_type=jt.name, job_id=j)}/output" for j in reversed(earlier)
+            )
             where = {"engine": engine, "project": batch_engine.project, "resources": resources}
             labels = {OWNER_LABEL: owner, **labels}
             job = {"config": config, "job_type": jt.name, "job_id": new_id}
             status, _ = submit_or_fail(**where, **job, environment=env, labels=labels)
             return status
 
-        done = relaunch(engine=engine, job_id=job_id, index=index, submit=submit)
+        done = relaunch(
+            engine=engine,
+            job_id=job_id,
+            index=index,
+            submit=submit,
+            after_preemptions=config.fallback_after_preemptions,
+        )
         context.log.warning(f"{job_id}: {done.note}")
         if done.new_job is None:
             return

@@ -19,7 +19,9 @@ from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.job_types.base import changed_words
 from robotoff_batch.names import (
+    PARTIAL_IMPORT_TAG,
     REFUSED_TAG,
+    RETRY_QUARANTINED_TAG,
     batch_job_asset_key,
     batch_jobs_group,
     predictions_asset_key,
@@ -29,6 +31,7 @@ from robotoff_batch.predictions.store import PredictionImportError, PredictionSt
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
+    ProductDumpResource,
     StagingResource,
 )
 from robotoff_batch.staging import Staging
@@ -74,6 +77,30 @@ def examples_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
     )
 
 
+#: Held-back rows listed in the asset's metadata (all of them: `robotoff-batch status JOB`).
+QUARANTINE_LISTED = 50
+QUARANTINE_COLUMNS = ("file", "row", "code", "reason")
+
+
+def quarantine_table(rows: list[dict[str, Any]]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    c: str(row.get(c, "")) if c != "row" else int(row["row"])
+                    for c in QUARANTINE_COLUMNS
+                }
+            )
+            for row in rows
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(c, "int" if c == "row" else "string") for c in QUARANTINE_COLUMNS
+            ]
+        ),
+    )
+
+
 def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefinition) -> Any:
     """The predictions asset of a job type that imports (its import_spec)."""
     jt = registered.job_type
@@ -84,6 +111,13 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         description="The rows the import read = the rows of the job's task files (their "
         "Parquet footers, read again by the check), and the predictions stored for the job = "
         "those the import inserted.",
+    )
+    check_held = dg.AssetCheckSpec(
+        name="no_rows_quarantined",
+        asset=key,
+        description="No output row was held back (quarantined: conflicting rows of a "
+        "product, a NUL byte, an empty code...); WARN: the rest was imported, the held-back "
+        "rows are listed and imported by `import JOB --retry-quarantined` once fixed.",
     )
     check_dupes = dg.AssetCheckSpec(
         name="no_duplicate_predictions",
@@ -97,7 +131,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         deps=[batch_job_asset_key(jt.name)],
         group_name=batch_jobs_group(jt.name),
         partitions_def=partitions,
-        check_specs=[check_count, check_dupes],
+        check_specs=[check_count, check_dupes, check_held],
         description=f"The batch job's output imported into Robotoff's `prediction` table as "
         f"`{jt.prediction_type}` predictions (one transaction per job, at most once).",
         kinds={"postgres"},
@@ -107,14 +141,24 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         staging: StagingResource,
         batch_engine: BatchEngineResource,
         prediction_store: PredictionStoreResource,
+        product_dump: ProductDumpResource,
     ) -> dg.MaterializeResult:
         job_id = context.partition_key
         area = staging.get_staging()
         engine = batch_engine.get_engine()
         try:
             store = prediction_store.get_store()
+            partial = context.run.tags.get(PARTIAL_IMPORT_TAG) == "true"
             outcome = import_job_output(
-                engine=engine, staging=area, store=store, job_type=jt, job_id=job_id
+                engine=engine,
+                staging=area,
+                store=store,
+                job_type=jt,
+                job_id=job_id,
+                max_bad_row_fraction=prediction_store.max_bad_row_fraction,
+                retry_quarantined=context.run.tags.get(RETRY_QUARANTINED_TAG) == "true",
+                dump_path=product_dump.path,  # the newest dump: facts as of the import
+                partial=partial,
             )
         except (PipelineError, OutputError, PredictionImportError) as exc:
             # Bad output is not transient: the follower must not retry it.
@@ -131,6 +175,11 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
         in_files = output_rows(area, area.job_uri(job_type=jt.name, job_id=job_id))
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
+        held = (
+            store.quarantined_rows(job_id, limit=QUARANTINE_LISTED)
+            if outcome.rows_quarantined
+            else []
+        )
         verb = "was already imported" if outcome.already_imported else "imported"
         context.log.info(f"{job_id}: {verb}, {outcome.predictions} predictions")
         return dg.MaterializeResult(
@@ -138,16 +187,30 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                 "batch_job_id": job_id,
                 "predictions_imported": dg.MetadataValue.int(outcome.predictions),
                 "already_imported": outcome.already_imported,
+                # a FAILED job's complete chunks only (import --partial); its relaunch
+                # carries them and imports the rest
+                "partial_import": outcome.partial,
                 "output_files": outcome.output_files,
                 "output_rows": outcome.source_rows,
                 "unchanged_rows_skipped": outcome.skipped_rows,
                 "predictions_from_output": outcome.candidates,
                 "predictions_kept_same_version": outcome.predictions_kept,
                 "predictions_replaced_older_version": outcome.predictions_replaced,
+                # texts a task did not send to its engine (too long, engine error, truncated)
+                "texts_skipped": dg.MetadataValue.int(sum(outcome.texts_skipped.values())),
+                **{
+                    f"texts_skipped_{reason}": dg.MetadataValue.int(n)
+                    for reason, n in sorted(outcome.texts_skipped.items())
+                },
                 **{
                     f"insights_{name}": dg.MetadataValue.int(n)
                     for name, n in outcome.insights.items()
                 },
+                "rows_quarantined": dg.MetadataValue.int(outcome.rows_quarantined),
+                "identical_rows_collapsed": dg.MetadataValue.int(outcome.rows_collapsed),
+                "products_deleted_since_launch": dg.MetadataValue.int(outcome.products_deleted),
+                **({"product_facts": outcome.facts_source} if outcome.facts_source else {}),
+                **({"quarantined": quarantine_table(held)} if held else {}),
                 "import_s": dg.MetadataValue.float(round(outcome.duration_s, 3)),
                 "examples": examples_table(examples),
             },
@@ -163,6 +226,15 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
                         "inserted_by_import": expected,
                         "from_output": outcome.candidates,
                         "kept_same_version": outcome.predictions_kept,
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name=check_held.name,
+                    passed=outcome.rows_quarantined == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "rows_quarantined": outcome.rows_quarantined,
+                        **({"quarantined": quarantine_table(held)} if held else {}),
                     },
                 ),
                 dg.AssetCheckResult(

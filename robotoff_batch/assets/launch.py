@@ -120,6 +120,18 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         image = job_config.resources.container_image_uri
         local_argv = batch_engine.local_argv(image)
         selection = config.model_dump()
+        # What the tasks read besides the job's own files (a GPU job's staged weights):
+        # checked before anything is extracted or staged.
+        area = staging.get_staging()
+        try:
+            task_env = jt.task_environment(
+                job_config,
+                staging_root_uri=area.root_uri,
+                exists=lambda uri: area.exists(uri=uri),
+                local_argv=local_argv,
+            )
+        except StagedFilesError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
             try:
                 check_dump(dump_path=product_dump.path, required_columns=jt.required_columns)
@@ -153,7 +165,6 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                     **dict(extracted.metadata),
                 },
             )
-            area = staging.get_staging()
             try:
                 uris = submit.stage_files(
                     staging=area, job_type=jt.name, job_id=job_id, files=extracted.files
@@ -174,6 +185,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
             )
 
         env = submit.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
+        env.update(task_env)
         engine = batch_engine.get_engine()
         try:
             status, request = submit_or_fail(

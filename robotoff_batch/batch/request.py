@@ -15,7 +15,8 @@ the request. What the first real run needs, beyond the config's own fields:
   (``policy.boot_disk``; ``compute_resource.boot_disk_mib`` is Batch's *extra* per-task disk);
 - labels reach the VMs, disks and GPUs (``AllocationPolicy.labels``), so billing sees them;
 - retries: every failure is retried up to ``max_retry_count`` except the container's
-  permanent errors (a FAIL_TASK lifecycle policy on ``fail_fast_exit_codes``). A RETRY_TASK
+  permanent errors (a FAIL_TASK lifecycle policy on ``fail_fast_exit_codes``) and, unless
+  ``retry_timeouts``, a task that ran past ``max_run_duration`` (Batch's 50005). A RETRY_TASK
   policy would do the opposite: Batch then fails at once every exit code it does not list.
 """
 
@@ -44,6 +45,8 @@ JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 # toolkit that batch-debian installs with the driver) and the driver's directories where
 # batch-cos puts them (/var/lib/nvidia), mounted where CUDA images look (/usr/local/nvidia is
 # on the nvidia/cuda images' PATH and LD_LIBRARY_PATH). dsub and Nextflow pass the same.
+#: Batch's exit code for a task killed at max_run_duration.
+MAX_RUN_DURATION_EXIT_CODE = 50005
 GPU_CONTAINER_OPTIONS = "--gpus all"
 GPU_CONTAINER_VOLUMES = (
     "/var/lib/nvidia/lib64:/usr/local/nvidia/lib64",
@@ -144,16 +147,18 @@ def build_create_job_request(
             secret_variables=dict(resources.secret_environment),
         ),
     )
-    if resources.max_retry_count and resources.fail_fast_exit_codes:
-        # FAIL_TASK on the container's permanent errors; every other failure (a crash, an
-        # OOM, Batch's 50001-50006 for a lost or preempted VM) follows Batch's default policy,
-        # a retry up to max_retry_count. Batch takes one lifecycle policy.
+    fail_fast = list(resources.fail_fast_exit_codes)
+    if not resources.retry_timeouts and MAX_RUN_DURATION_EXIT_CODE not in fail_fast:
+        fail_fast.append(MAX_RUN_DURATION_EXIT_CODE)
+    if resources.max_retry_count and fail_fast:
+        # FAIL_TASK on the container's permanent errors and (unless retry_timeouts) on a
+        # task that ran past max_run_duration (50005); every other failure (a crash, an OOM,
+        # Batch's 50001-50003/50006 for a lost or preempted VM) follows Batch's default
+        # policy, a retry up to max_retry_count. Batch takes one lifecycle policy.
         task_spec.lifecycle_policies = [
             batch_v1.LifecyclePolicy(
                 action=batch_v1.LifecyclePolicy.Action.FAIL_TASK,
-                action_condition=batch_v1.LifecyclePolicy.ActionCondition(
-                    exit_codes=list(resources.fail_fast_exit_codes)
-                ),
+                action_condition=batch_v1.LifecyclePolicy.ActionCondition(exit_codes=fail_fast),
             )
         ]
 

@@ -14,11 +14,13 @@ from robotoff_batch.cli.demo import demo
 from robotoff_batch.cli.doctor import doctor_command
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
 from robotoff_batch.cli.smoke import smoke_command
+from robotoff_batch.cli.weights import stage_weights_command
 
 app.info.help = __doc__
 # In this order in --help.
 app.command("doctor")(doctor_command)  # production preflight: cli/doctor.py, doctor/
 app.command("smoke")(smoke_command)  # one tiny job on a job type's resources: cli/smoke.py
+app.command("stage-weights")(stage_weights_command)  # a GPU model's pinned weights: cli/weights.py
 app.command("cost")(cost_command)  # cost per job type per month: cli/cost.py, cost/
 app.command("launch", cls=LaunchCommand)(launch)
 app.command("status")(status)

@@ -19,6 +19,7 @@ from robotoff_batch.config.loader import (
     JobConfigsError,
     load_job_config,
 )
+from robotoff_batch.config.models import JobConfig
 from robotoff_batch.paths import JOB_CONFIGS_DIR
 
 
@@ -90,11 +91,14 @@ def config_show(
             job_type=job_type,
             job_id=job_id,
             project=project,
-            environment=container_environment(
-                job_uri=f"<staging>/{job_type}/{job_id}",
-                staged={INPUT_FILE: f"<staging>/{job_type}/{job_id}/{INPUT_FILE}"},
-                input_file=INPUT_FILE,
-            ),
+            environment={
+                **container_environment(
+                    job_uri=f"<staging>/{job_type}/{job_id}",
+                    staged={INPUT_FILE: f"<staging>/{job_type}/{job_id}/{INPUT_FILE}"},
+                    input_file=INPUT_FILE,
+                ),
+                **task_environment(job_type, cfg),
+            },
             labels={},
         )
         console.print("CreateJobRequest (dry run, nothing submitted):", highlight=False)
@@ -112,3 +116,19 @@ def config_image(job_type: str = typer.Argument(..., help="Job type.")) -> None:
         err_console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(1) from None
     typer.echo(item.config.resources.container_image_uri)
+
+
+def task_environment(job_type: str, cfg: JobConfig) -> dict[str, str]:
+    """The job type's launch-time variables, for a dry run (``<staging>`` for the staging
+    root, nothing checked); a config that cannot launch says why instead of failing here."""
+    from robotoff_batch.job_types import load_registry
+    from robotoff_batch.job_types.base import StagedFilesError
+
+    registered = load_registry().get(job_type)
+    if registered is None:
+        return {}
+    try:
+        return registered.job_type.task_environment(cfg, staging_root_uri="<staging>")
+    except StagedFilesError as exc:
+        err_console.print(f"the launch would refuse this config: {exc}", highlight=False)
+        return {}

@@ -164,6 +164,8 @@ def status(
     console.print(tasks)
     for line in job_cost_lines(s, engine.name, _instance_or_none()):
         say(line)
+    if s.state == JobState.SUCCEEDED:
+        _print_quarantine(job_id, s.labels.get(JOB_TYPE_LABEL, ""))
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
         tail = engine.log_tail(job_id=job_id)
         if tail:
@@ -171,16 +173,76 @@ def status(
             say(tail)
 
 
-def import_(job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id.")) -> None:
+def import_(
+    job_id: str = typer.Argument(..., help="A SUCCEEDED batch job id."),
+    retry_quarantined: bool = typer.Option(
+        False,
+        "--retry-quarantined",
+        help="Read the rows an earlier import held back (listed by `status JOB`) again and "
+        "import those now good; nothing else is re-considered.",
+    ),
+    partial: bool = typer.Option(
+        False,
+        "--partial",
+        help="A FAILED job: import the complete chunks its tasks finished (recorded as "
+        "partial); relaunching it then computes and imports only the rest.",
+    ),
+) -> None:
     """Record a finished job's outcome and import its output (again: changes nothing)."""
     try:
+        ws = operations.Workspace.from_env()
         already, n, _ = operations.run_import(
-            operations.Workspace.from_env(), job_id=job_id, debug=DEBUG["on"]
+            ws,
+            job_id=job_id,
+            debug=DEBUG["on"],
+            retry_quarantined=retry_quarantined,
+            partial=partial,
         )
+        record = operations.import_record(ws, job_id=job_id)
     except operations.OperationError as exc:
         raise fail(f"import failed: {exc}") from None
-    note = " (already imported: nothing changed)" if already else ""
-    say(f"imported {n} predictions from {job_id}{note}")
+    note = " (already imported: nothing changed)" if already and not retry_quarantined else ""
+    kind = " (partial: the complete chunks of a failed job)" if partial and not already else ""
+    say(f"imported {n} predictions from {job_id}{kind}{note}")
+    if record is not None and record.rows_quarantined:
+        say(
+            f"{record.rows_quarantined} row(s) held back (quarantined): `robotoff-batch status "
+            f"{job_id}` lists them",
+            style="yellow",
+        )
+
+
+def _print_quarantine(job_id: str, job_type: str) -> None:
+    """The import's counts and the rows it held back, when the job type imports and the job
+    was imported."""
+    try:
+        ws = operations.Workspace.from_env()
+        if not ws.imports(job_type):
+            return
+        record = operations.import_record(ws, job_id=job_id)
+        held = operations.quarantined(ws, job_id=job_id) if record is not None else []
+    except Exception as exc:  # the predictions database is not reachable: say so, go on
+        say(f"import: not known ({exc})")
+        return
+    if record is None:
+        say("import: not imported")
+        return
+    say(
+        f"import: {record.predictions} predictions, {record.rows_quarantined} row(s) held "
+        f"back, {record.rows_collapsed} identical repeat(s) collapsed, "
+        f"{record.products_deleted} product(s) deleted since the launch"
+    )
+    if held:
+        table = make_table("rows held back (quarantined)", ["file", "row", "code", "reason"])
+        for row in held:
+            table.add_row(
+                str(row["file"]).rsplit("/", 1)[-1],
+                str(row["row"]),
+                str(row["code"]),
+                row["reason"],
+            )
+        console.print(table)
+        say(f"after fixing them: robotoff-batch import {job_id} --retry-quarantined")
 
 
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:

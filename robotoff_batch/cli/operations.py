@@ -333,8 +333,18 @@ def _outcome(ws: Workspace, status: JobStatus, by_daemon: bool) -> Outcome:
     )
 
 
-def run_import(ws: Workspace, *, job_id: str, debug: bool = False) -> tuple[bool, int, str]:
-    """Record a job's outcome and import its output (again: a no-op when imported).
+def run_import(
+    ws: Workspace,
+    *,
+    job_id: str,
+    debug: bool = False,
+    retry_quarantined: bool = False,
+    partial: bool = False,
+) -> tuple[bool, int, str]:
+    """Record a job's outcome and import its output (again: a no-op when imported, unless
+    ``retry_quarantined``: its held-back rows are then read and checked again); with
+    ``partial``, import a FAILED job's complete chunks (the predictions asset alone, tagged
+    so that the ledger and the partition say partial).
 
     Returns (already imported before, predictions in the database, run id).
     """
@@ -348,6 +358,14 @@ def run_import(ws: Workspace, *, job_id: str, debug: bool = False) -> tuple[bool
     already = job_id in ws.store.imported_jobs([job_id])
     runs = ws.storage().finish_runs([job_id]).get(job_id, [])
     request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
+    request = FinishRequest(
+        job_id,
+        job_type,
+        attempt=len(runs),
+        with_import=True,
+        partial=partial,
+        retry_quarantined=retry_quarantined,
+    )
     result = apply_in_process(
         dg.SensorResult(
             run_requests=[request.run_request()],
@@ -362,6 +380,11 @@ def run_import(ws: Workspace, *, job_id: str, debug: bool = False) -> tuple[bool
     if not result.success:
         raise OperationError(run_failure_message(ws.instance, result.run_id))
     return already, count(ws, job_id=job_id), result.run_id
+
+
+def quarantined(ws: Workspace, *, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The output rows a job's import held back (file, row, code, reason)."""
+    return list(ws.store.quarantined_rows(job_id, limit))
 
 
 def examples(ws: Workspace, *, job_id: str, limit: int = 5) -> list[dict[str, Any]]:

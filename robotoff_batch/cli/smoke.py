@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,10 +35,12 @@ from robotoff_batch.staging import Staging, StagingError
 SMOKE_MAX_RUN_DURATION = "15m"
 GPU_NOT_VISIBLE_EXIT_CODE = 10
 BUCKET_UNREACHABLE_EXIT_CODE = 11
+CHECK_FAILED_EXIT_CODE = 12
 LOCAL_SMOKE_IMAGE = "local/robotoff-batch-smoke:cpu"
 SMOKE_EXIT_REASONS = {
     GPU_NOT_VISIBLE_EXIT_CODE: "the container cannot see the GPU (nvidia-smi failed or missing)",
     BUCKET_UNREACHABLE_EXIT_CODE: "the container could not write to the staging bucket",
+    CHECK_FAILED_EXIT_CODE: "the job type's own check in its image failed (see check: lines)",
 }
 
 # Runs inside the job's container (python3, and google-cloud-storage for gs://): stdlib only
@@ -58,6 +60,19 @@ if smi:
 elif os.environ.get("SMOKE_EXPECT_GPU") == "1":
     print("nvidia-smi not found: the GPU is not visible in the container", file=sys.stderr)
     sys.exit(10)
+check = json.loads(os.environ.get("SMOKE_CHECK_ARGV") or "null")
+failed_check = False
+if check:
+    r = subprocess.run(check, capture_output=True, text=True)
+    sys.stderr.write(r.stderr[-20000:])
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    try:
+        report["check"] = json.loads(lines[-1]) if lines else {"failed": ["no report"]}
+    except ValueError:
+        report["check"] = {"failed": ["unreadable report"], "output": r.stdout[-2000:]}
+    report["check_exit_code"] = r.returncode
+    print(json.dumps(report["check"]), flush=True)
+    failed_check = r.returncode != 0
 data = json.dumps(report).encode()
 try:
     if out.startswith("gs://"):
@@ -72,7 +87,12 @@ try:
 except Exception as exc:
     print(f"cannot write {out}: {type(exc).__name__}: {exc}", file=sys.stderr)
     sys.exit(11)
-print(f"smoke ok: wrote {out}", flush=True)
+print(f"smoke: wrote {out}", flush=True)
+if failed_check:
+    print("the job type's check failed: " + ", ".join(report["check"].get("failed", [])),
+          file=sys.stderr)
+    sys.exit(12)
+print("smoke ok", flush=True)
 """
 
 
@@ -87,7 +107,10 @@ class SmokeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status.state is JobState.SUCCEEDED and self.probe is not None
+        if self.status.state is not JobState.SUCCEEDED or self.probe is None:
+            return False
+        check = self.probe.get("check")
+        return not (isinstance(check, dict) and check.get("failed"))
 
     def report(self) -> list[str]:
         lines = [f"smoke job {self.job_id}: {self.status.state.value}"]
@@ -98,6 +121,14 @@ class SmokeResult:
             else:
                 lines.append(f"gpu: {gpu or 'none (CPU job)'}")
             lines.append("bucket: the job wrote its probe, read back here")
+            check = self.probe.get("check")
+            if isinstance(check, dict):
+                for name, outcome in (check.get("checks") or {}).items():
+                    mark = "ok" if outcome.get("ok") else "FAILED"
+                    lines.append(f"check: {mark} {name}: {outcome.get('detail')}")
+                for key in ("load_s", "texts_per_s", "predictor_version", "error"):
+                    if key in check:
+                        lines.append(f"check: {key} {check[key]}")
         for task in self.status.tasks:
             if task.exit_code in SMOKE_EXIT_REASONS:
                 lines.append(f"task {task.index}: {SMOKE_EXIT_REASONS[task.exit_code]}")
@@ -125,12 +156,19 @@ def build_smoke_request(
     probe_uri: str,
     job_id: str,
     local: bool,
+    task_environment: Mapping[str, str] | None = None,
+    check_argv: Sequence[str] | None = None,
 ) -> batch_v1.CreateJobRequest:
-    """The smoke job's request: the job type's resources, cut by :func:`smoke_resources`."""
+    """The smoke job's request: the job type's resources, cut by :func:`smoke_resources`,
+    with the variables its launch gives its tasks (e.g. the staged weights) and its own
+    check to run in the image (``check_argv``, e.g. the vLLM engine's GPU check)."""
     env = {
+        **dict(task_environment or {}),
         "SMOKE_OUTPUT_URI": probe_uri,
         "SMOKE_EXPECT_GPU": "1" if resources.accelerators_type and not local else "0",
     }
+    if check_argv:
+        env["SMOKE_CHECK_ARGV"] = json.dumps(list(check_argv))
     request = build_create_job_request(
         smoke_resources(resources),
         job_type=f"{job_type}-smoke",
@@ -160,6 +198,8 @@ def run_smoke(
     poll_s: float = 5.0,
     on_change: Callable[[str, str], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    task_environment: Mapping[str, str] | None = None,
+    check_argv: Sequence[str] | None = None,
 ) -> SmokeResult:
     """Submit the smoke job, follow it to its end, read its probe back."""
     local = engine.name == "local"
@@ -171,7 +211,14 @@ def run_smoke(
     job_id = make_job_id(f"smoke-{job_type}", launched_at=now())
     probe_uri = staging.job_uri(job_type=f"{job_type}-smoke", job_id=job_id) + "/probe.json"
     request = build_smoke_request(
-        small, job_type=job_type, project=project, probe_uri=probe_uri, job_id=job_id, local=local
+        small,
+        job_type=job_type,
+        project=project,
+        probe_uri=probe_uri,
+        job_id=job_id,
+        local=local,
+        task_environment=task_environment,
+        check_argv=check_argv,
     )
     status = engine.submit(request=request)
     last = status.state
@@ -189,7 +236,7 @@ def run_smoke(
     if status.state.is_terminal:
         status = engine.get_job(job_id=job_id)  # with the tasks' exit codes
     probe: dict[str, object] | None = None
-    if status.state is JobState.SUCCEEDED:
+    if status.state in (JobState.SUCCEEDED, JobState.FAILED):  # a failed check wrote it too
         try:
             with staging.open_read(uri=probe_uri) as handle:
                 probe = json.loads(handle.read())
@@ -231,10 +278,29 @@ def smoke_command(job_type: str, timeout_s: float = 1800.0) -> None:
     except JobConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    from robotoff_batch.job_types import load_registry
+    from robotoff_batch.job_types.base import StagedFilesError
+
     resources = build_resources()
     engine_resource = initialized(resources["batch_engine"])
     staging = initialized(resources["staging"]).get_staging()
+    local = engine_resource.kind == "local"
+    registered = load_registry().get(job_type)
+    task_environment: dict[str, str] = {}
+    check_argv = None
+    if registered is not None and not local:  # the local stand-in has no GPU, no image
+        jt = registered.job_type
+        try:
+            task_environment = jt.task_environment(
+                config, staging_root_uri=staging.root_uri, exists=lambda u: staging.exists(uri=u)
+            )
+        except StagedFilesError as exc:
+            typer.echo(f"cannot smoke {job_type}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        check_argv = jt.smoke_check_argv(config)
     result = run_smoke(
+        task_environment=task_environment,
+        check_argv=check_argv,
         job_type=job_type,
         resources=config.resources,
         engine=engine_resource.get_engine(),

@@ -97,6 +97,18 @@ class JobConfig(BaseModel):
         "of fallbacks is tried; shorter than max_pending_duration.",
         max_length=20,
     )
+    fallback_after_preemptions: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        strict=True,
+        description="Move a running job on to the next alternative of fallbacks (e.g. SPOT, "
+        "then STANDARD) once its tasks were preempted this many times in all (Batch's exit "
+        "code 50001: a Spot VM reclaimed): it is cancelled and relaunched on the same staged "
+        "input, carrying the chunks its tasks finished (only the rest is computed). Needs "
+        "max_retry_count >= this, so the job is still running when it is reached. Null: "
+        "preemptions are only retried.",
+    )
 
     @field_validator("max_cost_usd", mode="before")
     @classmethod

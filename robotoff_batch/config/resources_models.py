@@ -117,6 +117,14 @@ class BatchResources(BaseModel):
         description="Longest a task may run, e.g. '24h', '90m', '86400s' (1 minute to 7 days).",
         max_length=20,
     )
+    retry_timeouts: bool = Field(
+        default=False,
+        description="Whether a task that hit max_run_duration (Batch's exit code 50005) is "
+        "retried. False (the default): it fails at once, as another max_run_duration of the "
+        "same work would likely end the same way (a checkpointed task's finished chunks stay "
+        "importable with `import --partial`). True: retried up to max_retry_count, resuming "
+        "after its last chunk.",
+    )
     container_image_uri: str = Field(
         description="The job type's container image, built by `make image` from "
         "containers/<job-type>/: this project's Artifact Registry in the jobs' region "

@@ -34,6 +34,7 @@ def run_checks(ctx: DoctorContext) -> list[Check]:
     location = _check_location(ctx, checks)
     locations = followed_locations(ctx, location)
     _check_bucket(ctx, checks, credentials, project, locations)
+    _check_staged_prerequisites(ctx, checks, credentials, project)
     check_list_jobs(ctx, checks, credentials, project, locations)
     _check_act_as(ctx, checks, credentials)
     check_images(ctx, checks, project)
@@ -195,6 +196,50 @@ def _check_bucket(
         Check("bucket", True, f"gs://{bucket_name} writable and readable (probe removed)")
     )
     check_bucket_location(checks, client.bucket(bucket_name), bucket_name, locations)
+
+
+def _check_staged_prerequisites(
+    ctx: DoctorContext, checks: list[Check], credentials: Any, project: str
+) -> None:
+    """What a job type's tasks read that is staged once, not per job (a GPU job's pinned
+    model weights: their STAGED.json marker, written last)."""
+    from robotoff_batch.job_types import load_registry
+    from robotoff_batch.staging.gcs import parse_gs_uri
+
+    registry = load_registry()
+    root = ctx.env.get(STAGING_ENV, "").strip().rstrip("/")
+    for job_type, config in sorted(ctx.configs.items()):
+        registered = registry.get(job_type)
+        if registered is None:
+            continue
+        for path, fix in registered.job_type.staged_prerequisites(config):
+            name = f"staged weights ({job_type})"
+            if not path:  # the config itself cannot be used
+                checks.append(Check(name, False, fix, f"edit job_configs/{job_type}.yaml"))
+                continue
+            if not root.startswith("gs://"):
+                checks.append(Check(name, False, f"not checked: {STAGING_ENV} is not gs://", ""))
+                continue
+            bucket_name, prefix = parse_gs_uri(root)
+            key = "/".join(p for p in (prefix.strip("/"), path) if p)
+            client = ctx.storage_client
+            if client is None:
+                if credentials is None:
+                    checks.append(Check(name, False, "not checked: no credentials", ""))
+                    continue
+                from google.cloud import storage
+
+                client = storage.Client(project=project or None, credentials=credentials)
+            where = f"gs://{bucket_name}/{key}"
+            try:
+                found = client.bucket(bucket_name).blob(key).exists()
+            except Exception as exc:  # denied, unreachable: say it, never crash the report
+                checks.append(Check(name, False, f"{where}: {type(exc).__name__}: {exc}", fix))
+                continue
+            if found:
+                checks.append(Check(name, True, f"{where} exists"))
+            else:
+                checks.append(Check(name, False, f"{where} is missing: not staged", fix))
 
 
 def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> None:

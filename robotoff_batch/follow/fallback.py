@@ -72,12 +72,35 @@ def started(status: JobStatus) -> bool:
     )
 
 
+#: Batch's exit code of a task whose Spot VM was preempted.
+PREEMPTED_EXIT_CODE = 50001
+
+
 @dataclass(frozen=True)
 class FallbackPolicy:
-    """A job type's ``fallback_after`` and how many alternatives its config lists."""
+    """A job type's ``fallback_after``, how many alternatives its config lists, and its
+    ``fallback_after_preemptions``."""
 
     after_s: float
     alternatives: int
+    after_preemptions: int | None = None
+
+
+def preemptions(status: JobStatus) -> int:
+    """How many task attempts of the job ended preempted (50001), by its status events."""
+    return sum(1 for e in status.status_events if e.task_exit_code == PREEMPTED_EXIT_CODE)
+
+
+def preempted_too_often(status: JobStatus, after: int | None) -> str | None:
+    """The reason to move a running job on, when its tasks were preempted ``after`` times."""
+    if after is None or status.state.is_terminal:
+        return None
+    n = preemptions(status)
+    if n < after:
+        return None
+    return (
+        f"preempted {n} times (exit code {PREEMPTED_EXIT_CODE}, fallback_after_preemptions {after})"
+    )
 
 
 def supersessions(statuses: Mapping[str, JobStatus]) -> dict[str, str]:
@@ -109,6 +132,21 @@ def plan_fallbacks(
     replaced = supersessions(statuses)
     for job_id, status in sorted(statuses.items()):
         policy = policies.get(job_type_of(job_id, status))
+        if policy is not None and job_id not in c.fallen_back and job_id not in replaced:
+            preempted = preempted_too_often(status, policy.after_preemptions)
+            origin, index = chain_position(status)
+            if preempted and index < policy.alternatives:
+                c.fallen_back.add(job_id)
+                jt = job_type_of(job_id, status)
+                plan.fallback_requests.append(
+                    FallbackRequest(job_id, jt, origin, index + 1, preempted)
+                )
+                plan.log(
+                    logging.WARNING,
+                    f"{job_id}: {preempted}; relaunching with alternative {index + 1} as "
+                    f"{fallback_job_id(origin, index + 1)}, carrying its finished chunks",
+                )
+                continue
         waited = status.pending_for_s(at)
         if policy is None or waited is None or waited <= policy.after_s:
             continue
@@ -143,10 +181,12 @@ def relaunch(
     job_id: str,
     index: int,
     submit: Callable[[str, Mapping[str, str]], JobStatus],
+    after_preemptions: int | None = None,
 ) -> Relaunch:
     """Replace ``job_id`` by its alternative ``index``: ``submit(new id, labels)`` creates (or
     re-attaches to) the new job, then ``job_id`` is cancelled. Nothing is done when the job
-    started before this run read it, unless a previous attempt already submitted the new job."""
+    started before this run read it, unless a previous attempt already submitted the new job,
+    or it was preempted ``after_preemptions`` times (it moves on, its chunks carried)."""
     current = engine.get_job(job_id=job_id)
     origin, _ = chain_position(current)
     new_id = fallback_job_id(origin, index)
@@ -155,7 +195,8 @@ def relaunch(
         exists = True
     except JobNotFoundError:
         exists = False
-    if not exists and started(current):
+    preempted = preempted_too_often(current, after_preemptions)
+    if not exists and started(current) and not preempted:
         return Relaunch(
             job_id,
             None,

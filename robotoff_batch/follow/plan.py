@@ -23,6 +23,8 @@ from robotoff_batch.names import (
     FALLBACK_INDEX_TAG,
     FALLBACK_KIND,
     FINISH_KIND,
+    PARTIAL_IMPORT_TAG,
+    RETRY_QUARANTINED_TAG,
     RUN_KIND_TAG,
     SUPERSEDED_TAG,
     batch_job_asset_key,
@@ -59,6 +61,12 @@ class FinishRequest:
     with_import: bool
     # The capacity fallback that replaced this job: recorded as superseded, never imported.
     superseded_by: str | None = None
+    # ``robotoff-batch import JOB --partial``: the import alone, of a FAILED job's complete
+    # chunks (its outcome is already recorded), tagged so the ledger and the partition say so.
+    partial: bool = False
+    # ``robotoff-batch import JOB --retry-quarantined``: an imported job's held-back rows are
+    # read and checked again.
+    retry_quarantined: bool = False
 
     @property
     def run_key(self) -> str:
@@ -70,8 +78,8 @@ class FinishRequest:
 
     @property
     def asset_selection(self) -> list[dg.AssetKey]:
-        """The job's outcome, and its import when there is one."""
-        selection = [batch_job_asset_key(self.job_type)]
+        """The job's outcome (not for a partial import), and its import when there is one."""
+        selection = [] if self.partial else [batch_job_asset_key(self.job_type)]
         if self.with_import:
             selection.append(predictions_asset_key(self.job_type))
         return selection
@@ -87,6 +95,10 @@ class FinishRequest:
         }
         if self.superseded_by:
             tags[SUPERSEDED_TAG] = self.superseded_by
+        if self.partial:
+            tags[PARTIAL_IMPORT_TAG] = "true"
+        if self.retry_quarantined:
+            tags[RETRY_QUARANTINED_TAG] = "true"
         return tags
 
     def run_request(self) -> dg.RunRequest:

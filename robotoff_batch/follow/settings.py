@@ -45,7 +45,11 @@ class FollowSettings:
                 for r in registered
             },
             fallbacks={
-                r.name: FallbackPolicy(r.config.fallback_after_s, len(r.config.fallbacks))
+                r.name: FallbackPolicy(
+                    r.config.fallback_after_s,
+                    len(r.config.fallbacks),
+                    r.config.fallback_after_preemptions,
+                )
                 for r in registered
                 if r.config.fallbacks
             },

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
+import pyarrow as pa
 
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.names import key_prefix
@@ -71,6 +72,8 @@ def demo_summary(outcome: DemoOutcome, made: str = "candidate predictions") -> s
         )
     if record.predictions_replaced:
         text += f", {record.predictions_replaced} older-version predictions replaced"
+    if record.rows_quarantined:
+        text += f", {record.rows_quarantined} bad rows held back (`status JOB` lists them)"
     insights = ", ".join(f"{v} {k}" for k, v in record.insights.items() if v)
     return text + (f"; insights: {insights}" if insights else "; no insight changed")
 
@@ -163,6 +166,40 @@ class JobType(ABC, Generic[C]):
             )
         if self.input_file not in extracted.files:
             raise StagedFilesError(f"{self.name}'s extraction did not write {self.input_file}")
+
+    def facts_at_import(
+        self, *, dump_path: str, codes: pa.Array
+    ) -> Iterator[pa.RecordBatch] | None:
+        """The facts (``import_spec.facts_schema``) of the job's products (``codes``) read
+        again, at import time, from the dump at ``dump_path``, newer than the launch's; a
+        product it no longer holds marked ``deleted``. None: the job type does not, the
+        launch-time facts are used."""
+        return None
+
+    def task_environment(
+        self,
+        job_config: JobConfig,
+        *,
+        staging_root_uri: str,
+        exists: Callable[[str], bool] | None = None,
+        local_argv: Sequence[str] | None = None,
+    ) -> dict[str, str]:
+        """Variables the job type adds to its tasks' environment at launch, beside the staged
+        files' (e.g. where its model weights are staged). ``exists`` (a staging URI -> bool)
+        checks what the tasks will read: a missing prerequisite raises
+        :class:`StagedFilesError`, so nothing is submitted. None: not checked (dry runs)."""
+        return {}
+
+    def staged_prerequisites(self, job_config: JobConfig) -> list[tuple[str, str]]:
+        """Objects the tasks read that are staged once, not per job: (path under the staging
+        root, how to stage it), or one ("", why) when the config itself is not usable.
+        ``doctor`` checks each exists."""
+        return []
+
+    def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
+        """A command ``robotoff-batch smoke`` runs in the job type's image after its own
+        checks (exit 0: passed; its last stdout line a JSON report), or None."""
+        return None
 
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """What the demo prints after the job's timeline: strings (a line each) and rich

@@ -103,15 +103,36 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _first_empty(column: pa.Array) -> int | None:
-    """Index of the first null (or, for text, empty after trimming) value, else None."""
+def _empty_mask(column: pa.Array) -> pa.Array:
+    """True where a value is null (or, for text, empty after trimming)."""
     mask = column.is_null()
     if pa.types.is_string(column.type):
         mask = pc.or_(mask, pc.equal(pc.utf8_trim_whitespace(column), ""))
-    mask = pc.fill_null(mask, True)
-    if not pc.any(mask).as_py():
-        return None
-    return int(pc.index(mask, True).as_py())
+    return pc.fill_null(mask, True)
+
+
+def _invalid_text(column: pa.Array) -> list[tuple[int, str]]:
+    """(index, why) of the values PostgreSQL text cannot hold: a NUL byte, or bytes that are
+    not UTF-8 (Parquet does not check them)."""
+    bad: list[tuple[int, str]] = []
+    if not pa.types.is_string(column.type):
+        return bad
+    nul = pc.fill_null(pc.match_substring(column.cast(pa.binary()), b"\x00"), False)
+    if pc.any(nul).as_py():
+        bad.extend((int(i), "a NUL byte") for i in pc.indices_nonzero(nul).to_pylist())
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:  # rare: find the rows, one by one
+        for i, value in enumerate(column.cast(pa.binary()).to_pylist()):
+            try:
+                value is None or value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append((i, "bytes that are not UTF-8"))
+    return bad
+
+
+#: A row held back from the import: (file index, 0-based row in its file, key value, why).
+BadRow = tuple[int, int, Any, str]
 
 
 def copy_output(
@@ -120,13 +141,19 @@ def copy_output(
     spec: ImportSpec,
     outputs: Iterable[OutputChunk],
     where: Any,
+    bad_rows: list[BadRow] | None = None,
 ) -> int:
-    """COPY the output into ``batch_output``; returns its row count."""
+    """COPY the output into ``batch_output``; returns its row count (held-back rows included).
+
+    With ``bad_rows``, a row with a null or empty required value, or a text PostgreSQL cannot
+    hold (NUL byte, not UTF-8), is appended there instead of copied (the caller quarantines
+    it); without, it refuses the whole output naming file and row."""
     schema = spec.output_schema
     _create_temp_table(cur, "batch_output", schema)
     full = pa.schema([pa.field("_file", pa.int32()), pa.field("_row", pa.int64()), *schema])
     lines: list[tuple[int, int, int]] = []  # (first COPY line, file, first row) per chunk
     total = 0
+    line = 0  # COPY lines written
     try:
         with cur.copy(_copy_statement("batch_output", full.names)) as copy:
             for chunk in outputs:
@@ -134,28 +161,46 @@ def copy_output(
                 n = batch.num_rows
                 if n == 0:
                     continue
+                bad: dict[int, str] = {}
                 for name in spec.not_null:
-                    row = _first_empty(batch.column(name))
-                    if row is not None:
-                        raise PredictionImportError(
-                            f"{where(chunk.file_index, chunk.offset + row)}: null or empty "
-                            f"{name!r}; nothing was imported"
-                        )
-                ids = pa.array([chunk.file_index] * n, pa.int32())
+                    mask = _empty_mask(batch.column(name))
+                    if pc.any(mask).as_py():
+                        for i in pc.indices_nonzero(mask).to_pylist():
+                            bad.setdefault(int(i), f"null or empty {name!r}")
+                for f in schema:
+                    for i, why in _invalid_text(batch.column(f.name)):
+                        bad.setdefault(i, f"{f.name!r} holds {why}")
+                if bad and bad_rows is None:
+                    i = min(bad)
+                    raise PredictionImportError(
+                        f"{where(chunk.file_index, chunk.offset + i)}: {bad[i]}; nothing was "
+                        "imported"
+                    )
+                key = batch.column(spec.key_column) if spec.key_column in schema.names else None
                 rows = pa.array(range(chunk.offset, chunk.offset + n), pa.int64())
+                ids = pa.array([chunk.file_index] * n, pa.int32())
                 framed = pa.RecordBatch.from_arrays([ids, rows, *batch.columns], schema=full)
-                for start in range(0, n, COPY_CHUNK_ROWS):
+                if bad and bad_rows is not None:
+                    for i, why in sorted(bad.items()):
+                        value = key[i].as_py() if key is not None else None
+                        if isinstance(value, str):
+                            value = value.replace("\x00", "")
+                        bad_rows.append((chunk.file_index, chunk.offset + i, value, why))
+                    keep = pa.array([i not in bad for i in range(n)])
+                    framed = framed.filter(keep)
+                for start in range(0, framed.num_rows, COPY_CHUNK_ROWS):
                     part = framed.slice(start, COPY_CHUNK_ROWS)
-                    lines.append((total + start + 1, chunk.file_index, chunk.offset + start))
+                    lines.append((line + 1, chunk.file_index, int(part.column(1)[0].as_py())))
                     copy.write(_csv(part))
+                    line += part.num_rows
                 total += n
     except psycopg.Error as exc:
         match = _COPY_LINE.search(str(exc))
         if match and lines:
-            line = int(match.group(1))
-            first, file_index, row = max((e for e in lines if e[0] <= line), default=lines[0])
+            at = int(match.group(1))
+            first, file_index, row = max((e for e in lines if e[0] <= at), default=lines[0])
             raise PredictionImportError(
-                f"{where(file_index, row + line - first)}: refused by the database: "
+                f"{where(file_index, row + at - first)}: refused by the database: "
                 f"{str(exc).strip().splitlines()[0]}; nothing was imported"
             ) from exc
         raise

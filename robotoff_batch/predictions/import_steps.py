@@ -14,16 +14,14 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from psycopg import sql
 
 from robotoff_batch.predictions.arrow_copy import (
+    BadRow,
     copy_facts,
     copy_output,
 )
 from robotoff_batch.predictions.model import (
-    MAX_LENGTHS,
     ImportSpec,
     OutputChunk,
     PredictionImportError,
@@ -31,14 +29,34 @@ from robotoff_batch.predictions.model import (
 )
 from robotoff_batch.predictions.queries import (
     CREATE_PREDICTION_VIEW,
+    CREATE_SCOPE_VIEW,
     DUPLICATE_PREDICTION_SQL,
     INSERT_SQL,
     LEDGER_COLUMNS,
     REPLACE_SQL,
-    ROW_CHECK_SQL,
+    SCOPE_FROM_PREDICTIONS,
 )
+from robotoff_batch.predictions.row_checks import DEFAULT_MAX_BAD_ROW_FRACTION, RowChecks
 
 logger = logging.getLogger(__name__)
+
+
+def _keep_only(cur: psycopg.Cursor[Any], only: set[tuple[int, int]]) -> int:
+    """Drop every output row but ``only``'s; returns how many remain."""
+    cur.execute(
+        "CREATE TEMP TABLE batch_retry (_file integer, _row bigint, PRIMARY KEY (_file, _row)) "
+        "ON COMMIT DROP"
+    )
+    with cur.copy("COPY batch_retry (_file, _row) FROM STDIN") as copy:
+        for key in sorted(only):
+            copy.write_row(key)
+    cur.execute(
+        "DELETE FROM batch_output o WHERE NOT EXISTS "
+        "(SELECT 1 FROM batch_retry r WHERE r._file = o._file AND r._row = o._row)"
+    )
+    cur.execute("ANALYZE batch_output")  # a few rows left of many: the planner must know
+    row = cur.execute("SELECT count(*) FROM batch_output").fetchone()
+    return int(row[0]) if row else 0
 
 
 def import_steps(
@@ -52,9 +70,12 @@ def import_steps(
     facts: Iterable[pa.RecordBatch],
     now: datetime,
     deliver: Callable[..., str] | None = None,
+    max_bad_row_fraction: float = DEFAULT_MAX_BAD_ROW_FRACTION,
+    only: set[tuple[int, int]] | None = None,
 ) -> dict[str, int]:
     """The import's statements, inside the caller's transaction; returns the ledger's
-    counts."""
+    counts. ``only``: (file index, row) of the rows to consider (a retry of the quarantined
+    rows), the others read and ignored."""
 
     phases: dict[str, float] = {}
     mark = time.monotonic()
@@ -69,71 +90,39 @@ def import_steps(
         name = files[file_index] if 0 <= file_index < len(files) else f"file {file_index}"
         return f"{name} row {row}"
 
-    source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where)
+    bad_rows: list[BadRow] = []
+    source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows)
     phase("copy_output")
     if source_rows == 0:
         raise PredictionImportError(
             f"the output of {batch_job_id} has no rows ({', '.join(files) or 'no files'}): "
             "an empty output is refused, not recorded as imported"
         )
+    if only is not None:  # --retry-quarantined: the rows held back before, nothing else
+        bad_rows = [b for b in bad_rows if (b[0], b[1]) in only]
+        source_rows = _keep_only(cur, only) + len(bad_rows)
+    checks = RowChecks(cur, spec=spec, where=where, max_bad_row_fraction=max_bad_row_fraction)
+    checks.add(bad_rows)
     for column in spec.unique:
-        c = sql.Identifier(column)
-        # one hash aggregate; the self-join naming the first repeated row only when one repeats
-        repeated = cur.execute(
-            sql.SQL("SELECT 1 FROM batch_output GROUP BY {c} HAVING count(*) > 1 LIMIT 1").format(
-                c=c
-            )
-        ).fetchone()
-        row = (
-            repeated
-            and cur.execute(
-                sql.SQL(
-                    "SELECT a._file, a._row, b._file, b._row, a.{c} FROM batch_output a "
-                    "JOIN batch_output b ON a.{c} = b.{c} "
-                    "AND (a._file, a._row) < (b._file, b._row) "
-                    "ORDER BY b._file, b._row LIMIT 1"
-                ).format(c=c)
-            ).fetchone()
-        )
-        if row:
-            raise PredictionImportError(
-                f"{column} {row[4]!r} appears twice in the output: {where(row[0], row[1])} "
-                f"and {where(row[2], row[3])}; nothing was imported"
-            )
+        checks.unique(column)
     phase("check_unique")
     if spec.facts_schema is not None:
         copy_facts(cur, spec.facts_schema, facts)
         phase("copy_facts")
-        row = cur.execute(
-            sql.SQL(
-                "SELECT o._file, o._row, o.{k} FROM batch_output o "
-                "WHERE NOT EXISTS (SELECT 1 FROM batch_product f WHERE f.code = o.{k}) "
-                "ORDER BY o._file, o._row LIMIT 1"
-            ).format(k=sql.Identifier(spec.key_column))
-        ).fetchone()
-        if row:
-            raise PredictionImportError(
-                f"{where(row[0], row[1])}: {spec.key_column} {row[2]!r} is not a product of "
-                "the job's input; nothing was imported"
-            )
+        checks.facts(has_deleted="deleted" in spec.facts_schema.names)
     phase("check_facts")
     select = psycopg.ClientCursor(cur.connection).mogrify(
         spec.predictions_sql.strip().rstrip(";"), {"now": now}
     )
     cur.execute(CREATE_PREDICTION_VIEW.replace("{select}", select))
+    scope = spec.scope_sql.strip().rstrip(";") if spec.scope_sql else SCOPE_FROM_PREDICTIONS
+    cur.execute(CREATE_SCOPE_VIEW.replace("{select}", scope))
+    checks.predictions()
+    quarantined = checks.settle(source_rows=source_rows, batch_job_id=batch_job_id)
+    checks.record(batch_job_id=batch_job_id, files=files)
     row = cur.execute("SELECT count(*) FROM batch_prediction").fetchone()
     candidates = int(row[0]) if row else 0
     phase("to_predictions")
-    bad = cur.execute(ROW_CHECK_SQL).fetchone()
-    if bad and bad[2]:
-        raise PredictionImportError(
-            f"{where(bad[0], bad[1])}: null or empty {bad[2]!r}; nothing was imported"
-        )
-    if bad:
-        raise PredictionImportError(
-            f"{where(bad[0], bad[1])}: {bad[3]!r} is longer than "
-            f"{MAX_LENGTHS[bad[3]]} characters: {str(bad[4])[:120]!r}; nothing was imported"
-        )
     implied = spec.one_prediction_per_product and spec.key_column in spec.unique
     dup = None if implied else cur.execute(DUPLICATE_PREDICTION_SQL).fetchone()
     if dup:
@@ -142,6 +131,14 @@ def import_steps(
             f"{where(dup[0], dup[1])} and {where(dup[2], dup[3])}; nothing was imported"
         )
     phase("check_predictions")
+    held = {
+        "rows_quarantined": quarantined,
+        "rows_collapsed": checks.collapsed,
+        "products_deleted": checks.deleted_products,
+    }
+    # unchanged rows: read, not quarantined, no prediction (collapsed repeats and rows of
+    # deleted products are neither)
+    skipped = source_rows - candidates - quarantined - checks.collapsed - checks.deleted_products
     if deliver is not None:
         handed = hand_over(
             cur, spec=spec, job_type=job_type, batch_job_id=batch_job_id, deliver=deliver
@@ -149,9 +146,10 @@ def import_steps(
         phase("hand_over")
         logger.info("hand-over of %s, seconds per step: %s", batch_job_id, phases)
         return {
-            **dict.fromkeys(LEDGER_COLUMNS[3:13], 0),
+            **dict.fromkeys(LEDGER_COLUMNS[3:-1], 0),
+            **held,
             "source_rows": source_rows,
-            "skipped_rows": source_rows - candidates,
+            "skipped_rows": skipped,
             "candidates": candidates,
             "predictions": handed,
         }
@@ -162,8 +160,9 @@ def import_steps(
     inserted = sum(int(row[0]) for row in cur.fetchall())
     phase("insert")
     counts = {
+        **held,
         "source_rows": source_rows,
-        "skipped_rows": source_rows - candidates,
+        "skipped_rows": skipped,
         "candidates": candidates,
         "predictions": inserted,
         "predictions_kept": candidates - inserted,
@@ -186,6 +185,10 @@ def import_steps(
     return counts
 
 
+#: Rows fetched per round trip by the hand-over's server-side cursor.
+HANDOVER_FETCH_ROWS = 4_096
+
+
 def hand_over(
     cur: psycopg.Cursor[Any],
     *,
@@ -194,33 +197,33 @@ def hand_over(
     batch_job_id: str,
     deliver: Callable[..., str],
 ) -> int:
-    """Write the job type's hand-over rows to a Parquet file (COPY out as CSV, Arrow reads
-    it back: no per-row Python) and give it to ``deliver``; returns the row count."""
+    """Write the job type's hand-over rows to a Parquet file and give it to ``deliver``;
+    returns the row count.
+
+    The rows go from PostgreSQL to Arrow to Parquet, text as text: no CSV round trip, so a
+    correction "N/A", "null", "NaN" or "" stays that string and only SQL NULL is null (a
+    server-side cursor, a bounded batch per round trip, one row group per batch)."""
     if not spec.handover_sql:
         raise PredictionImportError(
             f"job type {job_type} declares no hand-over to Robotoff (handover_sql); "
             "use the postgres target"
         )
+    rows_total = 0
     with tempfile.TemporaryDirectory(prefix="robotoff-batch-handover-") as tmp:
-        csv_path = Path(tmp) / "rows.csv"
-        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(
-            sql.SQL(spec.handover_sql.strip().rstrip(";"))  # type: ignore[arg-type]
-        )
-        with open(csv_path, "wb") as out, cur.copy(copy_out) as copy:
-            for data in copy:
-                out.write(data)
-        names = open(csv_path, encoding="utf-8").readline().strip().split(",")
-        table = pacsv.read_csv(
-            csv_path,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
         parquet = Path(tmp) / "postprocessed_data.parquet"
-        pq.write_table(table, parquet)
+        with cur.connection.cursor(name="robotoff_batch_handover") as server:
+            server.execute(spec.handover_sql.strip().rstrip(";"))  # type: ignore[arg-type]
+            names = [d.name for d in server.description or ()]
+            schema = pa.schema([pa.field(n, pa.string()) for n in names])
+            with pq.ParquetWriter(parquet, schema) as writer:
+                while rows := server.fetchmany(HANDOVER_FETCH_ROWS):
+                    columns = list(zip(*rows, strict=True))
+                    writer.write_batch(
+                        pa.RecordBatch.from_arrays(
+                            [pa.array(c, pa.string()) for c in columns], schema=schema
+                        )
+                    )
+                    rows_total += len(rows)
         batch_dir = deliver(job_type=job_type, batch_job_id=batch_job_id, parquet=parquet)
-    logger.info("handed %d rows of %s to Robotoff (%s)", table.num_rows, batch_job_id, batch_dir)
-    return int(table.num_rows)
+    logger.info("handed %d rows of %s to Robotoff (%s)", rows_total, batch_job_id, batch_dir)
+    return rows_total

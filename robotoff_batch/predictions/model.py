@@ -83,6 +83,11 @@ class ImportSpec:
     # A SELECT over batch_output / batch_prediction giving the rows, with Robotoff's columns,
     # of the postprocessed_data.parquet handed to Robotoff's importer (robotoff_api target).
     handover_sql: str | None = None
+    # A SELECT over batch_output giving _file, _row, barcode, type, server_type,
+    # source_image, predictor_version for every output row the replace rule applies to (the
+    # view ``batch_scope``; the insights are regenerated for its products): the rows that give
+    # no prediction but a verdict (an unchanged text) included. None: the predictions.
+    scope_sql: str | None = None
     # True when an output row gives at most one prediction, for the product its unique
     # key_column names: two predictions of the job cannot share Robotoff's key, so that
     # (self-join) check is skipped.
@@ -115,6 +120,10 @@ class ImportResult:
     predictions_replaced: int = 0  # another version of the same predictor: deleted
     insights: Mapping[str, int] = field(default_factory=dict)  # created/updated/kept/deleted
     target: str = "postgres"
+    rows_quarantined: int = 0  # bad rows held back (listed by PredictionStore.quarantined_rows)
+    rows_collapsed: int = 0  # identical repeats of a row, imported once
+    products_deleted: int = 0  # absent from the dump read at import: deleted since the launch
+    partial: bool = False  # a FAILED job's complete chunks only (import --partial)
 
 
 def load_sql(name: str) -> str:

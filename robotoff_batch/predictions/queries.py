@@ -60,6 +60,9 @@ _LATER_COUNTS = (
     "insights_updated",
     "insights_kept",
     "insights_deleted",
+    "rows_quarantined",  # output rows held back (batch_job_quarantine)
+    "rows_collapsed",  # identical repeats of an output row, imported once
+    "products_deleted",  # products absent from the dump read at import (deleted since)
 )
 LEDGER_UPGRADES: dict[str, str] = {
     name: f"ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS {name} integer NOT NULL DEFAULT 0"
@@ -67,6 +70,9 @@ LEDGER_UPGRADES: dict[str, str] = {
 }
 LEDGER_UPGRADES["target"] = (
     "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS target text NOT NULL DEFAULT 'postgres'"
+)
+LEDGER_UPGRADES["partial"] = (
+    "ALTER TABLE batch_job_import ADD COLUMN IF NOT EXISTS partial boolean NOT NULL DEFAULT false"
 )
 LEDGER_COLUMNS = (
     "batch_job_id",
@@ -77,7 +83,11 @@ LEDGER_COLUMNS = (
     "skipped_rows",
     *_LATER_COUNTS,
     "target",
+    "partial",
 )
+RECORD_PARTIAL_SQL = "UPDATE batch_job_import SET partial = %s WHERE batch_job_id = %s"
+RECORD_CHUNKS_SQL = "INSERT INTO batch_job_chunk (uri, batch_job_id) SELECT unnest(%s::text[]), %s"
+IMPORTED_CHUNKS_SQL = "SELECT uri FROM batch_job_chunk WHERE uri = ANY(%s)"
 
 IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
 CLAIM_SQL = """
@@ -93,7 +103,8 @@ UPDATE batch_job_import SET predictions = %(predictions)s, source_rows = %(sourc
     predictions_kept = %(predictions_kept)s, predictions_replaced = %(predictions_replaced)s,
     insights_created = %(insights_created)s, insights_updated = %(insights_updated)s,
     insights_kept = %(insights_kept)s, insights_deleted = %(insights_deleted)s,
-    imported_at = now()
+    rows_quarantined = %(rows_quarantined)s, rows_collapsed = %(rows_collapsed)s,
+    products_deleted = %(products_deleted)s, imported_at = now()
 WHERE batch_job_id = %(batch_job_id)s
 """
 LEDGER_SQL = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM batch_job_import WHERE batch_job_id = %s"
@@ -111,28 +122,6 @@ SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
 FROM ({select}) AS p (_file, _row, barcode, type, data, "timestamp", value_tag, value,
     source_image, automatic_processing, predictor, predictor_version, confidence, server_type)
 """
-# One scan for the row checks: the first row with a null or empty required value (reported
-# before any too-long value), else the first with a value over its varchar(n) limit.
-ROW_CHECK_SQL = """
-SELECT _file, _row, null_column, long_column, long_value FROM (
-    SELECT _file, _row,
-        CASE WHEN barcode IS NULL OR barcode = '' THEN 'barcode'
-            WHEN type IS NULL OR type = '' THEN 'type' WHEN data IS NULL THEN 'data'
-            WHEN server_type IS NULL OR "timestamp" IS NULL THEN 'server_type' END
-            AS null_column,
-        CASE WHEN length(barcode) > 100 THEN 'barcode' WHEN length(type) > 256 THEN 'type'
-            WHEN length(predictor) > 100 THEN 'predictor'
-            WHEN length(predictor_version) > 100 THEN 'predictor_version'
-            WHEN length(server_type) > 10 THEN 'server_type' END AS long_column,
-        CASE WHEN length(barcode) > 100 THEN barcode WHEN length(type) > 256 THEN type
-            WHEN length(predictor) > 100 THEN predictor
-            WHEN length(predictor_version) > 100 THEN predictor_version ELSE server_type END
-            AS long_value
-    FROM batch_prediction
-) AS checked
-WHERE null_column IS NOT NULL OR long_column IS NOT NULL
-ORDER BY null_column IS NULL, _file, _row LIMIT 1
-"""
 # Two predictions of one job with the same Robotoff key: Robotoff would keep one at random.
 DUPLICATE_PREDICTION_SQL = """
 SELECT a._file, a._row, b._file, b._row, a.barcode FROM batch_prediction a
@@ -145,12 +134,29 @@ JOIN batch_prediction b ON a.barcode = b.barcode AND a.type = b.type
     AND (a._file, a._row) < (b._file, b._row)
 ORDER BY b._file, b._row LIMIT 1
 """
-# The dedup rule, step 1: an older (another) version of the same predictor is replaced.
+# The rows the replace rule applies to: every output row the job type gives a verdict on
+# (ImportSpec.scope_sql: for ingredients-spellcheck the unchanged rows too, as Robotoff builds
+# a prediction from every row), else the job's predictions.
+CREATE_SCOPE_VIEW = """
+CREATE TEMP VIEW batch_scope AS
+SELECT _file::integer AS _file, _row::bigint AS _row, barcode::text AS barcode,
+    type::text AS type, server_type::text AS server_type, source_image::text AS source_image,
+    predictor_version::text AS predictor_version
+FROM ({select}) AS s (_file, _row, barcode, type, server_type, source_image, predictor_version)
+"""
+SCOPE_FROM_PREDICTIONS = (
+    "SELECT _file, _row, barcode, type, server_type, source_image, predictor_version "
+    "FROM batch_prediction"
+)
+# The dedup rule, step 1, Robotoff's intended rule (importer.py:2229-2255): a stored
+# prediction of the same barcode, server_type, type and source_image with another
+# predictor_version is deleted, whatever its predictor (issue 17: not only our own
+# predictor's versions), NULL-safe (Robotoff's `source_image = %s` never matches NULL: the bug
+# we do not copy), for every row of batch_scope (unchanged rows included).
 REPLACE_SQL = """
-DELETE FROM prediction p USING batch_prediction n
+DELETE FROM prediction p USING batch_scope n
 WHERE p.barcode = n.barcode AND p.type = n.type AND p.server_type = n.server_type
     AND p.source_image IS NOT DISTINCT FROM n.source_image
-    AND p.predictor IS NOT DISTINCT FROM n.predictor
     AND p.predictor_version IS DISTINCT FROM n.predictor_version
 """
 # Step 2: insert what Robotoff's key does not already hold (what remains is the same version),
@@ -203,3 +209,16 @@ SELECT p.id, p.barcode, p.type, p.data, p."timestamp", p.value_tag, p.value, p.s
     p.automatic_processing, p.predictor, p.predictor_version, p.confidence, p.server_type
 {JOB_ROWS} ORDER BY p.id LIMIT %s
 """
+
+# The quarantine: held-back rows of a job, written in the import's transaction.
+QUARANTINE_SQL = """
+SELECT file, "row", code, reason FROM batch_job_quarantine WHERE batch_job_id = %s
+ORDER BY file, "row" LIMIT %s
+"""
+QUARANTINE_KEYS_SQL = 'SELECT file, "row" FROM batch_job_quarantine WHERE batch_job_id = %s'
+QUARANTINE_DELETE_SQL = "DELETE FROM batch_job_quarantine WHERE batch_job_id = %s"
+QUARANTINE_INSERT_SQL = """
+INSERT INTO batch_job_quarantine (batch_job_id, file, "row", code, reason)
+VALUES (%s, %s, %s, %s, %s)
+"""
+LOCK_LEDGER_SQL = "SELECT 1 FROM batch_job_import WHERE batch_job_id = %s FOR UPDATE"

@@ -153,8 +153,14 @@ class RobotoffApiStore:
     def imported_job(self, batch_job_id: str) -> Any:
         return self.ledger.imported_job(batch_job_id)
 
+    def quarantined_rows(self, batch_job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.ledger.quarantined_rows(batch_job_id, limit)
+
     def imported_jobs(self, batch_job_ids: Any) -> set[str]:
         return self.ledger.imported_jobs(batch_job_ids)
+
+    def imported_chunks(self, uris: Any) -> set[str]:
+        return self.ledger.imported_chunks(uris)
 
     def count_predictions(self, *, batch_job_id: str) -> int:
         """Rows handed to Robotoff for this job (Robotoff's importer writes them later)."""

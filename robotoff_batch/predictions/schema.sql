@@ -8,6 +8,9 @@
 -- keep Robotoff's meaning. No foreign key, which would put a trigger on Robotoff's table: the
 -- queries join on `prediction`, so a row deleted since (replaced by a newer model version,
 -- product deleted) is simply not counted.
+-- batch_job_quarantine: the output rows an import held back (file and 0-based row in it, the
+-- product's code, why), so that they are listed, never re-considered by a re-import, and only
+-- by `import JOB --retry-quarantined`; per (file, row), whatever the output's layout.
 -- batch_schema_owner: the Robotoff tables robotoff-batch created itself (an embedded or empty
 -- database), the only ones it may ever upgrade.
 
@@ -26,6 +29,23 @@ CREATE TABLE IF NOT EXISTS batch_job_prediction (
     last_id integer NOT NULL,
     PRIMARY KEY (batch_job_id, first_id),
     CHECK (first_id <= last_id)
+);
+
+CREATE TABLE IF NOT EXISTS batch_job_quarantine (
+    batch_job_id text NOT NULL,
+    file text NOT NULL,
+    "row" bigint NOT NULL,
+    code text,
+    reason text NOT NULL,
+    PRIMARY KEY (batch_job_id, file, "row")
+);
+
+-- batch_job_chunk: the task files (checkpointed chunks, part files) an import read, each once
+-- (a partial import of a FAILED job, then the job relaunched carrying its chunks: the
+-- relaunched job's import skips the chunks already here, so each product is imported once).
+CREATE TABLE IF NOT EXISTS batch_job_chunk (
+    uri text PRIMARY KEY,
+    batch_job_id text NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS batch_schema_owner (

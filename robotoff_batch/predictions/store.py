@@ -69,11 +69,18 @@ from robotoff_batch.predictions.queries import (
     DUPLICATES_BY_JOB_SQL,
     DUPLICATES_BY_VERSION_SQL,
     EXAMPLES_SQL,
+    IMPORTED_CHUNKS_SQL,
     IMPORTED_JOBS_SQL,
     LEDGER_SQL,
+    LOCK_LEDGER_SQL,
     OWNED_SQL,
+    QUARANTINE_KEYS_SQL,
+    QUARANTINE_SQL,
+    RECORD_CHUNKS_SQL,
+    RECORD_PARTIAL_SQL,
     RECORD_SQL,
 )
+from robotoff_batch.predictions.row_checks import DEFAULT_MAX_BAD_ROW_FRACTION
 from robotoff_batch.predictions.schema import create_or_check
 
 __all__ = [
@@ -191,8 +198,17 @@ class PredictionStore:
         facts: Iterable[pa.RecordBatch] = (),
         source_stats: Mapping[str, int] | None = None,
         deliver: Callable[..., str] | None = None,
+        max_bad_row_fraction: float = DEFAULT_MAX_BAD_ROW_FRACTION,
+        retry_quarantined: bool = False,
+        partial: bool = False,
+        chunk_uris: Sequence[str] = (),
     ) -> ImportResult:
         """Import a job's output in one transaction, at most once per ``batch_job_id``.
+
+        ``chunk_uris`` (the task files read: chunks or part files) are recorded in
+        ``batch_job_chunk``: a chunk already recorded by another job's import refuses this one
+        (the caller leaves those out, see :meth:`imported_chunks`). ``partial`` marks the
+        ledger row as a FAILED job's partial import.
 
         ``outputs`` and ``facts`` are consumed lazily (streamed with COPY); ``files`` names the
         output files ``OutputChunk.file_index`` points into, for messages. If the ledger
@@ -202,6 +218,12 @@ class PredictionStore:
 
         With ``deliver`` (see :meth:`hand_over_output`), the checked rows are handed over
         instead of written to Robotoff's tables.
+
+        Bad rows are held back (quarantined, listed by :meth:`quarantined_rows`) and the rest
+        imported, unless more than ``max_bad_row_fraction`` of the rows are bad (refused
+        whole). A job already imported is answered from the ledger; with
+        ``retry_quarantined``, its held-back rows (and only those) are read and checked
+        again, those now good imported, in the same way and in one transaction.
         """
         target = "postgres" if deliver is None else "robotoff_api"
         if not batch_job_id:
@@ -216,16 +238,37 @@ class PredictionStore:
             cur.execute("SET LOCAL work_mem = '64MB'")
             # the temporary tables' buffers (settable before the session's first temp table)
             cur.execute("SET LOCAL temp_buffers = '256MB'")
+            only: set[tuple[int, int]] | None = None
+            earlier: ImportResult | None = None
             if claimed is None:
+                cur.execute(LOCK_LEDGER_SQL, (batch_job_id,))  # a concurrent retry waits
                 earlier = self._ledger_row(conn, batch_job_id)
                 if earlier is None:  # pragma: no cover - the conflict means the row exists
                     raise PredictionStoreError(f"ledger row of {batch_job_id} vanished")
-                logger.info(
-                    "batch job %s already imported (%d predictions); nothing to do",
-                    batch_job_id,
-                    earlier.predictions,
+                if retry_quarantined:
+                    index = {name: i for i, name in enumerate(files)}
+                    only = {
+                        (index[f], int(r))
+                        for f, r in cur.execute(QUARANTINE_KEYS_SQL, (batch_job_id,))
+                        if f in index
+                    }
+                if only and deliver is not None:
+                    raise PredictionImportError(
+                        f"{batch_job_id} was handed over to Robotoff: its held-back rows "
+                        "cannot be handed over again (Robotoff reads one "
+                        "postprocessed_data.parquet per batch_dir); nothing was done"
+                    )
+                if not only:
+                    logger.info(
+                        "batch job %s already imported (%d predictions); nothing to do",
+                        batch_job_id,
+                        earlier.predictions,
+                    )
+                    return replace(earlier, duration_s=time.monotonic() - started)
+                cur.execute(
+                    "DELETE FROM batch_job_quarantine WHERE batch_job_id = %s AND file = ANY(%s)",
+                    (batch_job_id, list(files)),
                 )
-                return replace(earlier, duration_s=time.monotonic() - started)
             try:
                 counts = import_steps(
                     cur,
@@ -237,6 +280,9 @@ class PredictionStore:
                     facts=facts,
                     now=now,
                     deliver=deliver,
+                    # a retry considers only rows already held back: no share to exceed
+                    max_bad_row_fraction=1.0 if only else max_bad_row_fraction,
+                    only=only,
                 )
             except psycopg.OperationalError:
                 raise
@@ -248,7 +294,19 @@ class PredictionStore:
             for key in ("source_rows", "skipped_rows"):
                 if source_stats and key in source_stats:  # read once the stream is consumed
                     counts[key] = int(source_stats[key])
+            if earlier is not None and only:  # the retry adds to the first import's counts
+                counts = _added(earlier, counts, retried=len(only))
             cur.execute(RECORD_SQL, {**counts, "batch_job_id": batch_job_id})
+            if partial:
+                cur.execute(RECORD_PARTIAL_SQL, (True, batch_job_id))
+            if chunk_uris:
+                try:
+                    cur.execute(RECORD_CHUNKS_SQL, (list(chunk_uris), batch_job_id))
+                except psycopg.errors.UniqueViolation as exc:
+                    raise PredictionImportError(
+                        f"a chunk of {batch_job_id} was imported by another job meanwhile; "
+                        f"nothing was imported: {self._scrub(str(exc).strip())}"
+                    ) from exc
         duration = time.monotonic() - started
         result = ImportResult(
             batch_job_id=batch_job_id,
@@ -264,6 +322,10 @@ class PredictionStore:
             predictions_replaced=counts["predictions_replaced"],
             insights=insight_counts(counts),
             target=target,
+            rows_quarantined=counts["rows_quarantined"],
+            rows_collapsed=counts["rows_collapsed"],
+            products_deleted=counts["products_deleted"],
+            partial=partial,
         )
         logger.info(
             "imported batch job %s in %.2f s: %d output rows, %d predictions inserted, %d kept, "
@@ -295,7 +357,8 @@ class PredictionStore:
     ) -> ImportResult:
         """Import ready-made prediction rows (columns of :data:`PREDICTION_COLUMNS`, ``data``
         as JSON text), with the same transaction, checks and dedup rule as
-        :meth:`import_output`; rows are numbered over the whole stream."""
+        :meth:`import_output`, but no row held back (one bad row refuses them all); rows are
+        numbered over the whole stream."""
         return self.import_output(
             batch_job_id=batch_job_id,
             job_type=job_type,
@@ -303,6 +366,7 @@ class PredictionStore:
             files=["predictions"],
             outputs=prediction_chunks(batches),
             source_stats=source_stats,
+            max_bad_row_fraction=0.0,  # ready-made rows: one bad row refuses them all
         )
 
     # -- queries -----------------------------------------------------------------------------
@@ -327,6 +391,10 @@ class PredictionStore:
             predictions_replaced=row["predictions_replaced"],
             insights=insight_counts(row),
             target=row["target"],
+            rows_quarantined=row["rows_quarantined"],
+            rows_collapsed=row["rows_collapsed"],
+            products_deleted=row["products_deleted"],
+            partial=bool(row["partial"]),
         )
 
     def imported_job(self, batch_job_id: str) -> ImportResult | None:
@@ -334,6 +402,23 @@ class PredictionStore:
         self._ready()
         with self._connection(f"look up the import of {batch_job_id}") as conn:
             return self._ledger_row(conn, batch_job_id)
+
+    def quarantined_rows(self, batch_job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The output rows the job's import held back: file, row (0-based), code, reason."""
+        self._ready()
+        with self._connection(f"list the held-back rows of {batch_job_id}") as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            return list(cur.execute(QUARANTINE_SQL, (batch_job_id, limit)).fetchall())
+
+    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
+        """Which of these chunk URIs an import (of any job) already read (one query)."""
+        wanted = sorted(set(uris))
+        if not wanted:
+            return set()
+        self._ready()
+        with self._connection("look up imported chunks") as conn:
+            rows = conn.execute(IMPORTED_CHUNKS_SQL, (wanted,)).fetchall()
+        return {str(r[0]) for r in rows}
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]:
         """Which of these batch jobs the ledger records as imported (one query)."""
@@ -378,3 +463,19 @@ class PredictionStore:
             if isinstance(row.get("timestamp"), datetime):
                 row["timestamp"] = row["timestamp"].isoformat()
         return rows
+
+
+def _added(earlier: ImportResult, counts: dict[str, int], *, retried: int) -> dict[str, int]:
+    """The ledger's counts after a retry of ``retried`` held-back rows: the first import's
+    plus the retry's (the output's row count stays the first import's)."""
+    total = dict(counts)
+    total["source_rows"] = earlier.source_rows
+    for key in ("skipped_rows", "candidates", "predictions", "predictions_kept"):
+        total[key] = counts[key] + int(getattr(earlier, key))
+    total["predictions_replaced"] = counts["predictions_replaced"] + earlier.predictions_replaced
+    for name, n in earlier.insights.items():
+        total[f"insights_{name}"] = counts[f"insights_{name}"] + n
+    total["rows_quarantined"] = earlier.rows_quarantined - retried + counts["rows_quarantined"]
+    total["rows_collapsed"] = earlier.rows_collapsed + counts["rows_collapsed"]
+    total["products_deleted"] = earlier.products_deleted + counts["products_deleted"]
+    return total

@@ -28,8 +28,15 @@ class PredictionTarget(Protocol):
         files: Sequence[str],
         outputs: Iterable[OutputChunk],
         facts: Iterable[pa.RecordBatch] = (),
+        max_bad_row_fraction: float = ...,
+        retry_quarantined: bool = False,
+        partial: bool = False,
+        chunk_uris: Sequence[str] = (),
     ) -> ImportResult:
-        """Import (or hand over) a job's output in one transaction, at most once."""
+        """Import (or hand over) a job's output in one transaction, at most once; rows held
+        back (quarantined) unless more than ``max_bad_row_fraction`` of them are;
+        ``retry_quarantined``: an imported job's held-back rows read again; ``partial``: a
+        FAILED job's complete chunks (``chunk_uris``, recorded as read)."""
         ...
 
     def imported_job(self, batch_job_id: str) -> ImportResult | None:
@@ -37,6 +44,14 @@ class PredictionTarget(Protocol):
         ...
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]: ...
+
+    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
+        """Which of these chunk URIs an import (of any job) already read."""
+        ...
+
+    def quarantined_rows(self, batch_job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The output rows the job's import held back: file, row, code, reason."""
+        ...
 
     def count_predictions(self, *, batch_job_id: str) -> int: ...
 

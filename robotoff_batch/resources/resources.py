@@ -222,6 +222,14 @@ class PredictionStoreResource(dg.ConfigurableResource):
 Resource`, :class:`RobotoffApiPredictionStoreResource`), chosen in ``build_resources``. The
     ledger of imported jobs is in the PostgreSQL either way. Pass secrets as ``dg.EnvVar``."""
 
+    max_bad_row_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Share of an output's rows that may be held back (quarantined: "
+        "conflicting rows of a product, NUL byte, empty code...) with the rest imported; "
+        "more refuses the whole output.",
+    )
     database_url: str | None = Field(
         default=None,
         description="Robotoff's PostgreSQL (postgresql://...), as EnvVar('ROBOTOFF_DATABASE_URL'). "

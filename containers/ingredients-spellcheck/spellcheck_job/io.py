@@ -231,3 +231,134 @@ def _delete_corrupt(blob: Any, uri: str) -> None:
         pass
     except GoogleAPICallError:
         logger.exception("could not delete the corrupt object %s", uri)
+
+
+def exists(uri: str) -> bool:
+    """Whether an object (gs://) or file exists at ``uri``."""
+    if is_gcs(uri):
+        bucket, key = _split_gs(uri)
+        return bool(_client().bucket(bucket).blob(key).exists())
+    return local_path(uri).is_file()
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=ROW_GROUP_ROWS)
+    return buffer.getvalue()
+
+
+def write_parquet_create_only(table: pa.Table, uri: str) -> str:
+    """Write ``table`` at ``uri`` once: atomic, never over an existing object; returns its
+    CRC32C. gs:// as :func:`write_parquet_atomic` (create-only, checksummed). Locally: a
+    temporary file in the same directory, fsync, then ``link`` (which refuses an existing
+    target, unlike ``rename``), so a reader sees the whole file or none."""
+    if is_gcs(uri):
+        write_parquet_atomic(table, uri)
+        return crc32c_b64(_parquet_bytes(table))
+    data = _parquet_bytes(table)
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            raise OutputError(f"{uri} already exists: a chunk is never overwritten") from None
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return crc32c_b64(data)
+
+
+def read_json(uri: str) -> tuple[dict[str, Any] | None, int]:
+    """A JSON object and its generation (gs://; 1 for a local file), or (None, 0)."""
+    import json
+
+    if is_gcs(uri):
+        bucket, key = _split_gs(uri)
+        blob = _client().bucket(bucket).get_blob(key)
+        if blob is None:
+            return None, 0
+        return json.loads(blob.download_as_bytes()), int(blob.generation)
+    path = local_path(uri)
+    if not path.is_file():
+        return None, 0
+    return json.loads(path.read_text(encoding="utf-8")), 1
+
+
+def write_json(uri: str, body: dict[str, Any], *, if_generation: int) -> int:
+    """Replace a small JSON object atomically; returns its new generation.
+
+    gs://: ``if_generation_match=if_generation`` (0: must not exist yet), so a writer that
+    read an older version fails (:class:`OutputError`) instead of overwriting a newer one.
+    Locally: a temporary file then ``rename`` (one writer per task: Batch runs one attempt
+    of a task at a time)."""
+    import json
+
+    data = json.dumps(body, indent=1, sort_keys=True).encode("utf-8")
+    if is_gcs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, key = _split_gs(uri)
+        blob = _client().bucket(bucket).blob(key)
+        try:
+            blob.upload_from_string(
+                data,
+                content_type="application/json",
+                if_generation_match=if_generation,
+                checksum="crc32c",
+            )
+        except PreconditionFailed:
+            raise OutputError(
+                f"{uri} changed since this attempt read it (another attempt of the task?): "
+                "not overwritten"
+            ) from None
+        return int(blob.generation)
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return 1
+
+
+def download_prefix(prefix_uri: str, dest: str) -> int:
+    """Copy every object under ``prefix_uri`` (gs:// or local) into ``dest``, keeping their
+    relative paths; returns the number of files. The staged weights' ``STAGED.json`` (written
+    last by ``robotoff-batch stage-weights``) must be there: a half-staged copy is refused."""
+    prefix = prefix_uri.rstrip("/") + "/"
+    target = Path(dest)
+    if is_gcs(prefix):
+        bucket_name, key = _split_gs(prefix)
+        blobs = [
+            b for b in _client().list_blobs(bucket_name, prefix=key) if not b.name.endswith("/")
+        ]
+        names = [b.name[len(key) :] for b in blobs]
+        if "STAGED.json" not in names:
+            raise InputError(f"{prefix}STAGED.json is missing: the weights are not (fully) staged")
+        for blob, name in zip(blobs, names, strict=True):
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            blob.download_to_filename(str(path), checksum="crc32c")
+        return len(blobs)
+    source = local_path(prefix)
+    if not (source / "STAGED.json").is_file():
+        raise InputError(f"{prefix}STAGED.json is missing: the weights are not (fully) staged")
+    import shutil
+
+    files = [p for p in source.rglob("*") if p.is_file()]
+    for path in files:
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+    return len(files)

@@ -20,9 +20,22 @@ SELECT _file, _row, code, 'ingredient_spellcheck',
 FROM batch_output
 WHERE correction IS NOT NULL AND correction IS DISTINCT FROM text
 
+-- name: scope
+-- Every row with a verdict, unchanged ones included: Robotoff builds a prediction from every
+-- row of the output (robotoff/batch/__init__.py:50-73), so the replace rule runs for each
+-- (importer.py:2229-2255: the older version's prediction goes) and the product's insights are
+-- regenerated (an unchanged text removes the stale insight of its product and language). A
+-- row without a correction (the engine gave none) is no verdict and replaces nothing. The
+-- unchanged row's own prediction is not stored (docs/CONTRACTS.md, "No-op predictions").
+SELECT _file, _row, code, 'ingredient_spellcheck', 'off', NULL, engine_version
+FROM batch_output
+WHERE correction IS NOT NULL
+
 -- name: handover
 -- The robotoff_api target: postprocessed_data.parquet as Robotoff's importer reads it
--- (robotoff/batch/__init__.py:53-68 reads code, text, lang, correction), changed rows only.
+-- (robotoff/batch/__init__.py:53-68 reads code, text, lang, correction): every row with a
+-- correction, unchanged ones included, as Robotoff's own container writes them (its importer
+-- then applies its replace rule and insight refresh to each).
 SELECT code, text, lang, correction FROM batch_output
-WHERE correction IS NOT NULL AND correction IS DISTINCT FROM text
+WHERE correction IS NOT NULL
 ORDER BY _file, _row

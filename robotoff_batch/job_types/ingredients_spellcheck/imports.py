@@ -4,12 +4,14 @@ container's output into Robotoff predictions (``import.sql``) and insights (``in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 from robotoff_batch.predictions.store import ImportSpec, named_statements
 
 PREDICTION_TYPE = "ingredient_spellcheck"
@@ -19,6 +21,16 @@ _HERE = Path(__file__).resolve().parent
 IMPORT_SQL_PATH = _HERE / "import.sql"
 INSIGHTS_SQL_PATH = _HERE / "insights.sql"
 _FACTS_SQL_PATH = _HERE / "facts.sql"
+
+
+def _statement(path: Path, name: str) -> str:
+    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
+
+
+#: DuckDB: ``CREATE TEMP MACRO plain_ingredients_text(texts, language)``, the plain (not
+#: allergen-marked) ingredients text of a language from the dump's ``ingredients_text`` list;
+#: the one rule for ``ingredients_text_lang`` (facts.sql), reusable by any DuckDB connection.
+PLAIN_TEXT_MACRO_SQL = _statement(_FACTS_SQL_PATH, "plain_text_macro")
 FACTS_SCHEMA = pa.schema(
     [
         pa.field("code", pa.string()),
@@ -31,41 +43,70 @@ FACTS_SCHEMA = pa.schema(
 )
 
 
+#: The facts as the import reads them: the staged file's, plus whether the product is gone
+#: from the dump read at import (a launch-time file has no such column: null, not deleted).
+IMPORT_FACTS_SCHEMA = FACTS_SCHEMA.append(pa.field("deleted", pa.bool_()))
+
+
+def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> str:
+    """facts.sql's statement ``name`` for this dump's columns (NULL for those it lacks)."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
+            {"p": dump_path},
+        ).fetchall()
+    }
+    fragments = {
+        "brands": (
+            "CAST(to_json(coalesce(p.brands_tags, CAST([] AS VARCHAR[]))) AS VARCHAR)"
+            if "brands_tags" in present
+            else "CAST('[]' AS VARCHAR)"
+        ),
+        "unique_scans_n": (
+            "CAST(p.unique_scans_n AS BIGINT)"
+            if "unique_scans_n" in present
+            else "CAST(NULL AS BIGINT)"
+        ),
+        "recency": (
+            "p.last_modified_t" if "last_modified_t" in present else "CAST(NULL AS BIGINT)"
+        ),
+    }
+    con.execute("SET enable_progress_bar = false")
+    con.execute(PLAIN_TEXT_MACRO_SQL)
+    return _statement(_FACTS_SQL_PATH, name).format(**fragments)
+
+
 def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
     """Write the facts of the input's products that the insight rules read (lang, the
-    ingredients text in that lang, countries, brands, unique scans) from the same dump."""
+    plain ingredients text in that lang, countries, brands, unique scans) from the same dump;
+    the dump's modification time goes into the file's metadata."""
     with duckdb.connect() as con:
-        con.execute("SET enable_progress_bar = false")
-        present = {
-            row[0]
-            for row in con.execute(
-                "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
-                {"p": dump_path},
-            ).fetchall()
-        }
-        fragments = {
-            "brands": (
-                "CAST(to_json(coalesce(p.brands_tags, CAST([] AS VARCHAR[]))) AS VARCHAR)"
-                if "brands_tags" in present
-                else "CAST('[]' AS VARCHAR)"
-            ),
-            "unique_scans_n": (
-                "CAST(p.unique_scans_n AS BIGINT)"
-                if "unique_scans_n" in present
-                else "CAST(NULL AS BIGINT)"
-            ),
-        }
-        query = _FACTS_SQL_PATH.read_text(encoding="utf-8").format(**fragments)
+        query = _facts_query(con, dump_path, "facts")
         table = con.sql(
             query, params={"dump_path": dump_path, "input_path": str(input_path)}
         ).to_arrow_table()
     table = table.cast(FACTS_SCHEMA)
+    modified = dump_modified(dump_path)
+    if modified is not None:
+        table = table.replace_schema_metadata({DUMP_MODIFIED_KEY: modified.isoformat()})
     pq.write_table(table, output_path, row_group_size=16_384)  # the import reads one at a time
     return table.num_rows
 
 
-def _statement(path: Path, name: str) -> str:
-    return dict(named_statements(path.read_text(encoding="utf-8")))[name]
+def facts_at_import(
+    *, dump_path: str, codes: pa.Array, batch_rows: int = 4_096
+) -> Iterator[pa.RecordBatch]:
+    """The facts of the job's products (``codes``) in the dump at ``dump_path``, one DuckDB
+    pass, streamed in batches of :data:`IMPORT_FACTS_SCHEMA`; a code the dump no longer holds
+    comes back with ``deleted`` true."""
+    with duckdb.connect() as con:
+        query = _facts_query(con, dump_path, "facts_at_import")
+        job_codes = pa.table({"code": codes.cast(pa.string())})
+        con.register("job_codes", job_codes)
+        reader = con.sql(query, params={"dump_path": dump_path}).to_arrow_reader(batch_rows)
+        for batch in reader:
+            yield batch.cast(IMPORT_FACTS_SCHEMA)
 
 
 IMPORT_SPEC = ImportSpec(
@@ -83,7 +124,8 @@ IMPORT_SPEC = ImportSpec(
     unique=("code",),
     key_column="code",
     predictions_sql=_statement(IMPORT_SQL_PATH, "predictions"),
-    facts_schema=FACTS_SCHEMA,
+    scope_sql=_statement(IMPORT_SQL_PATH, "scope"),
+    facts_schema=IMPORT_FACTS_SCHEMA,
     insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
     one_prediction_per_product=True,
     handover_sql=_statement(IMPORT_SQL_PATH, "handover"),

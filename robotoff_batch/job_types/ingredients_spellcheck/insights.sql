@@ -1,21 +1,25 @@
 -- ingredients-spellcheck insights: Robotoff's IngredientSpellcheckImporter (insights/importer.py
--- 1427-1474) and InsightImporter mechanics (217-369, 424-604), set-based, for every product the
--- job gave a prediction (inserted or kept, as Robotoff regenerates a product's insights even when
--- its prediction was a duplicate). Reference: shared/reference/robotoff_import.md §2.3-2.5.
+-- 1427-1474) and InsightImporter mechanics (217-369, 424-604), set-based, for every product of
+-- batch_scope (every output row with a verdict: a prediction inserted or kept, or an unchanged
+-- text, as Robotoff regenerates a product's insights for each row it got, even a duplicate).
+-- Reference: shared/reference/robotoff_import.md §2.3-2.5.
 --
 -- Rules: a candidate is any stored ingredient_spellcheck prediction of the product (server off)
 -- whose data.original differs from data.correction, equals the product's
 -- ingredients_text_<value_tag>, and whose value_tag is the product's lang. At most one insight
 -- per (barcode, value_tag). An annotated or automatic insight of that value_tag blocks new ones
 -- (kept). Otherwise the candidate updates the first non-annotated insight of that value_tag and
--- source image in place (id and votes kept, n_votes reset to 0), or is created; every other
+-- source image in place (id and votes kept, n_votes reset to 0, only Robotoff's updated
+-- columns written), or is created; every other
 -- non-annotated insight of the product is deleted. Ties, which Robotoff leaves to the database's
 -- unordered read, are broken here by Robotoff's sort keys, then the lowest prediction id, and the
 -- oldest insight (then lowest id) is the one updated.
 
 -- name: scope
+-- (batch_scope: every row with a verdict, unchanged ones included, so a product whose text
+-- the new version leaves as is loses the older version's insight, as in Robotoff)
 CREATE TEMP TABLE insight_scope ON COMMIT DROP AS
-SELECT DISTINCT barcode FROM batch_prediction
+SELECT DISTINCT barcode FROM batch_scope
 WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 
 -- name: analyze_scope
@@ -80,20 +84,24 @@ WHERE r.barcode = s.barcode AND r.type = 'ingredient_spellcheck' AND r.server_ty
     AND NOT EXISTS (SELECT 1 FROM insight_mapping m WHERE m.insight_id = r.id)
 
 -- name: updated
--- Every field but id, barcode, type, server_type takes the candidate's value (add_fields
--- included: timestamp now, n_votes 0, campaign [] as the model's default).
+-- Only the columns Robotoff's update writes (importer.py:264-281: the fields the candidate
+-- carries, i.e. generate_candidates' ProductInsight(lc=..., **prediction.to_dict()), the
+-- model's defaults and add_fields at 564-604, less id, barcode, type, server_type): data,
+-- timestamp, n_votes 0, countries, brands, unique_scans_n, value_tag, value, source_image,
+-- automatic_processing, reserved_barcode, predictor, predictor_version, campaign [] (default),
+-- confidence, lc, with_image, and process_after only for an automatic candidate. completed_at,
+-- annotation, annotated_result, username and bounding_box keep their values.
 UPDATE product_insight r SET
-    data = p.data, "timestamp" = %(now)s, completed_at = NULL, annotation = NULL,
-    annotated_result = NULL, n_votes = 0, username = NULL, countries = c.countries,
+    data = p.data, "timestamp" = %(now)s, n_votes = 0, countries = c.countries,
     brands = c.brands,
     process_after = CASE WHEN c.automatic_processing
-        THEN %(now)s + interval '10 minutes' END,
+        THEN %(now)s + interval '10 minutes' ELSE r.process_after END,
     value_tag = c.value_tag, value = c.value, source_image = c.source_image,
     automatic_processing = c.automatic_processing, unique_scans_n = c.unique_scans_n,
     reserved_barcode = (CASE WHEN left(c.barcode, 1) = '0' THEN substr(c.barcode, 2)
         ELSE c.barcode END) LIKE '2%%',
     predictor = c.predictor, predictor_version = c.predictor_version, campaign = '[]'::jsonb,
-    confidence = c.confidence, bounding_box = NULL, lc = ARRAY[c.value_tag]::varchar(255)[],
+    confidence = c.confidence, lc = ARRAY[c.value_tag]::varchar(255)[],
     with_image = c.source_image IS NOT NULL
 FROM insight_mapping m JOIN insight_candidate c ON c.prediction_id = m.prediction_id
 JOIN prediction p ON p.id = c.prediction_id

@@ -13,11 +13,12 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
@@ -29,6 +30,7 @@ from robotoff_batch.job_types.base import (
     DemoOutcome,
     ExtractedInput,
     JobType,
+    StagedFilesError,
     demo_summary,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.imports import (
@@ -36,12 +38,19 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     IMPORT_SPEC,
     PREDICTION_TYPE,
     extract_facts,
+    facts_at_import,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.job_types.ingredients_spellcheck.selection import (
     SPELLCHECK_REQUIRED_COLUMNS,
     SpellcheckLaunch,
     extract_spellcheck_products,
+)
+from robotoff_batch.job_types.ingredients_spellcheck.weights import (
+    STAGED_MARKER,
+    WEIGHTS_URI_ENV,
+    WeightsError,
+    pinned_model_of,
 )
 from robotoff_batch.paths import CONTAINERS_DIR, home_dir
 
@@ -172,6 +181,56 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
                 table.add_row(ex["barcode"], ex.get("lang") or "", Text(changes))
             lines.append(table)
         return [*lines, demo_summary(outcome, made="corrections made")]
+
+    def facts_at_import(self, *, dump_path: str, codes: pa.Array) -> Iterator[pa.RecordBatch]:
+        return facts_at_import(dump_path=dump_path, codes=codes)
+
+    def task_environment(
+        self,
+        job_config: JobConfig,
+        *,
+        staging_root_uri: str,
+        exists: Callable[[str], bool] | None = None,
+        local_argv: Sequence[str] | None = None,
+    ) -> dict[str, str]:
+        """A vLLM job reads its pinned model's staged weights with the hub off; the CPU
+        engine needs nothing more, and the local runner (``local_argv`` given) has no GPU:
+        it never runs vLLM, so it needs no weights either."""
+        if local_argv is not None or engine_that_runs(job_config, None) != "vllm":
+            return {}
+        try:
+            pinned = pinned_model_of(job_config)
+        except WeightsError as exc:
+            raise StagedFilesError(str(exc)) from None
+        marker = pinned.marker_uri(staging_root_uri)
+        if exists is not None and not exists(marker):
+            raise StagedFilesError(
+                f"the weights of {pinned.model}@{pinned.revision} are not staged ({marker} is "
+                "missing): run `robotoff-batch stage-weights ingredients-spellcheck` once; "
+                "nothing was submitted"
+            )
+        return {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            WEIGHTS_URI_ENV: pinned.uri(staging_root_uri),
+        }
+
+    def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
+        """The vLLM image's GPU check (containers/ingredients-spellcheck/spellcheck_job/
+        gpu_check.py): what no test here can run."""
+        if engine_that_runs(job_config, None) != "vllm":
+            return None
+        return ["python3", "-m", "spellcheck_job.gpu_check"]
+
+    def staged_prerequisites(self, job_config: JobConfig) -> list[tuple[str, str]]:
+        if engine_that_runs(job_config, None) != "vllm":
+            return []
+        fix = "robotoff-batch stage-weights ingredients-spellcheck"
+        try:
+            pinned = pinned_model_of(job_config)
+        except WeightsError as exc:
+            return [("", str(exc))]
+        return [(f"{pinned.relative_path()}/{STAGED_MARKER}", fix)]
 
     def extract(
         self,
