@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export ROBOTOFF_BATCH_HOME ?= $(CURDIR)/.robotoff-batch
 export DAGSTER_HOME ?= $(ROBOTOFF_BATCH_HOME)/dagster_home
 
-.PHONY: install test lint typecheck unit demo ui lock clean image push-image lint-docker stop-db \
+.PHONY: install test lint typecheck unit suite demo ui lock clean image push-image lint-docker stop-db \
 	bench-import
 JOB ?= ingredients-spellcheck
 # `make bench-import SIZE=100000`: the import benchmark (benchmarks/README.md); PREFILL_* size
@@ -32,10 +32,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy robotoff_batch
 
+# The fast tier: every test but those running a real `dagster dev` and the whole demo.
 unit: install
+	$(BIN)/pytest -q -m "not dagster_dev and not demo"
+
+# The whole suite (what CI runs, through `make test`).
+suite: install
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+test: lint typecheck suite
 
 demo: install
 	$(BIN)/robotoff-batch demo

@@ -61,7 +61,7 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
 
     from robotoff_batch.batch.engine import JobState
     from robotoff_batch.definitions import build_definitions
-    from robotoff_batch.follow import FollowCache, follow
+    from robotoff_batch.follow import FollowCache, FollowSettings, follow
     from tests.counting_storage import CountingStorage
     from tests.fakes.fake_batch_service import (
         emulated_cloud_resources,
@@ -114,7 +114,8 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
             backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
         cache, _ = FollowCache.decode(steady.cursor)
         storage = CountingStorage(inst, resources["prediction_store"])
-        plan = follow(engine=engine, cache=cache, storage=storage, job_types={JOB_TYPE: True})
+        settings = FollowSettings(imports={JOB_TYPE: True})
+        plan = follow(engine=engine, cache=cache, storage=storage, settings=settings)
         out["ended_follow_storage_reads"] = dict(storage.calls)
         ended, out["ended_tick_s"], out["ended_tick_calls"] = tick(steady.cursor)
         assert len(ended.run_requests) == n == len(plan.finish_requests)
@@ -149,9 +150,9 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
     from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch
     from robotoff_batch.resources import (
         LocalBatchEngineResource,
-        PredictionStoreResource,
+        LocalStagingResource,
+        PostgresPredictionStoreResource,
         ProductDumpResource,
-        StagingResource,
     )
     from tests.fakes.fake_batch_service import (
         EmulatedCloudBatchEngineResource,
@@ -172,9 +173,9 @@ def launch_case(dump: Path, engine: str, work: Path, database_url: str) -> dict[
             )
         resources = {
             "product_dump": ProductDumpResource(path=str(dump)),
-            "staging": StagingResource(root_uri=(work / f"staging-{engine}").as_uri()),
+            "staging": LocalStagingResource(root_uri=(work / f"staging-{engine}").as_uri()),
             "batch_engine": batch,
-            "prediction_store": PredictionStoreResource(database_url=database_url),
+            "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
         }
         job = build_definitions(resources=resources).resolve_job_def(
             "launch_ingredients_spellcheck"

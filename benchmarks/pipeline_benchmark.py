@@ -12,14 +12,15 @@ PostgreSQL this script started there stopped first.
 Each case runs in a fresh subprocess (a fresh CLI process: imports and code location load are
 timed apart). Phases:
 
-- load: importing the package and building the Dagster definitions (``operations._definitions``);
+- load: importing the package and building the Dagster definitions
+  (``operations.Workspace.from_env``);
 - launch: ``operations.launch`` (the launch run), split into its steps from the Dagster event
   log: extract (``products``: DuckDB selection + the CPU engine's lexicon), stage
   (``staged_input``) and submit (``batch_job_submission``); the rest is run overhead;
 - container: the task process's own start → end, as the local runner recorded it; products/s =
   products / container seconds (the engine's own correction time, from the task log, is shown
   too);
-- follow: ``operations.follow`` until SUCCEEDED (it starts right after the launch, so it
+- follow: ``operations.follow_job`` until SUCCEEDED (it starts right after the launch, so it
   includes the container's run; "after" is follow's end minus the SUCCEEDED event: the poll
   latency);
 - import: ``operations.run_import`` (the import run: COPY in one transaction + the checks).
@@ -137,20 +138,21 @@ def worker(args: argparse.Namespace) -> int:
 
     from robotoff_batch.cli import operations
 
-    operations._definitions()  # the code location, as the CLI loads it
+    ws = operations.Workspace.from_env()  # the code location, as the CLI loads it
     load_s = time.monotonic() - t0
 
     t0 = time.monotonic()
-    launched = operations.launch(job_type=JOB_TYPE, params={"limit": args.limit})
+    launched = operations.launch(ws, job_type=JOB_TYPE, params={"limit": args.limit})
     launch_s = time.monotonic() - t0
     launch_steps = _step_durations(launched.run_id)
 
     t0 = time.monotonic()
     changes: list[str] = []
     followed = operations.follow_job(
+        ws,
         job_id=launched.job_id,
         timeout_s=1800,
-        on_change=lambda old, new: changes.append(f"{old}→{new}"),
+        on_change=lambda _job_id, old, new: changes.append(f"{old}→{new}"),
     )
     follow_s = time.monotonic() - t0  # until imported: the finish run (outcome + import) included
     follow_end = time.time()
@@ -166,10 +168,10 @@ def worker(args: argparse.Namespace) -> int:
     finish_run_id = finish_runs[0].dagster_run.run_id
     import_s = _run_wall(finish_run_id)
     import_steps = _step_durations(finish_run_id)
-    in_db = operations.count(job_id=launched.job_id)
+    in_db = operations.count(ws, job_id=launched.job_id)
 
     # The local runner's record of the job: status events and the task's process times.
-    engine = operations._resource("batch_engine").get_engine()
+    engine = ws.engine
     job_dir = engine.job_dir(launched.job_id)
     state = json.loads((job_dir / "state.json").read_text())
     attempts = [a for t in state["tasks"] for a in t.get("history", [])]

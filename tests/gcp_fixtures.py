@@ -16,7 +16,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.staging.gcs import GCSStaging
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.gcs_emulator import RunningEmulator, running_gcs_emulator

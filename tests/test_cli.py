@@ -27,9 +27,7 @@ def cli_env(tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", pg_db)
     monkeypatch.delenv("ROBOTOFF_BATCH_ENV", raising=False)
-    operations.reload()
     yield tmp_path
-    operations.reload()
 
 
 def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
@@ -48,7 +46,7 @@ def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
     jobs = {r.job_name for r in instance.get_runs()}
     assert {"launch_ingredients_spellcheck", "finish_ingredients_spellcheck"} <= jobs
     assert instance.has_dynamic_partition(partitions_def_name("ingredients-spellcheck"), job_id)
-    assert operations.count(job_id=job_id) == imported
+    assert operations.count(operations.Workspace.from_env(), job_id=job_id) == imported
 
     table = runner.invoke(app, ["status"])
     assert table.exit_code == 0 and job_id in table.output and "SUCCEEDED" in table.output
@@ -88,7 +86,7 @@ def test_launch_wait_status_import_cancel(cli_env: Path) -> None:
 
     again = runner.invoke(app, ["import", job_id])
     assert again.exit_code == 0 and "already imported: nothing changed" in again.output
-    assert operations.count(job_id=job_id) == imported
+    assert operations.count(operations.Workspace.from_env(), job_id=job_id) == imported
 
     done = runner.invoke(app, ["cancel", job_id])
     assert "already ended SUCCEEDED: nothing to cancel" in done.output
@@ -150,6 +148,7 @@ def test_messages_keep_square_brackets_and_launch_help_lists_parameters(cli_env:
     assert "limit=" in helped.output and "languages=" in helped.output
 
 
+@pytest.mark.demo
 def test_demo_twice_says_what_the_import_did(cli_env: Path) -> None:
     """A second demo corrects the same products: Robotoff's dedup rule keeps the stored
     predictions, and the summary says so instead of a bare "0 imported"."""

@@ -203,11 +203,6 @@ BAD_RESOURCES = {
         "resources.subnetwork",
         "is in us-central1",
     ),
-    "old-boot-disk-mib": (
-        {"boot_disk_mib": 100000},
-        "resources.boot_disk_mib",
-        "boot_disk_gb",
-    ),
     "no-external-ip-without-subnetwork": (
         {"no_external_ip_address": True, "subnetwork": None, "network": None},
         "resources.no_external_ip_address",

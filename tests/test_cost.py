@@ -21,7 +21,7 @@ from robotoff_batch.batch.engine import (
     TaskAttempt,
     TaskStatus,
 )
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.config.models import hourly_rate, worst_case_cost
 from robotoff_batch.cost import (
     CEILING_LABEL,
@@ -37,6 +37,7 @@ from robotoff_batch.cost import (
 )
 from robotoff_batch.job_types import load_registry
 from tests.fakes.settings import FAKE_IMAGE_FAIL, FAKE_IMAGE_OK
+from tests.fakes.waiting import wait_until_ended
 from tests.test_cloud_batch import make_request
 
 pytest_plugins = ["tests.gcp_fixtures"]
@@ -302,7 +303,7 @@ def test_local_runner_retries_are_each_an_attempt_with_its_times(
     request = with_machine(make_request("spellcheck-retried", image=FAKE_IMAGE_FAIL), spot=False)
     request.job.task_groups[0].task_spec.max_retry_count = 1
     local_batch_backend.submit(request=request)
-    local_batch_backend.wait(job_id="spellcheck-retried", timeout_s=30)
+    wait_until_ended(local_batch_backend, "spellcheck-retried", 30)
     status = local_batch_backend.get_job(job_id="spellcheck-retried")
     assert status.state is JobState.FAILED and status.machine == L4_STANDARD
     (task,) = status.tasks

@@ -19,7 +19,7 @@ from robotoff_batch.predictions.store import PredictionStore
 from tests.dagster_dev_harness import DagsterDev, is_finish_of
 from tests.pg_fixtures import private_tmp_dir
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.dagster_dev]
 FIXTURES = Path(__file__).parent / "fixtures"
 # the CPU engine (in its argv, so the extraction stages its lexicon), started 6 s late
 SLOW_TASK = [sys.executable, str(FIXTURES / "task_slow_spellcheck.py"), "--engine", "lexicon-cpu"]
@@ -156,14 +156,10 @@ def test_cli_wait_timing_out_without_a_daemon_then_the_daemon_imports(
     for key in ("DAGSTER_HOME", "ROBOTOFF_BATCH_HOME", "ROBOTOFF_DATABASE_URL"):
         monkeypatch.setenv(key, dev.env[key])
     monkeypatch.setenv("ROBOTOFF_BATCH_TEST_COMMAND", dev.env["ROBOTOFF_BATCH_TEST_COMMAND"])
-    operations.reload()
-    monkeypatch.setattr(operations, "_definitions", _dev_definitions)
-    try:
-        out = CliRunner().invoke(
-            app, ["launch", "ingredients-spellcheck", "limit=40", "--wait", "--timeout-s", "1"]
-        )
-    finally:
-        operations._resource.cache_clear()
+    monkeypatch.setattr(operations.Workspace, "from_env", _dev_workspace)
+    out = CliRunner().invoke(
+        app, ["launch", "ingredients-spellcheck", "limit=40", "--wait", "--timeout-s", "1"]
+    )
     assert out.exit_code == 1 and "nothing is lost" in out.output, out.output
     job_id = out.output.split("launched batch job ", 1)[1].split()[0]
     dev.start()
@@ -172,10 +168,13 @@ def test_cli_wait_timing_out_without_a_daemon_then_the_daemon_imports(
     assert imported_once(pg_db, job_id) > 0
 
 
-def _dev_definitions():  # type: ignore[no-untyped-def]
+def _dev_workspace():  # type: ignore[no-untyped-def]
     """The CLI on the same code location `dagster dev` serves (the test command included)."""
     import importlib
 
     import tests.dev_location
+    from robotoff_batch.cli import operations
+    from robotoff_batch.job_types import load_registry
 
-    return importlib.reload(tests.dev_location).defs
+    defs = importlib.reload(tests.dev_location).defs
+    return operations.Workspace(defs, operations.instance(), list(load_registry().values()))

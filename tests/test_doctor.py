@@ -10,9 +10,8 @@ from typing import Any
 import grpc
 import pytest
 import requests
-from typer.testing import CliRunner
+import typer
 
-from robotoff_batch.cli import app
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.doctor import DoctorContext, IamClient, load_configs, run_checks
 from robotoff_batch.doctor.locations import regions_served
@@ -341,28 +340,38 @@ def test_regions_a_bucket_location_serves(
     assert regions_served(location, data_locations) == served
 
 
-def test_cli_doctor_against_the_emulators(
+def test_cli_doctor_report_against_the_emulators(
     env: dict[str, str],
     batch_service: FakeBatchService,
     iam: FakeIam,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The command's report on the production context, its Batch client the fake's (the
+    production code has no emulator switch for Batch)."""
+    from robotoff_batch.cli.doctor import report
+    from robotoff_batch.doctor import context_from_env
+
     assert batch_service.address
-    full = {
-        **env,
-        "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST": batch_service.address,
-        "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url,
-    }
+    full = {**env, "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url}
     for key, value in full.items():
         monkeypatch.setenv(key, value)
-    result = CliRunner().invoke(app, ["doctor"])
+
+    def context() -> DoctorContext:
+        ctx = context_from_env(full)
+        ctx.batch_client = batch_service.client()
+        return ctx
+
     # The shipped config pins no model revision yet: the one check an operator must fix.
-    assert result.exit_code == 1, result.output
-    assert result.output.count("ok    ") == 8 and "8 ok, 1 failed" in result.output
-    assert "FAILED  staged weights (ingredients-spellcheck)" in result.output
+    with pytest.raises(typer.Exit):
+        report(context())
+    output = capsys.readouterr().out
+    assert output.count("ok    ") == 8 and "8 ok, 1 failed" in output
+    assert "FAILED  staged weights (ingredients-spellcheck)" in output
 
     iam.accounts = {}
-    result = CliRunner().invoke(app, ["doctor"])
-    assert result.exit_code == 1
-    assert "FAILED  act as (ingredients-spellcheck)" in result.output
-    assert "fix: gcloud iam service-accounts create" in result.output
+    with pytest.raises(typer.Exit):
+        report(context())
+    output = capsys.readouterr().out
+    assert "FAILED  act as (ingredients-spellcheck)" in output
+    assert "fix: gcloud iam service-accounts create" in output

@@ -27,9 +27,10 @@ from robotoff_batch.names import REFUSED_TAG, partitions_def_name
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
     LocalBatchEngineResource,
-    PredictionStoreResource,
+    LocalStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
+    RobotoffApiPredictionStoreResource,
 )
 
 JOB_TYPE = "ingredients-spellcheck"
@@ -53,13 +54,13 @@ def make_resources(
         "product_dump": ProductDumpResource(
             path=str(dump or SAMPLE_DATA_DIR / "food_sample_2026.parquet")
         ),
-        "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
+        "staging": LocalStagingResource(root_uri=(tmp_path / "staging").as_uri()),
         "batch_engine": LocalBatchEngineResource(
             job_type_commands=local_commands(),
             state_dir=str(tmp_path / "batch"),
             local_commands={image: command} if command else None,
         ),
-        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
     }
 
 
@@ -394,7 +395,7 @@ def test_bad_output_is_refused_whole_and_database_down_is_retried_once(
 
     # the database is down: a clear error without the password, nothing imported
     down = dict(resources)
-    down["prediction_store"] = PredictionStoreResource(
+    down["prediction_store"] = PostgresPredictionStoreResource(
         database_url="postgresql://robotoff:s3cret-pw@127.0.0.1:9/robotoff?connect_timeout=2"
     )
     down_defs = make_defs(down)
@@ -431,7 +432,9 @@ def test_refused_credentials_fail_with_the_reason_and_are_not_retried(
     params = conninfo_to_dict(pg_db)
     params.update(user="no_such_role", password="s3cret-pw")
     wrong = dict(resources)
-    wrong["prediction_store"] = PredictionStoreResource(database_url=make_conninfo(**params))
+    wrong["prediction_store"] = PostgresPredictionStoreResource(
+        database_url=make_conninfo(**params)
+    )
     failed = run_request(make_defs(wrong), instance, request)
     assert not failed.success
     message = failure_text(failed)
@@ -505,9 +508,8 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
         resources = make_resources(tmp_path, pg_db)
         bucket = tmp_path / "robotoff-batch"
         bucket.mkdir()
-        resources["prediction_store"] = PredictionStoreResource(
+        resources["prediction_store"] = RobotoffApiPredictionStoreResource(
             database_url=pg_db,
-            target="robotoff_api",
             robotoff_url=f"http://127.0.0.1:{server.server_port}",
             robotoff_bucket_uri=bucket.as_uri(),
             batch_job_key=KEY,
@@ -553,7 +555,7 @@ def test_robotoff_api_target_hands_the_output_to_robotoffs_importer(
     ],
 )
 def test_examples_show_the_changed_words(original: str, correction: str, shown: str) -> None:
-    from robotoff_batch.assets.imports import changed_words
+    from robotoff_batch.job_types.base import changed_words
 
     assert changed_words(original, correction) == shown
 
@@ -568,3 +570,48 @@ def test_example_excerpts_are_centred_on_the_change() -> None:
     assert original.index("LECITHN") == correction.index("LECITHIN")  # the same window
     # a change near the start: no leading cut
     assert excerpts("sugr, salt", "sugar, salt") == ("sugr, salt", "sugar, salt")
+
+
+def test_the_import_checks_fail_when_their_figures_disagree(
+    tmp_path: Path, instance: dg.DagsterInstance, pg_db: str
+) -> None:
+    """Each check compares figures read apart: the task files' rows (their footers) with the
+    rows the import read, and the job's stored rows among themselves."""
+    resources = make_resources(tmp_path, pg_db)
+    defs = make_defs(resources)
+    job_id = launched_job_id(launch(defs, instance, limit=60))
+    (request,) = tick_until_done(defs, instance, resources)[0]
+    first = run_request(defs, instance, request)
+    assert all(c.passed for c in check_evaluations(first).values())
+
+    def checks_again(attempt: int) -> dict[str, bool]:
+        again = dg.RunRequest(**{**request._asdict(), "run_key": f"{request.run_key}-{attempt}"})
+        return {
+            n: c.passed for n, c in check_evaluations(run_request(defs, instance, again)).items()
+        }
+
+    # a task file changed after the import (one more row): the files no longer say what was read
+    (task_file, *_) = sorted(
+        (tmp_path / "staging" / JOB_TYPE / job_id / "output").rglob("*.parquet")
+    )
+    table = pq.read_table(task_file)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), task_file)
+    assert checks_again(1)["rows_imported_match_output"] is False
+    pq.write_table(table, task_file)
+    assert checks_again(2) == {
+        "batch_job_succeeded": True,
+        "rows_imported_match_output": True,
+        "no_duplicate_predictions": True,
+        "no_rows_quarantined": True,
+    }
+    # two of the job's stored predictions made the same (barcode, type, lang, predictor, version)
+    with psycopg.connect(pg_db) as conn:
+        rows = conn.execute(
+            "SELECT id, barcode, value_tag FROM prediction ORDER BY id LIMIT 2"
+        ).fetchall()
+        (_, barcode, lang), (other, _, _) = rows
+        conn.execute(
+            "UPDATE prediction SET barcode = %s, value_tag = %s WHERE id = %s",
+            (barcode, lang, other),
+        )
+    assert checks_again(3)["no_duplicate_predictions"] is False

@@ -15,15 +15,15 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.definitions import build_definitions
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
 from robotoff_batch.paths import SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
-    PredictionStoreResource,
+    GCSStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
 )
 from tests.fakes.fake_batch_service import (
     EmulatedCloudBatchEngineResource,
@@ -86,17 +86,19 @@ def google_resources(
     spellcheck_batch_service: FakeBatchService, gcs_emulator: Any, pg_db: str
 ) -> dict[str, Any]:
     stage_marker(
-        StagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test").get_staging()
+        GCSStagingResource(
+            root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"
+        ).get_staging()
     )
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
-        "staging": StagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
+        "staging": GCSStagingResource(root_uri=f"gs://{STAGING_BUCKET}/batch", gcp_project="test"),
         "batch_engine": EmulatedCloudBatchEngineResource(
             gcp_project=TEST_PROJECT,
             gcp_location=TEST_LOCATION,
             emulator_host=spellcheck_batch_service.address,
         ),
-        "prediction_store": PredictionStoreResource(database_url=pg_db),
+        "prediction_store": PostgresPredictionStoreResource(database_url=pg_db),
     }
 
 

@@ -16,11 +16,12 @@ import pytest
 import yaml
 
 from robotoff_batch.batch.engine import JobNotFoundError, JobState
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.config.loader import load_job_configs
 from robotoff_batch.definitions import build_definitions
 from robotoff_batch.job_types import load_registry
 from robotoff_batch.job_types.ingredients_spellcheck import cached_lexicon
+from robotoff_batch.names import BATCH_JOB_ID_TAG, FINISH_KIND, RUN_KIND_TAG, SUPERSEDED_TAG
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
 from tests.fakes.fake_batch_service import (
     EmulatedCloudBatchEngineResource,
@@ -42,9 +43,12 @@ QUOTA = (
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_db: str) -> Iterator[Any]:
+def world(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_db: str
+) -> Iterator[Any]:
     """(defs, instance, resources, fake service): the spellcheck config with one alternative
-    in europe-west1, and europe-west4 never allocating."""
+    in europe-west1 (or the config keys a test's parameter sets), and europe-west4 never
+    allocating."""
     monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S", "0")
     data = yaml.safe_load((JOB_CONFIGS_DIR / f"{JOB_TYPE}.yaml").read_text())
@@ -52,6 +56,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_db: str) -> Iterat
     data["fallback_after"] = "30m"
     subnet = f"projects/robotoff/regions/{FALLBACK_LOCATION}/subnetworks/default"
     data["fallbacks"] = [{"location": FALLBACK_LOCATION, "subnetwork": subnet}]
+    data.update(getattr(request, "param", {}))
     pin(data)  # a deployment that staged the model's weights (marker below)
     path = tmp_path / "job_configs" / f"{JOB_TYPE}.yaml"
     path.parent.mkdir()
@@ -235,6 +240,121 @@ def test_a_replaced_job_whose_cancel_failed_is_cancelled_by_the_follower(
     assert finished[first].success and imports(pg_db) == [new]
 
 
+# -- the CLI without a daemon: `launch --wait` applies the sensor's result itself ----------------
+
+
+def cli_workspace(world: Any, tmp_path: Path) -> Any:
+    """The CLI's workspace on the world's code location and instance (no daemon runs)."""
+    from robotoff_batch.cli import operations
+
+    defs, instance, _, _ = world
+    registry = load_registry(load_job_configs([tmp_path / "job_configs" / f"{JOB_TYPE}.yaml"]))
+    assert not operations.daemon_follows(instance)
+    return operations.Workspace(defs, instance, list(registry.values()))
+
+
+def follow_with_the_cli(ws: Any, job_id: str, on_queued: Any) -> tuple[Any, list[str]]:
+    """``launch --wait``'s follow of ``job_id``, ``on_queued(job_id)`` called once when the
+    job is first seen QUEUED; the follower's warnings, as the CLI prints them."""
+    from robotoff_batch.cli import operations
+
+    said: list[str] = []
+
+    def on_change(changed: str, old: str, new: str) -> None:
+        if changed == job_id and new == "QUEUED":
+            on_queued(job_id)
+
+    outcome = operations.follow_job(
+        ws,
+        job_id=job_id,
+        timeout_s=240,
+        poll_s=0.25,
+        on_change=on_change,
+        on_message=lambda _level, message: said.append(message),
+    )
+    return outcome, said
+
+
+def finish_run_tags(instance: dg.DagsterInstance, job_id: str) -> list[dict[str, str]]:
+    runs = instance.get_runs(
+        dg.RunsFilter(tags={BATCH_JOB_ID_TAG: job_id, RUN_KIND_TAG: FINISH_KIND})
+    )
+    return [dict(r.tags) for r in runs]
+
+
+def test_the_cli_without_a_daemon_falls_back_and_imports_the_fallback_job(
+    world: Any, tmp_path: Path, pg_db: str
+) -> None:
+    from robotoff_batch.cli import operations
+
+    defs, instance, resources, service = world
+    ws = cli_workspace(world, tmp_path)
+    first = operations.launch(ws, job_type=JOB_TYPE, params={"limit": 15}).job_id
+    new = f"{first}-f1"
+    outcome, said = follow_with_the_cli(ws, first, lambda j: service.age_job(j, 31 * 60))
+    assert outcome.status.job_id == new and outcome.status.state == JobState.SUCCEEDED
+    assert outcome.imported and imports(pg_db) == [new]
+    assert any("relaunching with alternative 1" in m for m in said), said
+    engine = resources["batch_engine"].get_engine()
+    assert engine.get_job(job_id=first).state == JobState.CANCELLED
+    assert engine.get_job(job_id=new).location == FALLBACK_LOCATION
+    # the replaced job's outcome is recorded as superseded, as the sensor's finish run does
+    (tags,) = finish_run_tags(instance, first)
+    assert tags[SUPERSEDED_TAG] == new and tags["dagster/run_key"] == f"finish-{first}"
+
+
+def test_the_cli_without_a_daemon_never_imports_a_superseded_job_that_succeeded(
+    world: Any, tmp_path: Path, pg_db: str
+) -> None:
+    """The fallback run submitted the new job but could not cancel the first one, which then
+    got capacity and SUCCEEDED too: only the chain's last job is imported."""
+    from robotoff_batch.cli import operations
+
+    defs, instance, resources, service = world
+    ws = cli_workspace(world, tmp_path)
+    first = operations.launch(ws, job_type=JOB_TYPE, params={"limit": 15}).job_id
+    new = f"{first}-f1"
+
+    def wait_past_fallback_after(job_id: str) -> None:
+        service.fail_calls_for_job("CancelJob", job_id, grpc.StatusCode.INTERNAL)
+        service.age_job(job_id, 31 * 60)
+
+    outcome, said = follow_with_the_cli(ws, first, wait_past_fallback_after)
+    assert outcome.status.job_id == new and imports(pg_db) == [new]
+    service.release_hold(first)  # capacity after all: the first job runs to the end too
+    engine = resources["batch_engine"].get_engine()
+    deadline = time.monotonic() + 120
+    while engine.get_job(job_id=first).state != JobState.SUCCEEDED:
+        assert time.monotonic() < deadline, engine.get_job(job_id=first).state
+        time.sleep(0.25)
+    again = operations.follow_job(ws, job_id=first, timeout_s=120, poll_s=0.25)
+    assert again.status.job_id == new
+    assert imports(pg_db) == [new] and not db_rows(pg_db, first)
+    assert all(t.get(SUPERSEDED_TAG) == new for t in finish_run_tags(instance, first))
+
+
+@pytest.mark.parametrize(
+    "world",
+    [{"fallbacks": [], "max_pending_duration": "1h", "cancel_when_stuck": True}],
+    indirect=True,
+)
+def test_the_cli_without_a_daemon_reports_a_stuck_job_and_cancels_it_when_asked(
+    world: Any, tmp_path: Path, pg_db: str
+) -> None:
+    from robotoff_batch.cli import operations
+
+    defs, instance, resources, service = world
+    ws = cli_workspace(world, tmp_path)
+    first = operations.launch(ws, job_type=JOB_TYPE, params={"limit": 15}).job_id
+    outcome, said = follow_with_the_cli(ws, first, lambda j: service.age_job(j, 61 * 60))
+    assert outcome.status.job_id == first and outcome.status.state == JobState.CANCELLED
+    stuck = [m for m in said if m.startswith(f"{first}: stuck, cancelled")]
+    assert len(stuck) == 1 and "NVIDIA_L4_GPUS" in stuck[0], said
+    assert service.calls["CancelJob"] == 1 and outcome.imported is None
+    (tags,) = finish_run_tags(instance, first)
+    assert SUPERSEDED_TAG not in tags
+
+
 # -- SPOT that pays off: fall back to STANDARD after N preemptions -------------------------
 
 
@@ -328,3 +448,20 @@ def test_a_spot_job_preempted_n_times_falls_back(
             if not job.state.is_terminal:
                 engine.cancel(job_id=job.job_id)
         engine.close()
+
+
+def test_the_follow_settings_carry_fallback_after_preemptions(tmp_path: Path) -> None:
+    """The sensor and the CLI follow by FollowSettings.from_registry: a config's
+    fallback_after_preemptions reaches the policy plan_fallbacks reads."""
+    from robotoff_batch.follow import FollowSettings
+
+    data = yaml.safe_load((JOB_CONFIGS_DIR / f"{JOB_TYPE}.yaml").read_text())
+    data["resources"]["container_image_uri"] = IMAGE  # multi-region: readable in both
+    subnet = f"projects/robotoff/regions/{FALLBACK_LOCATION}/subnetworks/default"
+    data["fallbacks"] = [{"location": FALLBACK_LOCATION, "subnetwork": subnet}]
+    data["fallback_after_preemptions"] = 2
+    path = tmp_path / f"{JOB_TYPE}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    registry = load_registry(load_job_configs([path]))
+    policy = FollowSettings.from_registry(registry.values()).fallbacks[JOB_TYPE]
+    assert (policy.alternatives, policy.after_preemptions) == (1, 2)

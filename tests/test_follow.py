@@ -21,18 +21,29 @@ from google.cloud import batch_v1
 
 from robotoff_batch.assets.batch_job import failure_reason
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
-from robotoff_batch.batch.engine import JobState
-from robotoff_batch.follow import FallbackPolicy, FollowCache, FollowPlan, PendingLimit, follow
+from robotoff_batch.batch.engine import JobState, cancel_once
+from robotoff_batch.follow import (
+    FallbackPolicy,
+    FollowCache,
+    FollowPlan,
+    FollowSettings,
+    PendingLimit,
+    follow,
+)
 from robotoff_batch.follow.settle import retry_delay
 from robotoff_batch.follow.storage import worker_gone, worker_id
 from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
+    FALLBACK_INDEX_LABEL,
+    FALLBACK_OF_LABEL,
     FINISH_KIND,
     OWNER_LABEL,
     REFUSED_TAG,
     RUN_KIND_TAG,
+    SUPERSEDED_TAG,
     WORKER_TAG,
     partitions_def_name,
+    predictions_asset_key,
 )
 from robotoff_batch.predictions.store import PredictionStore
 from tests.counting_storage import CountingStorage
@@ -72,15 +83,25 @@ class World:
             self.instance.add_dynamic_partitions(PARTITIONS, ids)
         return ids
 
-    def tick(self, cursor: str | None, *, imports: bool = True, **kwargs: Any) -> FollowPlan:
-        """One follow, its partitions registered as the daemon would."""
+    def tick(
+        self,
+        cursor: str | None,
+        *,
+        imports: bool = True,
+        now: float | None = None,
+        only: set[str] | None = None,
+        **settings: Any,
+    ) -> FollowPlan:
+        """One follow, its partitions registered as the daemon would; ``settings``: those of
+        :class:`FollowSettings` other than ``imports``."""
         cache, _ = FollowCache.decode(cursor)
         plan = follow(
             engine=self.engine,
             cache=cache,
             storage=self.storage,
-            job_types={JT: imports},
-            **kwargs,
+            settings=FollowSettings(imports={JT: imports}, **settings),
+            only=only,
+            now=now,
         )
         for jt, ids in plan.new_partitions.items():
             self.instance.add_dynamic_partitions(partitions_def_name(jt), ids)
@@ -511,3 +532,143 @@ def test_a_job_waiting_on_capacity_is_relaunched_once_per_alternative(world: Wor
     submit_in(world.engine, TEST_LOCATION, f"{held}-f1", **labels)
     lost = world.tick(None, fallbacks=policy, now=later + 7200)
     assert not lost.fallback_requests
+
+
+# -- rules that must hold (each test fails when its rule is broken in the code) ------------------
+
+
+def test_a_cancel_is_sent_once_even_while_the_listing_still_shows_the_job_running(
+    world: World,
+) -> None:
+    """The engine's listing lags behind a cancel: the job still reads RUNNING on the next
+    ticks. The cursor remembers the cancel sent, so it is not sent again."""
+    owner = str(uuid.uuid4())
+    world.instance.add_run(
+        dg.DagsterRun(
+            job_name="launch_ingredients_spellcheck",
+            run_id=owner,
+            status=dg.DagsterRunStatus.CANCELED,
+        )
+    )
+    (job_id,) = world.submit(owner=owner)
+    world.backend.set(job_id, JobState.RUNNING)
+    plan = world.tick(None)
+    assert plan.cancelled == [job_id]
+    for _ in range(3):
+        world.backend.set(job_id, JobState.RUNNING)  # the cancel not visible yet
+        plan = world.tick(plan.cache.encode())
+        assert not plan.cancelled
+    assert world.backend.cancels[job_id] == 1 and world.service.calls["CancelJob"] == 1
+
+
+def test_cancel_once_leaves_a_job_being_cancelled_ended_or_gone_alone(world: World) -> None:
+    """What the CLI's ``cancel``, the UI's cancel job and the follower share."""
+    stopping, running, ended = world.submit(3)
+    world.backend.set(stopping, JobState.CANCELLATION_IN_PROGRESS)
+    world.backend.set(running, JobState.RUNNING)
+    world.backend.set(ended, JobState.SUCCEEDED, exit_codes=[0])
+    outcomes = {j: cancel_once(world.engine, j) for j in (stopping, running, ended, "spell-gone")}
+    assert {j: o.sent for j, o in outcomes.items()} == {
+        stopping: False,
+        running: True,
+        ended: False,
+        "spell-gone": False,
+    }
+    assert outcomes[stopping].message.endswith("not sent again")
+    assert outcomes[ended].message.endswith("already ended SUCCEEDED: nothing to cancel")
+    assert outcomes["spell-gone"].message == "no batch job 'spell-gone': nothing to cancel"
+    assert world.service.calls["CancelJob"] == 1 and dict(world.backend.cancels) == {running: 1}
+
+
+def test_the_ui_cancel_job_does_not_send_a_second_cancel(world: World, pg_db: str) -> None:
+    from robotoff_batch.definitions import build_definitions
+    from tests.fakes.fake_batch_service import emulated_cloud_resources
+
+    defs = build_definitions(resources=emulated_cloud_resources(world.service.address, pg_db))
+    job = defs.resolve_job_def("cancel_ingredients_spellcheck")
+    stopping, running = world.submit(2, registered=True)
+    world.backend.set(stopping, JobState.CANCELLATION_IN_PROGRESS)
+    world.backend.set(running, JobState.RUNNING)
+    for job_id in (stopping, running):
+        result = job.execute_in_process(instance=world.instance, partition_key=job_id)
+        assert result.success
+    assert world.service.calls["CancelJob"] == 1 and dict(world.backend.cancels) == {running: 1}
+
+
+def test_a_superseded_job_that_succeeded_is_recorded_but_never_imported(world: World) -> None:
+    """The fallback's cancel came too late and the first job SUCCEEDED too: only the chain's
+    last job is imported; the first one's finish run records it as superseded."""
+    (first,) = world.submit(registered=True)
+    new = f"{first}-f1"
+    world.engine.submit(
+        request=batch_v1.CreateJobRequest(
+            parent=world.engine.parent,
+            job_id=new,
+            job=batch_v1.Job(
+                labels={
+                    "app": "robotoff-batch",
+                    "job-type": JT,
+                    FALLBACK_OF_LABEL: first,
+                    FALLBACK_INDEX_LABEL: "1",
+                }
+            ),
+        )
+    )
+    world.instance.add_dynamic_partitions(PARTITIONS, [new])
+    for job_id in (first, new):
+        world.backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
+    plan = world.tick(None)
+    requests = {r.job_id: r for r in plan.finish_requests}
+    assert (requests[first].with_import, requests[first].superseded_by) == (False, new)
+    assert requests[first].tags[SUPERSEDED_TAG] == new
+    assert predictions_asset_key(JT) not in requests[first].asset_selection
+    assert (requests[new].with_import, requests[new].superseded_by) == (True, None)
+
+
+def test_a_finish_run_is_found_by_its_batch_job_tag_and_settles_the_job(world: World) -> None:
+    """The sensor's finish run carries the job's id as a tag: that is how the next ticks find
+    it. A run started from the request (its tags, its run key) settles the job; no second run
+    is requested."""
+    (job_id,) = world.submit(registered=True)
+    world.backend.set(job_id, JobState.FAILED, exit_codes=[3])
+    plan = world.tick(None)
+    (request,) = plan.sensor_result().run_requests
+    assert request.tags[BATCH_JOB_ID_TAG] == job_id and request.partition_key == job_id
+    world.instance.add_run(
+        dg.DagsterRun(
+            job_name=request.job_name,
+            run_id=str(uuid.uuid4()),
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
+    )
+    after = world.tick(plan.cache.encode())
+    assert not after.finish_requests and job_id in after.cache.settled
+
+
+def test_a_partial_or_retry_quarantined_import_request_says_so_to_the_finish_run() -> None:
+    """`import JOB --partial` asks for the import alone (the FAILED job's outcome is already
+    recorded), tagged partial; `--retry-quarantined` tags the run so that the import reads the
+    held-back rows again. Both reach the finish run through the one applier, as a RunRequest."""
+    from robotoff_batch.follow.plan import FinishRequest
+    from robotoff_batch.names import (
+        PARTIAL_IMPORT_TAG,
+        RETRY_QUARANTINED_TAG,
+        batch_job_asset_key,
+        predictions_asset_key,
+    )
+
+    plain = FinishRequest("job-1", JT, attempt=0, with_import=True).run_request()
+    assert list(plain.asset_selection or []) == [
+        batch_job_asset_key(JT),
+        predictions_asset_key(JT),
+    ]
+    assert PARTIAL_IMPORT_TAG not in plain.tags and RETRY_QUARANTINED_TAG not in plain.tags
+    partial = FinishRequest("job-1", JT, attempt=1, with_import=True, partial=True).run_request()
+    assert list(partial.asset_selection or []) == [predictions_asset_key(JT)]
+    assert partial.tags[PARTIAL_IMPORT_TAG] == "true"
+    retry = FinishRequest(
+        "job-1", JT, attempt=1, with_import=True, retry_quarantined=True
+    ).run_request()
+    assert retry.tags[RETRY_QUARANTINED_TAG] == "true"
+    assert list(retry.asset_selection or []) == list(plain.asset_selection or [])

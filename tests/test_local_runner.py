@@ -29,6 +29,7 @@ from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.batch.local.process import process_start_ticks
 from robotoff_batch.batch.local.state import read_state, set_job_state, updating
 from tests.fakes.counting_engine import CountingLocalBatchEngine
+from tests.fakes.waiting import wait_until_ended
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ COMMANDS = {
     IMAGE_LINES: [sys.executable, str(FIXTURES / "task_many_lines.py")],
 }
 PARENT = "projects/off-test/locations/europe-west4"
-WAIT_S = 30.0
+WAIT_S = 90.0  # generous: the suite shares its CPUs (a timeout here is a load spike)
 
 
 def make_request(
@@ -150,7 +151,7 @@ def test_parallel_tasks_succeed_with_batch_env(engine: LocalBatchEngine, out_dir
     assert submitted.job_id == "par-job"
     assert not submitted.state.is_terminal
 
-    final = engine.wait(job_id="par-job", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "par-job", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     assert states(final) == [
         JobState.QUEUED,
@@ -201,7 +202,7 @@ def test_retries_until_success(engine: LocalBatchEngine, out_dir: Path) -> None:
         variables={"OUT_DIR": str(out_dir), "FAIL_TIMES": "2"},
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="flaky-ok", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "flaky-ok", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     assert final.tasks[0].attempts == 3
     assert final.tasks[0].exit_code == 0
@@ -221,7 +222,7 @@ def test_retries_exhausted_fail_the_job(engine: LocalBatchEngine, out_dir: Path)
         variables={"OUT_DIR": str(out_dir), "FAIL_TIMES": "2"},
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="flaky-ko", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "flaky-ko", WAIT_S)
     assert final.state is JobState.FAILED
     assert (final.tasks[0].state, final.tasks[0].exit_code, final.tasks[0].attempts) == (
         "FAILED",
@@ -240,7 +241,7 @@ def test_max_run_duration_kills_with_50005(engine: LocalBatchEngine, out_dir: Pa
         variables={"OUT_DIR": str(out_dir)},
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="too-long", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "too-long", WAIT_S)
     assert final.state is JobState.FAILED
     task = final.tasks[0]
     assert task.exit_code == 50005
@@ -253,7 +254,7 @@ def test_max_run_duration_kills_with_50005(engine: LocalBatchEngine, out_dir: Pa
 
 def test_exit_code_3_fails_and_stops_scheduling(engine: LocalBatchEngine) -> None:
     engine.submit(request=make_request("exit-three", image=IMAGE_EXIT3, task_count=3))
-    final = engine.wait(job_id="exit-three", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "exit-three", WAIT_S)
     assert final.state is JobState.FAILED
     assert final.tasks[0].exit_reason == "container exited with code 3"
     assert "task 0: container exited with code 3" in final.failure_summary
@@ -272,7 +273,7 @@ def test_job_survives_the_process_that_submitted_it(
         "import sys\n"
         "from pathlib import Path\n"
         "from google.cloud import batch_v1\n"
-        "from robotoff_batch.batch.local_runner import LocalBatchEngine\n"
+        "from robotoff_batch.batch.local import LocalBatchEngine\n"
         "commands = {k: v for k, v in __import__('json').loads(sys.argv[2]).items()}\n"
         "engine = LocalBatchEngine(state_dir=Path(sys.argv[1]), commands_by_image=commands,\n"
         "                          poll_interval_s=0.05)\n"
@@ -291,7 +292,7 @@ def test_job_survives_the_process_that_submitted_it(
     assert done.stdout.strip() in ("QUEUED", "SCHEDULED", "RUNNING"), done.stderr
     # The launcher has exited; the job goes on and this process sees it end.
     assert not engine.get_job(job_id="detached").state.is_terminal
-    final = engine.wait(job_id="detached", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "detached", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     assert (out_dir / "task-1.json").exists()
 
@@ -312,7 +313,7 @@ def test_submitting_twice_runs_once(engine: LocalBatchEngine, out_dir: Path) -> 
         thread.join()
     again = engine.submit(request=request)
     assert len({r.uid for r in [*results, again]}) == 1
-    final = engine.wait(job_id="twice", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "twice", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     for i in range(2):
         assert len((out_dir / f"runs-{i}.log").read_text().splitlines()) == 1
@@ -416,7 +417,7 @@ def test_cancel_while_cancelling_restarts_nothing(engine: LocalBatchEngine, out_
         assert status.state.is_stopping and not status.state.is_terminal
         assert states(status).count(JobState.CANCELLATION_IN_PROGRESS) == 1
     # The supervisor, resumed, sees the job is being cancelled and ends it.
-    final = engine.wait(job_id="twice-cancelled", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "twice-cancelled", WAIT_S)
     assert final.state is JobState.CANCELLED
     assert states(final)[-2:] == [JobState.CANCELLATION_IN_PROGRESS, JobState.CANCELLED]
     assert "was cancelled by a cancel request" in final.failure_summary
@@ -447,7 +448,7 @@ def test_cancelling_job_of_a_dead_supervisor_ends_cancelled(
 
 def test_cancel_of_a_finished_job_keeps_it(engine: LocalBatchEngine) -> None:
     engine.submit(request=make_request("finished", image=IMAGE_EXIT3))
-    engine.wait(job_id="finished", timeout_s=WAIT_S)
+    wait_until_ended(engine, "finished", WAIT_S)
     engine.cancel(job_id="finished")
     assert engine.get_job(job_id="finished").state is JobState.FAILED
 
@@ -480,7 +481,7 @@ def test_list_jobs_filters_on_labels_in_one_call(engine: CountingLocalBatchEngin
     assert len(engine.list_jobs(labels={"run": "r1"})) == 3
     assert engine.calls == before + 3
     for job_id in ("list-a1", "list-a2", "list-b1"):
-        engine.wait(job_id=job_id, timeout_s=WAIT_S)
+        wait_until_ended(engine, job_id, WAIT_S)
     calls = engine.calls
     assert {j.state for j in engine.list_jobs(labels={})} == {JobState.FAILED}
     engine.get_job(job_id="list-b1")
@@ -513,7 +514,7 @@ def test_secret_variables_resolved_from_env_and_never_stored(
         },
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="with-secret", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "with-secret", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     record = json.loads((out_dir / "task-0.json").read_text())
     assert record["env"]["SECRET_TOKEN"] == secret
@@ -538,7 +539,7 @@ def test_task_gets_only_what_cloud_batch_would_give(
     monkeypatch.setenv("ROBOTOFF_BATCH_JOB_KEY", "k3y")
     request = make_request("only-job-env", variables={"OUT_DIR": str(out_dir), "SLEEP_S": "0"})
     engine.submit(request=request)
-    final = engine.wait(job_id="only-job-env", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "only-job-env", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     names = set(json.loads((out_dir / "task-0.json").read_text())["env_names"])
     batch = {"BATCH_TASK_INDEX", "BATCH_TASK_COUNT", "BATCH_JOB_ID", "BATCH_TASK_RETRY_ATTEMPT"}
@@ -558,7 +559,7 @@ def test_unresolvable_secret_fails_the_job(
         secret_variables={"TOKEN": "projects/p/secrets/MISSING_SECRET_XYZ/versions/1"},
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="missing-secret", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "missing-secret", WAIT_S)
     assert final.state is JobState.FAILED
     assert "TOKEN" in final.failure_summary and "MISSING_SECRET_XYZ" in final.failure_summary
     assert not (out_dir / "task-0.json").exists()
@@ -566,7 +567,7 @@ def test_unresolvable_secret_fails_the_job(
 
 def test_supervisor_cli_refuses_garbage(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "robotoff_batch.batch.local_runner", "bogus"],
+        [sys.executable, "-m", "robotoff_batch.batch.local", "bogus"],
         capture_output=True,
         cwd=PROJECT_ROOT,
         timeout=WAIT_S,
@@ -587,7 +588,7 @@ def test_log_tail_is_the_end_of_the_failed_tasks_log(engine: LocalBatchEngine) -
             variables={"LINES": "100", "FAIL_INDEX": "1"},
         )
     )
-    final = engine.wait(job_id="noisy-fail", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "noisy-fail", WAIT_S)
     assert final.state is JobState.FAILED
     assert [t.exit_code for t in final.tasks] == [0, 3, 0]
 
@@ -611,14 +612,14 @@ def test_log_tail_without_failure_is_the_last_attempt(
         variables={"OUT_DIR": str(out_dir), "FAIL_TIMES": "1"},
     )
     engine.submit(request=request)
-    final = engine.wait(job_id="flaky-tail", timeout_s=WAIT_S)
+    final = wait_until_ended(engine, "flaky-tail", WAIT_S)
     assert final.state is JobState.SUCCEEDED, final.failure_summary
     assert engine.log_tail(job_id="flaky-tail") == "task 0 run 2: ok"
 
 
 def test_log_tail_reads_only_the_end_of_a_big_log(engine: LocalBatchEngine) -> None:
     engine.submit(request=make_request("big-log", image=IMAGE_EXIT3))
-    engine.wait(job_id="big-log", timeout_s=WAIT_S)
+    wait_until_ended(engine, "big-log", WAIT_S)
     log = engine.job_dir("big-log") / "logs" / "task-0-attempt-1.log"
     # One line far longer than what is read, then a line that is not valid UTF-8.
     log.write_bytes(b"first\n" + b"x" * 200_000 + b"\ncaf\xe9 crashed\nexit 3\n")
@@ -636,5 +637,5 @@ def test_log_tail_is_none_without_a_log(
         secret_variables={"TOKEN": "projects/p/secrets/MISSING_SECRET_XYZ/versions/1"},
     )
     engine.submit(request=request)
-    assert engine.wait(job_id="never-ran", timeout_s=WAIT_S).state is JobState.FAILED
+    assert wait_until_ended(engine, "never-ran", WAIT_S).state is JobState.FAILED
     assert engine.log_tail(job_id="never-ran") is None  # no task ever started

@@ -14,7 +14,7 @@ from google.cloud import batch_v1
 from typer.testing import CliRunner
 
 from robotoff_batch.batch.engine import JobState, JobStatus
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.batch.request import (
     JOB_ID_PATTERN,
     RequestError,

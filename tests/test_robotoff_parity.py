@@ -445,14 +445,15 @@ def test_status_lists_held_back_rows_and_import_retries_them(cli_env: Path) -> N
     launched = cli_runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=200"])
     assert launched.exit_code == 0, launched.output
     job_id = re.search(r"launched batch job (\S+) \(200 products\)", launched.output).group(1)
-    engine = operations._resource("batch_engine").get_engine()
+    ws = operations.Workspace.from_env()
+    engine = ws.engine
     deadline = time.monotonic() + 300
     while engine.get_job(job_id=job_id).state.value != "SUCCEEDED":
         assert time.monotonic() < deadline, engine.get_job(job_id=job_id)
         time.sleep(0.5)
     facts_path = (
         Path(
-            operations._resource("staging")
+            ws.resource("staging")
             .get_staging()
             .job_uri(job_type="ingredients-spellcheck", job_id=job_id)
             .removeprefix("file://")
@@ -480,6 +481,6 @@ def test_status_lists_held_back_rows_and_import_retries_them(cli_env: Path) -> N
     retried = cli_runner.invoke(app, ["import", job_id, "--retry-quarantined"])
     assert retried.exit_code == 0, retried.output
     assert "held back" not in retried.output
-    record = operations.import_record(job_id=job_id)
-    assert record.rows_quarantined == 0 and operations.quarantined(job_id=job_id) == []
+    record = operations.import_record(ws, job_id=job_id)
+    assert record.rows_quarantined == 0 and operations.quarantined(ws, job_id=job_id) == []
     assert "0 row(s) held back" in cli_runner.invoke(app, ["status", job_id]).output

@@ -21,9 +21,9 @@ from robotoff_batch.job_types.base import JobType
 from robotoff_batch.paths import PROJECT_ROOT, SAMPLE_DATA_DIR
 from robotoff_batch.resources import (
     LocalBatchEngineResource,
-    PredictionStoreResource,
+    LocalStagingResource,
+    PostgresPredictionStoreResource,
     ProductDumpResource,
-    StagingResource,
 )
 from tests.test_e2e import failure_text, launched_job_id, run_request, tick, tick_until_done
 
@@ -44,11 +44,11 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.Dag
 def resources(tmp_path: Path, database_url: str) -> dict[str, object]:
     return {
         "product_dump": ProductDumpResource(path=str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")),
-        "staging": StagingResource(root_uri=(tmp_path / "staging").as_uri()),
+        "staging": LocalStagingResource(root_uri=(tmp_path / "staging").as_uri()),
         "batch_engine": LocalBatchEngineResource(
             state_dir=str(tmp_path / "batch"), job_type_commands=local_commands()
         ),
-        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
     }
 
 
@@ -168,24 +168,20 @@ def test_the_cli_launches_and_follows_the_second_job_type(
     """``robotoff-batch launch barcode-check ... --wait``: the CLI needs no change either."""
     from typer.testing import CliRunner
 
-    from robotoff_batch.cli import app, operations
+    from robotoff_batch.cli import app
 
     monkeypatch.setenv(PACKAGES_ENV, PACKAGE)
     monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", pg_db)
     monkeypatch.delenv("ROBOTOFF_BATCH_ENV", raising=False)
-    operations.reload()
-    try:
-        helped = CliRunner().invoke(app, ["launch", "--help"])
-        assert "Launch parameters of barcode-check:" in helped.output
-        validated = CliRunner().invoke(app, ["config", "validate"])
-        assert validated.exit_code == 0 and "barcode-check.yaml: barcode-check" in validated.output
-        shown = CliRunner().invoke(app, ["config", "show", NAME])
-        assert shown.exit_code == 0 and "e2-standard-2" in shown.output
-        out = CliRunner().invoke(app, ["launch", NAME, "limit=7", "--wait", "--timeout-s", "120"])
-    finally:
-        operations.reload()
+    helped = CliRunner().invoke(app, ["launch", "--help"])
+    assert "Launch parameters of barcode-check:" in helped.output
+    validated = CliRunner().invoke(app, ["config", "validate"])
+    assert validated.exit_code == 0 and "barcode-check.yaml: barcode-check" in validated.output
+    shown = CliRunner().invoke(app, ["config", "show", NAME])
+    assert shown.exit_code == 0 and "e2-standard-2" in shown.output
+    out = CliRunner().invoke(app, ["launch", NAME, "limit=7", "--wait", "--timeout-s", "120"])
     assert out.exit_code == 0, out.output
     assert "(7 products)" in out.output
     assert "SUCCEEDED" in out.output and "its job type imports nothing" in out.output

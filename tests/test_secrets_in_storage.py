@@ -40,13 +40,3 @@ def test_connection_string_and_key_are_not_in_run_storage(
     assert "ROBOTOFF_DATABASE_URL" in stored  # the variable's name is shown...
     assert "s3cret-marker" not in stored  # ...never its value
     assert "k3y-marker" not in stored
-
-
-def test_the_former_webhook_variable_is_refused_with_the_way_forward(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """No task calls Robotoff any more: a deployment still setting the webhook is told what
-    replaces it rather than silently left without imports."""
-    monkeypatch.setenv("ROBOTOFF_BATCH_WEBHOOK_URL", "https://robotoff.example/api/v1/batch/import")
-    with pytest.raises(ValueError, match="ROBOTOFF_BATCH_IMPORT_TARGET=robotoff_api"):
-        build_resources("local")

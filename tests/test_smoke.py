@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
 from robotoff_batch.batch.engine import JobState
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.cli import app
 from robotoff_batch.cli.smoke import GPU_NOT_VISIBLE_EXIT_CODE, build_smoke_request, run_smoke
 from robotoff_batch.config.loader import load_job_config

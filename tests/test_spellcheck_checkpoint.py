@@ -29,6 +29,7 @@ from robotoff_batch.predictions import output as pipeline
 from robotoff_batch.predictions.output import OutputError
 from robotoff_batch.predictions.store import PredictionStore
 from robotoff_batch.staging import Staging, staging_from_uri
+from tests.fakes.waiting import wait_until_ended
 from tests.test_local_runner import make_request
 
 FIXTURE = Path(__file__).parent / "fixtures" / "task_spellcheck_dies.py"
@@ -119,7 +120,7 @@ def run_job(
         },
     )
     engine.submit(request=request)
-    final = engine.wait(job_id=job_id, timeout_s=120)
+    final = wait_until_ended(engine, job_id, 120)
     manifest = json.loads((job_path / "output" / "task-00000" / "manifest.json").read_text())
     return final, manifest, job_path
 

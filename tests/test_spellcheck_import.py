@@ -624,3 +624,21 @@ def test_unknown_task_count_is_retried_later_not_refused(
         )
     assert not issubclass(output.ImportNotReady, (PipelineError, OutputError))
     assert nothing_written(pg_db)
+
+
+def test_an_automatic_insight_blocks_new_ones_like_an_annotated_one(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """Robotoff keeps a product's automatic (or annotated) insight of a value_tag and creates
+    no other for it (robotoff/insights/importer.py:452 and :463, ``automatic_processing is
+    True`` beside ``annotation is not None``): an automatic insight is never replaced."""
+    automatic = add_insight(pg_db, "3000000000006", "de", automatic_processing=True, n_votes=1)
+    write_job(staging, JOB_A)
+    run_import(staging, store, JOB_A)
+    got = insights(pg_db)
+    kept = got[("3000000000006", "de")]
+    assert kept["id"] == uuid.UUID(automatic) and kept["n_votes"] == 1
+    assert kept["data"] == {"original": "old", "correction": "older"}  # not rewritten
+    rows = fetch(pg_db, "SELECT id FROM product_insight WHERE barcode = '3000000000006'")
+    assert [r["id"] for r in rows] == [uuid.UUID(automatic)]
+    assert ("3000000000001", "fr") in got  # the other products get theirs

@@ -21,6 +21,7 @@ from robotoff_batch.batch.engine import (
     JobNotFoundError,
     JobState,
     JobStatus,
+    cancel_once,
     gone_status,
 )
 from robotoff_batch.cost import (
@@ -227,21 +228,8 @@ def build_cancel_job(registered: RegisteredJobType, partitions: dg.PartitionsDef
 
     @dg.op(name=f"cancel_{jt.key_prefix}_batch_job")
     def cancel_op(context: dg.OpExecutionContext, batch_engine: BatchEngineResource) -> None:
-        job_id = context.partition_key
-        engine = batch_engine.get_engine()
-        try:
-            status = engine.get_job(job_id=job_id)
-        except JobNotFoundError:
-            context.log.info(f"{job_id} no longer exists: nothing to cancel")
-            return
-        if status.state.is_terminal:
-            context.log.info(f"{job_id} already ended {status.state.value}: nothing to cancel")
-            return
-        if status.state.is_stopping:
-            context.log.info(f"{job_id} is already {status.state.value}: not sent again")
-            return
-        engine.cancel(job_id=job_id)
-        context.log.warning(f"cancelled {job_id} (was {status.state.value})")
+        done = cancel_once(batch_engine.get_engine(), context.partition_key)
+        (context.log.warning if done.sent else context.log.info)(done.message)
 
     @dg.job(
         name=cancel_job_name(jt.name),

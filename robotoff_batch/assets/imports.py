@@ -10,13 +10,14 @@ run, until the ledger says the job is imported.
 
 # No `from __future__ import annotations`: Dagster reads the context type from annotations.
 
-import difflib
 from typing import Any
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
+from robotoff_batch.job_types.base import changed_words
 from robotoff_batch.names import (
     PARTIAL_IMPORT_TAG,
     REFUSED_TAG,
@@ -33,21 +34,25 @@ from robotoff_batch.resources import (
     ProductDumpResource,
     StagingResource,
 )
+from robotoff_batch.staging import Staging
 
 EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
 
 
-def changed_words(original: str, correction: str, limit: int = 4) -> str:
-    """The words that differ, ``old → new``, for a table cell: aligned word sequences, so a
-    split or joined word reads ``butteroil, → butter oil,`` rather than shifting the rest."""
-    a, b = original.split(), correction.split()
-    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    changes = [
-        f"{' '.join(a[i1:i2]) or '∅'} → {' '.join(b[j1:j2]) or '∅'}"
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
-    ]
-    return "; ".join(changes[:limit]) or "(whitespace only)"
+def output_rows(staging: Staging, job_uri: str) -> int | None:
+    """Rows of the job's task files under ``output/``, from their Parquet footers (the writers'
+    temporary files, named ``.*``, left out); None when the folder holds no Parquet file."""
+    prefix = f"{job_uri}/output/"
+    total, files = 0, 0
+    for uri in staging.list_uris(prefix_uri=prefix):
+        if not uri.endswith(".parquet") or any(
+            p.startswith(".") for p in uri[len(prefix) :].split("/")
+        ):
+            continue
+        with staging.open_read(uri=uri) as stream:
+            total += pq.ParquetFile(stream).metadata.num_rows
+        files += 1
+    return total if files else None
 
 
 def excerpts(original: str, correction: str, width: int = 200) -> tuple[str, str]:
@@ -123,8 +128,9 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
     check_count = dg.AssetCheckSpec(
         name="rows_imported_match_output",
         asset=key,
-        description="Predictions in the database that this job inserted = the output's "
-        "changed rows, less those already stored with the same model version.",
+        description="The rows the import read = the rows of the job's task files (their "
+        "Parquet footers, read again by the check), and the predictions stored for the job = "
+        "those the import inserted.",
     )
     check_held = dg.AssetCheckSpec(
         name="no_rows_quarantined",
@@ -186,6 +192,7 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         expected = outcome.predictions
         in_db = store.count_predictions(batch_job_id=job_id)
+        in_files = output_rows(area, area.job_uri(job_type=jt.name, job_id=job_id))
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
         held = (
@@ -230,8 +237,11 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
             check_results=[
                 dg.AssetCheckResult(
                     check_name=check_count.name,
-                    passed=in_db == expected,
+                    # the staged files may be gone (cleaned up) for a job imported long ago
+                    passed=in_db == expected and in_files in (None, outcome.source_rows),
                     metadata={
+                        "rows_in_task_files": in_files if in_files is not None else "gone",
+                        "rows_read_by_import": outcome.source_rows,
                         "in_database": in_db,
                         "inserted_by_import": expected,
                         "from_output": outcome.candidates,

@@ -8,7 +8,7 @@ runs, locally or in the cloud.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -285,3 +285,45 @@ def gone_status(job_id: str, job_type: str | None, engine_name: str) -> JobStatu
         labels={JOB_TYPE_LABEL: job_type} if job_type else {},
         status_events=(StatusEvent(time=datetime.now(UTC), type=GONE_EVENT, description=reason),),
     )
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What :func:`cancel_once` did: ``state`` is the job's state before (None: no such job)."""
+
+    job_id: str
+    state: JobState | None
+    sent: bool
+
+    @property
+    def message(self) -> str:
+        if self.state is None:
+            return f"no batch job {self.job_id!r}: nothing to cancel"
+        if self.state.is_terminal:
+            return f"{self.job_id} already ended {self.state.value}: nothing to cancel"
+        if not self.sent:
+            return f"{self.job_id} is already being cancelled ({self.state.value}): not sent again"
+        return f"cancelled {self.job_id} (was {self.state.value})"
+
+
+def cancel_once(
+    engine: BatchEngine,
+    job_id: str,
+    *,
+    status: JobStatus | None = None,
+    already_sent: Collection[str] = (),
+) -> CancelOutcome:
+    """Cancel a job, once: not a job that ended, nor one already stopping (cancelling,
+    deleting), nor one in ``already_sent`` (the follower's record of the cancels it sent, for
+    a job that has not yet left its state). ``status``: the job's status when the caller has
+    it (else one ``get_job``). The CLI, the UI's cancel job and the follower all cancel here."""
+    if status is None:
+        try:
+            status = engine.get_job(job_id=job_id)
+        except JobNotFoundError:
+            return CancelOutcome(job_id, None, sent=False)
+    state = status.state
+    if state.is_terminal or state.is_stopping or job_id in already_sent:
+        return CancelOutcome(job_id, state, sent=False)
+    engine.cancel(job_id=job_id)
+    return CancelOutcome(job_id, state, sent=True)

@@ -49,8 +49,9 @@ def demo(
     if limit is not None:
         params["limit"] = limit
     console.rule(f"robotoff-batch demo: {job_type.name} on the shipped OFF sample")
+    ws = operations.Workspace.from_env()
     try:
-        launched = operations.launch(job_type=job_type.name, params=params, debug=DEBUG["on"])
+        launched = operations.launch(ws, job_type=job_type.name, params=params, debug=DEBUG["on"])
     except operations.OperationError as exc:
         raise fail(f"launch failed: {exc}") from None
     say(
@@ -58,7 +59,7 @@ def demo(
         "to the local runner"
     )
     say("2. following the job (the sensor's own function):")
-    followed = follow_and_report(launched.job_id, timeout_s=1800)
+    followed = follow_and_report(ws, launched.job_id, timeout_s=1800)
     timeline = make_table("state timeline", ["time (UTC)", "event"])
     for e in followed.status.status_events:
         # "... for job projects/p/locations/l/jobs/<id>." adds nothing here
@@ -69,8 +70,8 @@ def demo(
     outcome = DemoOutcome(
         rows=launched.rows,
         state=followed.status.state.value,
-        examples=operations.examples(job_id=launched.job_id, limit=5),
-        record=operations.import_record(job_id=launched.job_id),
+        examples=operations.examples(ws, job_id=followed.status.job_id, limit=5),
+        record=operations.import_record(ws, job_id=followed.status.job_id),
     )
     for line in job_type.demo_lines(outcome):
         if isinstance(line, str):

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
+import typer
+
 from robotoff_batch.doctor.checks import run_checks
-from robotoff_batch.doctor.context import context_from_env
+from robotoff_batch.doctor.context import DoctorContext, context_from_env
 
 
 def doctor_command() -> None:
     """Production preflight, read-only: credentials, project and region, the bucket (a probe
     object created and removed), ListJobs, acting as the jobs' service account, the images.
     One line per check, with the fix; exit status 1 when any check fails."""
-    import os
+    report(context_from_env(dict(os.environ)))
 
-    import typer
 
-    checks = run_checks(context_from_env(dict(os.environ)))
+def report(ctx: DoctorContext) -> None:
+    """Run the checks in ``ctx`` and print them; ``typer.Exit(1)`` when one failed."""
+    checks = run_checks(ctx)
     for check in checks:
         typer.echo(check.render())
     failed = [c for c in checks if not c.ok]

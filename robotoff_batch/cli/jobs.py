@@ -11,7 +11,7 @@ import yaml
 from rich.text import Text
 from typer.core import TyperCommand
 
-from robotoff_batch.batch.engine import JobNotFoundError, JobState
+from robotoff_batch.batch.engine import JobNotFoundError, JobState, cancel_once
 from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
 from robotoff_batch.cost import job_cost_lines
@@ -74,30 +74,37 @@ def launch(
     ),
 ) -> None:
     """Launch a batch job through the Dagster instance (it shows in the UI)."""
+    ws = operations.Workspace.from_env()
     try:
         outcome = operations.launch(
-            job_type=job_type, params=_parse_params(params or []), debug=DEBUG["on"]
+            ws, job_type=job_type, params=_parse_params(params or []), debug=DEBUG["on"]
         )
     except operations.OperationError as exc:
         raise fail(f"launch failed: {exc}") from None
     say(f"launched batch job {outcome.job_id} ({outcome.rows} products)")
     if wait:
-        follow_and_report(outcome.job_id, timeout_s)
+        follow_and_report(ws, outcome.job_id, timeout_s)
 
 
-def follow_and_report(job_id: str, timeout_s: float) -> operations.Outcome:
-    """Follow a job to its outcome; print each state once; exit 1 unless it was imported (or
-    recorded, for a job type that imports nothing)."""
+def follow_and_report(
+    ws: operations.Workspace, launched: str, timeout_s: float
+) -> operations.Outcome:
+    """Follow a job (and the fallback jobs that replace it) to its outcome; print each state
+    once; exit 1 unless it was imported (or recorded, for a job type that imports nothing)."""
     try:
         outcome = operations.follow_job(
-            job_id=job_id,
+            ws,
+            job_id=launched,
             timeout_s=timeout_s,
-            on_change=lambda old, new: say(f"  {job_id}: {old} → {new}"),
+            on_change=lambda job_id, old, new: say(f"  {job_id}: {old} → {new}"),
             on_message=lambda level, message: say(f"  {message}", err=True),
             debug=DEBUG["on"],
         )
     except operations.OperationError as exc:
         raise fail(str(exc)) from None
+    job_id = outcome.status.job_id
+    if job_id != launched:
+        say(f"{launched} was replaced by its capacity fallback {job_id}")
     who = "the Dagster daemon" if outcome.by_daemon else "this command"
     state = outcome.status.state
     if state != JobState.SUCCEEDED:
@@ -157,10 +164,8 @@ def status(
     console.print(tasks)
     for line in job_cost_lines(s, engine.name, _instance_or_none()):
         say(line)
-    if s.state == JobState.SUCCEEDED and operations.job_type_imports(
-        s.labels.get(JOB_TYPE_LABEL, "")
-    ):
-        _print_quarantine(job_id)
+    if s.state == JobState.SUCCEEDED:
+        _print_quarantine(job_id, s.labels.get(JOB_TYPE_LABEL, ""))
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
         tail = engine.log_tail(job_id=job_id)
         if tail:
@@ -185,10 +190,15 @@ def import_(
 ) -> None:
     """Record a finished job's outcome and import its output (again: changes nothing)."""
     try:
+        ws = operations.Workspace.from_env()
         already, n, _ = operations.run_import(
-            job_id=job_id, debug=DEBUG["on"], retry_quarantined=retry_quarantined, partial=partial
+            ws,
+            job_id=job_id,
+            debug=DEBUG["on"],
+            retry_quarantined=retry_quarantined,
+            partial=partial,
         )
-        record = operations.import_record(job_id=job_id)
+        record = operations.import_record(ws, job_id=job_id)
     except operations.OperationError as exc:
         raise fail(f"import failed: {exc}") from None
     note = " (already imported: nothing changed)" if already and not retry_quarantined else ""
@@ -202,11 +212,15 @@ def import_(
         )
 
 
-def _print_quarantine(job_id: str) -> None:
-    """The import's counts and the rows it held back, when the job was imported."""
+def _print_quarantine(job_id: str, job_type: str) -> None:
+    """The import's counts and the rows it held back, when the job type imports and the job
+    was imported."""
     try:
-        record = operations.import_record(job_id=job_id)
-        held = operations.quarantined(job_id=job_id) if record is not None else []
+        ws = operations.Workspace.from_env()
+        if not ws.imports(job_type):
+            return
+        record = operations.import_record(ws, job_id=job_id)
+        held = operations.quarantined(ws, job_id=job_id) if record is not None else []
     except Exception as exc:  # the predictions database is not reachable: say so, go on
         say(f"import: not known ({exc})")
         return
@@ -233,17 +247,5 @@ def _print_quarantine(job_id: str) -> None:
 
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
     """Cancel a batch job, once; a job already ended, cancelling or gone is left alone."""
-    engine = batch_engine()
-    try:
-        before = engine.get_job(job_id=job_id).state
-    except JobNotFoundError:
-        say(f"no batch job {job_id!r}: nothing to cancel")
-        return
-    if before.is_terminal:
-        say(f"{job_id} already ended {before.value}: nothing to cancel")
-        return
-    if before.is_stopping:
-        say(f"{job_id} is already {before.value}: not sent again")
-        return
-    engine.cancel(job_id=job_id)
-    say(f"cancelled {job_id} (was {before.value}); the sensor records it as CANCELLED")
+    done = cancel_once(batch_engine(), job_id)
+    say(done.message + ("; the sensor records it as CANCELLED" if done.sent else ""))

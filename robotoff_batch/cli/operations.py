@@ -1,11 +1,12 @@
 """What the CLI does, through the same Dagster instance the UI and the daemon use.
 
 A launch from here is a run of the job type's launch job in the Dagster instance (so it shows
-in the UI). Following a job to its outcome uses the sensor's own function,
-:func:`robotoff_batch.follow.follow`: when a Dagster daemon runs the sensor, the CLI only
-watches; when none does, the CLI applies the follower's plan itself (partitions, state
-observations, the finish run in-process), so the UI shows the same history either way and a
-job is never followed or imported twice.
+in the UI). Following a job to its outcome uses the sensor's own function and settings
+(:func:`robotoff_batch.follow.follow`, :class:`~robotoff_batch.follow.FollowSettings`): when a
+Dagster daemon runs the sensor, the CLI only watches; when none does, the CLI applies the very
+result the sensor would return (new partitions, observations, finish and fallback runs, in this
+process), so the UI shows the same history either way, a stuck job is reported, a job waiting
+on capacity falls back, and a job is never followed or imported twice.
 """
 
 from __future__ import annotations
@@ -14,34 +15,30 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from robotoff_batch.batch.engine import JobNotFoundError, JobState, JobStatus
+from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobState, JobStatus
 from robotoff_batch.follow import (
     DagsterFollowStorage,
     FinishRequest,
     FollowCache,
+    FollowSettings,
     FollowStorage,
     follow,
 )
+from robotoff_batch.follow.apply import apply_in_process
+from robotoff_batch.follow.fallback import fallback_job_id, supersessions
+from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
-    ATTEMPT_TAG,
-    BATCH_JOB_ID_TAG,
     BATCH_JOB_SUBMISSION,
-    FINISH_KIND,
     JOB_TYPE_LABEL,
     PRODUCTS,
-    RETRY_QUARANTINED_TAG,
-    RUN_KIND_TAG,
-    finish_job_name,
     launch_job_name,
     partitions_def_name,
-    predictions_asset_key,
 )
 from robotoff_batch.paths import home_dir
 
@@ -60,7 +57,6 @@ run_monitoring:
   start_timeout_seconds: 180
   poll_interval_seconds: 30
 """
-_OLD_DEFAULT_YAML = "telemetry:\n  enabled: false\n"
 SENSOR_NAME = "batch_job_sensor"
 
 
@@ -97,7 +93,7 @@ def dagster_home() -> Path:
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    if not config.exists() or config.read_text() == _OLD_DEFAULT_YAML:
+    if not config.exists():
         config.write_text(DEFAULT_DAGSTER_YAML)
     return path
 
@@ -107,27 +103,52 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-@cache
-def _definitions() -> dg.Definitions:
-    from robotoff_batch.definitions import build_definitions
+@dataclass
+class Workspace:
+    """The code location, its job types and the Dagster instance a command works with: from
+    the environment for the CLI (:meth:`from_env`), the UI's and the daemon's."""
 
-    return build_definitions()
+    definitions: dg.Definitions
+    instance: dg.DagsterInstance
+    registry: list[RegisteredJobType]
+    _resources: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_env(cls) -> Workspace:
+        """The code location of this environment (job_configs/, ``ROBOTOFF_BATCH_*``): an
+        invalid job config fails here, before anything is launched."""
+        from robotoff_batch.definitions import build_definitions
+        from robotoff_batch.job_types import load_registry
 
-@cache
-def _resource(key: str) -> Any:
-    """An initialised resource of the code location (environment variables resolved)."""
-    from robotoff_batch.resources import initialized
+        registry = list(load_registry().values())
+        return cls(build_definitions(registry=registry), instance(), registry)
 
-    resources = _definitions().resources or {}
-    return initialized(resources[key])
+    def resource(self, key: str) -> Any:
+        """An initialised resource of the code location (environment variables resolved)."""
+        from robotoff_batch.resources import initialized
 
+        if key not in self._resources:
+            self._resources[key] = initialized((self.definitions.resources or {})[key])
+        return self._resources[key]
 
-def reload() -> None:
-    """Forget the code location and resources read so far: the next operation reads them
-    again from the environment (a long-lived caller whose environment changed; tests)."""
-    _definitions.cache_clear()
-    _resource.cache_clear()
+    @property
+    def engine(self) -> BatchEngine:
+        return self.resource("batch_engine").get_engine()  # type: ignore[no-any-return]
+
+    @property
+    def store(self) -> Any:
+        return self.resource("prediction_store").get_store()
+
+    @property
+    def settings(self) -> FollowSettings:
+        return FollowSettings.from_registry(self.registry)
+
+    def storage(self) -> FollowStorage:
+        return DagsterFollowStorage(self.instance, self.resource("prediction_store"))
+
+    def imports(self, job_type: str) -> bool:
+        """Whether the finish run of ``job_type`` imports (or hands over to Robotoff)."""
+        return self.settings.imports.get(job_type, True)
 
 
 def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
@@ -149,12 +170,13 @@ def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
     return f"run {run_id} failed"
 
 
-def launch(*, job_type: str, params: dict[str, Any], debug: bool = False) -> LaunchOutcome:
+def launch(
+    ws: Workspace, *, job_type: str, params: dict[str, Any], debug: bool = False
+) -> LaunchOutcome:
     """Extract, stage and submit one batch job (a run of ``launch_<job type>``)."""
     from robotoff_batch.assets.launch import launch_op_name
-    from robotoff_batch.job_types import load_registry
 
-    registry = load_registry()
+    registry = {r.name: r for r in ws.registry}
     if job_type not in registry:
         raise OperationError(f"unknown job type {job_type!r} (known: {', '.join(registry)})")
     jt = registry[job_type].job_type
@@ -170,16 +192,16 @@ def launch(*, job_type: str, params: dict[str, Any], debug: bool = False) -> Lau
         launch_config = launch_cls(**params)
     except Exception as exc:  # pydantic's ValidationError, with the field names
         raise OperationError(f"invalid launch parameters: {_one_line_validation(exc)}") from None
-    job = _definitions().resolve_job_def(launch_job_name(job_type))
+    job = ws.definitions.resolve_job_def(launch_job_name(job_type))
     result = job.execute_in_process(
         run_config=dg.RunConfig(
             ops={launch_op_name(jt.key_prefix): launch_config}, loggers=console_loggers(debug)
         ),
-        instance=instance(),
+        instance=ws.instance,
         raise_on_error=False,
     )
     if not result.success:
-        raise OperationError(run_failure_message(instance(), result.run_id))
+        raise OperationError(run_failure_message(ws.instance, result.run_id))
     job_id, rows = "", 0
     for event in result.get_asset_materialization_events():
         mat = event.materialization
@@ -221,126 +243,103 @@ def daemon_follows(inst: dg.DagsterInstance) -> bool:
         return False
 
 
-def _job_types() -> dict[str, bool]:
-    from robotoff_batch.job_types import load_registry
-
-    # the finish run imports (or hands over to Robotoff) for the job types that import
-    return {name: r.job_type.imports for name, r in load_registry().items()}
-
-
-def _storage(inst: dg.DagsterInstance) -> FollowStorage:
-    return DagsterFollowStorage(inst, _resource("prediction_store"))
+def chain_ids(ws: Workspace, job_id: str) -> set[str]:
+    """``job_id`` and the ids its capacity fallbacks would get (``<id>-f<n>``): what a command
+    following ``job_id`` follows."""
+    most = max((len(r.config.fallbacks) for r in ws.registry), default=0)
+    return {job_id} | {fallback_job_id(job_id, i) for i in range(1, most + 1)}
 
 
-def execute_finish(
-    inst: dg.DagsterInstance,
-    request: FinishRequest,
-    *,
-    debug: bool = False,
-    tags: dict[str, str] | None = None,
-    partial: bool = False,
-) -> dg.ExecuteInProcessResult:
-    """Run a finish run in this process (the sensor's run, when no daemon runs). ``partial``:
-    the import alone, of a FAILED job's complete chunks (its outcome is already recorded)."""
-    from robotoff_batch.names import PARTIAL_IMPORT_TAG, batch_job_asset_key
-
-    name = partitions_def_name(request.job_type)
-    if not inst.has_dynamic_partition(name, request.job_id):
-        inst.add_dynamic_partitions(name, [request.job_id])
-    selection = [] if partial else [batch_job_asset_key(request.job_type)]
-    if request.with_import:
-        selection.append(predictions_asset_key(request.job_type))
-    job = _definitions().resolve_job_def(finish_job_name(request.job_type))
-    return job.execute_in_process(
-        instance=inst,
-        partition_key=request.job_id,
-        asset_selection=selection,
-        raise_on_error=False,
-        tags={
-            BATCH_JOB_ID_TAG: request.job_id,
-            RUN_KIND_TAG: FINISH_KIND,
-            "dagster/run_key": request.run_key,
-            ATTEMPT_TAG: str(request.attempt + 1),
-            **(tags or {}),
-            **({PARTIAL_IMPORT_TAG: "true"} if partial else {}),
-        },
-        run_config=dg.RunConfig(loggers=console_loggers(debug)),
-    )
+def last_of_chain(statuses: dict[str, JobStatus], job_id: str) -> str:
+    """The job that replaced ``job_id`` (and so on): the one whose outcome counts."""
+    replaced = supersessions(statuses)
+    seen = {job_id}
+    while job_id in replaced and replaced[job_id] not in seen:
+        job_id = replaced[job_id]
+        seen.add(job_id)
+    return job_id
 
 
 def follow_job(
+    ws: Workspace,
     *,
     job_id: str,
     timeout_s: float,
     poll_s: float = 1.0,
-    on_change: Callable[[str, str], None] | None = None,
+    on_change: Callable[[str, str, str], None] | None = None,
     on_message: Callable[[int, str], None] | None = None,
     debug: bool = False,
 ) -> Outcome:
-    """Follow one job to its settled outcome with the sensor's function (see the module doc)."""
-    inst = instance()
-    _definitions()  # fail early on an invalid job config
-    engine = _resource("batch_engine").get_engine()
-    storage = _storage(inst)
-    job_types = _job_types()
+    """Follow one job (and the fallback jobs that replace it) to its settled outcome with the
+    sensor's function and settings; without a daemon, apply the sensor's result here.
+
+    ``on_change(job id, old state, new state)`` is called once per state seen, ``on_message``
+    with each warning of the follower (a stuck job, a fallback, a retried import)."""
+    engine = ws.engine
+    storage = ws.storage()
+    settings = ws.settings
+    only = chain_ids(ws, job_id)
+    run_config = dg.RunConfig(loggers=console_loggers(debug))
     cache = FollowCache()
-    last_state: str | None = None
+    seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
-    by_daemon = False
     while True:
-        by_daemon = daemon_follows(inst)
-        plan = follow(
-            engine=engine, cache=cache, storage=storage, job_types=job_types, only={job_id}
-        )
-        status = plan.statuses.get(job_id)
-        if status is None and not plan.errors:
+        by_daemon = daemon_follows(ws.instance)
+        plan = follow(engine=engine, cache=cache, storage=storage, settings=settings, only=only)
+        if job_id not in plan.statuses and not plan.errors:
             raise OperationError(f"no batch job {job_id!r} in the {engine.name} engine")
-        if status is not None and status.state.value != last_state:
-            if on_change:
-                on_change(last_state or "(new)", status.state.value)
-            last_state = status.state.value
+        for jid, listed in sorted(plan.statuses.items()):
+            if listed.state.value != seen.get(jid) and on_change:
+                on_change(jid, seen.get(jid, "(new)"), listed.state.value)
+            seen[jid] = listed.state.value
+        current = last_of_chain(plan.statuses, job_id)
+        status = plan.statuses.get(current)
+        ran = []
         if not by_daemon:  # apply the plan, as the daemon would
-            for jt, ids in plan.new_partitions.items():
-                inst.add_dynamic_partitions(partitions_def_name(jt), ids)
-            for observation in plan.observations:
-                inst.report_runless_asset_event(observation)
             for level, message in plan.messages:
                 if level >= logging.WARNING and on_message:
                     on_message(level, message)
-            for request in plan.finish_requests:
-                execute_finish(inst, request, debug=debug)
+            result = plan.sensor_result()
+            ran = apply_in_process(
+                result, definitions=ws.definitions, instance=ws.instance, run_config=run_config
+            )
         cache = plan.cache
-        if plan.finish_requests and not by_daemon:
-            continue  # the next call settles what the finish run just recorded
-        if job_id in cache.settled and status is not None:
-            return _outcome(inst, status, by_daemon)
+        if ran:
+            continue  # the next call settles what the runs just recorded
+        if current in cache.settled and status is not None:
+            return _outcome(ws, status, by_daemon)
         if time.monotonic() > deadline:
             state = status.state.value if status else "unknown"
             raise OperationError(
-                f"batch job {job_id} still {state} after {timeout_s:.0f} s; it goes on and "
+                f"batch job {current} still {state} after {timeout_s:.0f} s; it goes on and "
                 "nothing is lost: the sensor of `make ui` / the Dagster daemon follows and "
-                f"imports it, or run `robotoff-batch import {job_id}` once it ended"
+                f"imports it, or run `robotoff-batch import {current}` once it ended"
             )
         time.sleep(poll_s)
 
 
-def _outcome(inst: dg.DagsterInstance, status: JobStatus, by_daemon: bool) -> Outcome:
-    runs = _storage(inst).finish_runs([status.job_id]).get(status.job_id, [])
+def _outcome(ws: Workspace, status: JobStatus, by_daemon: bool) -> Outcome:
+    runs = ws.storage().finish_runs([status.job_id]).get(status.job_id, [])
     last = runs[0] if runs else None
     message = ""
     if last is not None and not last.succeeded:
-        message = run_failure_message(inst, last.run_id)
-    imports = _job_types().get(status.labels.get(JOB_TYPE_LABEL, ""), True)
+        message = run_failure_message(ws.instance, last.run_id)
+    imports = ws.imports(status.labels.get(JOB_TYPE_LABEL, ""))
     imported = None
     if imports and status.state == JobState.SUCCEEDED and last is not None and last.succeeded:
-        imported = count(job_id=status.job_id)
+        imported = count(ws, job_id=status.job_id)
     return Outcome(
         status=status, imported=imported, message=message, by_daemon=by_daemon, imports=imports
     )
 
 
 def run_import(
-    *, job_id: str, debug: bool = False, retry_quarantined: bool = False, partial: bool = False
+    ws: Workspace,
+    *,
+    job_id: str,
+    debug: bool = False,
+    retry_quarantined: bool = False,
+    partial: bool = False,
 ) -> tuple[bool, int, str]:
     """Record a job's outcome and import its output (again: a no-op when imported, unless
     ``retry_quarantined``: its held-back rows are then read and checked again); with
@@ -349,44 +348,48 @@ def run_import(
 
     Returns (already imported before, predictions in the database, run id).
     """
-
-    engine = _resource("batch_engine").get_engine()
     try:
-        status = engine.get_job(job_id=job_id)
+        status = ws.engine.get_job(job_id=job_id)
     except JobNotFoundError:
         raise OperationError(f"no batch job {job_id!r}") from None
     job_type = status.labels.get(JOB_TYPE_LABEL, "")
-    if not _job_types().get(job_type, True):
+    if not ws.imports(job_type):
         raise OperationError(f"{job_id} is a {job_type} job: that job type imports nothing")
-    inst = instance()
-    store = _resource("prediction_store").get_store()
-    already = job_id in store.imported_jobs([job_id])
-    runs = _storage(inst).finish_runs([job_id]).get(job_id, [])
+    already = job_id in ws.store.imported_jobs([job_id])
+    runs = ws.storage().finish_runs([job_id]).get(job_id, [])
     request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
-    tags = {RETRY_QUARANTINED_TAG: "true"} if retry_quarantined else None
-    result = execute_finish(inst, request, debug=debug, tags=tags, partial=partial)
+    request = FinishRequest(
+        job_id,
+        job_type,
+        attempt=len(runs),
+        with_import=True,
+        partial=partial,
+        retry_quarantined=retry_quarantined,
+    )
+    result = apply_in_process(
+        dg.SensorResult(
+            run_requests=[request.run_request()],
+            dynamic_partitions_requests=[
+                dg.AddDynamicPartitionsRequest(partitions_def_name(job_type), [job_id])
+            ],
+        ),
+        definitions=ws.definitions,
+        instance=ws.instance,
+        run_config=dg.RunConfig(loggers=console_loggers(debug)),
+    )[0]
     if not result.success:
-        raise OperationError(run_failure_message(inst, result.run_id))
-    return already, count(job_id=job_id), result.run_id
+        raise OperationError(run_failure_message(ws.instance, result.run_id))
+    return already, count(ws, job_id=job_id), result.run_id
 
 
-def job_type_imports(job_type: str) -> bool:
-    """Whether a job type's finish run imports (or hands over) its output."""
-    return _job_types().get(job_type, True)
-
-
-def quarantined(*, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+def quarantined(ws: Workspace, *, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
     """The output rows a job's import held back (file, row, code, reason)."""
-    return list(_store().quarantined_rows(job_id, limit))
+    return list(ws.store.quarantined_rows(job_id, limit))
 
 
-def _store() -> Any:
-    return _resource("prediction_store").get_store()
-
-
-def examples(*, job_id: str, limit: int = 5) -> list[dict[str, Any]]:
+def examples(ws: Workspace, *, job_id: str, limit: int = 5) -> list[dict[str, Any]]:
     """A few imported predictions of a job, flattened for display."""
-    rows = _store().fetch_examples(batch_job_id=job_id, limit=limit)
+    rows = ws.store.fetch_examples(batch_job_id=job_id, limit=limit)
     flat = []
     for row in rows:
         data = row.get("data") or {}
@@ -394,11 +397,11 @@ def examples(*, job_id: str, limit: int = 5) -> list[dict[str, Any]]:
     return flat
 
 
-def import_record(*, job_id: str) -> Any:
+def import_record(ws: Workspace, *, job_id: str) -> Any:
     """The ledger's record of a job's import (counts: from the output, inserted, kept,
     replaced, insights), or None when it is not imported."""
-    return _store().imported_job(job_id)
+    return ws.store.imported_job(job_id)
 
 
-def count(*, job_id: str) -> int:
-    return int(_store().count_predictions(batch_job_id=job_id))
+def count(ws: Workspace, *, job_id: str) -> int:
+    return int(ws.store.count_predictions(batch_job_id=job_id))

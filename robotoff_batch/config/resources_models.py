@@ -217,17 +217,6 @@ class BatchResources(BaseModel):
                 )
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_fields(cls, data: object) -> object:
-        if isinstance(data, dict) and "boot_disk_mib" in data:
-            raise _field_error(
-                "boot_disk_mib",
-                "boot_disk_mib is gone: it was Batch's *extra* per-task disk, not the VM's boot "
-                "disk. Write boot_disk_gb (the VM's boot disk, in GB; 100 for the vLLM image)",
-            )
-        return data
-
     @field_validator("labels")
     @classmethod
     def _no_reserved_label(cls, value: dict[str, str]) -> dict[str, str]:

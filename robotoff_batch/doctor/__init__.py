@@ -30,7 +30,6 @@ is ``robotoff_batch/cli/doctor.py``.
 from robotoff_batch.doctor.checks import run_checks
 from robotoff_batch.doctor.context import (
     ACT_AS,
-    BATCH_EMULATOR_ENV,
     IAM_ENDPOINT,
     IAM_ENDPOINT_ENV,
     LOCATION_ENV,
@@ -47,7 +46,6 @@ from robotoff_batch.doctor.context import (
 
 __all__ = [
     "ACT_AS",
-    "BATCH_EMULATOR_ENV",
     "Check",
     "DoctorContext",
     "IAM_ENDPOINT",

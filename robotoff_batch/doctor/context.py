@@ -88,13 +88,10 @@ def load_configs() -> dict[str, JobConfig]:
     return {item.job_type: item.config for item in map(load_job_config, job_config_paths())}
 
 
-BATCH_EMULATOR_ENV = "ROBOTOFF_BATCH_BATCH_EMULATOR_HOST"
-
-
 def context_from_env(env: Mapping[str, str]) -> DoctorContext:
     """The production context; emulators where their variables say so (tests, rehearsals):
-    ``STORAGE_EMULATOR_HOST``, ``ROBOTOFF_BATCH_BATCH_EMULATOR_HOST`` (gRPC, no TLS) and an
-    ``http://`` ``ROBOTOFF_BATCH_IAM_ENDPOINT`` take no credentials."""
+    ``STORAGE_EMULATOR_HOST`` and an ``http://`` ``ROBOTOFF_BATCH_IAM_ENDPOINT`` take no
+    credentials. The Batch client is built from the credentials (a caller may set one)."""
     ctx = DoctorContext(env=env, configs=load_configs())
     if env.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
@@ -102,17 +99,6 @@ def context_from_env(env: Mapping[str, str]) -> DoctorContext:
 
         ctx.storage_client = storage.Client(
             project=env.get(PROJECT_ENV) or "emulator", credentials=AnonymousCredentials()
-        )
-    if env.get(BATCH_EMULATOR_ENV):
-        import grpc
-        from google.cloud import batch_v1
-        from google.cloud.batch_v1.services.batch_service.transports import (
-            BatchServiceGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(env[BATCH_EMULATOR_ENV])
-        ctx.batch_client = batch_v1.BatchServiceClient(
-            transport=BatchServiceGrpcTransport(channel=channel)
         )
     endpoint = env.get(IAM_ENDPOINT_ENV, "")
     if endpoint.startswith("http://"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -36,9 +36,10 @@ from robotoff_batch.batch.engine import (
     JobNotFoundError,
     JobState,
     JobStatus,
+    cancel_once,
     gone_status,
 )
-from robotoff_batch.follow.fallback import FallbackPolicy, plan_fallbacks, supersessions
+from robotoff_batch.follow.fallback import plan_fallbacks, supersessions
 from robotoff_batch.follow.metadata import (
     job_metadata,
     state_metadata,
@@ -48,7 +49,8 @@ from robotoff_batch.follow.plan import (
     PendingLimit,
     StateChange,
 )
-from robotoff_batch.follow.settle import DEFAULT_RETRY_DELAY_S, settle
+from robotoff_batch.follow.settings import FollowSettings
+from robotoff_batch.follow.settle import settle
 from robotoff_batch.follow.storage import (
     FollowCache,
     FollowStorage,
@@ -66,65 +68,103 @@ def follow(
     engine: BatchEngine,
     cache: FollowCache,
     storage: FollowStorage,
-    job_types: Mapping[str, bool],
+    settings: FollowSettings,
     only: Collection[str] | None = None,
     now: float | None = None,
-    retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
-    pending_limits: Mapping[str, PendingLimit] | None = None,
-    fallbacks: Mapping[str, FallbackPolicy] | None = None,
 ) -> FollowPlan:
     """One reconciliation of the engine's jobs with Dagster and the ledger.
 
-    ``job_types`` maps each known job type to whether its SUCCEEDED jobs are imported by a
-    finish run (False: the outcome is recorded, nothing is imported). ``only`` restricts the
-    work to some job ids (the CLI following its own job). ``pending_limits`` (per job type)
-    reports, once, a job stuck QUEUED/SCHEDULED too long, with the events that say why, and
-    cancels it where the job type asks. Raises only when the engine cannot list jobs at all
-    (then nothing is known, and the cache is kept as it was).
+    ``settings`` says, per job type, whether its SUCCEEDED jobs are imported by a finish run,
+    how long a job may wait QUEUED/SCHEDULED before it is reported stuck (once, with the events
+    that say why; cancelled where the job type asks), and its capacity fallbacks. ``only``
+    restricts the work to some job ids (the CLI following its own job and its fallbacks).
+    Raises only when the engine cannot list jobs at all (then nothing is known, and the cache
+    is kept as it was).
     """
-    now = time.time() if now is None else now
-    plan = FollowPlan(cache=cache.copy())
-    c = plan.cache
+    tick = _Tick(engine, storage, settings, FollowPlan(cache=cache.copy()), only)
+    tick.list_jobs()
+    tick.confirm_unlisted()
+    tick.settle_orphans()
+    tick.register_new()
+    _cancel_for_cancelled_owners(engine, tick.plan, storage, tick.statuses)
+    finished = tick.record_states()
+    at = time.time() if now is None else now
+    _report_stuck(engine, tick.plan, tick.statuses, tick.job_type_of, settings.pending_limits, at)
+    plan_fallbacks(tick.plan, tick.statuses, tick.job_type_of, settings.fallbacks, at)
+    replaced = supersessions(tick.statuses)
+    _cancel_superseded(engine, tick.plan, tick.statuses, replaced)
+    settle(
+        tick.plan,
+        storage,
+        finished,
+        settings.imports,
+        tick.job_type_of,
+        at,
+        settings.retry_delay_s,
+        replaced,
+    )
+    tick.forget_the_unknown()
+    return tick.plan
 
-    def wanted(job_id: str) -> bool:
-        return only is None or job_id in only
 
-    statuses: dict[str, JobStatus] = {}
-    listed_ids: set[str] = set()
-    for status in engine.list_jobs(labels=dict([APP_LABEL])):
-        listed_ids.add(status.job_id)
-        if status.labels.get(JOB_TYPE_LABEL) in job_types and wanted(status.job_id):
-            statuses[status.job_id] = status
-    plan.listed = len(statuses)
-    registered = {jt: storage.registered(jt) for jt in job_types}
+@dataclass
+class _Tick:
+    """One call of :func:`follow`: the jobs it sees, step by step (see the module doc)."""
 
-    def job_type_of(job_id: str, status: JobStatus) -> str:
+    engine: BatchEngine
+    storage: FollowStorage
+    settings: FollowSettings
+    plan: FollowPlan
+    only: Collection[str] | None
+    statuses: dict[str, JobStatus] = field(default_factory=dict)
+    listed_ids: set[str] = field(default_factory=set)
+    registered: dict[str, set[str]] = field(default_factory=dict)
+
+    def wanted(self, job_id: str) -> bool:
+        return self.only is None or job_id in self.only
+
+    def job_type_of(self, job_id: str, status: JobStatus) -> str:
         jt = status.labels.get(JOB_TYPE_LABEL)
         if jt:
             return jt
-        if job_id in c.states:
-            return c.states[job_id][0]
-        return next(t for t, ids in registered.items() if job_id in ids)
+        if job_id in self.plan.cache.states:
+            return self.plan.cache.states[job_id][0]
+        return next(t for t, ids in self.registered.items() if job_id in ids)
 
-    # Jobs being followed that the listing no longer shows: confirm each with one get_job.
-    for job_id, (jt, _) in sorted(c.states.items()):
-        if job_id in statuses or not wanted(job_id):
-            continue
-        if jt not in job_types:
-            del c.states[job_id]
-            continue
-        _fetch(engine, plan, statuses, job_id, jt)
+    def list_jobs(self) -> None:
+        """ONE listing of the engine's jobs, and the job partitions of each job type."""
+        job_types = self.settings.imports
+        for status in self.engine.list_jobs(labels=dict([APP_LABEL])):
+            self.listed_ids.add(status.job_id)
+            if status.labels.get(JOB_TYPE_LABEL) in job_types and self.wanted(status.job_id):
+                self.statuses[status.job_id] = status
+        self.plan.listed = len(self.statuses)
+        self.registered = {jt: set(self.storage.registered(jt)) for jt in job_types}
 
-    # Partitions nobody follows any more and that are not settled (a lost cursor, or a job
-    # deleted while no follower ran): settled if a finish run or the ledger says so, else
-    # looked up in the engine.
-    orphans = {
-        job_id: jt
-        for jt, ids in registered.items()
-        for job_id in ids
-        if job_id not in statuses and job_id not in c.settled and wanted(job_id)
-    }
-    if orphans:
+    def confirm_unlisted(self) -> None:
+        """Jobs being followed that the listing no longer shows: one get_job each."""
+        states = self.plan.cache.states
+        for job_id, (jt, _) in sorted(states.items()):
+            if job_id in self.statuses or not self.wanted(job_id):
+                continue
+            if jt not in self.settings.imports:
+                del states[job_id]
+                continue
+            _fetch(self.engine, self.plan, self.statuses, job_id, jt)
+
+    def settle_orphans(self) -> None:
+        """Partitions nobody follows any more and that are not settled (a lost cursor, or a job
+        deleted while no follower ran): settled if a finish run or the ledger says so, else
+        looked up in the engine."""
+        c, plan, storage = self.plan.cache, self.plan, self.storage
+        orphans = {
+            job_id: jt
+            for jt, ids in self.registered.items()
+            for job_id in ids
+            if job_id not in self.statuses and job_id not in c.settled and self.wanted(job_id)
+        }
+        if not orphans:
+            return
         runs = plan.read("read finish runs", lambda: storage.finish_runs(orphans), {})
         imported = plan.read("read the import ledger", lambda: storage.imported(orphans), None)
         for job_id, jt in sorted(orphans.items()):
@@ -132,43 +172,44 @@ def follow(
             if any(r.finished for r in job_runs) or (imported and job_id in imported):
                 c.settled.add(job_id)
             elif not job_runs and imported is not None:
-                _fetch(engine, plan, statuses, job_id, jt)
+                _fetch(self.engine, plan, self.statuses, job_id, jt)
 
-    # Registration of jobs launched from anywhere (UI, CLI, schedule, another deployment).
-    for job_id, status in sorted(statuses.items()):
-        jt = job_type_of(job_id, status)
-        if job_id not in registered[jt] and job_id in listed_ids:
-            plan.new_partitions.setdefault(jt, []).append(job_id)
-            plan.log(logging.INFO, f"{job_id}: registered as a {jt} batch job partition")
+    def register_new(self) -> None:
+        """A partition for each job launched from anywhere (UI, CLI, schedule, elsewhere)."""
+        for job_id, status in sorted(self.statuses.items()):
+            jt = self.job_type_of(job_id, status)
+            if job_id not in self.registered[jt] and job_id in self.listed_ids:
+                self.plan.new_partitions.setdefault(jt, []).append(job_id)
+                self.plan.log(logging.INFO, f"{job_id}: registered as a {jt} batch job partition")
 
-    _cancel_for_cancelled_owners(engine, plan, storage, statuses)
-
-    # State changes of jobs in flight.
-    finished: dict[str, JobStatus] = {}
-    for job_id, status in sorted(statuses.items()):
-        jt = job_type_of(job_id, status)
-        previous = c.states.get(job_id, (jt, None))[1]
-        if status.state.is_terminal:
-            c.cancel_sent.discard(job_id)
-            if job_id in c.settled:
-                c.states.pop(job_id, None)
-                continue
-            # kept until settled: the ticks before its finish run ends log no change again
+    def record_states(self) -> dict[str, JobStatus]:
+        """Each state change once (an observation for a job in flight); returns the finished
+        jobs not yet settled, kept in the cursor until they are."""
+        c = self.plan.cache
+        finished: dict[str, JobStatus] = {}
+        for job_id, status in sorted(self.statuses.items()):
+            jt = self.job_type_of(job_id, status)
+            previous = c.states.get(job_id, (jt, None))[1]
+            if status.state.is_terminal:
+                c.cancel_sent.discard(job_id)
+                if job_id in c.settled:
+                    c.states.pop(job_id, None)
+                    continue
+                finished[job_id] = status
             c.states[job_id] = (jt, status.state.value)
-            finished[job_id] = status
             if previous != status.state.value:
-                plan.changes.append(StateChange(job_id, jt, previous, status.state.value))
-                plan.log(
-                    logging.WARNING if status.state != JobState.SUCCEEDED else logging.INFO,
-                    f"{job_id}: {previous or '(new)'} -> {status.state.value}",
-                )
-            continue
-        c.states[job_id] = (jt, status.state.value)
-        if previous == status.state.value:
-            continue
-        plan.changes.append(StateChange(job_id, jt, previous, status.state.value))
-        plan.log(logging.INFO, f"{job_id}: {previous or '(new)'} -> {status.state.value}")
-        plan.observations.append(
+                self._changed(job_id, jt, previous, status)
+        return finished
+
+    def _changed(self, job_id: str, jt: str, previous: str | None, status: JobStatus) -> None:
+        new = status.state.value
+        self.plan.changes.append(StateChange(job_id, jt, previous, new))
+        failed = status.state.is_terminal and status.state != JobState.SUCCEEDED
+        level = logging.WARNING if failed else logging.INFO
+        self.plan.log(level, f"{job_id}: {previous or '(new)'} -> {new}")
+        if status.state.is_terminal:
+            return  # its finish run records the outcome
+        self.plan.observations.append(
             dg.AssetObservation(
                 asset_key=batch_job_asset_key(jt),
                 partition=job_id,
@@ -176,20 +217,15 @@ def follow(
             )
         )
 
-    _report_stuck(engine, plan, statuses, job_type_of, pending_limits or {}, now)
-    plan_fallbacks(plan, statuses, job_type_of, fallbacks or {}, now)
-    replaced = supersessions(statuses)
-    _cancel_superseded(engine, plan, statuses, replaced)
-    settle(plan, storage, finished, job_types, job_type_of, now, retry_delay_s, replaced)
-
-    # Forget what neither the engine nor Dagster knows any more.
-    known = listed_ids | {i for ids in registered.values() for i in ids}
-    c.settled &= known
-    c.cancel_sent &= known
-    c.stuck &= set(c.states)
-    c.fallen_back &= set(c.states)
-    plan.statuses = statuses
-    return plan
+    def forget_the_unknown(self) -> None:
+        """Forget what neither the engine nor Dagster knows any more."""
+        c = self.plan.cache
+        known = self.listed_ids | {i for ids in self.registered.values() for i in ids}
+        c.settled &= known
+        c.cancel_sent &= known
+        c.stuck &= set(c.states)
+        c.fallen_back &= set(c.states)
+        self.plan.statuses = self.statuses
 
 
 def _fetch(
@@ -212,38 +248,35 @@ def _cancel_for_cancelled_owners(
     engine: BatchEngine, plan: FollowPlan, storage: FollowStorage, statuses: Mapping[str, JobStatus]
 ) -> None:
     """Cancel, once, the jobs whose launching Dagster run was cancelled."""
-    c = plan.cache
     owners: dict[str, str] = {}
     for job_id, status in statuses.items():
         owner = status.labels.get(OWNER_LABEL)
-        if (
-            owner
-            and not status.state.is_terminal
-            and not status.state.is_stopping
-            and job_id not in c.cancel_sent
-        ):
+        if owner and not (status.state.is_terminal or status.state.is_stopping):
             owners[owner] = job_id
     if not owners:
         return
     cancelled = plan.read("read run statuses", lambda: storage.cancelled_runs(owners), set())
     for run_id in sorted(cancelled):
         job_id = owners[run_id]
-        if not _send_cancel(engine, plan, job_id, "cancel failed"):
-            continue
-        plan.log(logging.WARNING, f"{job_id}: cancelled, its Dagster run {run_id} was cancelled")
+        if _send_cancel(engine, plan, statuses[job_id], "cancel failed"):
+            plan.log(
+                logging.WARNING, f"{job_id}: cancelled, its Dagster run {run_id} was cancelled"
+            )
 
 
-def _send_cancel(engine: BatchEngine, plan: FollowPlan, job_id: str, failure: str) -> bool:
-    """Cancel ``job_id``, recorded in the cursor so it is sent once; False (logged, tried
-    again next tick) when the call failed."""
+def _send_cancel(engine: BatchEngine, plan: FollowPlan, status: JobStatus, failure: str) -> bool:
+    """:func:`cancel_once`, the cancels sent recorded in the cursor so that each is sent once:
+    True when sent; False when not needed or when the call failed (logged, tried next tick)."""
+    job_id = status.job_id
     try:
-        engine.cancel(job_id=job_id)
+        outcome = cancel_once(engine, job_id, status=status, already_sent=plan.cache.cancel_sent)
     except Exception as exc:
         plan.error(job_id, f"{failure} ({type(exc).__name__}: {exc}); retried next tick")
         return False
-    plan.cache.cancel_sent.add(job_id)
-    plan.cancelled.append(job_id)
-    return True
+    if outcome.sent:
+        plan.cache.cancel_sent.add(job_id)
+        plan.cancelled.append(job_id)
+    return outcome.sent
 
 
 def _cancel_superseded(
@@ -254,12 +287,8 @@ def _cancel_superseded(
 ) -> None:
     """Cancel, once, a job a capacity fallback replaced that still waits or runs (the fallback
     run's own cancel failed, or came before the job was listed): the chain runs one job."""
-    c = plan.cache
     for job_id, by in sorted(replaced.items()):
-        status = statuses[job_id]
-        if status.state.is_terminal or status.state.is_stopping or job_id in c.cancel_sent:
-            continue
-        if _send_cancel(engine, plan, job_id, "cancel failed"):
+        if _send_cancel(engine, plan, statuses[job_id], "cancel failed"):
             plan.log(logging.WARNING, f"{job_id}: cancelled, superseded by {by}")
 
 
@@ -287,7 +316,7 @@ def _report_stuck(
         plan.stuck[job_id] = reason
         action = "left waiting (cancel_when_stuck: false)"
         if limit.cancel and job_id not in c.cancel_sent:
-            if not _send_cancel(engine, plan, job_id, "stuck, cancel failed"):
+            if not _send_cancel(engine, plan, status, "stuck, cancel failed"):
                 c.stuck.discard(job_id)  # reported and cancelled again next tick
                 continue
             action = "cancelled (cancel_when_stuck: true)"

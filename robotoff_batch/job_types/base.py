@@ -8,6 +8,7 @@ the pipeline (assets, sensor, CLI) is generated from the registry and never name
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,3 +208,16 @@ class JobType(ABC, Generic[C]):
 
     def __repr__(self) -> str:
         return f"<job type {self.name}>"
+
+
+def changed_words(original: str, correction: str, limit: int = 4) -> str:
+    """The words that differ, ``old → new``, for a table cell: aligned word sequences, so a
+    split or joined word reads ``butteroil, → butter oil,`` rather than shifting the rest."""
+    a, b = original.split(), correction.split()
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    changes = [
+        f"{' '.join(a[i1:i2]) or '∅'} → {' '.join(b[j1:j2]) or '∅'}"
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+    return "; ".join(changes[:limit]) or "(whitespace only)"

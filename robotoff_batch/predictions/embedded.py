@@ -34,6 +34,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -204,13 +205,31 @@ def _add_mode(path: Path, bits: int) -> None:
         path.chmod(mode | bits)
 
 
+# Becomes ``user`` (its groups, then its uid), then runs the PostgreSQL tool in its place.
+_AS_USER = """\
+import os, pwd, sys
+user = pwd.getpwnam(sys.argv[1])
+os.initgroups(user.pw_name, user.pw_gid)
+os.setgid(user.pw_gid)
+os.setuid(user.pw_uid)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def _run(args: list[str], *, user: str | None, what: str, detach: bool = False) -> str:
-    """Run a PostgreSQL tool, output captured through a file (pipes can hang with pg_ctl)."""
+    """Run a PostgreSQL tool, output captured through a file (pipes can hang with pg_ctl).
+
+    Never by ``fork()``: this process may run gRPC threads (the Batch client, a Dagster code
+    server), and a child forked from it runs gRPC's fork handlers, which can abort it before it
+    runs the tool (``pg_ctl start ... failed (exit -6)``, ``epoll_wait error: Bad file
+    descriptor``). ``subprocess`` starts a child with ``vfork`` (no fork handlers) unless asked
+    to change its user, so the user switch is done by the child itself (:data:`_AS_USER`)."""
+    if user is not None:
+        args = [sys.executable, "-c", _AS_USER, user, *args]
     with tempfile.TemporaryFile("w+") as out:
         try:
             proc = subprocess.run(
                 args,
-                user=user,
                 cwd="/",
                 stdin=subprocess.DEVNULL,
                 stdout=out,

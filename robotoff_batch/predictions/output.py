@@ -22,6 +22,7 @@ from robotoff_batch.batch.engine import BatchEngine, JobState
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.names import FALLBACK_OF_LABEL
 from robotoff_batch.predictions.store import ImportSpec, OutputChunk
+from robotoff_batch.predictions.target import PredictionTarget
 from robotoff_batch.predictions.task_output import (
     OutputError,
     TaskFiles,
@@ -230,7 +231,7 @@ def import_job_output(
     *,
     engine: BatchEngine,
     staging: Staging,
-    store: Any,
+    store: PredictionTarget,
     job_type: ImportingJobType,
     job_id: str,
     max_bad_row_fraction: float | None = None,

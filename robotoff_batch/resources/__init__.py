@@ -14,10 +14,15 @@ import dagster as dg
 from robotoff_batch.resources.resources import (
     BatchEngineResource,
     CloudBatchEngineResource,
+    GCSStagingResource,
     LocalBatchEngineResource,
+    LocalStagingResource,
+    PostgresPredictionStoreResource,
     PredictionStoreResource,
     ProductDumpResource,
+    RobotoffApiPredictionStoreResource,
     StagingResource,
+    staging_resource,
 )
 
 ENVIRONMENTS = ("local", "production")
@@ -28,9 +33,8 @@ def _prediction_store(*, database_url: Any) -> PredictionStoreResource:
     key of Robotoff's endpoint only ever as an EnvVar."""
     target = os.environ.get("ROBOTOFF_BATCH_IMPORT_TARGET", "postgres")
     if target == "robotoff_api":
-        return PredictionStoreResource(
+        return RobotoffApiPredictionStoreResource(
             database_url=database_url,
-            target="robotoff_api",
             robotoff_url=dg.EnvVar("ROBOTOFF_BATCH_ROBOTOFF_URL"),
             robotoff_bucket_uri=os.environ.get(
                 "ROBOTOFF_BATCH_ROBOTOFF_BUCKET_URI", "gs://robotoff-batch"
@@ -41,18 +45,12 @@ def _prediction_store(*, database_url: Any) -> PredictionStoreResource:
         raise ValueError(
             f"ROBOTOFF_BATCH_IMPORT_TARGET must be postgres or robotoff_api, not {target!r}"
         )
-    return PredictionStoreResource(database_url=database_url)
+    return PostgresPredictionStoreResource(database_url=database_url)
 
 
 def build_resources(environment: str | None = None) -> dict[str, Any]:
     """The resource dict of an environment."""
     env = environment or os.environ.get("ROBOTOFF_BATCH_ENV", "local")
-    if os.environ.get("ROBOTOFF_BATCH_WEBHOOK_URL"):
-        raise ValueError(
-            "ROBOTOFF_BATCH_WEBHOOK_URL is no longer used (no task calls Robotoff's webhook): "
-            "set ROBOTOFF_BATCH_IMPORT_TARGET=robotoff_api, ROBOTOFF_BATCH_ROBOTOFF_URL and "
-            "ROBOTOFF_BATCH_JOB_KEY to hand outputs to Robotoff's importer (docs/production.md)"
-        )
     if env == "local":
         from robotoff_batch.job_types import local_commands
 
@@ -60,7 +58,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
             "product_dump": ProductDumpResource(
                 path=os.environ.get("ROBOTOFF_BATCH_DUMP_PATH") or ProductDumpResource().path
             ),
-            "staging": StagingResource(root_uri=os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
+            "staging": staging_resource(os.environ.get("ROBOTOFF_BATCH_STAGING_URI")),
             "batch_engine": LocalBatchEngineResource(job_type_commands=local_commands()),
             # An EnvVar, never the value: resource config lands in Dagster's run storage.
             "prediction_store": _prediction_store(
@@ -72,7 +70,7 @@ def build_resources(environment: str | None = None) -> dict[str, Any]:
     if env == "production":
         return {
             "product_dump": ProductDumpResource(path=dg.EnvVar("ROBOTOFF_BATCH_DUMP_PATH")),
-            "staging": StagingResource(
+            "staging": GCSStagingResource(
                 root_uri=dg.EnvVar("ROBOTOFF_BATCH_STAGING_URI"),
                 gcp_project=dg.EnvVar("ROBOTOFF_BATCH_GCP_PROJECT"),
             ),
@@ -110,10 +108,15 @@ def initialized(resource: Any) -> Any:
 __all__ = [
     "BatchEngineResource",
     "CloudBatchEngineResource",
+    "GCSStagingResource",
     "LocalBatchEngineResource",
+    "LocalStagingResource",
+    "PostgresPredictionStoreResource",
     "PredictionStoreResource",
     "ProductDumpResource",
+    "RobotoffApiPredictionStoreResource",
     "StagingResource",
     "build_resources",
     "initialized",
+    "staging_resource",
 ]

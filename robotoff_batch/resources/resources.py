@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -21,6 +21,7 @@ from robotoff_batch.staging import Staging
 
 if TYPE_CHECKING:
     from robotoff_batch.predictions.store import PredictionStore
+    from robotoff_batch.predictions.target import PredictionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +39,47 @@ class ProductDumpResource(dg.ConfigurableResource):
 
 
 class StagingResource(dg.ConfigurableResource):
-    """Where job inputs are staged and outputs read: file:// (default) or gs://."""
+    """Where job inputs are staged and outputs read; one subclass per backend
+    (:class:`LocalStagingResource`, :class:`GCSStagingResource`), chosen in ``build_resources``."""
+
+    def get_staging(self) -> Staging:
+        raise NotImplementedError
+
+
+class LocalStagingResource(StagingResource):
+    """A local directory (``file://``): the embedded default."""
 
     root_uri: str | None = Field(
         default=None,
-        description="file:///abs/dir or gs://bucket/prefix; default: "
-        "file://<ROBOTOFF_BATCH_HOME>/staging.",
+        description="file:///abs/dir; default: file://<ROBOTOFF_BATCH_HOME>/staging.",
     )
+
+    def get_staging(self) -> Staging:
+        from robotoff_batch.staging.local import LocalStaging
+
+        root = self.root_uri or (home_dir() / "staging").as_uri()
+        if not root.startswith("file://"):
+            raise dg.Failure(f"local staging takes a file:// URI, not {root!r}")
+        Path(root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        return LocalStaging(root_uri=root)
+
+
+class GCSStagingResource(StagingResource):
+    """A Cloud Storage bucket and prefix (``gs://``): what Cloud Batch jobs read and write."""
+
+    root_uri: str = Field(description="gs://bucket/prefix")
     gcp_project: str | None = Field(default=None, description="GCP project of the bucket.")
 
     def get_staging(self) -> Staging:
-        from robotoff_batch.staging import staging_from_uri
-
-        root = self.root_uri or (home_dir() / "staging").as_uri()
-        if root.startswith("file://"):
-            Path(root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-            return staging_from_uri(root)
         from dagster_gcp import GCSResource
         from google.cloud import storage
 
         from robotoff_batch.gcp_credentials import load_credentials
+        from robotoff_batch.staging.gcs import GCSStaging
 
-        if os.environ.get("STORAGE_EMULATOR_HOST"):  # the emulator takes no credentials
+        if not self.root_uri.startswith("gs://"):
+            raise dg.Failure(f"GCS staging takes a gs:// URI, not {self.root_uri!r}")
+        if os.environ.get("STORAGE_EMULATOR_HOST"):  # the client library's emulator: no auth
             from google.auth.credentials import AnonymousCredentials
 
             client = storage.Client(
@@ -70,7 +90,16 @@ class StagingResource(dg.ConfigurableResource):
             client = storage.Client(project=self.gcp_project or project, credentials=credentials)
         else:  # Application Default Credentials, as dagster-gcp does it
             client = GCSResource(project=self.gcp_project).get_client()
-        return staging_from_uri(root, gcs_client=client)
+        return GCSStaging(root_uri=self.root_uri, client=client)
+
+
+def staging_resource(root_uri: str | Any, *, gcp_project: Any = None) -> StagingResource:
+    """The staging resource of a root URI (``gs://`` or ``file://``; None: the default
+    directory). ``root_uri`` may be a ``dg.EnvVar``: its value decides the backend."""
+    value = root_uri.get_value() if isinstance(root_uri, dg.EnvVar) else root_uri
+    if value and str(value).startswith("gs://"):
+        return GCSStagingResource(root_uri=root_uri, gcp_project=gcp_project)
+    return LocalStagingResource(root_uri=root_uri)
 
 
 class BatchEngineResource(dg.ConfigurableResource):
@@ -189,9 +218,9 @@ class CloudBatchEngineResource(BatchEngineResource):
 
 
 class PredictionStoreResource(dg.ConfigurableResource):
-    """Where a job's output goes: Robotoff's PostgreSQL (``postgres``: a configured URL, else
-    an embedded PostgreSQL), or Robotoff's own importer (``robotoff_api``). The ledger of
-    imported jobs is in the PostgreSQL either way. Pass secrets as ``dg.EnvVar``."""
+    """Where a job's output goes; one subclass per target (:class:`PostgresPredictionStore\
+Resource`, :class:`RobotoffApiPredictionStoreResource`), chosen in ``build_resources``. The
+    ledger of imported jobs is in the PostgreSQL either way. Pass secrets as ``dg.EnvVar``."""
 
     max_bad_row_fraction: float = Field(
         default=0.01,
@@ -206,53 +235,56 @@ class PredictionStoreResource(dg.ConfigurableResource):
         description="Robotoff's PostgreSQL (postgresql://...), as EnvVar('ROBOTOFF_DATABASE_URL'). "
         "Default: an embedded server under <ROBOTOFF_BATCH_HOME>/postgres.",
     )
-    target: Literal["postgres", "robotoff_api"] = Field(
-        default="postgres",
-        description="postgres: write Robotoff's prediction and product_insight rows directly. "
-        "robotoff_api: write postprocessed_data.parquet into Robotoff's bucket and POST "
-        "/api/v1/batch/import once the job SUCCEEDED.",
-    )
-    robotoff_url: str | None = Field(
-        default=None, description="robotoff_api: Robotoff's base URL (https://robotoff...)."
-    )
-    robotoff_bucket_uri: str = Field(
-        default="gs://robotoff-batch",
-        description="robotoff_api: the bucket Robotoff's importer reads (its code hard-codes "
-        "robotoff-batch); batch_dir is relative to it.",
-    )
-    batch_job_key: str | None = Field(
-        default=None,
-        description="robotoff_api: Robotoff's BATCH_JOB_KEY, as EnvVar('ROBOTOFF_BATCH_JOB_KEY').",
-    )
 
     _store: Any = PrivateAttr(default=None)
 
-    def get_store(self) -> Any:
-        """The store, its schema created or upgraded (once per resource instance)."""
+    def get_store(self) -> PredictionTarget:
+        """The target, its ledger's schema created or upgraded (once per resource instance)."""
         if self._store is None:
-            if self.database_url:
-                conninfo = self.database_url
-            else:
-                from robotoff_batch.predictions.embedded import ensure_embedded_postgres
+            self._store = self.build_store(self._ledger())
+        return self._store  # type: ignore[no-any-return]
 
-                conninfo = ensure_embedded_postgres(home_dir() / "postgres")
-            from robotoff_batch.predictions.store import PredictionStore
+    def _ledger(self) -> PredictionStore:
+        if self.database_url:
+            conninfo = self.database_url
+        else:
+            from robotoff_batch.predictions.embedded import ensure_embedded_postgres
 
-            store = PredictionStore(conninfo=conninfo)
-            store.ensure_schema()
-            self._store = store
-            if self.target == "robotoff_api":
-                self._store = self._api_store(store)
-        return self._store
+            conninfo = ensure_embedded_postgres(home_dir() / "postgres")
+        from robotoff_batch.predictions.store import PredictionStore
 
-    def _api_store(self, ledger: PredictionStore) -> Any:
+        store = PredictionStore(conninfo=conninfo)
+        store.ensure_schema()
+        return store
+
+    def build_store(self, ledger: PredictionStore) -> PredictionTarget:
+        raise NotImplementedError
+
+
+class PostgresPredictionStoreResource(PredictionStoreResource):
+    """Robotoff's PostgreSQL: its prediction and product_insight rows written directly."""
+
+    def build_store(self, ledger: PredictionStore) -> PredictionTarget:
+        return ledger
+
+
+class RobotoffApiPredictionStoreResource(PredictionStoreResource):
+    """Robotoff's own importer: postprocessed_data.parquet written into Robotoff's bucket, then
+    POST /api/v1/batch/import once the job SUCCEEDED (the ledger in the PostgreSQL)."""
+
+    robotoff_url: str = Field(description="Robotoff's base URL (https://robotoff...).")
+    robotoff_bucket_uri: str = Field(
+        default="gs://robotoff-batch",
+        description="The bucket Robotoff's importer reads (its code hard-codes robotoff-batch); "
+        "batch_dir is relative to it.",
+    )
+    batch_job_key: str = Field(
+        description="Robotoff's BATCH_JOB_KEY, as EnvVar('ROBOTOFF_BATCH_JOB_KEY')."
+    )
+
+    def build_store(self, ledger: PredictionStore) -> PredictionTarget:
         from robotoff_batch.predictions.robotoff_api import RobotoffApi, RobotoffApiStore
 
-        if not self.robotoff_url or not self.batch_job_key:
-            raise dg.Failure(
-                "the robotoff_api target needs robotoff_url and batch_job_key "
-                "(ROBOTOFF_BATCH_ROBOTOFF_URL, ROBOTOFF_BATCH_JOB_KEY)"
-            )
-        bucket = StagingResource(root_uri=self.robotoff_bucket_uri).get_staging()
+        bucket = staging_resource(self.robotoff_bucket_uri).get_staging()
         api = RobotoffApi(base_url=self.robotoff_url, key=self.batch_job_key, bucket_staging=bucket)
         return RobotoffApiStore(ledger=ledger, api=api)

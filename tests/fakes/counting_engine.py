@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from google.cloud import batch_v1
 
 from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.batch.local_runner import LocalBatchEngine
+from robotoff_batch.batch.local import LocalBatchEngine
 
 
 class CountingLocalBatchEngine(LocalBatchEngine):

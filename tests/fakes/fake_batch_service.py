@@ -753,17 +753,17 @@ def emulated_cloud_resources(address: str, database_url: str) -> dict[str, Any]:
     """The code location's resources on the embedded defaults, but with Cloud Batch played by
     the fake at ``address`` (its jobs are followed like real ones)."""
     from robotoff_batch.resources import (
-        PredictionStoreResource,
+        LocalStagingResource,
+        PostgresPredictionStoreResource,
         ProductDumpResource,
-        StagingResource,
     )
     from tests.fakes.settings import TEST_LOCATION, TEST_PROJECT
 
     return {
         "product_dump": ProductDumpResource(),
-        "staging": StagingResource(),
+        "staging": LocalStagingResource(),
         "batch_engine": EmulatedCloudBatchEngineResource(
             gcp_project=TEST_PROJECT, gcp_location=TEST_LOCATION, emulator_host=address
         ),
-        "prediction_store": PredictionStoreResource(database_url=database_url),
+        "prediction_store": PostgresPredictionStoreResource(database_url=database_url),
     }

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -221,26 +220,6 @@ class LocalBatchEngine:
         return None if path is None else read_tail(path, lines)
 
     # -- helpers for the CLI and tests ----------------------------------------------------------
-
-    def wait(self, *, job_id: str, timeout_s: float) -> JobStatus:
-        """Block until the job is terminal (SUCCEEDED, FAILED, CANCELLED); raises TimeoutError.
-
-        Reads the state directly: not counted in :attr:`calls`.
-        """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._reap_supervisors()
-            job_dir = self._existing_job_dir(job_id)
-            if job_dir is None:
-                raise JobNotFoundError(f"no local batch job {job_id!r} under {self.state_dir}")
-            status = self._status(job_dir)
-            if status.state.is_terminal:
-                return status
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"local batch job {job_id} still {status.state} after {timeout_s:g}s"
-                )
-            time.sleep(min(self.poll_interval_s, 0.1))
 
     def job_dir(self, job_id: str) -> Path:
         """Where the job's state, request and logs live."""

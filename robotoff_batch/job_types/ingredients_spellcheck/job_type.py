@@ -202,7 +202,7 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
 
     def demo_lines(self, outcome: DemoOutcome) -> list[Any]:
         """A few corrections (the words that changed), then the summary line."""
-        from robotoff_batch.assets.imports import changed_words
+        from robotoff_batch.job_types.base import changed_words
 
         lines: list[Any] = []
         if outcome.examples:
