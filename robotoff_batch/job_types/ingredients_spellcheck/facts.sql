@@ -17,6 +17,21 @@ CREATE OR REPLACE TEMP MACRO plain_ingredients_text(texts, language) AS
     list_filter(texts, lambda x: x.lang = language
         AND NOT contains(x.text, '<span class="allergen">'))[1].text
 
+-- name: fact_columns
+-- The facts' columns of one dump row `p`, and its copy number (1: the copy a code keeps),
+-- shared by `facts` and `facts_at_import` ({brands}, {unique_scans_n}, {recency} filled in
+-- imports.py).
+CAST(p.code AS VARCHAR) AS code,
+        pg_text(CAST(p.lang AS VARCHAR)) AS lang,
+        CAST(pg_text(plain_ingredients_text(p.ingredients_text, p.lang)) AS VARCHAR)
+            AS ingredients_text_lang,
+        CAST(to_json(list_transform(coalesce(p.countries_tags, CAST([] AS VARCHAR[])),
+            lambda t: pg_text(t))) AS VARCHAR) AS countries,
+        {brands} AS brands,
+        {unique_scans_n} AS unique_scans_n,
+        row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
+            p.file_row_number DESC) AS copy_number
+
 -- name: facts
 -- At launch: the facts of the job's input products. One row per code, by the launch's rule
 -- (selection.sql, `excluded`): a code the dump holds twice takes its most recently modified row
@@ -27,16 +42,7 @@ CREATE OR REPLACE TEMP MACRO plain_ingredients_text(texts, language) AS
 SELECT code, lang, ingredients_text_lang, countries, brands, unique_scans_n
 FROM (
     SELECT
-        CAST(p.code AS VARCHAR) AS code,
-        pg_text(CAST(p.lang AS VARCHAR)) AS lang,
-        CAST(pg_text(plain_ingredients_text(p.ingredients_text, p.lang)) AS VARCHAR)
-            AS ingredients_text_lang,
-        CAST(to_json(list_transform(coalesce(p.countries_tags, CAST([] AS VARCHAR[])),
-            lambda t: pg_text(t))) AS VARCHAR) AS countries,
-        {brands} AS brands,
-        {unique_scans_n} AS unique_scans_n,
-        row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
-            p.file_row_number DESC) AS copy_number
+        {fact_columns}
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE p.code IN (SELECT code FROM read_parquet($input_path))
 )
@@ -50,16 +56,7 @@ ORDER BY code
 -- The same one-row-per-code and NUL rules as `facts`.
 WITH dump AS (
     SELECT
-        CAST(p.code AS VARCHAR) AS code,
-        pg_text(CAST(p.lang AS VARCHAR)) AS lang,
-        CAST(pg_text(plain_ingredients_text(p.ingredients_text, p.lang)) AS VARCHAR)
-            AS ingredients_text_lang,
-        CAST(to_json(list_transform(coalesce(p.countries_tags, CAST([] AS VARCHAR[])),
-            lambda t: pg_text(t))) AS VARCHAR) AS countries,
-        {brands} AS brands,
-        {unique_scans_n} AS unique_scans_n,
-        row_number() OVER (PARTITION BY p.code ORDER BY {recency} DESC NULLS LAST,
-            p.file_row_number DESC) AS copy_number
+        {fact_columns}
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE p.code IN (SELECT code FROM job_codes)
 )

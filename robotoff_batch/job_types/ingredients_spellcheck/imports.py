@@ -78,7 +78,8 @@ def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> s
     for macro in PG_TEXT_MACROS:  # pg_text: the one NUL rule of every staged text
         con.execute(macro)
     con.execute(PLAIN_TEXT_MACRO_SQL)
-    return _statement(_FACTS_SQL_PATH, name).format(**fragments)
+    columns = _statement(_FACTS_SQL_PATH, "fact_columns").format(**fragments)
+    return _statement(_FACTS_SQL_PATH, name).format(fact_columns=columns)
 
 
 def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
