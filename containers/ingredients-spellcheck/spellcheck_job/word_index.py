@@ -8,7 +8,7 @@ instead of being rebuilt in seconds. Only the languages a task's texts have are 
 dump's food words are merged in at load time (``wordfreq_cpu._Language.from_prebuilt``).
 
 Where: ``WORDINDEX_DIR``, else ``data/index/`` beside the shipped word list when writable (the
-image builds it at build time: ``python -m spellcheck_job.word_index build``), else
+image builds it at build time: ``python -m spellcheck_job.build_indexes``), else
 ``~/.cache/spellcheck_job/index``. A language missing there is built on first use and written
 (atomically: a concurrent task sees all of it or none), so a fresh checkout pays it once.
 
@@ -18,11 +18,9 @@ words), unlike Python's salted ``hash``: an index written by one process is vali
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import zlib
 from array import array
@@ -257,25 +255,6 @@ def common_words(directory: Path, build: Callable[[], Iterable[str]]) -> HashSet
     _write(pa.table({"h": pa.array(found.hashes, pa.int64())}), tmp)
     os.replace(tmp, path)
     return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``build`` every language's index of the shipped (or given) word lists."""
-    parser = argparse.ArgumentParser(description="Build the CPU engine's per-language indexes.")
-    parser.add_argument("command", choices=["build"])
-    parser.add_argument("--wordlist", type=Path, default=None)
-    args = parser.parse_args(argv)
-    from spellcheck_job.wordfreq_cpu import prebuilt_lists
-
-    prebuilt, common, langs = prebuilt_lists(args.wordlist)
-    for lang in langs:
-        prebuilt(lang)
-    print(f"indexed {len(langs)} languages, {len(common)} common words")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 __all__: Sequence[Any] = (
