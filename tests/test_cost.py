@@ -23,18 +23,9 @@ from robotoff_batch.batch.engine import (
 )
 from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.config.models import hourly_rate, worst_case_cost
-from robotoff_batch.cost import (
-    CEILING_LABEL,
-    JobCost,
-    LaunchFacts,
-    actual_cost,
-    cost_lines,
-    cost_metadata,
-    job_type_summary,
-    recorded_costs,
-    summarize,
-    usd,
-)
+from robotoff_batch.cost.actual import CEILING_LABEL, actual_cost, usd
+from robotoff_batch.cost.facts import LaunchFacts, cost_lines, cost_metadata
+from robotoff_batch.cost.summary import JobCost, job_type_summary, recorded_costs, summarize
 from robotoff_batch.job_types import load_registry
 from tests.fakes.settings import FAKE_IMAGE_FAIL, FAKE_IMAGE_OK
 from tests.fakes.waiting import wait_until_ended
@@ -421,7 +412,7 @@ def test_a_fallback_job_is_costed_per_product_of_its_chains_launch_run() -> None
     """A capacity fallback (``<first id>-f1``) has no launch run of its own: its products
     count is the launch run's of its chain's first job, and a chain's products count once
     in the summary (its jobs' costs all count)."""
-    from robotoff_batch.cost import job_facts
+    from robotoff_batch.cost.facts import job_facts
     from robotoff_batch.names import FALLBACK_INDEX_LABEL, FALLBACK_OF_LABEL, OWNER_LABEL
 
     jt = "ingredients-spellcheck"

@@ -13,7 +13,8 @@ import requests
 import typer
 
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.doctor import DoctorContext, IamClient, load_configs, run_checks
+from robotoff_batch.doctor.checks import run_checks
+from robotoff_batch.doctor.context import DoctorContext, IamClient, load_configs
 from robotoff_batch.doctor.locations import regions_served
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
 from tests.fakes.fake_iam import FakeIam, running_fake_iam
@@ -350,7 +351,7 @@ def test_cli_doctor_report_against_the_emulators(
     """The command's report on the production context, its Batch client the fake's (the
     production code has no emulator switch for Batch)."""
     from robotoff_batch.cli.doctor import report
-    from robotoff_batch.doctor import context_from_env
+    from robotoff_batch.doctor.context import context_from_env
 
     assert batch_service.address
     full = {**env, "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url}

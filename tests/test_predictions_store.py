@@ -22,13 +22,13 @@ from robotoff_batch.predictions.embedded import (
     ensure_embedded_postgres,
     stop_embedded_postgres,
 )
-from robotoff_batch.predictions.store import (
+from robotoff_batch.predictions.model import (
     ImportResult,
     PredictionImportError,
-    PredictionStore,
     PredictionStoreError,
     PredictionStoreUnavailable,
 )
+from robotoff_batch.predictions.store import PredictionStore
 from tests.pg_fixtures import private_tmp_dir
 
 JOB = "ingredients-spellcheck-20261124t101500-ab12"
@@ -510,7 +510,7 @@ def test_refused_credentials_are_an_auth_error_not_an_outage(pg_db: str) -> None
     """Retrying cannot fix a wrong role or password: a distinct error, the reason kept."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from robotoff_batch.predictions.store import PredictionStoreAuthError
+    from robotoff_batch.predictions.model import PredictionStoreAuthError
 
     params = conninfo_to_dict(pg_db)
     params.update(user="no_such_role", password="s3cret-pw")

@@ -32,8 +32,9 @@ from robotoff_batch.cli import app, operations
 from robotoff_batch.job_types.ingredients_spellcheck import JOB_TYPE
 from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_facts
 from robotoff_batch.paths import SAMPLE_DATA_DIR
+from robotoff_batch.predictions.model import PredictionImportError
 from robotoff_batch.predictions.output import import_job_output
-from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
+from robotoff_batch.predictions.store import PredictionStore
 from robotoff_batch.staging import Staging
 from tests.test_cli import cli_env  # noqa: F401 - fixture
 from tests.test_robotoff_api import api_store, bucket, robotoff  # noqa: F401 - fixtures

@@ -32,8 +32,9 @@ from robotoff_batch.batch.engine import JobState, JobStatus, TaskStatus
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types.ingredients_spellcheck import FACTS_SCHEMA, JOB_TYPE
 from robotoff_batch.predictions import output
+from robotoff_batch.predictions.model import PredictionImportError
 from robotoff_batch.predictions.output import OutputError
-from robotoff_batch.predictions.store import PredictionImportError, PredictionStore
+from robotoff_batch.predictions.store import PredictionStore
 from robotoff_batch.staging import Staging, staging_from_uri
 
 JOB_A = "ingredients-spellcheck-20261201t070000-aaaa"

@@ -24,13 +24,9 @@ from robotoff_batch.batch.engine import (
     cancel_once,
     gone_status,
 )
-from robotoff_batch.cost import (
-    JobCost,
-    actual_cost,
-    cost_metadata,
-    job_facts,
-    job_type_summary,
-)
+from robotoff_batch.cost.actual import actual_cost
+from robotoff_batch.cost.facts import cost_metadata, job_facts
+from robotoff_batch.cost.summary import JobCost, job_type_summary
 from robotoff_batch.follow.fallback import chain_metadata
 from robotoff_batch.follow.metadata import job_metadata, short_description
 from robotoff_batch.follow.storage import worker_id

@@ -26,8 +26,8 @@ from robotoff_batch.names import (
     batch_jobs_group,
     predictions_asset_key,
 )
+from robotoff_batch.predictions.model import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.predictions.output import OutputError, import_job_output
-from robotoff_batch.predictions.store import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,

@@ -14,7 +14,7 @@ from typer.core import TyperCommand
 from robotoff_batch.batch.engine import JobNotFoundError, JobState, cancel_once
 from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
-from robotoff_batch.cost import job_cost_lines
+from robotoff_batch.cost.facts import job_cost_lines
 from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 

@@ -15,7 +15,7 @@ without reported run times did cost money. A job none of whose tasks ever starte
 capacity, cancelled while queued) cost $0. On the local runner nothing is billed: the figure
 is what the same run would have cost on the configured machine, and every label says so.
 
-:func:`cost_command` (``command.py``) is ``robotoff-batch cost``: cost per job type per month,
+``robotoff-batch cost`` (``robotoff_batch/cli/cost.py``): cost per job type per month,
 from the engine's jobs (one listing, then one read per finished job) and the products count of
 each job's launch run in the Dagster instance.
 
@@ -23,69 +23,3 @@ Modules: ``actual`` (the cost of one job), ``facts`` (what its launch recorded, 
 lines and metadata), ``summary`` (across jobs); the
 CLI command is ``robotoff_batch/cli/cost.py``.
 """
-
-from robotoff_batch.cost.actual import (
-    CEILING_LABEL,
-    LOCAL_ENGINE,
-    ActualCost,
-    AttemptCost,
-    actual_cost,
-    usd,
-)
-from robotoff_batch.cost.facts import (
-    LaunchFacts,
-    attempts_table,
-    ceiling_text,
-    chain_launch_facts,
-    cost_lines,
-    cost_metadata,
-    current_config_facts,
-    job_cost_lines,
-    job_facts,
-    launch_facts,
-    per_1000_text,
-)
-from robotoff_batch.cost.summary import (
-    RECORDS_READ,
-    JobCost,
-    SummaryRow,
-    collect,
-    job_type_summary,
-    month_of,
-    month_of_job_id,
-    recorded_costs,
-    report_lines,
-    summarize,
-    summary_table,
-)
-
-__all__ = [
-    "ActualCost",
-    "AttemptCost",
-    "CEILING_LABEL",
-    "JobCost",
-    "LOCAL_ENGINE",
-    "LaunchFacts",
-    "RECORDS_READ",
-    "SummaryRow",
-    "actual_cost",
-    "attempts_table",
-    "ceiling_text",
-    "chain_launch_facts",
-    "collect",
-    "cost_lines",
-    "cost_metadata",
-    "current_config_facts",
-    "job_cost_lines",
-    "job_facts",
-    "job_type_summary",
-    "launch_facts",
-    "month_of",
-    "month_of_job_id",
-    "per_1000_text",
-    "recorded_costs",
-    "report_lines",
-    "summarize",
-    "summary_table",
-    "usd",
-]

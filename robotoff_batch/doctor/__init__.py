@@ -26,37 +26,3 @@ Modules: ``context`` (settings, clients, the Check result), ``checks`` (the chec
 order), ``locations`` (those made once per location); the CLI command
 is ``robotoff_batch/cli/doctor.py``.
 """
-
-from robotoff_batch.doctor.checks import run_checks
-from robotoff_batch.doctor.context import (
-    ACT_AS,
-    IAM_ENDPOINT,
-    IAM_ENDPOINT_ENV,
-    LOCATION_ENV,
-    PROJECT_ENV,
-    STAGING_ENV,
-    Check,
-    DoctorContext,
-    IamClient,
-    IamError,
-    IamPermissions,
-    context_from_env,
-    load_configs,
-)
-
-__all__ = [
-    "ACT_AS",
-    "Check",
-    "DoctorContext",
-    "IAM_ENDPOINT",
-    "IAM_ENDPOINT_ENV",
-    "IamClient",
-    "IamError",
-    "IamPermissions",
-    "LOCATION_ENV",
-    "PROJECT_ENV",
-    "STAGING_ENV",
-    "context_from_env",
-    "load_configs",
-    "run_checks",
-]

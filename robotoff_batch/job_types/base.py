@@ -20,12 +20,7 @@ import pyarrow as pa
 
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.names import key_prefix
-from robotoff_batch.predictions.store import PREDICTION_SCHEMA as _PREDICTION_SCHEMA
-from robotoff_batch.predictions.store import ImportResult, ImportSpec
-
-# Robotoff's `prediction` table columns, in COPY order (ready-made prediction batches).
-PREDICTION_SCHEMA = _PREDICTION_SCHEMA
-
+from robotoff_batch.predictions.model import ImportResult, ImportSpec
 
 #: The usual name of the staged input (a job type's first declared staged file).
 INPUT_FILE = "input.parquet"

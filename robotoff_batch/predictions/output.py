@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from robotoff_batch.batch.engine import BatchEngine, JobState
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.names import FALLBACK_OF_LABEL
-from robotoff_batch.predictions.store import ImportSpec, OutputChunk
+from robotoff_batch.predictions.model import ImportSpec, OutputChunk
 from robotoff_batch.predictions.target import PredictionTarget
 from robotoff_batch.predictions.task_output import (
     OutputError,

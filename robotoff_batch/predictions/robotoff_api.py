@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from robotoff_batch.names import key_prefix
-from robotoff_batch.predictions.store import (
+from robotoff_batch.predictions.model import (
     PredictionImportError,
-    PredictionStore,
     PredictionStoreAuthError,
     PredictionStoreUnavailable,
 )
+from robotoff_batch.predictions.store import PredictionStore
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,6 @@ import pyarrow as pa
 from psycopg.rows import dict_row
 
 from robotoff_batch.predictions.arrow_copy import (
-    COPY_CHUNK_ROWS,
-    PREDICTION_SCHEMA,
     PREDICTION_SPEC,
     prediction_chunks,
 )
@@ -48,11 +46,7 @@ from robotoff_batch.predictions.conninfo import (
     password_of,
 )
 from robotoff_batch.predictions.import_steps import import_steps
-from robotoff_batch.predictions.model import (  # re-exported: the store's public names
-    DEFAULT_SERVER_TYPE,
-    MAX_LENGTHS,
-    PREDICTION_COLUMNS,
-    REQUIRED_COLUMNS,
+from robotoff_batch.predictions.model import (
     ImportResult,
     ImportSpec,
     OutputChunk,
@@ -61,7 +55,6 @@ from robotoff_batch.predictions.model import (  # re-exported: the store's publi
     PredictionStoreError,
     PredictionStoreUnavailable,
     insight_counts,
-    named_statements,
 )
 from robotoff_batch.predictions.queries import (
     CLAIM_SQL,
@@ -82,26 +75,6 @@ from robotoff_batch.predictions.queries import (
 )
 from robotoff_batch.predictions.row_checks import DEFAULT_MAX_BAD_ROW_FRACTION
 from robotoff_batch.predictions.schema import create_or_check
-
-__all__ = [
-    "COPY_CHUNK_ROWS",
-    "DEFAULT_SERVER_TYPE",
-    "MAX_LENGTHS",
-    "PREDICTION_COLUMNS",
-    "PREDICTION_SCHEMA",
-    "PREDICTION_SPEC",
-    "REQUIRED_COLUMNS",
-    "ImportResult",
-    "ImportSpec",
-    "OutputChunk",
-    "PredictionImportError",
-    "PredictionStore",
-    "PredictionStoreAuthError",
-    "PredictionStoreError",
-    "PredictionStoreUnavailable",
-    "describe_conninfo",
-    "named_statements",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotoff_batch.extraction import PG_TEXT_MACROS
+from robotoff_batch.predictions.model import ImportSpec, named_statements
 from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
-from robotoff_batch.predictions.store import ImportSpec, named_statements
 
 PREDICTION_TYPE = "ingredient_spellcheck"
 OUTPUT_COLUMNS = ("code", "lang", "text", "correction", "engine", "engine_version")

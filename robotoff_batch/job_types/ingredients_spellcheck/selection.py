@@ -22,7 +22,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.lexicon import (
     lexicon_tree_sql,
     lexicon_words_sql,
 )
-from robotoff_batch.predictions.store import named_statements
+from robotoff_batch.predictions.model import named_statements
 
 logger = logging.getLogger(__name__)
 
