@@ -269,7 +269,10 @@ def test_launch_sensor_import_end_to_end(
             "correction": out["correction"],
             "lang": out["lang"],
             "lang_confidence": None,  # Robotoff's fastText confidence: no detector here
+            # the CPU engine's corrections, each with its rule and confidence
+            "corrections": json.loads(out["corrections"]),
         }
+        assert all(0.0 < c["confidence"] <= 1.0 for c in data["corrections"])
         assert row["type"] == "ingredient_spellcheck"
         assert row["value_tag"] == out["lang"]
         assert row["predictor"] == out["engine"]

@@ -25,10 +25,12 @@ CONTAINER = CONTAINERS_DIR / "ingredients-spellcheck"
 ENTRYPOINT = CONTAINER / "entrypoint.py"
 sys.path.insert(0, str(CONTAINER))
 
+from spellcheck_job import ENGINE_VERSION  # noqa: E402
 from spellcheck_job.lexicon_cpu import LexiconSpellchecker  # noqa: E402
 from spellcheck_job.main import OUTPUT_SCHEMA  # noqa: E402
 from spellcheck_job.sharding import shard_range  # noqa: E402
 from spellcheck_job.vllm_engine import build_prompt  # noqa: E402
+from spellcheck_job.wordfreq_cpu import RULES  # noqa: E402
 
 DATA = SAMPLE_DATA_DIR
 SAMPLE = DATA / "food_sample_2026.parquet"
@@ -126,6 +128,21 @@ def test_three_tasks_cover_every_row_once(job_dir: Path) -> None:
         out.column("code").to_pylist(), out.column("text").to_pylist(), strict=True
     ):
         assert by_code[code] == text
+    # each changed text carries its corrections (rule, confidence); an unchanged one none
+    changed = 0
+    for row in out.to_pylist():
+        if row["correction"] is None or row["correction"] == row["text"]:
+            assert row["corrections"] is None, row
+            continue
+        changed += 1
+        found = json.loads(row["corrections"])
+        assert found, row
+        for c in found:
+            assert set(c) == {"before", "after", "rule", "confidence"}
+            assert c["rule"] in RULES and 0.0 < c["confidence"] <= 1.0
+            assert c["before"] in row["text"] and c["after"] in row["correction"]
+    assert changed > 0
+    assert set(out.column("engine_version").to_pylist()) == {ENGINE_VERSION}
 
 
 def test_missing_env_var_is_named(job_dir: Path) -> None:

@@ -284,12 +284,65 @@ def test_engine_reports_rule_and_confidence_and_applies_the_threshold() -> None:
 
 def test_defaults_are_the_rules_that_held_out_of_fold() -> None:
     assert Settings().rules == DEFAULT_RULES
-    assert {"accent", "glued", "punctuation"}.isdisjoint(DEFAULT_RULES)
+    assert {"glued", "punctuation"}.isdisjoint(DEFAULT_RULES)
+    assert {"accent", "typo", "ocr", "join", "romanian"} <= DEFAULT_RULES
     default = WordFreqSpellchecker(FOOD, GENERAL)
-    # accents and punctuation off, typos on
+    # punctuation off; accents and typos on
     assert default.correct("creme, gluen, sucre,lait, sel.", "fr") == (
-        "creme, gluten, sucre,lait, sel."
+        "crème, gluten, sucre,lait, sel."
     )
+
+
+def test_accents_follow_the_marks_the_writer_typed() -> None:
+    general = {
+        "ro": {
+            "băutură": 4.2,
+            "băutura": 3.8,
+            "bautura": 3.4,
+            "făină": 3.8,
+            "faină": 3.7,
+            "zahăr": 4.0,
+            "răcoritoare": 3.5,
+            "racoritoare": 2.4,
+            "apă": 5.5,
+        },
+    }
+    engine = WordFreqSpellchecker({}, general, Settings(rules=RULES))
+    # a writer who types marks left the other letters bare: only the marked letter changes;
+    # "bautură" is unknown and a short list never drops a mark ("bautura"): unchanged
+    assert engine.correct("Bauturà racoritoare, apă.", "ro") == "Bauturà răcoritoare, apă."
+    # a wrong mark (ä for ă) is likelier than a mark written where none is meant (faină)
+    assert engine.correct("fäină, zahär, apă.", "ro") == "făină, zahăr, apă."
+
+
+def test_short_fragments_of_common_words_get_no_typo_fix() -> None:
+    general = {
+        "en": {
+            "irish": 4.5,
+            "british": 5.2,
+            "salt": 4.6,
+            "agar": 3.0,
+            "cigar": 3.6,
+            "sugar": 4.9,
+            "mint": 4.0,
+            "milk": 4.8,
+            "suet": 3.0,
+            "zymurgy": 1.2,
+        },
+    }
+    engine = WordFreqSpellchecker({}, general, Settings(rules=RULES))
+    # "itish" ends "british", "igar" ends "cigar": a word cut off, not a typo of a neighbour
+    assert engine.correct("mint, itish salt, milk.", "en") == "mint, itish salt, milk."
+    assert engine.correct("mint, Igar, salt, milk.", "en") == "mint, Igar, salt, milk."
+    # a short typo that is no fragment is still corrected
+    assert engine.correct("mint, sgar, salt, milk.", "en") == "mint, sugar, salt, milk."
+
+
+def test_words_glued_to_a_slash_are_left_alone(engine: WordFreqSpellchecker) -> None:
+    # "Jtab/e": OCR debris; "sucre/gluen": a notation; no guess either side of the slash
+    assert engine.correct("gluen/e, sel.", "fr") == "gluen/e, sel."
+    assert engine.correct("sucre/gluen, sel.", "fr") == "sucre/gluen, sel."
+    assert engine.correct("sucre gluen, sel.", "fr") == "sucre gluten, sel."
 
 
 def _sample_texts() -> tuple[list[str], list[str]]:

@@ -329,6 +329,27 @@ def assert_insights_follow_robotoff(
 # -- the import, field by field -------------------------------------------------------------------
 
 
+def test_corrections_with_their_confidence_go_into_data(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """The CPU engine's corrections (rule, confidence) land in data["corrections"] of the
+    prediction and of its insight (Robotoff reads only original and correction:
+    robotoff/insights/importer.py:1460-1467); a row without them gets no such key."""
+    found = [{"before": "farinne", "after": "farine", "rule": "typo", "confidence": 0.97}]
+    table = output_table(OUTPUT)
+    column = [json.dumps(found) if r[0] == "3000000000001" else None for r in OUTPUT]
+    write_job(staging, JOB_A, [table.append_column("corrections", pa.array(column, pa.string()))])
+
+    run_import(staging, store, JOB_A)
+
+    data = {r["barcode"]: r["data"] for r in fetch(pg_db, "SELECT * FROM prediction")}
+    assert data["3000000000001"]["corrections"] == found
+    assert data["3000000000001"]["correction"] == "sucre, farine de blé"
+    assert all("corrections" not in d for code, d in data.items() if code != "3000000000001")
+    insight = insights(pg_db)[("3000000000001", "fr")]
+    assert insight["data"]["corrections"] == found
+
+
 def test_predictions_and_insights_as_robotoff_writes_them(
     staging: Staging, store: PredictionStore, pg_db: str
 ) -> None:

@@ -92,6 +92,8 @@ class ImportSpec:
     # key_column names: two predictions of the job cannot share Robotoff's key, so that
     # (self-join) check is skipped.
     one_prediction_per_product: bool = False
+    # Output columns a task file may lack (written by an older container): read as nulls.
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -133,12 +133,14 @@ def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iter
             except (pa.ArrowInvalid, OSError) as exc:
                 raise OutputError(f"{uri}: not a readable Parquet file ({exc})") from exc
             schema = parquet.schema_arrow
-            missing = [c for c in columns if c not in schema.names]
+            absent = [c for c in spec.optional if c not in schema.names]
+            missing = [c for c in columns if c not in schema.names and c not in absent]
             if missing:
                 raise OutputError(
                     f"{uri}: output is missing column(s) {missing}; expected {columns}"
                 )
-            for name in columns:
+            present = [c for c in columns if c not in absent]
+            for name in present:
                 wanted = spec.output_schema.field(name).type
                 actual = schema.field(name).type
                 if pa.types.is_string(wanted) and not (
@@ -151,9 +153,19 @@ def _read_output(*, staging: Staging, uris: list[str], spec: ImportSpec) -> Iter
             offset = 0
             # one thread: Arrow's per-thread arenas would add to the import's peak memory
             batches = parquet.iter_batches(
-                columns=columns, batch_size=READ_BATCH_ROWS, use_threads=False
+                columns=present, batch_size=READ_BATCH_ROWS, use_threads=False
             )
             for batch in batches:
+                if absent:  # an optional column the file lacks: nulls, in the spec's order
+                    batch = pa.RecordBatch.from_arrays(
+                        [
+                            batch.column(name)
+                            if name in present
+                            else pa.nulls(batch.num_rows, spec.output_schema.field(name).type)
+                            for name in columns
+                        ],
+                        names=columns,
+                    )
                 yield OutputChunk(file_index=index, offset=offset, batch=batch)
                 offset += batch.num_rows
 

@@ -1,3 +1,3 @@
 """The ingredients-spellcheck batch container: sharded input, correction engines, output."""
 
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"

@@ -14,13 +14,14 @@ pipeline knows when the whole job SUCCEEDED and imports, or hands the output to 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -52,6 +53,9 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("engine_version", pa.string()),
         pa.field("task_index", pa.int32()),
         pa.field("skipped", pa.string()),  # why the text was not corrected (None: it was)
+        # lexicon-cpu: the text's corrections as JSON, [{"before", "after", "rule",
+        # "confidence"}] (None: no correction, or an engine that gives none: vllm)
+        pa.field("corrections", pa.string()),
     ]
 )
 ENGINES = ("lexicon-cpu", "vllm")
@@ -261,14 +265,31 @@ def skip_reason(engine: Engine, text: str) -> str | None:
     return None
 
 
-Result = tuple[str | None, str | None]  # (correction, skip reason)
+Result = tuple[str | None, str | None, str | None]  # (correction, skip reason, corrections)
+
+
+def corrections_json(details: Sequence[Any]) -> str | None:
+    """A text's corrections (``wordfreq_cpu.Correction``) as the ``corrections`` column's
+    JSON, None when there are none."""
+    if not details:
+        return None
+    return json.dumps(
+        [
+            {"before": d.before, "after": d.after, "rule": d.rule, "confidence": d.confidence}
+            for d in details
+        ],
+        ensure_ascii=False,
+    )
 
 
 def _generate(engine: Engine, texts: list[str], langs: list[str | None]) -> list[Result]:
     generate = getattr(engine, "generate", None)
     if generate is not None:  # vllm: corrections with their own skips (truncated)
-        return [(g.correction, g.skipped) for g in generate(texts)]
-    return [(c, None) for c in engine.correct_batch(texts, langs)]
+        return [(g.correction, g.skipped, None) for g in generate(texts)]
+    detailed = getattr(engine, "correct_batch_detailed", None)
+    if detailed is not None:  # lexicon-cpu: each correction with its rule and confidence
+        return [(c, None, corrections_json(d)) for c, d in detailed(texts, langs)]
+    return [(c, None, None) for c in engine.correct_batch(texts, langs)]
 
 
 def _isolating(engine: Engine, texts: list[str], langs: list[str | None]) -> list[Result]:
@@ -279,7 +300,7 @@ def _isolating(engine: Engine, texts: list[str], langs: list[str | None]) -> lis
     except Exception as exc:  # noqa: BLE001 - isolated to the text that causes it
         if len(texts) == 1:
             message = " ".join(str(exc).split())[:200]
-            return [(None, f"{SKIP_ENGINE_ERROR}: {type(exc).__name__}: {message}")]
+            return [(None, f"{SKIP_ENGINE_ERROR}: {type(exc).__name__}: {message}", None)]
         logger.warning(
             "engine error on a batch of %d texts (%s: %s): splitting it",
             len(texts),
@@ -300,6 +321,7 @@ class ChunkResult:
     corrections: list[str | None]
     skipped: list[str | None]
     processed: int  # texts sent to the engine
+    details: list[str | None] | None = None  # the ``corrections`` column (None: no engine's)
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -317,6 +339,7 @@ def correct_chunk(
     in batches of ``batch_size`` with errors isolated (no text fails the task)."""
     corrections: list[str | None] = list(texts)
     skipped: list[str | None] = [None] * len(texts)
+    details: list[str | None] = [None] * len(texts)
     send: list[int] = []
     for i, text in enumerate(texts):
         if not text or not text.strip():
@@ -329,15 +352,15 @@ def correct_chunk(
     for offset in range(0, len(send), batch_size):
         batch = send[offset : offset + batch_size]
         results = _isolating(engine, [texts[i] or "" for i in batch], [langs[i] for i in batch])
-        errors = sum(1 for _, s in results if s and s.startswith(SKIP_ENGINE_ERROR))
+        errors = sum(1 for _, s, _ in results if s and s.startswith(SKIP_ENGINE_ERROR))
         if len(batch) > 1 and errors == len(batch):
             raise EngineFailure(
                 f"all {len(batch)} texts of a batch failed one by one ({results[0][1]}): the "
                 "engine is broken"
             )
-        for i, (correction, reason) in zip(batch, results, strict=True):
-            corrections[i], skipped[i] = correction, reason
-    return ChunkResult(corrections, skipped, processed=len(send))
+        for i, (correction, reason, found) in zip(batch, results, strict=True):
+            corrections[i], skipped[i], details[i] = correction, reason, found
+    return ChunkResult(corrections, skipped, processed=len(send), details=details)
 
 
 def run(config: JobConfig) -> str:
@@ -408,6 +431,7 @@ def run(config: JobConfig) -> str:
                 "engine_version": [engine_version(engine)] * n,
                 "task_index": [config.task_index] * n,
                 "skipped": result.skipped,
+                "corrections": result.details or [None] * n,
             },
             schema=OUTPUT_SCHEMA,
         )

@@ -11,11 +11,17 @@
 -- One prediction per changed row, as robotoff/batch/__init__.py:58-73 builds it: the engine is
 -- the predictor, its version the predictor_version, value_tag the product's lang. data.lang is
 -- the product's lang too (Robotoff asks fastText; no detector runs here: lang_confidence null).
+-- data.corrections: the CPU engine's corrections, each with its rule and confidence (absent when
+-- the engine gives none: vllm, an older container); Robotoff ignores data keys it does not know
+-- (robotoff/insights/importer.py:1444 copies data whole, 1460-1467 reads original and
+-- correction; annotate.py:746-751 adds annotation and reads correction).
 -- Columns, in order: _file, _row, barcode, type, data, timestamp, value_tag, value, source_image,
 -- automatic_processing, predictor, predictor_version, confidence, server_type.
 SELECT _file, _row, code, 'ingredient_spellcheck',
     jsonb_build_object('original', text, 'correction', correction, 'lang', lang,
-        'lang_confidence', NULL),
+        'lang_confidence', NULL)
+        || CASE WHEN corrections IS NULL THEN '{}'::jsonb
+            ELSE jsonb_build_object('corrections', corrections::jsonb) END,
     %(now)s, lang, NULL, NULL, false, engine, engine_version, NULL, 'off'
 FROM batch_output
 WHERE correction IS NOT NULL AND correction IS DISTINCT FROM text

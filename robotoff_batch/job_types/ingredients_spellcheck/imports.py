@@ -123,8 +123,13 @@ IMPORT_SPEC = ImportSpec(
             pa.field("correction", pa.string()),
             pa.field("engine", pa.string()),
             pa.field("engine_version", pa.string()),
+            # lexicon-cpu 3+: the text's corrections with rule and confidence (JSON), put in
+            # the prediction's data["corrections"] (Robotoff reads only data["original"] and
+            # data["correction"]: robotoff/insights/importer.py:1460-1467, annotate.py:751)
+            pa.field("corrections", pa.string()),
         ]
     ),
+    optional=("corrections",),
     not_null=("code",),
     unique=("code",),
     key_column="code",
