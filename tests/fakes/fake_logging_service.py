@@ -103,6 +103,9 @@ class FakeLoggingService:
     def __init__(self, *, batch: Any = None, project: str | None = None) -> None:
         self.batch = batch  # a FakeBatchService (its records and backend), or None
         self.project = project  # the only project it answers for (None: any)
+        # False: the tasks' lines never arrive, as when the jobs' account lacks
+        # roles/logging.logWriter (Batch drops them; the job itself runs as usual)
+        self.ingest_task_logs = True
         self.calls: Counter[str] = Counter()
         self.requests: list[ListLogEntriesRequest] = []
         self._added: list[LogEntry] = []
@@ -248,7 +251,7 @@ class FakeLoggingService:
         """Each line each task attempt of the fake Batch's jobs printed."""
         batch = self.batch
         backend = getattr(batch, "backend", None)
-        if batch is None or backend is None or not hasattr(backend, "job_dir"):
+        if not self.ingest_task_logs or batch is None or not hasattr(backend, "job_dir"):
             return
         for record in batch.records():
             job = record.job
