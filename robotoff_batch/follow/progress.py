@@ -73,6 +73,7 @@ class Progress:
     cost: ActualCost
     manifests: int = 0  # tasks whose manifest was read
     per_task: Mapping[int, TaskProgress] = field(default_factory=dict)
+    status: JobStatus | None = None  # the job as read (with its tasks)
 
     @property
     def task_count(self) -> int:
@@ -200,6 +201,7 @@ def read_progress(
         cost=actual_cost(detailed, engine=engine.name, now=at),
         manifests=len(per_task),
         per_task=per_task,
+        status=detailed,
     )
 
 

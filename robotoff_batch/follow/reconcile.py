@@ -245,7 +245,7 @@ class _Tick:
                 dg.AssetObservation(
                     asset_key=batch_job_asset_key(jt),
                     partition=job_id,
-                    metadata={"state": dg.MetadataValue.text(status.state.value), **meta},
+                    metadata={**job_metadata(reading.status or status), **meta},
                 )
             )
 
