@@ -45,9 +45,11 @@ test: lint typecheck suite
 demo: install
 	$(BIN)/robotoff-batch demo
 
+# The UI and the daemon on http://127.0.0.1:$(PORT) (make ui PORT=3005).
+PORT ?= 3000
 ui: install
 	$(BIN)/python -c "from robotoff_batch.cli.operations import dagster_home; dagster_home()"
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(PORT)
 
 bench-import: install
 	$(BIN)/python benchmarks/import_benchmark.py --sizes $(SIZE) --repeat $(REPEAT) \

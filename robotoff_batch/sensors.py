@@ -9,10 +9,12 @@ from typing import Any
 import dagster as dg
 
 from robotoff_batch.follow import DagsterFollowStorage, FollowCache, FollowSettings, follow
+from robotoff_batch.follow.progress import StagingProgress
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
+    StagingResource,
 )
 
 DEFAULT_INTERVAL_S = 10
@@ -34,7 +36,8 @@ def build_batch_job_sensor(
         jobs=list(finish_jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Follows every batch job (one engine listing per tick): registers its "
-        "partition, records QUEUED -> SCHEDULED -> RUNNING, cancels a job whose launch run was "
+        "partition, records QUEUED -> SCHEDULED -> RUNNING and, once a minute, a running job's "
+        "progress (tasks, products done, ETA, cost so far), cancels a job whose launch run was "
         "cancelled, and when the job ends requests its finish run (outcome + import), again "
         "until the import is in the ledger.",
     )
@@ -42,6 +45,7 @@ def build_batch_job_sensor(
         context: dg.SensorEvaluationContext,
         batch_engine: BatchEngineResource,
         prediction_store: PredictionStoreResource,
+        staging: StagingResource,
     ) -> dg.SensorResult:
         cache, problem = FollowCache.decode(context.cursor)
         if problem:
@@ -49,11 +53,14 @@ def build_batch_job_sensor(
         # A SUCCEEDED job of a type that imports is imported by its finish run, into Robotoff's
         # database or handed to Robotoff's importer (the prediction store's target); no task
         # calls a webhook. A job type without an import has its outcome recorded only.
+        engine = batch_engine.get_engine()
         plan = follow(
-            engine=batch_engine.get_engine(),
+            engine=engine,
             cache=cache,
             storage=DagsterFollowStorage(context.instance, prediction_store),
             settings=FollowSettings.from_registry(registry),
+            # a RUNNING job's progress, once a minute: its manifests in the staging
+            progress=StagingProgress(engine, staging.get_staging(), context.instance),
         )
         for level, message in plan.messages:
             context.log.log(level, message)

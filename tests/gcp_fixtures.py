@@ -16,6 +16,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+from robotoff_batch.batch.cloud_logging import TaskLogReader
 from robotoff_batch.batch.local import LocalBatchEngine
 from robotoff_batch.staging.gcs import GCSStaging
 from tests.fakes.fake_batch_service import FakeBatchService, running_fake_batch_service
@@ -95,4 +96,5 @@ def cloud_batch_engine(fake_batch_service: FakeBatchService) -> CloudBatchEngine
         client=fake_batch_service.client(),
         retry=fast_batch_retry(),
         timeout=10.0,
+        logs=TaskLogReader(project=TEST_PROJECT, client=fake_batch_service.logging_client()),
     )

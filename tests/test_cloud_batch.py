@@ -116,7 +116,7 @@ def engine_on(service: FakeBatchService) -> CloudBatchEngine:
 
 def test_engine_implements_the_protocol(cloud_batch_engine: CloudBatchEngine) -> None:
     assert isinstance(cloud_batch_engine, BatchEngine)
-    # Cloud Logging is not read (no google-cloud-logging): the job's log_uri links it.
+    # no such job: no log tail (tests/test_cloud_logging.py reads real ones)
     assert cloud_batch_engine.log_tail(job_id="any-job") is None
 
 

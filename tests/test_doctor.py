@@ -37,6 +37,10 @@ def batch_service() -> Iterator[FakeBatchService]:
 def iam() -> Iterator[FakeIam]:
     with running_fake_iam() as fake:
         fake.accounts[JOB_SA] = {"iam.serviceAccounts.actAs"}
+        fake.policies["robotoff"] = {
+            "roles/logging.logWriter": {f"serviceAccount:{JOB_SA}"},
+            "roles/batch.agentReporter": {f"serviceAccount:{JOB_SA}"},
+        }
         yield fake
 
 
@@ -63,7 +67,9 @@ def context(
         configs=configs if configs is not None else load_configs(),
         storage_client=gcs_client,
         batch_client=batch_service.client(),
-        iam=IamClient(session=requests.Session(), endpoint=iam.url),
+        iam=IamClient(
+            session=requests.Session(), endpoint=iam.url, resource_manager_endpoint=iam.url
+        ),
     )
 
 
@@ -101,6 +107,7 @@ def test_a_good_deployment_passes_every_check_and_leaves_nothing(
         "staged weights (ingredients-spellcheck)",
         "ListJobs (europe-west4)",
         "act as (ingredients-spellcheck)",
+        "logs writer (jobs' account)",
         "image (ingredients-spellcheck, europe-west4)",
     ]
     assert all(c.ok for c in checks), "\n".join(c.render() for c in checks)
@@ -354,7 +361,11 @@ def test_cli_doctor_report_against_the_emulators(
     from robotoff_batch.doctor.context import context_from_env
 
     assert batch_service.address
-    full = {**env, "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url}
+    full = {
+        **env,
+        "ROBOTOFF_BATCH_IAM_ENDPOINT": iam.url,
+        "ROBOTOFF_BATCH_RESOURCE_MANAGER_ENDPOINT": iam.url,
+    }
     for key, value in full.items():
         monkeypatch.setenv(key, value)
 
@@ -367,7 +378,8 @@ def test_cli_doctor_report_against_the_emulators(
     with pytest.raises(typer.Exit):
         report(context())
     output = capsys.readouterr().out
-    assert output.count("ok    ") == 8 and "8 ok, 1 failed" in output
+    assert output.count("ok    ") == 9 and "9 ok, 1 failed" in output
+    assert "ok      logs writer (jobs' account): " + JOB_SA in output
     assert "FAILED  staged weights (ingredients-spellcheck)" in output
 
     iam.accounts = {}
@@ -376,3 +388,31 @@ def test_cli_doctor_report_against_the_emulators(
     output = capsys.readouterr().out
     assert "FAILED  act as (ingredients-spellcheck)" in output
     assert "fix: gcloud iam service-accounts create" in output
+
+
+def test_a_jobs_account_that_cannot_write_logs_is_reported(
+    env: dict[str, str], gcs_client: Any, batch_service: FakeBatchService, iam: FakeIam
+) -> None:
+    """Without roles/logging.logWriter a failed task's lines never reach Cloud Logging: the
+    doctor says so with the grant; an unreadable policy says it was not checked, and how."""
+    good = by_name(run_checks(context(env, gcs_client, batch_service, iam)))
+    assert good["logs writer (jobs' account)"].ok
+    assert "roles/logging.logWriter" in good["logs writer (jobs' account)"].detail
+    assert iam.policy_calls == [("robotoff", {"options": {"requestedPolicyVersion": 3}})]
+    iam.policies["robotoff"]["roles/logging.logWriter"] = {"serviceAccount:someone-else@x.com"}
+    checks = by_name(run_checks(context(env, gcs_client, batch_service, iam)))
+    check = checks["logs writer (jobs' account)"]
+    assert not check.ok and f"{JOB_SA} holds no logs writer role in robotoff" in check.detail
+    assert check.fix == (
+        f"gcloud projects add-iam-policy-binding robotoff --member serviceAccount:{JOB_SA} "
+        "--role roles/logging.logWriter"
+    )
+    iam.policies["robotoff"]["roles/editor"] = {f"serviceAccount:{JOB_SA}"}
+    assert by_name(run_checks(context(env, gcs_client, batch_service, iam)))[
+        "logs writer (jobs' account)"
+    ].ok
+    iam.policy_denied = True
+    denied = by_name(run_checks(context(env, gcs_client, batch_service, iam)))
+    check = denied["logs writer (jobs' account)"]
+    assert not check.ok and check.detail.startswith("not checked: the project's IAM policy")
+    assert "HTTP 403" in check.detail and "gcloud projects get-iam-policy robotoff" in check.fix

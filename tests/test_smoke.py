@@ -102,6 +102,8 @@ def test_smoke_on_cloud_batch_sees_the_gpu_and_the_bucket(
     assert result.probe is not None and result.probe["gpu"] == "NVIDIA L4, 550.90.07, 23034 MiB"
     report = "\n".join(result.report())
     assert "gpu: NVIDIA L4" in report and "cost: $" in report
+    assert "logs: the task's line arrived in its log" in report
+    assert fake_batch_service.logging.calls["ListLogEntries"] >= 1
     sent = fake_batch_service.requests["CreateJob"][0]
     assert sent.job.task_groups[0].task_spec.runnables[0].container.options == "--gpus all"
     blobs = [b.name for b in gcs_staging.client.list_blobs(STAGING_BUCKET)]
@@ -217,3 +219,38 @@ def test_smoke_runs_the_vllm_images_gpu_check(
         assert check["failed"] == ["driver >= 580"]
         assert "check: FAILED driver >= 580: 550" in report
         assert "the job type's own check in its image failed" in report
+
+
+def test_smoke_fails_when_the_tasks_log_never_arrives(
+    cloud_batch_engine: CloudBatchEngine,
+    fake_batch_service: FakeBatchService,
+    local_batch_backend: LocalBatchEngine,
+    gcs_staging: GCSStaging,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The jobs' account cannot write logs: the job succeeds, but its line never reaches
+    Cloud Logging; the smoke says so (a failed job would show no log tail)."""
+    local_batch_backend.commands_by_image[SPELLCHECK.resources.container_image_uri] = (
+        sys.executable,
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_nvidia_smi(bin_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_batch_service.logging.ingest_task_logs = False
+    result = run_smoke(
+        job_type="ingredients-spellcheck",
+        resources=SPELLCHECK.resources,
+        engine=cloud_batch_engine,
+        staging=gcs_staging,
+        project="test-project",
+        timeout_s=60,
+        poll_s=0.1,
+        log_wait_s=1.0,
+    )
+    report = "\n".join(result.report())
+    assert result.status.state is JobState.SUCCEEDED and result.probe is not None
+    assert not result.ok and result.log_seen is False, report
+    assert "logs: FAILED: the task's line never arrived" in report
+    assert "roles/logging.logWriter" in report

@@ -28,7 +28,12 @@ from robotoff_batch.cost.actual import actual_cost
 from robotoff_batch.cost.facts import cost_metadata, job_facts
 from robotoff_batch.cost.summary import JobCost, job_type_summary
 from robotoff_batch.follow.fallback import chain_metadata
-from robotoff_batch.follow.metadata import job_metadata, short_description
+from robotoff_batch.follow.metadata import (
+    LOG_TAIL_LINES,
+    failure_reason,
+    job_metadata,
+    job_outcome,
+)
 from robotoff_batch.follow.storage import worker_id
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.names import (
@@ -44,7 +49,7 @@ from robotoff_batch.names import (
 from robotoff_batch.resources import BatchEngineResource
 
 CHECK_NAME = "batch_job_succeeded"
-LOG_TAIL_LINES = 30
+__all__ = ["CHECK_NAME", "LOG_TAIL_LINES", "build_batch_job", "build_cancel_job", "failure_reason"]
 
 
 def final_status(engine: BatchEngine, job_id: str, job_type: str) -> JobStatus:
@@ -52,21 +57,6 @@ def final_status(engine: BatchEngine, job_id: str, job_type: str) -> JobStatus:
         return engine.get_job(job_id=job_id)
     except JobNotFoundError:
         return gone_status(job_id, job_type, engine.name)
-
-
-def failure_reason(status: JobStatus) -> str:
-    """One paragraph: the state, the failed tasks' exit codes and reasons, the last events."""
-    lines = [f"batch job {status.job_id} ended {status.state.value}"]
-    failed = [t for t in status.tasks if t.exit_code not in (None, 0)]
-    for task in failed:
-        lines.append(f"task {task.index}: exit code {task.exit_code}: {task.exit_reason}")
-    if not failed:
-        codes = [e.task_exit_code for e in status.status_events if e.task_exit_code]
-        if codes:
-            lines.append(f"exit code {codes[-1]}")
-    events = [e for e in status.status_events if e.description][-3:]
-    lines += [f"{e.type}: {short_description(e.description)}" for e in events]
-    return "\n".join(lines)
 
 
 def outcome_metadata(
@@ -173,44 +163,36 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
                 ],
             )
             return
-        # The outcome and its cost on the partition (a failed step materializes nothing):
-        # what the UI's cost summary and the partition's latest observation read.
-        context.log_event(dg.AssetObservation(asset_key=key, partition=job_id, metadata=meta))
-        reason = failure_reason(status)
-        tail = engine.log_tail(job_id=job_id, lines=LOG_TAIL_LINES)
-        exit_codes = {t.index: t.exit_code for t in status.tasks if t.exit_code is not None}
-        last_line = (tail or "").strip().splitlines()[-1:] or [""]
-        check_meta: dict[str, Any] = {
-            "state": status.state.value,
-            # text, not markdown or JSON: the UI shows text inline, the others behind a button
-            "reason": dg.MetadataValue.text(" | ".join(reason.splitlines())),
-            "exit_codes": dg.MetadataValue.text(
-                ", ".join(f"task {i}: {code}" for i, code in sorted(exit_codes.items())) or "none"
-            ),
-        }
-        if tail:
-            check_meta["last_log_line"] = dg.MetadataValue.text(last_line[0][:300])
-            check_meta["log_tail"] = dg.MetadataValue.md(f"```\n{tail}\n```")
-        if status.log_uri:
-            check_meta["logs"] = dg.MetadataValue.url(status.log_uri)
+        # The outcome (state, reason, exit codes, the log's end) and its cost on the
+        # partition: a failed step materializes nothing, so the partition page shows this
+        # observation, its newest event.
+        outcome = job_outcome(engine, status, LOG_TAIL_LINES)
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key, partition=job_id, metadata={**meta, **outcome.metadata()}
+            )
+        )
+        check_meta = outcome.metadata()
         for name in ("actual_cost", "production_worst_case_ceiling"):
             check_meta[name] = meta[name]
-        headline = reason.splitlines()[0]
-        if exit_codes:
-            headline += " (exit code " + ", ".join(str(c) for c in exit_codes.values()) + ")"
-        if last_line[0]:
-            headline += f": {last_line[0][:200]}"
         yield dg.AssetCheckResult(
             check_name=CHECK_NAME,
             passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=headline,
+            # a cancel is asked for: it warns; a failure of the tasks is an error
+            severity=dg.AssetCheckSeverity.WARN
+            if outcome.cancelled
+            else dg.AssetCheckSeverity.ERROR,
+            description=outcome.headline,
             metadata=check_meta,
         )
-        context.log.error(
-            reason + (f"\n--- last lines of the task's log ---\n{tail}" if tail else "")
+        reason, tail = outcome.reason, outcome.tail
+        (context.log.warning if outcome.cancelled else context.log.error)(
+            outcome.headline
+            + "\n"
+            + reason
+            + (f"\n--- last lines of the task's log ---\n{tail}" if tail else "")
         )
-        description = reason
+        description = f"{outcome.headline}\n{reason}" if outcome.cancelled else reason
         if tail:
             description += f"\n\nlast {LOG_TAIL_LINES} lines of the task's log:\n{tail}"
         raise dg.Failure(description=description, metadata=meta, allow_retries=False)

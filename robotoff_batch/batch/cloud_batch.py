@@ -25,6 +25,9 @@ What it does, and what the systems that came before learnt the hard way:
   evaluation timeout, so a slow API fails the call cleanly (BatchEngineError) instead of the
   tick being killed.
 
+- :meth:`CloudBatchEngine.log_tail` reads the failed task's last lines from Cloud Logging
+  (``google-cloud-logging``, by the job's uid and the task: :mod:`.cloud_logging`).
+
 A job deleted behind our back simply disappears from ``list_jobs``; ``get_job`` then raises
 :class:`~robotoff_batch.batch.engine.JobNotFoundError`.
 """
@@ -53,6 +56,7 @@ from robotoff_batch.batch.cloud_batch_convert import (
     task_attempts,
     task_status,
 )
+from robotoff_batch.batch.cloud_logging import TaskLogReader, read_tail_or_none
 from robotoff_batch.batch.engine import (
     BatchEngineError,
     JobNotFoundError,
@@ -80,6 +84,18 @@ SENSOR_EVALUATION_TIMEOUT_S = 60.0
 DEFAULT_RETRY_BUDGET_S = 25.0
 DEFAULT_ATTEMPT_TIMEOUT_S = 15.0
 DEFAULT_TASK_GROUP = "group0"
+
+
+def tail_task(status: JobStatus) -> int | None:
+    """The task whose log tells why the job ended: the failed task of lowest index, else the
+    task whose attempt started last; None when no task is known."""
+    failed = [t.index for t in status.tasks if t.exit_code not in (None, 0)]
+    if failed:
+        return min(failed)
+    started = [(r.start, t.index) for t in status.tasks for r in t.runs if r.start is not None]
+    if started:
+        return max(started)[1]
+    return status.tasks[0].index if len(status.tasks) == 1 else None
 
 
 def make_retry(
@@ -113,10 +129,12 @@ class CloudBatchEngine:
         retry: Retry | None = None,
         timeout: float = DEFAULT_ATTEMPT_TIMEOUT_S,
         locations: Sequence[str] = (),
+        logs: TaskLogReader | None = None,
     ) -> None:
         """``timeout`` is per attempt; ``retry`` (see :func:`make_retry`) bounds the total.
         ``location`` is the default region; ``locations`` the other regions jobs may run in
-        (capacity fallbacks): each is listed, so no job escapes the follower."""
+        (capacity fallbacks): each is listed, so no job escapes the follower. ``logs`` reads
+        the tasks' lines from Cloud Logging (:meth:`log_tail`; None: no log tail)."""
         self.project = project
         self.location = location
         self.locations = tuple(dict.fromkeys([location, *locations]))
@@ -124,6 +142,7 @@ class CloudBatchEngine:
         self.client = client
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
+        self.logs = logs
 
     @classmethod
     def from_settings(
@@ -133,9 +152,11 @@ class CloudBatchEngine:
         api_endpoint: str | None = None,
         credentials: Credentials | None = None,
         transport: str = "grpc",
+        logging_endpoint: str | None = None,
         **kwargs: Any,
     ) -> CloudBatchEngine:
-        """Build the real client: the credentials given, else ``GOOGLE_CREDENTIALS`` or ADC."""
+        """Build the real clients (Batch, and Cloud Logging for the log tails): the
+        credentials given, else ``GOOGLE_CREDENTIALS`` or ADC."""
         if credentials is None:
             from robotoff_batch.gcp_credentials import load_credentials
 
@@ -143,6 +164,16 @@ class CloudBatchEngine:
         options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None
         client = batch_v1.BatchServiceClient(
             credentials=credentials, transport=transport, client_options=options
+        )
+        kwargs.setdefault(
+            "logs",
+            TaskLogReader.from_settings(
+                project,
+                credentials=credentials,
+                api_endpoint=logging_endpoint,
+                transport=transport,
+                retry=kwargs.get("retry") or make_retry(),
+            ),
         )
         return cls(project=project, location=location, client=client, **kwargs)
 
@@ -284,9 +315,22 @@ class CloudBatchEngine:
         return status.log_uri or self.console_uri(job_id)
 
     def log_tail(self, *, job_id: str, lines: int = 30) -> str | None:
-        """None: reading Cloud Logging needs ``google-cloud-logging``, which is not a
-        dependency. The job's ``log_uri`` (:meth:`logs_uri`) links its Cloud Logging query."""
-        return None
+        """The last ``lines`` lines the failed task printed (lowest index with a non-zero exit
+        code; else the task started last; else the whole job's), read from Cloud Logging by
+        the job's uid and the task (:mod:`robotoff_batch.batch.cloud_logging`). None when the
+        job is gone, has no uid, Cloud Logging holds no line of it or cannot be read (logged):
+        then the job's ``log_uri`` (:meth:`logs_uri`) links its Cloud Logging query."""
+        if self.logs is None:
+            return None
+        try:
+            status = self._find(job_id, with_tasks=True)
+        except (JobNotFoundError, BatchEngineError):
+            return None
+        if not status.uid:
+            return None
+        return read_tail_or_none(
+            self.logs, uid=status.uid, task_index=tail_task(status), lines=lines, job_id=job_id
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from robotoff_batch.batch.engine import JobNotFoundError, JobState, cancel_once
 from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
 from robotoff_batch.cost.facts import job_cost_lines
+from robotoff_batch.follow.metadata import job_outcome
 from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
 
 
@@ -162,15 +163,20 @@ def status(
     for t in s.tasks:
         tasks.add_row(str(t.index), t.state, str(t.exit_code), str(t.attempts), t.exit_reason or "")
     console.print(tasks)
+    if s.state == JobState.RUNNING:
+        from robotoff_batch.follow.progress import progress_lines
+        from robotoff_batch.resources import build_resources, initialized
+
+        staging = initialized(build_resources()["staging"]).get_staging()
+        for line in progress_lines(engine, staging, s, _instance_or_none()):
+            say(line)
     for line in job_cost_lines(s, engine.name, _instance_or_none()):
         say(line)
     if s.state == JobState.SUCCEEDED:
         _print_quarantine(job_id, s.labels.get(JOB_TYPE_LABEL, ""))
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
-        tail = engine.log_tail(job_id=job_id)
-        if tail:
-            say("last lines of the failed task's log:", style="bold")
-            say(tail)
+        for line in job_outcome(engine, s).lines():
+            say(line)
 
 
 def import_(

@@ -8,8 +8,11 @@ no retry and a 15-minute limit, and instead of the job's work it runs a few line
 - run ``nvidia-smi`` and fail with exit code 10 when a GPU job's container cannot see its GPU;
 - write a probe file to the staging bucket, as the jobs' service account (exit code 11 when
   it cannot);
+- print a line naming the job (``SMOKE_LOG_MARKER``);
 
-then the command follows the job, reads the probe back, and prints the outcome and the cost.
+then the command follows the job, reads the probe back, waits for that line to arrive in the
+job's log (Cloud Logging in production: the jobs' account needs ``roles/logging.logWriter``),
+and prints the outcome and the cost.
 On the local runner the same lines run as a local process: a CPU stand-in (no GPU expected).
 
 The smoke job is labelled ``job-type: <job-type>-smoke``, so the sensor that follows the job
@@ -92,8 +95,12 @@ if failed_check:
     print("the job type's check failed: " + ", ".join(report["check"].get("failed", [])),
           file=sys.stderr)
     sys.exit(12)
+print(os.environ.get("SMOKE_LOG_MARKER", "smoke log line"), flush=True)
 print("smoke ok", flush=True)
 """
+# How long the smoke command waits for the task's line to arrive in its log (Cloud Logging
+# ingests within seconds, documented as not instantaneous).
+LOG_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,14 @@ class SmokeResult:
     worst_case_usd: float
     cost_usd: float | None
     local: bool
+    # Whether the task's marker line arrived in its log (None: not looked for, the job failed)
+    log_seen: bool | None = None
 
     @property
     def ok(self) -> bool:
         if self.status.state is not JobState.SUCCEEDED or self.probe is None:
+            return False
+        if self.log_seen is False:
             return False
         check = self.probe.get("check")
         return not (isinstance(check, dict) and check.get("failed"))
@@ -129,6 +140,14 @@ class SmokeResult:
                 for key in ("load_s", "texts_per_s", "predictor_version", "error"):
                     if key in check:
                         lines.append(f"check: {key} {check[key]}")
+        if self.log_seen is True:
+            lines.append("logs: the task's line arrived in its log (engine.log_tail)")
+        elif self.log_seen is False:
+            lines.append(
+                "logs: FAILED: the task's line never arrived in its log: in production the "
+                "jobs' account lacks roles/logging.logWriter (run `robotoff-batch doctor`), "
+                "so a failed job would show no log tail"
+            )
         for task in self.status.tasks:
             if task.exit_code in SMOKE_EXIT_REASONS:
                 lines.append(f"task {task.index}: {SMOKE_EXIT_REASONS[task.exit_code]}")
@@ -148,6 +167,25 @@ def smoke_resources(resources: BatchResources) -> BatchResources:
     return BatchResources.model_validate(data)
 
 
+def log_marker(job_id: str) -> str:
+    """The line the smoke task prints, looked for in its log."""
+    return f"robotoff-batch smoke {job_id}: log line"
+
+
+def wait_for_log_line(
+    engine: BatchEngine, job_id: str, *, wait_s: float, poll_s: float = 5.0
+) -> bool:
+    """True once the job's log holds its marker line; False after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        tail = engine.log_tail(job_id=job_id, lines=20)
+        if tail and log_marker(job_id) in tail:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
 def build_smoke_request(
     resources: BatchResources,
     *,
@@ -165,6 +203,7 @@ def build_smoke_request(
     env = {
         **dict(task_environment or {}),
         "SMOKE_OUTPUT_URI": probe_uri,
+        "SMOKE_LOG_MARKER": log_marker(job_id),
         "SMOKE_EXPECT_GPU": "1" if resources.accelerators_type and not local else "0",
     }
     if check_argv:
@@ -200,8 +239,10 @@ def run_smoke(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     task_environment: Mapping[str, str] | None = None,
     check_argv: Sequence[str] | None = None,
+    log_wait_s: float = LOG_WAIT_S,
 ) -> SmokeResult:
-    """Submit the smoke job, follow it to its end, read its probe back."""
+    """Submit the smoke job, follow it to its end, read its probe back and look for its line
+    in its log (at most ``log_wait_s``)."""
     local = engine.name == "local"
     if local:
         register = getattr(engine, "commands_by_image", None)
@@ -242,6 +283,9 @@ def run_smoke(
                 probe = json.loads(handle.read())
         except (StagingError, ValueError, OSError):
             probe = None
+    log_seen = None
+    if status.state is JobState.SUCCEEDED:
+        log_seen = wait_for_log_line(engine, job_id, wait_s=log_wait_s, poll_s=min(poll_s, 5.0))
     cost = worst_case_cost(small)
     duration = status.run_duration_s
     actual = (
@@ -256,6 +300,7 @@ def run_smoke(
         worst_case_usd=cost.total_usd,
         cost_usd=actual,
         local=local,
+        log_seen=log_seen,
     )
 
 

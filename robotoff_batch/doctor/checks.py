@@ -1,4 +1,5 @@
-"""The doctor's checks, in order: credentials, project, region, bucket, ListJobs, actAs, images
+"""The doctor's checks, in order: credentials, project, region, bucket, ListJobs, actAs, the
+jobs' account writing logs, images
 (ListJobs and images once per location: :mod:`robotoff_batch.doctor.locations`)."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from robotoff_batch.doctor.context import (
     IAM_ENDPOINT_ENV,
     LOCATION_ENV,
     PROJECT_ENV,
+    RESOURCE_MANAGER_ENDPOINT,
+    RESOURCE_MANAGER_ENDPOINT_ENV,
     STAGING_ENV,
     Check,
     DoctorContext,
@@ -37,6 +40,7 @@ def run_checks(ctx: DoctorContext) -> list[Check]:
     _check_staged_prerequisites(ctx, checks, credentials, project)
     check_list_jobs(ctx, checks, credentials, project, locations)
     _check_act_as(ctx, checks, credentials)
+    _check_log_writer(ctx, checks, credentials, project)
     check_images(ctx, checks, project)
     return checks
 
@@ -243,12 +247,7 @@ def _check_staged_prerequisites(
 
 
 def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> None:
-    iam = ctx.iam
-    if iam is None and credentials is not None:
-        from google.auth.transport.requests import AuthorizedSession
-
-        endpoint = ctx.env.get(IAM_ENDPOINT_ENV) or IAM_ENDPOINT
-        iam = IamClient(session=AuthorizedSession(credentials), endpoint=endpoint)
+    iam = _iam_client(ctx, credentials)
     for job_type, config in sorted(ctx.configs.items()):
         name = f"act as ({job_type})"
         account = config.resources.service_account_email
@@ -300,3 +299,86 @@ def _check_act_as(ctx: DoctorContext, checks: list[Check], credentials: Any) -> 
             )
             continue
         checks.append(Check(name, True, f"the launcher may act as {account}"))
+
+
+# Roles that hold logging.logEntries.create on a project (what a task needs for its log lines
+# to reach Cloud Logging): the one docs/production.md grants, and the broad ones.
+LOG_WRITER_ROLES = ("roles/logging.logWriter", "roles/logging.admin", "roles/editor", "roles/owner")
+
+
+def _iam_client(ctx: DoctorContext, credentials: Any) -> Any:
+    if ctx.iam is not None or credentials is None:
+        return ctx.iam
+    from google.auth.transport.requests import AuthorizedSession
+
+    return IamClient(
+        session=AuthorizedSession(credentials),
+        endpoint=ctx.env.get(IAM_ENDPOINT_ENV) or IAM_ENDPOINT,
+        resource_manager_endpoint=ctx.env.get(RESOURCE_MANAGER_ENDPOINT_ENV)
+        or RESOURCE_MANAGER_ENDPOINT,
+    )
+
+
+def _check_log_writer(
+    ctx: DoctorContext, checks: list[Check], credentials: Any, project: str | None
+) -> None:
+    """Each jobs' account holds a role that writes logs (roles/logging.logWriter) in the
+    project's IAM policy: without it a failed task's lines never reach Cloud Logging, and the
+    check, the partition and ``status JOB`` have no log tail. What it cannot see: grants on a
+    folder or the organization, through a group, or by a custom role (then it says so)."""
+    accounts = {
+        c.resources.service_account_email
+        for c in ctx.configs.values()
+        if c.resources.service_account_email
+    }
+    if not accounts:
+        return  # the act-as check already says the config sets no account
+    name = "logs writer (jobs' account)"
+    iam = _iam_client(ctx, credentials)
+    if iam is None or not project:
+        checks.append(Check(name, False, "not checked: no credentials or no project", ""))
+        return
+    grant = (
+        f"gcloud projects add-iam-policy-binding {project} --member serviceAccount:{{account}} "
+        "--role roles/logging.logWriter"
+    )
+    try:
+        bindings = iam.project_bindings(project)
+    except IamError as exc:
+        checks.append(
+            Check(
+                name,
+                False,
+                f"not checked: the project's IAM policy is unreadable (HTTP {exc.status} "
+                f"{exc}); the orchestrator needs resourcemanager.projects.getIamPolicy "
+                "(roles/browser) for this check",
+                f"gcloud projects get-iam-policy {project} --flatten=bindings "
+                "--filter=bindings.role:roles/logging.logWriter",
+            )
+        )
+        return
+    except Exception as exc:  # a network error: say it, never crash the report
+        checks.append(Check(name, False, f"not checked: {type(exc).__name__}: {exc}", ""))
+        return
+    for account in sorted(accounts):
+        member = f"serviceAccount:{account}"
+        roles = sorted(
+            b.get("role", "")
+            for b in bindings
+            if b.get("role") in LOG_WRITER_ROLES and member in b.get("members", [])
+        )
+        if roles:
+            checks.append(
+                Check(name, True, f"{account} writes logs in {project} ({', '.join(roles)})")
+            )
+            continue
+        checks.append(
+            Check(
+                name,
+                False,
+                f"{account} holds no logs writer role in {project}'s IAM policy: its tasks' "
+                "lines would not reach Cloud Logging (no log tail for a failed job). Granted "
+                "on a folder, the organization, a group or by a custom role? Then it is fine",
+                grant.format(account=account),
+            )
+        )

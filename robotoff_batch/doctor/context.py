@@ -16,6 +16,8 @@ STAGING_ENV = "ROBOTOFF_BATCH_STAGING_URI"
 IAM_ENDPOINT_ENV = "ROBOTOFF_BATCH_IAM_ENDPOINT"
 IAM_ENDPOINT = "https://iam.googleapis.com"
 ACT_AS = "iam.serviceAccounts.actAs"
+RESOURCE_MANAGER_ENDPOINT_ENV = "ROBOTOFF_BATCH_RESOURCE_MANAGER_ENDPOINT"
+RESOURCE_MANAGER_ENDPOINT = "https://cloudresourcemanager.googleapis.com"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class IamPermissions(Protocol):
         """The subset of ``permissions`` the caller holds on ``service_account``."""
         ...
 
+    def project_bindings(self, project: str) -> list[dict[str, Any]]:
+        """The project's IAM policy bindings (``role``, ``members``, ``condition``)."""
+        ...
+
 
 class IamError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
@@ -48,10 +54,32 @@ class IamClient:
     """IAM ``projects.serviceAccounts.testIamPermissions`` over an HTTP session (an
     ``AuthorizedSession`` in production; a plain session against a fake in tests)."""
 
-    def __init__(self, *, session: Any, endpoint: str = IAM_ENDPOINT, timeout: float = 15.0):
+    def __init__(
+        self,
+        *,
+        session: Any,
+        endpoint: str = IAM_ENDPOINT,
+        timeout: float = 15.0,
+        resource_manager_endpoint: str = RESOURCE_MANAGER_ENDPOINT,
+    ):
         self.session = session
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
+        self.resource_manager_endpoint = resource_manager_endpoint.rstrip("/")
+
+    def project_bindings(self, project: str) -> list[dict[str, Any]]:
+        """The project's IAM policy bindings (Resource Manager ``projects.getIamPolicy``,
+        policy version 3: conditional bindings included)."""
+        url = f"{self.resource_manager_endpoint}/v1/projects/{quote(project, safe='')}:getIamPolicy"
+        body = {"options": {"requestedPolicyVersion": 3}}
+        response = self.session.post(url, json=body, timeout=self.timeout)
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise IamError(response.status_code, message)
+        return list(response.json().get("bindings", []))
 
     def test_permissions(self, service_account: str, permissions: list[str]) -> set[str]:
         url = (
@@ -91,7 +119,9 @@ def load_configs() -> dict[str, JobConfig]:
 def context_from_env(env: Mapping[str, str]) -> DoctorContext:
     """The production context; emulators where their variables say so (tests, rehearsals):
     ``STORAGE_EMULATOR_HOST`` and an ``http://`` ``ROBOTOFF_BATCH_IAM_ENDPOINT`` take no
-    credentials. The Batch client is built from the credentials (a caller may set one)."""
+    credentials (that emulator also serves Resource Manager's getIamPolicy, unless
+    ``ROBOTOFF_BATCH_RESOURCE_MANAGER_ENDPOINT`` names another). The Batch client is built
+    from the credentials (a caller may set one)."""
     ctx = DoctorContext(env=env, configs=load_configs())
     if env.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
@@ -104,5 +134,9 @@ def context_from_env(env: Mapping[str, str]) -> DoctorContext:
     if endpoint.startswith("http://"):
         import requests
 
-        ctx.iam = IamClient(session=requests.Session(), endpoint=endpoint)
+        ctx.iam = IamClient(
+            session=requests.Session(),
+            endpoint=endpoint,
+            resource_manager_endpoint=env.get(RESOURCE_MANAGER_ENDPOINT_ENV) or endpoint,
+        )
     return ctx

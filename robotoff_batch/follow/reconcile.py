@@ -49,6 +49,7 @@ from robotoff_batch.follow.plan import (
     PendingLimit,
     StateChange,
 )
+from robotoff_batch.follow.progress import PROGRESS_INTERVAL_S, ProgressSource
 from robotoff_batch.follow.settings import FollowSettings
 from robotoff_batch.follow.settle import settle
 from robotoff_batch.follow.storage import (
@@ -71,6 +72,7 @@ def follow(
     settings: FollowSettings,
     only: Collection[str] | None = None,
     now: float | None = None,
+    progress: ProgressSource | None = None,
 ) -> FollowPlan:
     """One reconciliation of the engine's jobs with Dagster and the ledger.
 
@@ -78,8 +80,10 @@ def follow(
     how long a job may wait QUEUED/SCHEDULED before it is reported stuck (once, with the events
     that say why; cancelled where the job type asks), and its capacity fallbacks. ``only``
     restricts the work to some job ids (the CLI following its own job and its fallbacks).
-    Raises only when the engine cannot list jobs at all (then nothing is known, and the cache
-    is kept as it was).
+    ``progress`` reads a RUNNING job's progress (tasks, products done, ETA, cost so far), at
+    most once per :data:`~robotoff_batch.follow.progress.PROGRESS_INTERVAL_S` per job, recorded
+    in the job's one observation of the call. Raises only when the engine cannot list jobs at
+    all (then nothing is known, and the cache is kept as it was).
     """
     tick = _Tick(engine, storage, settings, FollowPlan(cache=cache.copy()), only)
     tick.list_jobs()
@@ -89,6 +93,7 @@ def follow(
     _cancel_for_cancelled_owners(engine, tick.plan, storage, tick.statuses)
     finished = tick.record_states()
     at = time.time() if now is None else now
+    tick.record_progress(progress, at)
     _report_stuck(engine, tick.plan, tick.statuses, tick.job_type_of, settings.pending_limits, at)
     plan_fallbacks(tick.plan, tick.statuses, tick.job_type_of, settings.fallbacks, at)
     replaced = supersessions(tick.statuses)
@@ -200,6 +205,49 @@ class _Tick:
             if previous != status.state.value:
                 self._changed(job_id, jt, previous, status)
         return finished
+
+    def record_progress(self, source: ProgressSource | None, now: float) -> None:
+        """For each RUNNING job not read for a minute: one progress reading, in the job's
+        observation of this call (its state change's, else a new one). Jobs in any other
+        state are not read at all, and forgotten."""
+        c = self.plan.cache
+        running = {j for j, s in self.statuses.items() if s.state is JobState.RUNNING}
+        for job_id in set(c.progressed) - running:
+            if job_id in self.statuses or job_id not in c.states:
+                del c.progressed[job_id]
+        if source is None:
+            return
+        at = datetime.fromtimestamp(now, UTC)
+        for job_id in sorted(running):
+            if now - c.progressed.get(job_id, float("-inf")) < PROGRESS_INTERVAL_S:
+                continue
+            status = self.statuses[job_id]
+            c.progressed[job_id] = now  # a failed reading too: tried again in a minute
+            try:
+                reading = source.read(status, at)
+            except Exception as exc:
+                self.plan.log(
+                    logging.WARNING,
+                    f"{job_id}: progress not read ({type(exc).__name__}: {exc}); in a minute",
+                )
+                continue
+            meta = reading.metadata()
+            mine = [o for o in self.plan.observations if o.partition == job_id]
+            if mine:
+                index = self.plan.observations.index(mine[-1])
+                merged = {**mine[-1].metadata, **meta}
+                self.plan.observations[index] = dg.AssetObservation(
+                    asset_key=mine[-1].asset_key, partition=job_id, metadata=merged
+                )
+                continue
+            jt = self.job_type_of(job_id, status)
+            self.plan.observations.append(
+                dg.AssetObservation(
+                    asset_key=batch_job_asset_key(jt),
+                    partition=job_id,
+                    metadata={**job_metadata(reading.status or status), **meta},
+                )
+            )
 
     def _changed(self, job_id: str, jt: str, previous: str | None, status: JobStatus) -> None:
         new = status.state.value

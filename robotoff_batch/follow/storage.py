@@ -176,6 +176,8 @@ class FollowCache:
     cancel_sent: set[str] = field(default_factory=set)
     stuck: set[str] = field(default_factory=set)  # reported stuck (reported once)
     fallen_back: set[str] = field(default_factory=set)  # capacity fallback requested (once)
+    # id -> when its progress was last read (RUNNING jobs only: at most once a minute each)
+    progressed: dict[str, float] = field(default_factory=dict)
 
     def copy(self) -> FollowCache:
         return FollowCache(
@@ -184,6 +186,7 @@ class FollowCache:
             set(self.cancel_sent),
             set(self.stuck),
             set(self.fallen_back),
+            dict(self.progressed),
         )
 
     def encode(self) -> str:
@@ -195,6 +198,7 @@ class FollowCache:
                 "cancel_sent": sorted(self.cancel_sent),
                 "stuck": sorted(self.stuck),
                 "fallen_back": sorted(self.fallen_back),
+                "progressed": {k: round(v, 3) for k, v in sorted(self.progressed.items())},
             },
             separators=(",", ":"),
         )
@@ -216,6 +220,7 @@ class FollowCache:
                     {str(x) for x in data["cancel_sent"]},
                     {str(x) for x in data.get("stuck", ())},
                     {str(x) for x in data.get("fallen_back", ())},
+                    {str(k): float(v) for k, v in data.get("progressed", {}).items()},
                 ),
                 None,
             )

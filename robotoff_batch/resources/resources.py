@@ -174,6 +174,11 @@ class CloudBatchEngineResource(BatchEngineResource):
     api_endpoint: str | None = Field(
         default=None, description="Override of the Batch API endpoint (e.g. a regional one)."
     )
+    logging_endpoint: str | None = Field(
+        default=None,
+        description="Override of the Cloud Logging API endpoint, where failed tasks' log "
+        "lines are read.",
+    )
     extra_locations: list[str] | None = Field(
         default=None,
         description="Other regions the sensor lists (one ListJobs each). Default: every "
@@ -214,6 +219,7 @@ class CloudBatchEngineResource(BatchEngineResource):
             api_endpoint=self.api_endpoint,
             credentials=credentials,
             locations=self.followed_locations(),
+            logging_endpoint=self.logging_endpoint,
         )
 
 

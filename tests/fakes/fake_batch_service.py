@@ -58,13 +58,19 @@ from typing import Any
 import grpc
 from google.cloud import batch_v1
 from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
+from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+from google.cloud.logging_v2.services.logging_service_v2.transports import (
+    LoggingServiceV2GrpcTransport,
+)
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
 from pydantic import Field
 
 from robotoff_batch.batch.cloud_batch import CloudBatchEngine
+from robotoff_batch.batch.cloud_logging import TaskLogReader
 from robotoff_batch.batch.engine import BatchEngine, JobNotFoundError, JobStatus
 from robotoff_batch.resources import CloudBatchEngineResource
+from tests.fakes.fake_logging_service import FakeLoggingService
 
 SERVICE_NAME = "google.cloud.batch.v1.BatchService"
 JOB_ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -208,12 +214,14 @@ class FakeBatchService:
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
         self.address: str | None = None
+        # Cloud Logging on the same server: the task log lines of this service's jobs.
+        self.logging = FakeLoggingService(batch=self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> str:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        server.add_generic_rpc_handlers((self._handler(),))
+        server.add_generic_rpc_handlers((self._handler(), self.logging.handler()))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._server = server
@@ -224,6 +232,10 @@ class FakeBatchService:
         if self._server is not None:
             self._server.stop(grace=None)
             self._server = None
+
+    def logging_client(self) -> Any:
+        """A real ``LoggingServiceV2Client`` on this server (the hosted Logging fake)."""
+        return self.logging.client(self.address)
 
     def client(self) -> batch_v1.BatchServiceClient:
         """A real ``BatchServiceClient`` on an insecure channel to this server."""
@@ -306,6 +318,14 @@ class FakeBatchService:
     def job_names(self) -> list[str]:
         with self._lock:
             return list(self._records)
+
+    def records(self) -> list[_Record]:
+        """The jobs created, as the hosted Logging fake reads them."""
+        with self._lock:
+            return list(self._records.values())
+
+    def backend_status(self, record: _Record) -> JobStatus | None:
+        return self._backend_status(record)
 
     # -- gRPC plumbing ----------------------------------------------------------------------
 
@@ -741,11 +761,16 @@ class EmulatedCloudBatchEngineResource(CloudBatchEngineResource):
     def build_engine(self) -> BatchEngine:
         channel = grpc.insecure_channel(self.emulator_host)
         client = batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
+        project = self.gcp_project or "emulator"
+        logging_client = LoggingServiceV2Client(
+            transport=LoggingServiceV2GrpcTransport(channel=channel)
+        )
         return CloudBatchEngine(
-            project=self.gcp_project or "emulator",
+            project=project,
             location=self.gcp_location,
             client=client,
             locations=self.followed_locations(),
+            logs=TaskLogReader(project=project, client=logging_client),
         )
 
 

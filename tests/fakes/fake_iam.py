@@ -1,4 +1,7 @@
-"""A fake IAM ``projects.serviceAccounts.testIamPermissions`` endpoint (REST, as Google's).
+"""A fake IAM ``projects.serviceAccounts.testIamPermissions`` endpoint (REST, as Google's), and
+Resource Manager's ``projects.getIamPolicy`` (``POST /v1/projects/<p>:getIamPolicy``, answering
+``{"version": 3, "bindings": [{"role": ..., "members": [...]}], "etag": ...}``; 403 when
+``policy_denied``, as for a caller without ``resourcemanager.projects.getIamPolicy``).
 
 ``accounts`` maps a service account email to the permissions the caller holds on it; an
 account not listed answers 404 NOT_FOUND, ``deny_all`` answers 403 to every call.
@@ -15,6 +18,7 @@ from urllib.parse import unquote
 
 from tests.fakes.http_server import JsonHandler, start_serving, stop_serving
 
+_POLICY_ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/:]+):getIamPolicy$")
 _ROUTE = re.compile(r"^/v1/projects/-/serviceAccounts/(?P<email>[^/:]+):testIamPermissions$")
 
 
@@ -23,6 +27,10 @@ class FakeIam:
         self.accounts: dict[str, set[str]] = {}
         self.deny_all = False
         self.calls: list[tuple[str, list[str]]] = []
+        # project -> role -> members (``serviceAccount:<email>``)
+        self.policies: dict[str, dict[str, set[str]]] = {}
+        self.policy_denied = False
+        self.policy_calls: list[tuple[str, dict]] = []  # type: ignore[type-arg]
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -38,6 +46,28 @@ class FakeIam:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"{}")
+                policy = _POLICY_ROUTE.match(self.path)
+                if policy is not None:
+                    project = unquote(policy["project"])
+                    fake.policy_calls.append((project, payload))
+                    if fake.policy_denied:
+                        self._answer(
+                            403,
+                            {
+                                "error": {
+                                    "code": 403,
+                                    "message": "The caller does not have permission",
+                                }
+                            },
+                        )
+                        return
+                    roles = fake.policies.get(project, {})
+                    bindings = [
+                        {"role": role, "members": sorted(members)}
+                        for role, members in sorted(roles.items())
+                    ]
+                    self._answer(200, {"version": 3, "etag": "BwX=", "bindings": bindings})
+                    return
                 match = _ROUTE.match(self.path)
                 if match is None:
                     self._answer(404, {"error": {"code": 404, "message": "no such route"}})

@@ -26,7 +26,11 @@ FAKE_CONTAINER_SCRIPT = textwrap.dedent(
     index = os.environ.get("BATCH_TASK_INDEX", "0")
     if out:
         open(os.path.join(out, f"started-{index}"), "w").close()
-    if mode == "fail":
+    print(f"task {index}: {mode} starting", flush=True)
+    if mode == "fail" or os.environ.get("FAKE_FAIL_TASK") == index:
+        for i in range(40):
+            print(f"task {index}: working {i}", flush=True)
+        print(f"task {index}: fatal: no GPU found", file=sys.stderr, flush=True)
         sys.exit(3)
     if mode == "sleep":
         for _ in range(600):
