@@ -236,7 +236,7 @@ def test_refused_credentials_end_wait_with_the_cause_and_status_says_refused(
     app = _app()
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", _wrong_role(pg_db))
     started = time.monotonic()
-    waited = runner.invoke(app, ["launch", JOB_TYPE, "limit=10", "--wait"])
+    waited = runner.invoke(app, ["launch", JOB_TYPE, "limit=10", "--wait", "--timeout-s", "90"])
     took = time.monotonic() - started
     assert waited.exit_code == 1, waited.output
     job_id = re.search(r"launched batch job (\S+)", waited.output).group(1)  # type: ignore[union-attr]
@@ -276,7 +276,7 @@ def test_malformed_database_url_ends_wait_with_the_cause(
 ) -> None:
     monkeypatch.setenv("ROBOTOFF_DATABASE_URL", "postgresql://u:pw@localhost:notaport/db")
     started = time.monotonic()
-    waited = runner.invoke(_app(), ["launch", JOB_TYPE, "limit=5", "--wait"])
+    waited = runner.invoke(_app(), ["launch", JOB_TYPE, "limit=5", "--wait", "--timeout-s", "90"])
     assert waited.exit_code == 1, waited.output
     last = waited.output.strip().splitlines()[-1]
     assert "ROBOTOFF_DATABASE_URL: its port 'notaport' is not a number" in last, waited.output
@@ -383,15 +383,13 @@ def test_a_connection_killed_mid_copy_is_an_outage_not_a_bad_row(pg_db: str) -> 
                 yield OutputChunk(file_index=0, offset=0, batch=batch)
                 with psycopg.connect(pg_db, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                time.sleep(0.2)
-                for i in range(1, 20):
-                    yield OutputChunk(file_index=0, offset=i * 5000, batch=batch)
+                time.sleep(0.5)  # the server said why, in the COPY's context; COPY ends here
 
             copy_output(
                 conn.cursor(), spec=spec, outputs=chunks(), where=lambda f, r: f"file {f} row {r}"
             )
     assert not isinstance(info.value, PredictionImportError)
-    assert "terminating connection" in str(info.value) or "server closed" in str(info.value)
+    assert "terminating connection due to administrator command" in str(info.value)
 
 
 # -- Ctrl-C and concurrent first commands -------------------------------------------------------
