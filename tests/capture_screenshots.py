@@ -74,9 +74,7 @@ def launch(dev: DagsterDev, command: list[str], limit: int = 40) -> str:
                 },
                 "runConfigData": {
                     "ops": {"ingredients_spellcheck__launch": {"config": {"limit": limit}}},
-                    "resources": {
-                        "batch_engine": {"config": {"local_commands": {IMAGE: command}}}
-                    },
+                    "resources": {"batch_engine": {"config": {"local_commands": {IMAGE: command}}}},
                 },
             }
         },

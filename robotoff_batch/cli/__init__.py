@@ -1,4 +1,4 @@
-"""``robotoff-batch``: validate configs, launch and follow batch jobs, import, run the demo.
+"""robotoff-batch: validate configs, launch and follow batch jobs, import, run the demo.
 
 Commands are thin: they parse arguments and call the same code the Dagster assets use.
 """
@@ -7,14 +7,29 @@ from __future__ import annotations
 
 import sys
 
-from robotoff_batch.cli import config as _config  # noqa: F401 (registers `config ...`)
+import typer
+
+from robotoff_batch.cli import config as _config  # noqa: F401 (registers the config commands)
 from robotoff_batch.cli.common import app, say
 from robotoff_batch.cli.cost import cost_command
 from robotoff_batch.cli.demo import demo
 from robotoff_batch.cli.doctor import doctor_command
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
-from robotoff_batch.cli.smoke import smoke_command
 from robotoff_batch.cli.weights import stage_weights_command
+
+
+def smoke_command(
+    job_type: str = typer.Argument(..., help="Job type."),
+    timeout_s: float = typer.Option(1800.0, help="Stop following the smoke job after this."),
+) -> None:
+    """Submit a one-task job with the job type's resources that proves the GPU is visible in
+    its container (nvidia-smi) and the staging bucket reachable; follow it; print the outcome
+    and the cost. On the local runner: a CPU stand-in."""
+    # cli/smoke.py imports the Batch client at its top: read only when the command runs
+    from robotoff_batch.cli import smoke
+
+    smoke.smoke_command(job_type, timeout_s)
+
 
 app.info.help = __doc__
 # In this order in --help.
@@ -30,7 +45,7 @@ app.command("demo")(demo)
 
 
 def main() -> None:
-    """The ``robotoff-batch`` command: one-line errors, stack traces only with ``--debug``."""
+    """The robotoff-batch command: one-line errors, stack traces only with --debug."""
     try:
         app()
     except Exception as exc:

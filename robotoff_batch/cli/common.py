@@ -1,17 +1,23 @@
-"""What every command shares: the Typer apps, the consoles, messages, tables, the engine."""
+"""What every command shares: the Typer apps, the consoles, messages, tables, the engine.
+
+Light on purpose: ``--help`` and ``config validate`` import this and the commands' modules
+only, never Dagster, the Google clients or the import's stack (each command imports what it
+needs when it runs; tests/test_cli_fast.py checks it).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from robotoff_batch.batch.engine import BatchEngine
-from robotoff_batch.resources import build_resources, initialized
+if TYPE_CHECKING:
+    from robotoff_batch.batch.engine import BatchEngine
 
 # Its help is the package's docstring (robotoff_batch/cli/__init__.py).
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -59,4 +65,6 @@ def make_table(title: str, columns: list[str]) -> Table:
 
 
 def batch_engine() -> BatchEngine:
+    from robotoff_batch.resources import build_resources, initialized
+
     return initialized(build_resources()["batch_engine"]).get_engine()  # type: ignore[no-any-return]

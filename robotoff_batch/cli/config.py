@@ -1,26 +1,19 @@
-"""``robotoff-batch config validate|show|image``: the job-type configurations."""
+"""robotoff-batch config validate|show|image: the job-type configurations."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from robotoff_batch.batch.request import (
-    build_create_job_request,
-    make_job_id,
-    request_to_json,
-)
 from robotoff_batch.cli.common import config_app, console, err_console
-from robotoff_batch.config.loader import (
-    JobConfigError,
-    JobConfigsError,
-    load_job_config,
-)
-from robotoff_batch.config.models import JobConfig
 from robotoff_batch.paths import JOB_CONFIGS_DIR
+
+if TYPE_CHECKING:
+    from robotoff_batch.config.models import JobConfig
 
 
 @config_app.command("validate")
@@ -30,6 +23,7 @@ def config_validate(
     ),
 ) -> None:
     """Validate job configurations; exit 1 with every problem listed if one is invalid."""
+    from robotoff_batch.config.loader import JobConfigError, JobConfigsError, load_job_config
     from robotoff_batch.job_types import job_config_paths
 
     targets = paths or job_config_paths()
@@ -62,6 +56,7 @@ def config_show(
     project: str = typer.Option("robotoff", help="GCP project used in the request's parent."),
 ) -> None:
     """Show the resolved config of a job type, its worst-case cost and (dry run) its request."""
+    from robotoff_batch.config.loader import JobConfigError, load_job_config
     from robotoff_batch.job_types import job_config_paths
 
     known_paths = {p.stem: p for p in job_config_paths()}
@@ -82,6 +77,11 @@ def config_show(
         highlight=False,
     )
     if request:
+        from robotoff_batch.batch.request import (
+            build_create_job_request,
+            make_job_id,
+            request_to_json,
+        )
         from robotoff_batch.batch.submit import container_environment
         from robotoff_batch.job_types.base import INPUT_FILE
 
@@ -108,7 +108,9 @@ def config_show(
 
 @config_app.command("image")
 def config_image(job_type: str = typer.Argument(..., help="Job type.")) -> None:
-    """Print the job type's container image URI (used by `make image` / `make push-image`)."""
+    """Print the job type's container image URI (used by make image and make push-image)."""
+    from robotoff_batch.config.loader import JobConfigError, load_job_config
+
     path = JOB_CONFIGS_DIR / f"{job_type}.yaml"
     try:
         item = load_job_config(path)

@@ -1,16 +1,14 @@
-"""``robotoff-batch cost``: cost per job type per month, printed."""
+"""robotoff-batch cost: cost per job type per month, printed."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from robotoff_batch.batch.engine import JobStatus
-from robotoff_batch.cost.actual import LOCAL_ENGINE, usd
-from robotoff_batch.cost.facts import chain_launch_facts
-from robotoff_batch.cost.summary import collect, report_lines, summarize
+if TYPE_CHECKING:
+    from robotoff_batch.batch.engine import JobStatus
 
 
 def cost_command(
@@ -21,6 +19,8 @@ def cost_command(
     from rich.console import Console
     from rich.table import Table
 
+    from robotoff_batch.cost.actual import LOCAL_ENGINE, usd
+    from robotoff_batch.cost.summary import collect, report_lines, summarize
     from robotoff_batch.resources import build_resources, initialized
 
     if month is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
@@ -92,6 +92,7 @@ def _products_lookup() -> Any:
     no instance to read."""
     try:
         from robotoff_batch.cli import operations
+        from robotoff_batch.cost.facts import chain_launch_facts
 
         instance = operations.instance()
     except Exception:

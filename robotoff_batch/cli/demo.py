@@ -1,4 +1,4 @@
-"""``robotoff-batch demo``: the main job on embedded defaults, launched, followed and summarised.
+"""robotoff-batch demo: the main job on embedded defaults, launched, followed and summarised.
 
 The job type it runs is the registered one that declares ``demo_params``; what it prints after
 the job's timeline is that job type's ``demo_lines``.
@@ -7,16 +7,16 @@ the job's timeline is that job type's ``demo_lines``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
 
-from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, console, fail, make_table, say
-from robotoff_batch.cli.jobs import follow_and_report
-from robotoff_batch.job_types import RegisteredJobType, load_registry
-from robotoff_batch.job_types.base import DemoOutcome, JobType
-from robotoff_batch.names import key_prefix
+
+if TYPE_CHECKING:
+    from robotoff_batch.job_types import RegisteredJobType
+    from robotoff_batch.job_types.base import JobType
 
 
 class DemoJobTypeError(ValueError):
@@ -41,6 +41,12 @@ def demo(
     ),
 ) -> None:
     """The main job on embedded defaults: launch, run locally, follow, import, summarise."""
+    from robotoff_batch.cli import operations
+    from robotoff_batch.cli.jobs import follow_and_report
+    from robotoff_batch.job_types import load_registry
+    from robotoff_batch.job_types.base import DemoOutcome
+    from robotoff_batch.names import key_prefix
+
     try:
         job_type = demo_job_type(load_registry())
     except DemoJobTypeError as exc:

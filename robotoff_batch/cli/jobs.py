@@ -1,22 +1,24 @@
-"""``robotoff-batch launch|status|import|cancel``: one batch job through the Dagster instance."""
+"""robotoff-batch launch|status|import|cancel: one batch job through the Dagster instance.
+
+Dagster, the engines and the import's stack are imported when a command runs, not when the
+CLI starts (``--help`` stays fast): see cli/common.py.
+"""
 
 from __future__ import annotations
 
 import typing
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
 from rich.text import Text
 from typer.core import TyperCommand
 
-from robotoff_batch.batch.engine import JobNotFoundError, JobState, cancel_once
-from robotoff_batch.cli import operations
 from robotoff_batch.cli.common import DEBUG, batch_engine, console, fail, make_table, say
-from robotoff_batch.cost.facts import job_cost_lines
-from robotoff_batch.follow.metadata import job_outcome
-from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
+
+if TYPE_CHECKING:
+    from robotoff_batch.cli import operations
 
 
 def _parse_params(params: list[str]) -> dict[str, Any]:
@@ -64,7 +66,7 @@ class LaunchCommand(TyperCommand):
 
 def launch(
     job_type: str = typer.Argument(
-        ..., help="Job type: its job_configs/ file's name (`launch --help` lists them)."
+        ..., help="Job type: its job_configs/ file's name (launch --help lists them)."
     ),
     params: list[str] = typer.Argument(  # noqa: B008
         None, help="Launch parameters as key=value, e.g. limit=500 'languages=[fr, en]'."
@@ -75,6 +77,8 @@ def launch(
     ),
 ) -> None:
     """Launch a batch job through the Dagster instance (it shows in the UI)."""
+    from robotoff_batch.cli import operations
+
     ws = operations.Workspace.from_env()
     try:
         outcome = operations.launch(
@@ -91,7 +95,11 @@ def follow_and_report(
     ws: operations.Workspace, launched: str, timeout_s: float
 ) -> operations.Outcome:
     """Follow a job (and the fallback jobs that replace it) to its outcome; print each state
-    once; exit 1 unless it was imported (or recorded, for a job type that imports nothing)."""
+    once; exit 1 unless it was imported (or recorded, for a job type that imports nothing).
+    Ctrl-C stops the waiting, not the job, and says who imports it next."""
+    from robotoff_batch.batch.engine import JobState
+    from robotoff_batch.cli import operations
+
     try:
         outcome = operations.follow_job(
             ws,
@@ -103,6 +111,13 @@ def follow_and_report(
         )
     except operations.OperationError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        say(
+            f"stopped waiting (Ctrl-C); {launched} goes on: {operations.who_imports(ws, launched)}",
+            style="yellow",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     job_id = outcome.status.job_id
     if job_id != launched:
         say(f"{launched} was replaced by its capacity fallback {job_id}")
@@ -126,6 +141,8 @@ def follow_and_report(
 def _instance_or_none() -> Any:
     """The Dagster instance, for the launch run's facts; None where there is none to read."""
     try:
+        from robotoff_batch.cli import operations
+
         return operations.instance()
     except Exception:
         return None
@@ -134,7 +151,13 @@ def _instance_or_none() -> Any:
 def status(
     job_id: str | None = typer.Argument(None, help="A batch job id; default: all jobs."),
 ) -> None:
-    """A table of batch jobs and their states, or one job's events, tasks and log tail."""
+    """A table of batch jobs and their states, or one job's events, tasks, log tail and
+    whether it was imported."""
+    from robotoff_batch.batch.engine import JobNotFoundError, JobState
+    from robotoff_batch.cost.facts import job_cost_lines
+    from robotoff_batch.follow.metadata import job_outcome
+    from robotoff_batch.names import APP_LABEL, JOB_TYPE_LABEL
+
     engine = batch_engine()
     if job_id is None:
         table = make_table("batch jobs", ["job id", "job type", "state", "created (UTC)", "tasks"])
@@ -153,7 +176,7 @@ def status(
     try:
         s = engine.get_job(job_id=job_id)
     except JobNotFoundError:
-        raise fail(f"no batch job {job_id!r}") from None
+        raise fail(f"no batch job {job_id!r} in the {engine.name} engine") from None
     say(f"{s.job_id}: {s.state.value}  logs: {s.log_uri or '-'}", style="bold")
     events = make_table("status events", ["time (UTC)", "type", "description"])
     for e in s.status_events:
@@ -172,8 +195,7 @@ def status(
             say(line)
     for line in job_cost_lines(s, engine.name, _instance_or_none()):
         say(line)
-    if s.state == JobState.SUCCEEDED:
-        _print_quarantine(job_id, s.labels.get(JOB_TYPE_LABEL, ""))
+    _print_import(s)
     if s.state in (JobState.FAILED, JobState.CANCELLED) or any(t.exit_code for t in s.tasks):
         for line in job_outcome(engine, s).lines():
             say(line)
@@ -184,7 +206,7 @@ def import_(
     retry_quarantined: bool = typer.Option(
         False,
         "--retry-quarantined",
-        help="Read the rows an earlier import held back (listed by `status JOB`) again and "
+        help="Read the rows an earlier import held back (listed by status JOB) again and "
         "import those now good; nothing else is re-considered.",
     ),
     partial: bool = typer.Option(
@@ -194,7 +216,10 @@ def import_(
         "partial); relaunching it then computes and imports only the rest.",
     ),
 ) -> None:
-    """Record a finished job's outcome and import its output (again: changes nothing)."""
+    """Record a finished job's outcome and import its output (an imported job: answered
+    from the ledger, nothing changed)."""
+    from robotoff_batch.cli import operations
+
     try:
         ws = operations.Workspace.from_env()
         already, n, _ = operations.run_import(
@@ -203,6 +228,7 @@ def import_(
             debug=DEBUG["on"],
             retry_quarantined=retry_quarantined,
             partial=partial,
+            on_retry=lambda why: say(f"  database outage: {why}", style="yellow", err=True),
         )
         record = operations.import_record(ws, job_id=job_id)
     except operations.OperationError as exc:
@@ -212,31 +238,38 @@ def import_(
     say(f"imported {n} predictions from {job_id}{kind}{note}")
     if record is not None and record.rows_quarantined:
         say(
-            f"{record.rows_quarantined} row(s) held back (quarantined): `robotoff-batch status "
-            f"{job_id}` lists them",
+            f"{record.rows_quarantined} row(s) held back (quarantined): robotoff-batch status "
+            f"{job_id} lists them",
             style="yellow",
         )
 
 
-def _print_quarantine(job_id: str, job_type: str) -> None:
-    """The import's counts and the rows it held back, when the job type imports and the job
-    was imported."""
+def _print_import(status: Any) -> None:
+    """Whether the job was imported (its counts and the rows it held back), not yet (and
+    who imports it), refused (and why), or has nothing to import."""
+    from robotoff_batch.cli import operations
+
+    job_id = status.job_id
     try:
         ws = operations.Workspace.from_env()
-        if not ws.imports(job_type):
-            return
-        record = operations.import_record(ws, job_id=job_id)
-        held = operations.quarantined(ws, job_id=job_id) if record is not None else []
+        known = operations.import_state(ws, status)
+        held = (
+            operations.quarantined(ws, job_id=job_id)
+            if known.record is not None and known.record.rows_quarantined
+            else []
+        )
     except Exception as exc:  # the predictions database is not reachable: say so, go on
         say(f"import: not known ({exc})")
         return
+    record = known.record
     if record is None:
-        say("import: not imported")
+        say(f"import: {known.state}: {known.why}", style="red" if known.state == "refused" else "")
         return
+    partial = " (partial: the complete chunks of a failed job)" if record.partial else ""
     say(
-        f"import: {record.predictions} predictions, {record.rows_quarantined} row(s) held "
-        f"back, {record.rows_collapsed} identical repeat(s) collapsed, "
-        f"{record.products_deleted} product(s) deleted since the launch"
+        f"import: imported{partial}, {record.predictions} predictions, "
+        f"{record.rows_quarantined} row(s) held back, {record.rows_collapsed} identical "
+        f"repeat(s) collapsed, {record.products_deleted} product(s) deleted since the launch"
     )
     if held:
         table = make_table("rows held back (quarantined)", ["file", "row", "code", "reason"])
@@ -252,6 +285,12 @@ def _print_quarantine(job_id: str, job_type: str) -> None:
 
 
 def cancel(job_id: str = typer.Argument(..., help="The batch job to cancel.")) -> None:
-    """Cancel a batch job, once; a job already ended, cancelling or gone is left alone."""
-    done = cancel_once(batch_engine(), job_id)
+    """Cancel a batch job, once; a job already ended or cancelling is left alone; an unknown
+    job id exits 1."""
+    from robotoff_batch.batch.engine import cancel_once
+
+    engine = batch_engine()
+    done = cancel_once(engine, job_id)
+    if done.state is None:
+        raise fail(f"no batch job {job_id!r} in the {engine.name} engine: nothing to cancel")
     say(done.message + ("; the sensor records it as CANCELLED" if done.sent else ""))

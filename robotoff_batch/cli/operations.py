@@ -11,11 +11,15 @@ on capacity falls back, and a job is never followed or imported twice.
 
 from __future__ import annotations
 
+import difflib
+import fcntl
 import logging
 import os
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,42 +97,91 @@ def dagster_home() -> Path:
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DEFAULT_DAGSTER_YAML)
+    if not config.exists():  # written whole (renamed into place): never read half-written
+        partial = path / f".dagster.yaml.{os.getpid()}"
+        partial.write_text(DEFAULT_DAGSTER_YAML)
+        partial.replace(config)
     return path
 
 
 def instance() -> dg.DagsterInstance:
-    dagster_home()
-    return dg.DagsterInstance.get()
+    """The Dagster instance of ``DAGSTER_HOME``; its storage created or migrated under a file
+    lock, so that commands started together on a fresh home never race on creating it
+    (SQLite's ``alembic_version``: "table already exists", "expected to match one row")."""
+    home = dagster_home()
+    with _locked(home / ".robotoff-batch-instance.lock"):
+        return dg.DagsterInstance.get()  # its SQLite storages are created (migrated) here
 
 
-@dataclass
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``path`` for the ``with`` block (other processes wait)."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Workspace:
     """The code location, its job types and the Dagster instance a command works with: from
-    the environment for the CLI (:meth:`from_env`), the UI's and the daemon's."""
+    the environment for the CLI (:meth:`from_env`), the UI's and the daemon's.
 
-    definitions: dg.Definitions
-    instance: dg.DagsterInstance
-    registry: list[RegisteredJobType]
-    _resources: dict[str, Any] = field(default_factory=dict, repr=False)
+    The definitions and the instance are built when first used: a command answered from the
+    import ledger (a re-import) or the engine alone needs neither."""
+
+    def __init__(
+        self,
+        definitions: dg.Definitions | None = None,
+        instance: dg.DagsterInstance | None = None,
+        registry: list[RegisteredJobType] | None = None,
+    ) -> None:
+        self._definitions = definitions
+        self._instance = instance
+        self._registry = registry
+        self._resources: dict[str, Any] = {}
 
     @classmethod
     def from_env(cls) -> Workspace:
         """The code location of this environment (job_configs/, ``ROBOTOFF_BATCH_*``): an
         invalid job config fails here, before anything is launched."""
-        from robotoff_batch.definitions import build_definitions
-        from robotoff_batch.job_types import load_registry
+        ws = cls()
+        ws.registry  # noqa: B018 (validates the job configs now)
+        return ws
 
-        registry = list(load_registry().values())
-        return cls(build_definitions(registry=registry), instance(), registry)
+    @property
+    def registry(self) -> list[RegisteredJobType]:
+        if self._registry is None:
+            from robotoff_batch.job_types import load_registry
+
+            self._registry = list(load_registry().values())
+        return self._registry
+
+    @property
+    def definitions(self) -> dg.Definitions:
+        if self._definitions is None:
+            from robotoff_batch.definitions import build_definitions
+
+            self._definitions = build_definitions(registry=self.registry)
+        return self._definitions
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        if self._instance is None:
+            self._instance = instance()
+        return self._instance
 
     def resource(self, key: str) -> Any:
         """An initialised resource of the code location (environment variables resolved)."""
-        from robotoff_batch.resources import initialized
+        from robotoff_batch.resources import build_resources, initialized
 
         if key not in self._resources:
-            self._resources[key] = initialized((self.definitions.resources or {})[key])
+            if self._definitions is not None:
+                resources = self._definitions.resources or {}
+            else:  # the environment's, as build_definitions would take them
+                resources = build_resources()
+            self._resources[key] = initialized(resources[key])
         return self._resources[key]
 
     @property
@@ -151,8 +204,29 @@ class Workspace:
         return self.settings.imports.get(job_type, True)
 
 
-def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
-    """The reason a run failed, as its failed step said it (one paragraph, no stack trace)."""
+#: The causes of a failed finish run that are an outage: retried (``import`` and the follower).
+OUTAGE_ERRORS = frozenset({"PredictionStoreUnavailable", "RobotoffApiUnavailable"})
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Why a run failed: the innermost error under Dagster's wrappers (``cls`` empty for a
+    ``dg.Failure``'s own description), as one paragraph without a stack trace."""
+
+    cls: str
+    message: str
+
+    @property
+    def outage(self) -> bool:
+        return self.cls in OUTAGE_ERRORS
+
+    def __str__(self) -> str:
+        return f"{self.cls}: {self.message}" if self.cls else self.message
+
+
+def run_failure(inst: dg.DagsterInstance, run_id: str) -> RunFailure:
+    """The reason a run failed, as its failed step said it; never Dagster's wrapper
+    (``DagsterExecutionStepExecutionError: Error occurred while executing op ...``)."""
     for record in inst.get_records_for_run(
         run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
     ).records:
@@ -162,12 +236,23 @@ def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
         if event.is_step_failure and event.step_failure_data:
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
-                return data.user_failure_data.description
+                return RunFailure("", data.user_failure_data.description)
             if data.error:
-                return f"{data.error.cls_name}: {data.error.message.strip()}"
+                error = data.error
+                while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+                    error = error.cause
+                cls = error.cls_name or ""
+                # its message starts with the qualified class name: said once, unqualified
+                message = re.sub(rf"^[\w.]*\b{re.escape(cls)}: ", "", error.message)
+                return RunFailure(cls, message.strip())
         if event.message:
-            return event.message
-    return f"run {run_id} failed"
+            return RunFailure("", event.message)
+    return RunFailure("", f"run {run_id} failed")
+
+
+def run_failure_message(inst: dg.DagsterInstance, run_id: str) -> str:
+    """:func:`run_failure` as a line of text."""
+    return str(run_failure(inst, run_id))
 
 
 def launch(
@@ -182,11 +267,16 @@ def launch(
     jt = registry[job_type].job_type
     launch_cls = jt.launch_config
     # dg.Config accepts unknown keyword arguments; a typo must not launch the default selection
-    unknown = sorted(set(params) - set(launch_cls.model_fields))
+    known = list(launch_cls.model_fields)
+    unknown = sorted(set(params) - set(known))
     if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
         raise OperationError(
-            f"unknown launch parameter(s) {unknown} for {job_type}; "
-            f"known: {', '.join(launch_cls.model_fields)}"
+            f"unknown launch parameter(s) {', '.join(hints)} for {job_type}; "
+            f"known: {', '.join(known)}"
         )
     try:
         launch_config = launch_cls(**params)
@@ -214,12 +304,19 @@ def launch(
 
 
 def _one_line_validation(exc: Exception) -> str:
+    """Pydantic's errors on one line, each with the value given; a list given one value
+    shows the list form to type (``'languages=[fr]'``)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         parts = []
         for error in errors():
-            where = ".".join(str(x) for x in error.get("loc", ())) or "value"
-            parts.append(f"{where}: {error.get('msg')} (got {error.get('input')!r})")
+            loc = error.get("loc", ())
+            where = ".".join(str(x) for x in loc) or "value"
+            given = error.get("input")
+            part = f"{where}: {error.get('msg')} (got {given!r})"
+            if error.get("type") == "list_type" and len(loc) == 1 and not isinstance(given, dict):
+                part += f"; a list is written in brackets: '{where}=[{given}]'"
+            parts.append(part)
         return "; ".join(parts)
     return str(exc).splitlines()[0]
 
@@ -282,7 +379,11 @@ def follow_job(
     run_config = dg.RunConfig(loggers=console_loggers(debug))
     cache = FollowCache()
     seen: dict[str, str] = {}
+    said: set[str] = set()
     deadline = time.monotonic() + timeout_s
+    refused = ledger_refused(ws)
+    if refused and on_message:  # said now, not after a 10-hour job
+        on_message(logging.ERROR, f"the import will fail: {refused}")
     while True:
         by_daemon = daemon_follows(ws.instance)
         plan = follow(engine=engine, cache=cache, storage=storage, settings=settings, only=only)
@@ -295,10 +396,12 @@ def follow_job(
         current = last_of_chain(plan.statuses, job_id)
         status = plan.statuses.get(current)
         ran = []
+        for level, message in plan.messages:
+            # each warning once: a source down for an hour is not 3,600 lines
+            if not by_daemon and level >= logging.WARNING and on_message and message not in said:
+                said.add(message)
+                on_message(level, message)
         if not by_daemon:  # apply the plan, as the daemon would
-            for level, message in plan.messages:
-                if level >= logging.WARNING and on_message:
-                    on_message(level, message)
             result = plan.sensor_result()
             ran = apply_in_process(
                 result, definitions=ws.definitions, instance=ws.instance, run_config=run_config
@@ -308,14 +411,40 @@ def follow_job(
             continue  # the next call settles what the runs just recorded
         if current in cache.settled and status is not None:
             return _outcome(ws, status, by_daemon)
+        if status is not None and status.state == JobState.SUCCEEDED:
+            refused = ledger_refused(ws)
+            if refused:  # retrying cannot help: end now, with the cause
+                raise OperationError(
+                    f"{current} SUCCEEDED but its import cannot run: {refused}; fix it, then "
+                    f"`robotoff-batch import {current}` (its output waits in staging)"
+                )
         if time.monotonic() > deadline:
             state = status.state.value if status else "unknown"
             raise OperationError(
                 f"batch job {current} still {state} after {timeout_s:.0f} s; it goes on and "
-                "nothing is lost: the sensor of `make ui` / the Dagster daemon follows and "
-                f"imports it, or run `robotoff-batch import {current}` once it ended"
+                f"nothing is lost: {who_imports(ws, current)}"
             )
         time.sleep(poll_s)
+
+
+def ledger_refused(ws: Workspace) -> str | None:
+    """Why the import ledger can never be read with this configuration (a malformed
+    ``ROBOTOFF_DATABASE_URL``, refused credentials), or None: it is readable, or merely
+    unavailable (an outage, retried)."""
+    from robotoff_batch.predictions.conninfo import conninfo_problem
+    from robotoff_batch.predictions.model import PredictionStoreAuthError
+
+    url = getattr(ws.resource("prediction_store"), "database_url", None)
+    problem = conninfo_problem(url) if url else None
+    if problem:
+        return f"ROBOTOFF_DATABASE_URL: {problem}"
+    try:
+        ws.store.imported_jobs(["-"])
+    except PredictionStoreAuthError as exc:
+        return str(exc)
+    except Exception:  # an outage: the follower retries it
+        return None
+    return None
 
 
 def _outcome(ws: Workspace, status: JobStatus, by_daemon: bool) -> Outcome:
@@ -340,46 +469,144 @@ def run_import(
     debug: bool = False,
     retry_quarantined: bool = False,
     partial: bool = False,
+    attempts: int = 3,
+    retry_delay_s: float = 5.0,
+    on_retry: Callable[[str], None] | None = None,
 ) -> tuple[bool, int, str]:
-    """Record a job's outcome and import its output (again: a no-op when imported, unless
-    ``retry_quarantined``: its held-back rows are then read and checked again); with
-    ``partial``, import a FAILED job's complete chunks (the predictions asset alone, tagged
-    so that the ledger and the partition say partial).
+    """Record a job's outcome and import its output; with ``partial``, import a FAILED job's
+    complete chunks (the predictions asset alone, tagged so that the ledger and the partition
+    say partial); with ``retry_quarantined``, read the held-back rows of an imported job
+    again.
 
-    Returns (already imported before, predictions in the database, run id).
+    A job the ledger already holds (whole) is answered from the ledger: no run, no new
+    materialization, nothing changed. An import that fails on a database outage (a refused
+    connection, one lost mid-COPY) is tried again, ``attempts`` in all, ``retry_delay_s``
+    doubling, ``on_retry(why)`` told each time; the error raised names the cause.
+
+    Returns (already imported before, predictions in the database, run id or "").
     """
+    store_error = _store_errors()
+    if not (retry_quarantined or partial):
+        try:
+            record = ws.store.imported_job(job_id)
+        except store_error as exc:
+            raise OperationError(str(exc)) from None
+        if record is not None and not record.partial:
+            return True, count(ws, job_id=job_id), ""
     try:
         status = ws.engine.get_job(job_id=job_id)
     except JobNotFoundError:
-        raise OperationError(f"no batch job {job_id!r}") from None
+        raise OperationError(f"no batch job {job_id!r} in the {ws.engine.name} engine") from None
     job_type = status.labels.get(JOB_TYPE_LABEL, "")
     if not ws.imports(job_type):
         raise OperationError(f"{job_id} is a {job_type} job: that job type imports nothing")
-    already = job_id in ws.store.imported_jobs([job_id])
+    try:
+        already = job_id in ws.store.imported_jobs([job_id])
+    except store_error as exc:
+        raise OperationError(str(exc)) from None
+    delay = retry_delay_s
+    for attempt in range(1, attempts + 1):
+        runs = ws.storage().finish_runs([job_id]).get(job_id, [])
+        request = FinishRequest(
+            job_id,
+            job_type,
+            attempt=len(runs),
+            with_import=True,
+            partial=partial,
+            retry_quarantined=retry_quarantined,
+        )
+        result = apply_in_process(
+            dg.SensorResult(
+                run_requests=[request.run_request()],
+                dynamic_partitions_requests=[
+                    dg.AddDynamicPartitionsRequest(partitions_def_name(job_type), [job_id])
+                ],
+            ),
+            definitions=ws.definitions,
+            instance=ws.instance,
+            run_config=dg.RunConfig(loggers=console_loggers(debug)),
+        )[0]
+        if result.success:
+            return already, count(ws, job_id=job_id), result.run_id
+        failure = run_failure(ws.instance, result.run_id)
+        if not failure.outage or attempt == attempts:
+            why = failure.message if failure.outage else str(failure)
+            tried = f" (after {attempt} attempts)" if attempt > 1 else ""
+            raise OperationError(f"{why}{tried}")
+        if on_retry:
+            on_retry(f"{failure.message}; attempt {attempt + 1} of {attempts} in {delay:.0f} s")
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _store_errors() -> type[Exception]:
+    from robotoff_batch.predictions.model import PredictionStoreError
+
+    return PredictionStoreError
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """Whether a job's output is in the database, for ``status JOB``: ``imported``,
+    ``partial``, ``not yet``, ``refused``, ``none`` (nothing to import), with why."""
+
+    state: str
+    why: str
+    record: Any = None
+
+
+def import_state(ws: Workspace, status: JobStatus) -> ImportState:
+    """What the ledger and the job's finish runs say of its import."""
+    job_id = status.job_id
+    job_type = status.labels.get(JOB_TYPE_LABEL, "")
+    if not ws.imports(job_type):
+        return ImportState("none", f"the {job_type} job type imports nothing")
+    record = ws.store.imported_job(job_id)
+    if record is not None:
+        state = "partial" if record.partial else "imported"
+        return ImportState(state, "", record)
     runs = ws.storage().finish_runs([job_id]).get(job_id, [])
-    request = FinishRequest(job_id, job_type, attempt=len(runs), with_import=True)
-    request = FinishRequest(
-        job_id,
-        job_type,
-        attempt=len(runs),
-        with_import=True,
-        partial=partial,
-        retry_quarantined=retry_quarantined,
+    last = runs[0] if runs else None
+    if status.state != JobState.SUCCEEDED:
+        if not status.state.is_terminal:
+            return ImportState("not yet", f"the job is {status.state.value}")
+        return ImportState(
+            "none",
+            f"the job ended {status.state.value} (`robotoff-batch import {job_id} --partial` "
+            "imports the complete chunks of a FAILED job)",
+        )
+    if last is None:
+        return ImportState("not yet", f"no import tried yet; {who_imports(ws, job_id)}")
+    if not last.finished:
+        return ImportState("not yet", f"its import is running (run {last.run_id})")
+    if last.refused:
+        return ImportState(
+            "refused",
+            f"{run_failure(ws.instance, last.run_id)} (run {last.run_id}); not retried: fix "
+            f"it, then `robotoff-batch import {job_id}`",
+        )
+    if last.succeeded:
+        return ImportState(
+            "not yet",
+            f"run {last.run_id} succeeded but the ledger has no import (database reset?): "
+            f"`robotoff-batch import {job_id}` imports it again",
+        )
+    return ImportState(
+        "not yet",
+        f"the last attempt failed (run {last.run_id}): {run_failure(ws.instance, last.run_id)}; "
+        f"{who_imports(ws, job_id)}",
     )
-    result = apply_in_process(
-        dg.SensorResult(
-            run_requests=[request.run_request()],
-            dynamic_partitions_requests=[
-                dg.AddDynamicPartitionsRequest(partitions_def_name(job_type), [job_id])
-            ],
-        ),
-        definitions=ws.definitions,
-        instance=ws.instance,
-        run_config=dg.RunConfig(loggers=console_loggers(debug)),
-    )[0]
-    if not result.success:
-        raise OperationError(run_failure_message(ws.instance, result.run_id))
-    return already, count(ws, job_id=job_id), result.run_id
+
+
+def who_imports(ws: Workspace, job_id: str) -> str:
+    """Who records and imports a job next: the daemon's sensor when it runs, else the user."""
+    if daemon_follows(ws.instance):
+        return "the Dagster daemon's sensor follows it and imports it"
+    return (
+        f"no Dagster daemon follows it now: run `robotoff-batch import {job_id}` once it "
+        "ended (or start `make ui`, whose sensor imports it)"
+    )
 
 
 def quarantined(ws: Workspace, *, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from robotoff_batch.config.models import JOB_TYPE_PATTERN, JobConfig
 from robotoff_batch.paths import JOB_CONFIGS_DIR
@@ -79,6 +81,26 @@ def field_path(loc: tuple[str, ...]) -> str:
     return text
 
 
+def known_fields(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` inside ``model`` (list indices and
+    dict keys skipped), for "did you mean"; [] where ``loc`` leads to no model."""
+    if not loc:
+        return list(model.model_fields)
+    info = model.model_fields.get(loc[0])
+    if info is None:
+        return []
+    rest = loc[1:]
+    pending: list[object] = [info.annotation]
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            # a list item or a dict value: skip its index or key, then the model's own fields
+            inner = rest[1:] if rest and rest[0] not in annotation.model_fields else rest
+            return known_fields(annotation, inner)
+        pending.extend(typing.get_args(annotation))
+    return []
+
+
 def _problems_from(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[Problem]:
     problems = []
     for err in error.errors():
@@ -89,6 +111,9 @@ def _problems_from(error: ValidationError, lines: dict[tuple[str, ...], int]) ->
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown field (not part of the job configuration; check its spelling)"
+            close = difflib.get_close_matches(loc[-1], known_fields(JobConfig, loc[:-1]), n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
         elif err["type"] == "missing":
             message = "required field is missing"
         elif "input" in err and err["type"] not in ("config_rule",):

@@ -16,11 +16,14 @@ import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from robotoff_batch.config.loader import JobTypeConfig, config_paths, load_job_configs
 from robotoff_batch.config.models import JobConfig
-from robotoff_batch.job_types.base import JobType
 from robotoff_batch.paths import JOB_CONFIGS_DIR
+
+if TYPE_CHECKING:  # base imports Dagster and the import's stack: not for `config validate`
+    from robotoff_batch.job_types.base import JobType
 
 #: Comma-separated importable packages holding more job types (each with its job_configs/).
 PACKAGES_ENV = "ROBOTOFF_BATCH_JOB_TYPE_PACKAGES"
@@ -75,6 +78,8 @@ def _package_dir(package: ModuleType) -> Path:
 
 
 def _modules_of(package_name: str) -> dict[str, JobType]:
+    from robotoff_batch.job_types.base import JobType
+
     package = importlib.import_module(package_name)
     found: dict[str, JobType] = {}
     for info in pkgutil.iter_modules(list(package.__path__)):

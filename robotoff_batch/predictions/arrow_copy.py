@@ -196,7 +196,8 @@ def copy_output(
                 total += n
     except psycopg.Error as exc:
         match = _COPY_LINE.search(str(exc))
-        if match and lines:
+        # a lost connection also names the COPY line it stopped at: an outage, not a bad row
+        if match and lines and not isinstance(exc, psycopg.OperationalError):
             at = int(match.group(1))
             first, file_index, row = max((e for e in lines if e[0] <= at), default=lines[0])
             raise PredictionImportError(

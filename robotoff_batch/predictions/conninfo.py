@@ -39,3 +39,19 @@ def is_auth_error(exc: psycopg.Error) -> bool:
         or "no pg_hba.conf entry" in text
         or ('role "' in text and "does not exist" in text)
     )
+
+
+def conninfo_problem(conninfo: str) -> str | None:
+    """Why ``conninfo`` cannot name a server at all (it does not parse, a port is not a
+    number), or None; never quotes it (it may hold the password)."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return (
+            "not a valid connection string (write it postgresql://USER:PASSWORD@HOST:PORT/"
+            "DBNAME, or as key=value pairs)"
+        )
+    for port in str(params.get("port") or "").split(","):
+        if port and not port.strip().isdigit():
+            return f"its port {port.strip()!r} is not a number"
+    return None

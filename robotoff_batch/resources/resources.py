@@ -40,14 +40,14 @@ class ProductDumpResource(dg.ConfigurableResource):
 
 class StagingResource(dg.ConfigurableResource):
     """Where job inputs are staged and outputs read; one subclass per backend
-    (:class:`LocalStagingResource`, :class:`GCSStagingResource`), chosen in ``build_resources``."""
+    (LocalStagingResource, GCSStagingResource), chosen in build_resources."""
 
     def get_staging(self) -> Staging:
         raise NotImplementedError
 
 
 class LocalStagingResource(StagingResource):
-    """A local directory (``file://``): the embedded default."""
+    """A local directory (file://): the embedded default."""
 
     root_uri: str | None = Field(
         default=None,
@@ -65,7 +65,7 @@ class LocalStagingResource(StagingResource):
 
 
 class GCSStagingResource(StagingResource):
-    """A Cloud Storage bucket and prefix (``gs://``): what Cloud Batch jobs read and write."""
+    """A Cloud Storage bucket and prefix (gs://): what Cloud Batch jobs read and write."""
 
     root_uri: str = Field(description="gs://bucket/prefix")
     gcp_project: str | None = Field(default=None, description="GCP project of the bucket.")
@@ -104,7 +104,7 @@ def staging_resource(root_uri: str | Any, *, gcp_project: Any = None) -> Staging
 
 class BatchEngineResource(dg.ConfigurableResource):
     """What the assets, the sensor and the CLI need of a batch engine; one subclass per engine
-    (:class:`LocalBatchEngineResource`, :class:`CloudBatchEngineResource`)."""
+    (LocalBatchEngineResource, CloudBatchEngineResource)."""
 
     _engine: Any = PrivateAttr(default=None)
 
@@ -224,9 +224,10 @@ class CloudBatchEngineResource(BatchEngineResource):
 
 
 class PredictionStoreResource(dg.ConfigurableResource):
-    """Where a job's output goes; one subclass per target (:class:`PostgresPredictionStore\
-Resource`, :class:`RobotoffApiPredictionStoreResource`), chosen in ``build_resources``. The
-    ledger of imported jobs is in the PostgreSQL either way. Pass secrets as ``dg.EnvVar``."""
+    """Where a job's output goes; one subclass per target (PostgresPredictionStoreResource,
+    RobotoffApiPredictionStoreResource), chosen in build_resources. The ledger of imported
+    jobs is in the PostgreSQL either way. Pass secrets as dg.EnvVar (the Launchpad shows this
+    text as it is: no reST markup)."""
 
     max_bad_row_fraction: float = Field(
         default=0.01,
