@@ -105,12 +105,13 @@ def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict
     registered = load_registry()["ingredients-spellcheck"]
     jt = registered.job_type
     config = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
-    argv = None if case == "launch-vllm" else list(jt.local_command)
+    if case != "launch-vllm":  # the local runner's config: the CPU engine
+        config = jt.config_for_local_runner(config)
     params = jt.launch_config(limit=limit)
     out = tmp / f"out-{time.monotonic_ns()}"
     staging = staging_from_uri((tmp / "staging").as_uri())
     started = time.monotonic()
-    extracted = jt.extract(dump, params, config, out, local_argv=argv)
+    extracted = jt.extract(dump, params, config, out)
     extract_s = time.monotonic() - started
     stage_files(
         staging=staging,

@@ -151,8 +151,9 @@ def _local_path(dump_path: str) -> Path | None:
     return Path(dump_path)
 
 
-def _read_schema(dump_path: str) -> pa.Schema:
-    """Read the Arrow schema from the Parquet footer, with errors naming the path."""
+def read_dump_schema(dump_path: str) -> pa.Schema:
+    """Read the Arrow schema from the dump's Parquet footer, with errors naming the path
+    (:class:`ExtractionError`)."""
     local = _local_path(dump_path)
     if local is None:
         # Remote dump: let DuckDB read the footer (needs its httpfs extension for http/s3).
@@ -180,8 +181,23 @@ def _read_schema(dump_path: str) -> pa.Schema:
         ) from exc
 
 
-def check_dump(*, dump_path: str, required_columns: Mapping[str, str]) -> None:
-    """Check that ``dump_path`` is a readable Parquet file with the ``required_columns``.
+def check_dump(*, dump_path: str, required_columns: Mapping[str, str]) -> pa.Schema:
+    """Check that ``dump_path`` is a readable Parquet file with the ``required_columns``
+    (:func:`check_columns`); returns its schema, so the footer is read once.
+
+    Only the Parquet footer is read. Raises :class:`ExtractionError` naming the path, and the
+    columns at fault with close matches among the dump's columns.
+    """
+    schema = read_dump_schema(dump_path)
+    check_columns(schema, dump_path=dump_path, required_columns=required_columns)
+    return schema
+
+
+def check_columns(
+    schema: pa.Schema, *, dump_path: str, required_columns: Mapping[str, str]
+) -> None:
+    """Check that the dump's ``schema`` (its footer, read by :func:`read_dump_schema`) has the
+    ``required_columns``.
 
     ``required_columns`` maps a column name to its expected type: a family (``"string"``,
     ``"integer"``, ``"float"``, ``"number"``, ``"boolean"``, ``"list<string>"``,
@@ -189,10 +205,9 @@ def check_dump(*, dump_path: str, required_columns: Mapping[str, str]) -> None:
     ...), or a free-text description (then only the column's presence is checked). Integer
     widths are compatible with each other (int32 and int64 are both "integer").
 
-    Only the Parquet footer is read. Raises :class:`ExtractionError` naming the path, and the
-    columns at fault with close matches among the dump's columns.
+    Raises :class:`ExtractionError` naming ``dump_path``, and the columns at fault with close
+    matches among the dump's columns.
     """
-    schema = _read_schema(dump_path)
     names = list(schema.names)
     problems: list[str] = []
     for column, expected in required_columns.items():

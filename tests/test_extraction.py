@@ -245,11 +245,11 @@ def test_wrong_column_type_is_refused(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     common: dict[str, Any] = {"dump_path": str(SAMPLE_2026), "output_path": tmp_path / "o.parquet"}
-    with pytest.raises(ExtractionError, match="min_fraction"):
+    with pytest.raises(ExtractionError, match="min_fraction 0.5 must be below max_fraction 0.4"):
         extract_spellcheck_products(**common, limit=10, min_fraction=0.5, max_fraction=0.4)
-    with pytest.raises(ExtractionError, match="limit"):
+    with pytest.raises(ExtractionError, match="limit: Input should be greater than or equal to 1"):
         extract_spellcheck_products(**common, limit=0, min_fraction=0, max_fraction=0.4)
-    with pytest.raises(ExtractionError, match="list of strings"):
+    with pytest.raises(ExtractionError, match="languages: Input should be a valid list"):
         extract_spellcheck_products(
             **common,
             limit=10,

@@ -16,7 +16,10 @@ from robotoff_batch.job_types.ingredients_spellcheck import SpellcheckLaunch, ex
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
 
 JOB_CONFIG = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
-LOCAL_ARGV = list(load_registry()["ingredients-spellcheck"].job_type.local_command)
+# the shipped config as the local runner runs it (the CPU engine)
+LOCAL_CONFIG = load_registry()["ingredients-spellcheck"].job_type.config_for_local_runner(
+    JOB_CONFIG
+)
 
 
 def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -24,7 +27,7 @@ def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest
     dump = tmp_path / "food.parquet"
     shutil.copyfile(SAMPLE_DATA_DIR / "food_sample_2026.parquet", dump)
     params = SpellcheckLaunch(limit=20)
-    cpu = {"job_config": JOB_CONFIG, "local_argv": LOCAL_ARGV}  # the local runner's CPU engine
+    cpu = {"job_config": LOCAL_CONFIG}  # the local runner's CPU engine
     first = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "a", **cpu)
     second = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "b", **cpu)
     assert (first.metadata["lexicon_cache"], second.metadata["lexicon_cache"]) == ("built", "hit")
@@ -50,6 +53,63 @@ def test_a_vllm_job_stages_no_lexicon(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out.rows == 20 and sorted(out.files) == ["input.parquet", "products.parquet"]
     assert out.metadata["spellcheck_engine"] == "vllm" and "lexicon_cache" not in out.metadata
     assert not (tmp_path / "home" / "cache").exists()
+
+
+def test_the_job_config_chooses_the_engine() -> None:
+    """The engine the extraction writes for is the job config's (as the engine that runs it
+    sees it), never an argv: the YAML runs vLLM, the local runner's config the CPU engine, a
+    ``--engine`` in the config's commands wins over SPELLCHECK_ENGINE (the container's rule)."""
+    from robotoff_batch.job_types.ingredients_spellcheck.job_type import engine_that_runs
+
+    assert engine_that_runs(JOB_CONFIG) == "vllm"
+    assert engine_that_runs(LOCAL_CONFIG) == "lexicon-cpu"
+    assert (
+        LOCAL_CONFIG.resources.environment["SPELLCHECK_MODEL"]
+        == "openfoodfacts/spellcheck-mistral-7b"
+    )
+    assert LOCAL_CONFIG.cost.total_usd == JOB_CONFIG.cost.total_usd  # only the variables change
+    commands = JOB_CONFIG.resources.model_copy(update={"commands": ["--engine", "lexicon-cpu"]})
+    assert engine_that_runs(JOB_CONFIG.model_copy(update={"resources": commands})) == "lexicon-cpu"
+
+
+def test_launch_parameters_are_checked_by_the_launch_config_alone() -> None:
+    """The one check of a launch's parameters is the dg.Config model (what the launchpad, the
+    CLI and the extraction all get): an empty fraction window is refused there."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_fraction 0.4 must be below max_fraction 0.4"):
+        SpellcheckLaunch(min_fraction=0.4, max_fraction=0.4)
+    with pytest.raises(ValidationError, match="limit"):
+        SpellcheckLaunch(limit=0)
+    assert SpellcheckLaunch(min_fraction=0, max_fraction=0.4).max_fraction == 0.4
+
+
+def test_the_dump_footer_is_read_once_per_launch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launch reads the dump's footer once (check_dump) and hands the schema to the
+    extraction, which does not read it again."""
+    import pyarrow.parquet as parquet
+
+    from robotoff_batch import extraction
+
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    dump = str(SAMPLE_DATA_DIR / "food_sample_2026.parquet")
+    reads: list[str] = []
+    real = parquet.read_schema
+
+    def counted(where, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(str(where))
+        return real(where, *args, **kwargs)
+
+    monkeypatch.setattr(parquet, "read_schema", counted)
+    jt = load_registry()["ingredients-spellcheck"].job_type
+    schema = extraction.check_dump(dump_path=dump, required_columns=jt.required_columns)
+    out = jt.extract(
+        dump, SpellcheckLaunch(limit=5), LOCAL_CONFIG, tmp_path / "x", dump_schema=schema
+    )
+    assert out.rows == 5 and "lexicon.parquet" in out.files
+    assert reads == [dump]
 
 
 def test_registry_pairs_modules_and_configs(tmp_path: Path) -> None:
@@ -97,7 +157,7 @@ def test_a_job_type_must_implement_extract_and_set_its_attributes() -> None:
         launch_config = SpellcheckLaunch
         required_columns: dict[str, str] = {}
 
-        def extract(self, dump, params, job_config, out, *, local_argv=None, progress=None):  # type: ignore[no-untyped-def,override]
+        def extract(self, dump, params, job_config, out, *, dump_schema=None, progress=None):  # type: ignore[no-untyped-def,override]
             raise NotImplementedError
 
     with pytest.raises(TypeError, match="does not set local_command"):

@@ -39,7 +39,10 @@ from tests.test_e2e import (
 SAMPLE = SAMPLE_DATA_DIR / "food_sample_2026.parquet"
 OLD_SCHEMA = SAMPLE_DATA_DIR / "food_sample_2025_old_schema.parquet"
 JOB_CONFIG = load_job_config(JOB_CONFIGS_DIR / "ingredients-spellcheck.yaml").config
-LOCAL_ARGV = list(load_registry()["ingredients-spellcheck"].job_type.local_command)
+# the shipped config as the local runner runs it (the CPU engine)
+LOCAL_CONFIG = load_registry()["ingredients-spellcheck"].job_type.config_for_local_runner(
+    JOB_CONFIG
+)
 LIMIT = 40
 # The newest copy of a duplicated French product: words the CPU engine corrects (accents).
 NEW_TEXT = (
@@ -151,7 +154,7 @@ def test_the_pass_stages_one_row_per_barcode_and_no_nul(
     monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
     dump = tmp_path / "hostile.parquet"
     known = hostile_dump(dump)
-    cpu = {"job_config": JOB_CONFIG, "local_argv": LOCAL_ARGV}
+    cpu = {"job_config": LOCAL_CONFIG}
     out = extract(
         dump_path=str(dump), params=SpellcheckLaunch(limit=LIMIT), work_dir=tmp_path / "x", **cpu
     )

@@ -527,8 +527,7 @@ def test_extraction_writes_the_facts_the_insights_read(tmp_path: Path) -> None:
         dump_path=dump,
         params=SpellcheckLaunch(limit=30),
         work_dir=tmp_path,
-        job_config=config,
-        local_argv=["x", "--engine", "vllm"],
+        job_config=config,  # the shipped config: vLLM
     )
     facts = pq.read_table(result.files["products.parquet"])
     assert facts.schema.equals(FACTS_SCHEMA)

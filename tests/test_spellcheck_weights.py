@@ -118,10 +118,9 @@ def test_the_gpu_jobs_request_reads_the_staged_weights_with_the_hub_off(
     # the CPU engine (the local runner's) needs no weights
     assert (
         JOB_TYPE.task_environment(
-            config,
+            JOB_TYPE.config_for_local_runner(config),
             staging_root_uri=staging.root_uri,
             exists=exists,
-            local_argv=["python", "entrypoint.py", "--engine", "lexicon-cpu"],
         )
         == {}
     )

@@ -14,6 +14,7 @@ other. The sensor registers the job's partition on its next tick.
 
 import json
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ import pyarrow.parquet as pq
 from robotoff_batch.batch import submit
 from robotoff_batch.batch.request import make_job_id, request_to_json
 from robotoff_batch.config.loader import load_job_config
+from robotoff_batch.config.models import JobConfig
 from robotoff_batch.extraction import ExtractionError, check_dump
 from robotoff_batch.job_types import RegisteredJobType
-from robotoff_batch.job_types.base import StagedFilesError
+from robotoff_batch.job_types.base import ExtractedInput, JobType, StagedFilesError
 from robotoff_batch.names import (
     BATCH_JOB_ID_TAG,
     BATCH_JOB_SUBMISSION,
@@ -42,6 +44,7 @@ from robotoff_batch.resources import (
     ProductDumpResource,
     StagingResource,
 )
+from robotoff_batch.staging import Staging
 
 
 def launch_op_name(job_type_prefix: str) -> str:
@@ -75,37 +78,201 @@ def preview_table(path: Path, rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
-def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
-    """The launch multi_asset, its job and its schedule."""
-    jt = registered.job_type
+@dataclass(frozen=True)
+class LaunchKeys:
+    """The three asset keys of a job type's launch."""
+
+    products: dg.AssetKey
+    staged: dg.AssetKey
+    submission: dg.AssetKey
+
+    @classmethod
+    def of(cls, prefix: str) -> "LaunchKeys":
+        return cls(
+            products=dg.AssetKey([prefix, PRODUCTS]),
+            staged=dg.AssetKey([prefix, STAGED_INPUT]),
+            submission=dg.AssetKey([prefix, BATCH_JOB_SUBMISSION]),
+        )
+
+
+def launch_specs(jt: JobType[Any], keys: LaunchKeys) -> list[dg.AssetSpec]:
+    """The specs of the launch's three assets."""
     prefix = jt.key_prefix
-    products_key = dg.AssetKey([prefix, PRODUCTS])
-    staged_key = dg.AssetKey([prefix, STAGED_INPUT])
-    submission_key = dg.AssetKey([prefix, BATCH_JOB_SUBMISSION])
-    specs = [
+    return [
         dg.AssetSpec(
-            products_key,
+            keys.products,
             description=f"Products selected for a {jt.name} batch job, extracted with DuckDB "
             "from the OFF Parquet dump (with what the engine that runs needs, nothing more).",
             kinds={"duckdb", "parquet"},
             group_name=prefix,
         ),
         dg.AssetSpec(
-            staged_key,
-            deps=[products_key],
+            keys.staged,
+            deps=[keys.products],
             description="The batch job's input files on the staging area (create-only).",
             kinds={"gcs"},
             group_name=prefix,
         ),
         dg.AssetSpec(
-            submission_key,
-            deps=[staged_key],
+            keys.submission,
+            deps=[keys.staged],
             description=f"The {jt.name} batch job submitted from job_configs/{jt.name}.yaml "
             "(validated again at launch); its partition is registered by the sensor.",
             kinds={"googlecloud"},
             group_name=prefix,
         ),
     ]
+
+
+def launch_job_config(
+    registered: RegisteredJobType, batch_engine: BatchEngineResource
+) -> JobConfig:
+    """The job type's YAML file as it is now, as the engine that runs the job sees it (the
+    local runner's: the job type's ``local_environment`` over the file's): what chooses the
+    engine the extraction writes for."""
+    job_config = load_job_config(registered.config_path).config
+    if batch_engine.kind == "local":
+        return registered.job_type.config_for_local_runner(job_config)
+    return job_config
+
+
+def task_environment_or_fail(
+    jt: JobType[Any], job_config: JobConfig, area: Staging
+) -> dict[str, str]:
+    """What the tasks read besides the job's own files (a GPU job's staged weights): checked
+    before anything is extracted or staged."""
+    try:
+        return jt.task_environment(
+            job_config, staging_root_uri=area.root_uri, exists=lambda uri: area.exists(uri=uri)
+        )
+    except StagedFilesError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def extract_or_fail(
+    context: dg.AssetExecutionContext,
+    jt: JobType[Any],
+    *,
+    dump_path: str,
+    params: dg.Config,
+    job_config: JobConfig,
+    out: Path,
+) -> ExtractedInput:
+    """The job type's extraction (the dump's footer read once, here), a refused dump or an
+    empty selection a non-retried failure: no batch job is launched."""
+    try:
+        schema = check_dump(dump_path=dump_path, required_columns=jt.required_columns)
+        extracted = jt.extract(
+            dump_path, params, job_config, out, dump_schema=schema, progress=context.log.info
+        )
+        jt.check_extracted(extracted)
+    except (ExtractionError, StagedFilesError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    if extracted.rows == 0:
+        raise dg.Failure(
+            description=f"the selection matched no product in {dump_path} "
+            f"({params.model_dump()}): no batch job is launched.",
+            allow_retries=False,
+        )
+    return extracted
+
+
+def products_result(
+    keys: LaunchKeys,
+    jt: JobType[Any],
+    job_id: str,
+    dump_path: str,
+    params: dg.Config,
+    extracted: ExtractedInput,
+) -> dg.MaterializeResult:
+    """The products asset's materialization: what was selected, with a preview."""
+    return dg.MaterializeResult(
+        asset_key=keys.products,
+        metadata={
+            "batch_job_id": job_id,
+            "rows": dg.MetadataValue.int(extracted.rows),
+            "dump_path": dg.MetadataValue.path(dump_path),
+            "selection": dg.MetadataValue.json(params.model_dump()),
+            "preview": preview_table(extracted.files[jt.input_file]),
+            "files": dg.MetadataValue.json(sorted(extracted.files)),
+            **dict(extracted.metadata),
+        },
+    )
+
+
+def stage_or_fail(
+    keys: LaunchKeys, area: Staging, jt: JobType[Any], job_id: str, extracted: ExtractedInput
+) -> tuple[dict[str, str], str, dg.MaterializeResult]:
+    """Stage the extracted files: (their URIs, the job's folder URI, the staged asset's
+    materialization)."""
+    try:
+        uris = submit.stage_files(
+            staging=area, job_type=jt.name, job_id=job_id, files=extracted.files
+        )
+    except submit.PipelineError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    job_uri = area.job_uri(job_type=jt.name, job_id=job_id)
+    result: dg.MaterializeResult = dg.MaterializeResult(
+        asset_key=keys.staged,
+        metadata={
+            "batch_job_id": job_id,
+            "job_uri": job_uri,
+            "files": dg.MetadataValue.json(uris),
+            "bytes": dg.MetadataValue.int(sum(p.stat().st_size for p in extracted.files.values())),
+        },
+    )
+    return uris, job_uri, result
+
+
+def submit_job(
+    context: dg.AssetExecutionContext,
+    jt: JobType[Any],
+    *,
+    job_id: str,
+    job_config: JobConfig,
+    environment: dict[str, str],
+    batch_engine: BatchEngineResource,
+) -> dict[str, Any]:
+    """Submit the batch job; returns the submission asset's metadata. A run cancelled while
+    submitting cancels the job: no orphan is left behind."""
+    engine = batch_engine.get_engine()
+    try:
+        status, request = submit_or_fail(
+            engine=engine,
+            config=job_config,
+            job_type=jt.name,
+            job_id=job_id,
+            project=batch_engine.project,
+            environment=environment,
+            labels={OWNER_LABEL: context.run_id},
+        )
+    except dg.DagsterExecutionInterruptedError:
+        context.log.warning(f"run cancelled during submission; cancelling {job_id}")
+        engine.cancel(job_id=job_id)
+        raise
+    cost = job_config.cost
+    context.log.info(f"submitted {job_id} ({status.state.value}) to the {engine.name} engine")
+    metadata: dict[str, Any] = {
+        "batch_job_id": job_id,
+        "engine": engine.name,
+        "state_at_submission": status.state.value,
+        "production_cost_ceiling_usd": dg.MetadataValue.float(job_config.max_cost_usd),
+        "production_worst_case_usd": dg.MetadataValue.float(round(cost.total_usd, 2)),
+        "production_worst_case": cost.explain(),
+        "job_config": dg.MetadataValue.json(job_config.model_dump(mode="json")),
+        "request": dg.MetadataValue.json(json.loads(request_to_json(request))),
+        "logs": dg.MetadataValue.url(engine.logs_uri(job_id=job_id)),
+    }
+    local_argv = batch_engine.local_argv(job_config.resources.container_image_uri)
+    if local_argv is not None:
+        argv = [*local_argv, *job_config.resources.commands]
+        metadata["local_command"] = dg.MetadataValue.text(" ".join(argv))
+    return metadata
+
+
+def launch_step(registered: RegisteredJobType, keys: LaunchKeys) -> Any:
+    """The body of the launch multi_asset: extract, stage, submit, one materialization each."""
+    jt = registered.job_type
 
     def launch(
         context: dg.AssetExecutionContext,
@@ -114,121 +281,47 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
         staging: StagingResource,
         batch_engine: BatchEngineResource,
     ) -> Any:
+        # ``config`` was validated by Dagster through the launch_config model: the one check.
         job_id = run_job_id(context, jt.name)
         context.instance.add_run_tags(context.run_id, {BATCH_JOB_ID_TAG: job_id})
-        job_config = load_job_config(registered.config_path).config  # the file as it is now
-        image = job_config.resources.container_image_uri
-        local_argv = batch_engine.local_argv(image)
-        selection = config.model_dump()
-        # What the tasks read besides the job's own files (a GPU job's staged weights):
-        # checked before anything is extracted or staged.
+        job_config = launch_job_config(registered, batch_engine)
         area = staging.get_staging()
-        try:
-            task_env = jt.task_environment(
-                job_config,
-                staging_root_uri=area.root_uri,
-                exists=lambda uri: area.exists(uri=uri),
-                local_argv=local_argv,
-            )
-        except StagedFilesError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        task_env = task_environment_or_fail(jt, job_config, area)
         with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
-            try:
-                check_dump(dump_path=product_dump.path, required_columns=jt.required_columns)
-                extracted = jt.extract(
-                    product_dump.path,
-                    config,
-                    job_config,
-                    Path(tmp),
-                    local_argv=local_argv,
-                    progress=context.log.info,
-                )
-                jt.check_extracted(extracted)
-            except (ExtractionError, StagedFilesError) as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from None
-            if extracted.rows == 0:
-                raise dg.Failure(
-                    description=f"the selection matched no product in {product_dump.path} "
-                    f"({selection}): no batch job is launched.",
-                    allow_retries=False,
-                )
+            extracted = extract_or_fail(
+                context,
+                jt,
+                dump_path=product_dump.path,
+                params=config,
+                job_config=job_config,
+                out=Path(tmp),
+            )
             context.log.info(f"extracted {extracted.rows} products for batch job {job_id}")
-            yield dg.MaterializeResult(
-                asset_key=products_key,
-                metadata={
-                    "batch_job_id": job_id,
-                    "rows": dg.MetadataValue.int(extracted.rows),
-                    "dump_path": dg.MetadataValue.path(product_dump.path),
-                    "selection": dg.MetadataValue.json(selection),
-                    "preview": preview_table(extracted.files[jt.input_file]),
-                    "files": dg.MetadataValue.json(sorted(extracted.files)),
-                    **dict(extracted.metadata),
-                },
-            )
-            try:
-                uris = submit.stage_files(
-                    staging=area, job_type=jt.name, job_id=job_id, files=extracted.files
-                )
-            except submit.PipelineError as exc:
-                raise dg.Failure(description=str(exc)) from None
-            job_uri = area.job_uri(job_type=jt.name, job_id=job_id)
-            yield dg.MaterializeResult(
-                asset_key=staged_key,
-                metadata={
-                    "batch_job_id": job_id,
-                    "job_uri": job_uri,
-                    "files": dg.MetadataValue.json(uris),
-                    "bytes": dg.MetadataValue.int(
-                        sum(p.stat().st_size for p in extracted.files.values())
-                    ),
-                },
-            )
-
+            yield products_result(keys, jt, job_id, product_dump.path, config, extracted)
+            uris, job_uri, staged = stage_or_fail(keys, area, jt, job_id, extracted)
+            yield staged
         env = submit.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
         env.update(task_env)
-        engine = batch_engine.get_engine()
-        try:
-            status, request = submit_or_fail(
-                engine=engine,
-                config=job_config,
-                job_type=jt.name,
-                job_id=job_id,
-                project=batch_engine.project,
-                environment=env,
-                labels={OWNER_LABEL: context.run_id},
-            )
-        except dg.DagsterExecutionInterruptedError:
-            # The run was cancelled while submitting: leave no orphan job behind.
-            context.log.warning(f"run cancelled during submission; cancelling {job_id}")
-            engine.cancel(job_id=job_id)
-            raise
-        cost = job_config.cost
-        context.log.info(f"submitted {job_id} ({status.state.value}) to the {engine.name} engine")
-        metadata: dict[str, Any] = {
-            "batch_job_id": job_id,
-            "engine": engine.name,
-            "state_at_submission": status.state.value,
-            "production_cost_ceiling_usd": dg.MetadataValue.float(job_config.max_cost_usd),
-            "production_worst_case_usd": dg.MetadataValue.float(round(cost.total_usd, 2)),
-            "production_worst_case": cost.explain(),
-            "job_config": dg.MetadataValue.json(job_config.model_dump(mode="json")),
-            "request": dg.MetadataValue.json(json.loads(request_to_json(request))),
-            "logs": dg.MetadataValue.url(engine.logs_uri(job_id=job_id)),
-        }
-        if local_argv is not None:
-            argv = [*local_argv, *job_config.resources.commands]
-            metadata["local_command"] = dg.MetadataValue.text(" ".join(argv))
-        yield dg.MaterializeResult(asset_key=submission_key, metadata=metadata)
+        metadata = submit_job(
+            context,
+            jt,
+            job_id=job_id,
+            job_config=job_config,
+            environment=env,
+            batch_engine=batch_engine,
+        )
+        yield dg.MaterializeResult(asset_key=keys.submission, metadata=metadata)
 
     # Dagster reads the run config's schema from the annotation of ``config``.
     launch.__annotations__["config"] = jt.launch_config
-    launch_asset = dg.multi_asset(
-        name=launch_op_name(prefix),
-        specs=specs,
-        can_subset=False,
-        description=f"Launch one {jt.name} batch job: extract, stage, submit (one step).",
-    )(launch)
+    return launch
 
+
+def launch_job_and_schedules(
+    registered: RegisteredJobType, launch_asset: dg.AssetsDefinition
+) -> tuple[Any, list[dg.ScheduleDefinition]]:
+    """The launch's job and, when the YAML sets one, its (stopped) schedule."""
+    jt = registered.job_type
     launch_job = dg.define_asset_job(
         name=launch_job_name(jt.name),
         selection=dg.AssetSelection.assets(launch_asset),
@@ -239,7 +332,7 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
     if registered.config.schedule:
         schedules.append(
             dg.ScheduleDefinition(
-                name=f"{prefix}_schedule",
+                name=f"{jt.key_prefix}_schedule",
                 cron_schedule=registered.config.schedule,
                 job=launch_job,
                 default_status=dg.DefaultScheduleStatus.STOPPED,
@@ -247,4 +340,18 @@ def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
                 description=f"Launches {jt.name} on job_configs/{jt.name}.yaml's schedule.",
             )
         )
+    return launch_job, schedules
+
+
+def build_launch(registered: RegisteredJobType) -> dict[str, Any]:
+    """The launch multi_asset, its job and its schedule."""
+    jt = registered.job_type
+    keys = LaunchKeys.of(jt.key_prefix)
+    launch_asset = dg.multi_asset(
+        name=launch_op_name(jt.key_prefix),
+        specs=launch_specs(jt, keys),
+        can_subset=False,
+        description=f"Launch one {jt.name} batch job: extract, stage, submit (one step).",
+    )(launch_step(registered, keys))
+    launch_job, schedules = launch_job_and_schedules(registered, launch_asset)
     return {"assets": [launch_asset], "jobs": [launch_job], "schedules": schedules}

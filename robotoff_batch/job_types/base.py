@@ -97,6 +97,9 @@ class JobType(ABC, Generic[C]):
     required_columns: ClassVar[Mapping[str, str]]
     #: argv that plays the container on the local runner.
     local_command: ClassVar[Sequence[str]]
+    #: Variables the local runner's job config sets over the YAML's ``environment`` (what the
+    #: config chooses that a local process runs differently, e.g. a CPU engine: no GPU).
+    local_environment: ClassVar[Mapping[str, str]] = {}
     #: Every file the extraction may stage, by staged name; the first is the container's input.
     staged_files: ClassVar[Sequence[str]] = (INPUT_FILE,)
     #: How the task files become Robotoff rows and insights (see ImportSpec); None: the job
@@ -131,15 +134,28 @@ class JobType(ABC, Generic[C]):
         job_config: JobConfig,
         out: Path,
         *,
-        local_argv: Sequence[str] | None = None,
+        dump_schema: pa.Schema | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ExtractedInput:
         """Write the job's staged files to ``out`` from the dump at ``dump``.
 
-        ``job_config`` is the YAML file as it is at launch; ``local_argv`` is the local
-        runner's command for the image (None on Cloud Batch), so the extraction writes only
-        what the engine that will run needs; ``progress`` logs a line in the launch run.
+        ``params`` is the launch config, validated (the one check of the parameters);
+        ``job_config`` is the YAML file as it is at launch, as the engine that runs the job
+        sees it (:meth:`config_for_local_runner` on the local runner), so the extraction
+        writes only what that engine needs; ``dump_schema`` is the dump's footer, read once
+        by the launch (None: read it); ``progress`` logs a line in the launch run.
         """
+
+    def config_for_local_runner(self, job_config: JobConfig) -> JobConfig:
+        """``job_config`` as the local runner runs it: :attr:`local_environment` over the
+        YAML's ``environment`` (the same config unchanged when the job type sets none)."""
+        if not self.local_environment:
+            return job_config
+        resources = job_config.resources
+        environment = {**resources.environment, **self.local_environment}
+        return job_config.model_copy(
+            update={"resources": resources.model_copy(update={"environment": environment})}
+        )
 
     @property
     def input_file(self) -> str:
@@ -182,7 +198,6 @@ class JobType(ABC, Generic[C]):
         *,
         staging_root_uri: str,
         exists: Callable[[str], bool] | None = None,
-        local_argv: Sequence[str] | None = None,
     ) -> dict[str, str]:
         """Variables the job type adds to its tasks' environment at launch, beside the staged
         files' (e.g. where its model weights are staged). ``exists`` (a staging URI -> bool)

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
 
-from robotoff_batch import extraction
 from robotoff_batch.config.models import JobConfig
 from robotoff_batch.job_types.base import (
     INPUT_FILE,
@@ -59,10 +58,12 @@ logger = logging.getLogger(__name__)
 LEXICON_FILE = "lexicon.parquet"
 
 
-def engine_that_runs(job_config: JobConfig, local_argv: Sequence[str] | None) -> str:
-    """The correction engine the container will run, by the container's own rule: an
-    ``--engine`` argument, else ``SPELLCHECK_ENGINE``, else lexicon-cpu."""
-    argv = [*(local_argv or ()), *job_config.resources.commands]
+def engine_that_runs(job_config: JobConfig) -> str:
+    """The correction engine the container will run, chosen by the job config (as the engine
+    that runs the job sees it: the local runner's is ``SPELLCHECK_ENGINE=lexicon-cpu``, see
+    ``local_environment``), by the container's own rule: an ``--engine`` argument in the
+    config's ``commands``, else ``SPELLCHECK_ENGINE``, else lexicon-cpu."""
+    argv = list(job_config.resources.commands)
     for i, arg in enumerate(argv):
         if arg == "--engine" and i + 1 < len(argv):
             return argv[i + 1]
@@ -77,18 +78,16 @@ def extract(
     params: SpellcheckLaunch,
     work_dir: Path,
     job_config: JobConfig,
-    local_argv: Sequence[str] | None = None,
+    dump_schema: pa.Schema | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExtractedInput:
     """One pass over the dump: the selected products, their facts and, with the CPU engine,
     its lexicon, counted in the same pass on a dump whose lexicon is not cached yet (vLLM
-    never reads it, so a GPU job does not pay the lexicon's counting or upload)."""
-    if params.min_fraction >= params.max_fraction:
-        raise extraction.ExtractionError(
-            f"min_fraction {params.min_fraction} must be below max_fraction {params.max_fraction}"
-        )
+    never reads it, so a GPU job does not pay the lexicon's counting or upload).
+    ``params`` were validated by :class:`SpellcheckLaunch`; ``dump_schema`` is the dump's
+    footer as the launch read it (None: read here)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    engine = engine_that_runs(job_config, local_argv)
+    engine = engine_that_runs(job_config)
     cache: Path | None = None
     hit = False
     if engine == "lexicon-cpu":
@@ -112,6 +111,7 @@ def extract(
         lexicon=engine == "lexicon-cpu" and not hit,
         progress=progress,
         memory_limit=launch_memory_limit(),
+        dump_schema=dump_schema,
     )
     input_path = work_dir / INPUT_FILE
     os.replace(done.input_path, input_path)
@@ -187,8 +187,9 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
     launch_config = SpellcheckLaunch
     required_columns = SPELLCHECK_REQUIRED_COLUMNS
     staged_files = (INPUT_FILE, FACTS_FILE, LEXICON_FILE)
-    # Locally the image is played by its entrypoint with the offline CPU engine; arguments
-    # override the config's SPELLCHECK_ENGINE=vllm.
+    # Locally the image is played by its entrypoint with the offline CPU engine (the local
+    # runner has no GPU): its job config says so (local_environment), and so does the argv.
+    local_environment = {"SPELLCHECK_ENGINE": "lexicon-cpu"}
     local_command = (
         sys.executable,
         str(CONTAINERS_DIR / "ingredients-spellcheck" / "entrypoint.py"),
@@ -224,12 +225,10 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
         *,
         staging_root_uri: str,
         exists: Callable[[str], bool] | None = None,
-        local_argv: Sequence[str] | None = None,
     ) -> dict[str, str]:
         """A vLLM job reads its pinned model's staged weights with the hub off; the CPU
-        engine needs nothing more, and the local runner (``local_argv`` given) has no GPU:
-        it never runs vLLM, so it needs no weights either."""
-        if local_argv is not None or engine_that_runs(job_config, None) != "vllm":
+        engine needs nothing more (the local runner's config runs it: it has no GPU)."""
+        if engine_that_runs(job_config) != "vllm":
             return {}
         try:
             pinned = pinned_model_of(job_config)
@@ -251,12 +250,12 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
     def smoke_check_argv(self, job_config: JobConfig) -> list[str] | None:
         """The vLLM image's GPU check (containers/ingredients-spellcheck/spellcheck_job/
         gpu_check.py): what no test here can run."""
-        if engine_that_runs(job_config, None) != "vllm":
+        if engine_that_runs(job_config) != "vllm":
             return None
         return ["python3", "-m", "spellcheck_job.gpu_check"]
 
     def staged_prerequisites(self, job_config: JobConfig) -> list[tuple[str, str]]:
-        if engine_that_runs(job_config, None) != "vllm":
+        if engine_that_runs(job_config) != "vllm":
             return []
         fix = "robotoff-batch stage-weights ingredients-spellcheck"
         try:
@@ -272,7 +271,7 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
         job_config: JobConfig,
         out: Path,
         *,
-        local_argv: Sequence[str] | None = None,
+        dump_schema: pa.Schema | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ExtractedInput:
         return extract(
@@ -280,7 +279,7 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
             params=params,
             work_dir=out,
             job_config=job_config,
-            local_argv=local_argv,
+            dump_schema=dump_schema,
             progress=progress,
         )
 

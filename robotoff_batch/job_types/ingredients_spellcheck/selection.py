@@ -12,8 +12,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from robotoff_batch import extraction
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import (
@@ -66,15 +65,9 @@ def spellcheck_sql() -> str:
     return _SELECTION_SQL_PATH.read_text(encoding="utf-8")
 
 
-def _str_list(name: str, values: Sequence[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        raise extraction.ExtractionError(
-            f"{name} must be a list of strings, not the string {values!r}"
-        )
-    out = [str(v) for v in values]
-    return out or None
+def _str_list(values: Sequence[str] | None) -> list[str] | None:
+    """A list filter as DuckDB binds it: None (or empty) for no filter."""
+    return [str(v) for v in values] if values else None
 
 
 # The dump's columns the product facts are computed from (facts.sql reads them, under these
@@ -165,6 +158,7 @@ def launch_pass(
     memory_limit: str = extraction.DEFAULT_MEMORY_LIMIT,
     threads: int | None = None,
     input_name: str = "input.parquet",
+    dump_schema: pa.Schema | None = None,
     known: pa.Table | None = None,
 ) -> LaunchPass:
     """Read the dump ONCE and write what a launch stages: the selected products (the input
@@ -185,19 +179,18 @@ def launch_pass(
     gave a verdict on (predictions/known.py); those products are left out before the top N
     (known.sql), counted in ``counts["skipped_unchanged"]``.
 
-    Checks the dump's columns first. A selection matching nothing gives a 0-row input file.
+    The arguments are a :class:`SpellcheckLaunch`'s, validated there (the one check of a
+    launch's parameters). Checks the dump's columns first, on ``dump_schema`` (its footer, as
+    the launch read it once) or the footer read here. A selection matching nothing gives a
+    0-row input file.
     """
-    if limit < 1:
-        raise extraction.ExtractionError(f"limit must be at least 1, got {limit}")
-    if not 0.0 <= min_fraction < max_fraction:
-        raise extraction.ExtractionError(
-            f"need 0 <= min_fraction < max_fraction, got {min_fraction} and {max_fraction}"
-        )
     required = dict(SPELLCHECK_REQUIRED_COLUMNS)
     if lexicon:
         required["ingredients"] = "string"
-    extraction.check_dump(dump_path=dump_path, required_columns=required)
-    present = set(pq.read_schema(dump_path).names) if "://" not in dump_path else set()
+    if dump_schema is None:  # the footer, read here unless the launch already did
+        dump_schema = extraction.read_dump_schema(dump_path)
+    extraction.check_columns(dump_schema, dump_path=dump_path, required_columns=required)
+    present = set(dump_schema.names)
     started = time.monotonic()
     work_dir.mkdir(parents=True, exist_ok=True)
     statements = _statements()
@@ -213,10 +206,10 @@ def launch_pass(
         "dump_path": dump_path,
         "min_fraction": float(min_fraction),
         "max_fraction": float(max_fraction),
-        "languages": _str_list("languages", languages),
-        "countries": _str_list("countries", countries),
+        "languages": _str_list(languages),
+        "countries": _str_list(countries),
         "min_popularity": None if min_popularity is None else int(min_popularity),
-        "codes": _str_list("codes", codes),
+        "codes": _str_list(codes),
     }
     input_path = work_dir / input_name
     facts_path = work_dir / "facts_source.parquet" if facts else None
@@ -301,7 +294,17 @@ def extract_spellcheck_products(
 ) -> extraction.ExtractionResult:
     """Select the products to spellcheck and write the job's input Parquet only
     (:func:`launch_pass` without facts nor lexicon). Output schema:
-    :data:`SPELLCHECK_INPUT_SCHEMA`."""
+    :data:`SPELLCHECK_INPUT_SCHEMA`. The arguments are validated by :class:`SpellcheckLaunch`
+    (an invalid one raises :class:`~robotoff_batch.extraction.ExtractionError` naming it)."""
+    launch_params(
+        limit=limit,
+        min_fraction=min_fraction,
+        max_fraction=max_fraction,
+        languages=languages,
+        countries=countries,
+        min_popularity=min_popularity,
+        codes=codes,
+    )
     done = launch_pass(
         dump_path=dump_path,
         work_dir=Path(output_path).parent,
@@ -365,3 +368,25 @@ class SpellcheckLaunch(dg.Config):
     codes: list[str] = Field(
         default_factory=list, description="Only these barcodes (re-run a known set); empty for all."
     )
+
+    @model_validator(mode="after")
+    def _fractions_in_order(self) -> SpellcheckLaunch:
+        if self.min_fraction >= self.max_fraction:
+            raise ValueError(
+                f"min_fraction {self.min_fraction} must be below max_fraction {self.max_fraction}"
+            )
+        return self
+
+
+def launch_params(**values: object) -> SpellcheckLaunch:
+    """A :class:`SpellcheckLaunch` from plain values (None: the default), its refusal an
+    :class:`~robotoff_batch.extraction.ExtractionError` naming each field at fault."""
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return SpellcheckLaunch.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'launch parameters'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise extraction.ExtractionError(f"invalid launch parameters: {problems}") from None
