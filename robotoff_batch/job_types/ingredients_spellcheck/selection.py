@@ -368,6 +368,14 @@ class SpellcheckLaunch(dg.Config):
     codes: list[str] = Field(
         default_factory=list, description="Only these barcodes (re-run a known set); empty for all."
     )
+    skip_unchanged: bool = Field(
+        default=False,
+        strict=True,
+        description="Leave out the products whose current text (in its language) this model "
+        "(predictor and predictor_version) already gave a verdict on, in the target database "
+        "or our records of earlier jobs; `limit` then counts the products that need work. "
+        "False for a launch by hand; the schedule launches with true.",
+    )
 
     @model_validator(mode="after")
     def _fractions_in_order(self) -> SpellcheckLaunch:
