@@ -222,14 +222,16 @@ def launch_pass(
             progress=progress,
             label=f"one pass over {dump_path}" + (" (with the lexicon)" if lexicon else ""),
         ) as con:
+            if known is not None:  # the known set, from Arrow (registered before any result)
+                con.register("launch_known_arrow", known)
+                con.execute("CREATE TEMP TABLE launch_known AS SELECT * FROM launch_known_arrow")
+                con.unregister("launch_known_arrow")
             con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
             con.execute(statements["excluded"])
             row = con.execute("SELECT count(*) FROM launch_excluded").fetchone()
             excluded = int(row[0]) if row else 0
             skipped = 0
             if known is not None:  # issue 22: the rows whose text this model already saw
-                con.register("launch_known_arrow", known)
-                con.execute("CREATE TEMP TABLE launch_known AS SELECT * FROM launch_known_arrow")
                 con.execute(known_statements["unchanged"], {"dump_path": dump_path})
                 row = con.execute(
                     "SELECT count(*) FROM launch_unchanged "
