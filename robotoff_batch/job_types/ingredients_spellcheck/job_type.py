@@ -152,10 +152,10 @@ def extract(
     return ExtractedInput(rows=done.rows, files=files, metadata=metadata)
 
 
-#: Products one task corrects per hour, by engine: vLLM from the seed's figure (~$0.05 per
-#: 1,000 products on one L4 at $0.896/h), the CPU engine from its benchmark (15,627 texts/s
-#: warm on one core, benchmarks/spellcheck_benchmark.py). An estimate, not a ceiling.
-PRODUCTS_PER_TASK_HOUR = {"vllm": 18_000, "lexicon-cpu": 50_000_000}
+#: Products one task corrects per hour, by engine: vLLM from the seed's GPU trial (1,000
+#: products in 1:30 on one L4, README "Measured"), the CPU engine from its benchmark (15,627
+#: texts/s warm on one core, benchmarks/spellcheck_benchmark.py). An estimate, not a ceiling.
+PRODUCTS_PER_TASK_HOUR = {"vllm": 40_000, "lexicon-cpu": 50_000_000}
 
 
 def expected_cost(job_config: JobConfig, engine: str, products: int) -> dict[str, object]:
