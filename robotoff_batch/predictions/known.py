@@ -93,13 +93,14 @@ def known_query(*, predictions_sql: str | None) -> sql.Composed:
     """The one statement of the known set (parameters ``job_type``, ``predictor``,
     ``predictor_version``): our records and, with ``predictions_sql`` (the job type's SELECT
     of barcode, lang, hex md5 over Robotoff's ``prediction``, same parameters), Robotoff's
-    predictions; one row per (code, lang, hash)."""
+    predictions. UNION ALL: a text both in our records and in Robotoff's table comes twice
+    (the launch semi-joins it, so a repeat changes nothing), and PostgreSQL sorts nothing."""
     parts = [sql.SQL(_OWN_KNOWN_SQL)]
     if predictions_sql:
         parts.append(sql.SQL(predictions_sql.strip().rstrip(";")))  # type: ignore[arg-type]
     return sql.SQL(
         "SELECT barcode, coalesce(lang, ''), hash FROM ({}) AS k (barcode, lang, hash)"
-    ).format(sql.SQL(" UNION ").join(parts))
+    ).format(sql.SQL(" UNION ALL ").join(parts))
 
 
 def read_known(

@@ -25,7 +25,8 @@ WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 -- name: unchanged
 -- DuckDB, in the launch's connection, before `selected` (selection.py): the dump rows whose
 -- (code, lang, md5 of the main ingredients text) is in launch_known, the known set loaded from
--- Arrow. One narrow scan (code, lang, ingredients_text) and one hash join: no per-product
+-- Arrow (a text may come twice: a semi-join). One narrow scan (code, lang, ingredients_text)
+-- and one hash join: no per-product
 -- query. code, lang and text are computed as `selected` computes them (NUL removed), so the
 -- hash is that of the text staged, which the container echoes into its output. Not restricted
 -- by the launch's filters: `selected` anti-joins it by dump_row ({unchanged_filter}).
@@ -40,8 +41,8 @@ FROM (
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE p.code IS NOT NULL
 ) AS p
-JOIN launch_known AS k ON k.code = p.code AND k.lang = p.lang
-WHERE k.text_hash = md5(p.text)
+SEMI JOIN launch_known AS k
+    ON k.code = p.code AND k.lang = p.lang AND k.text_hash = md5(p.text)
 
 -- name: unchanged_filter
 -- DuckDB, the fragment of selection.sql's `selected` that leaves the unchanged rows out before
