@@ -264,3 +264,7 @@ def test_the_schedule_skips_unchanged_and_a_launch_by_hand_does_not() -> None:
         "ops": {launch_op_name(jt.key_prefix): {"config": {"skip_unchanged": True}}}
     }
     assert SpellcheckLaunch().skip_unchanged is False
+    from robotoff_batch.cli.jobs import launch_parameters_help
+
+    (line,) = [x for x in launch_parameters_help().splitlines() if "skip_unchanged" in x]
+    assert "(default False)" in line and "schedule launches with true" in line
