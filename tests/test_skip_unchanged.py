@@ -26,6 +26,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.selection import launch_pas
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
 from robotoff_batch.predictions.known import KNOWN_SCHEMA, ModelIdentity
 from robotoff_batch.predictions.store import PredictionStore
+from tests.test_cli import cli_env  # noqa: F401 (the fixture)
 from tests.test_e2e import (
     failure_text,
     instance,  # noqa: F401 (the fixture)
@@ -268,3 +269,30 @@ def test_the_schedule_skips_unchanged_and_a_launch_by_hand_does_not() -> None:
 
     (line,) = [x for x in launch_parameters_help().splitlines() if "skip_unchanged" in x]
     assert "(default False)" in line and "schedule launches with true" in line
+
+
+def test_launch_command_says_what_was_skipped_and_that_nothing_was_launched(
+    cli_env: Path,  # noqa: F811 (the fixture imported below)
+) -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from robotoff_batch.cli import app
+
+    runner = CliRunner()
+    args = ["launch", "ingredients-spellcheck", f"limit={ALL}", "skip_unchanged=true"]
+    first = runner.invoke(app, [*args, "--wait"])
+    assert first.exit_code == 0, first.output
+    found = re.search(
+        r"launched batch job \S+ \((\d+) products\); 0 skipped as unchanged; expected cost "
+        r"\$\d+\.\d\d, ceiling \$50\.00",
+        first.output,
+    )
+    assert found, first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert (
+        f"no batch job launched: nothing left to do: {found.group(1)} products skipped as "
+        "unchanged" in second.output
+    ), second.output
