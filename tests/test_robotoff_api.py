@@ -11,6 +11,7 @@ Parquet and embedded PostgreSQL ledger.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -138,6 +139,17 @@ def test_output_is_handed_to_robotoffs_importer_once(
     assert ledger(pg_db) == [(JOB_A, "robotoff_api", len(OUTPUT))]
     with psycopg.connect(pg_db) as conn:  # nothing written to Robotoff's tables by us
         assert conn.execute("SELECT count(*) FROM prediction").fetchone() == (0,)
+    # ... but every verdict is in our own records (issue 22): hashes, read back by a launch
+    from robotoff_batch.predictions.known import ModelIdentity
+
+    known = store.known_texts(job_type=JOB_TYPE.name, identity=ModelIdentity("lexicon-cpu", "1"))
+    assert sorted(known.to_pylist(), key=lambda r: r["code"]) == sorted(
+        (
+            {"code": c, "lang": lang, "text_hash": hashlib.md5(t.encode()).hexdigest()}
+            for c, lang, t, _ in OUTPUT
+        ),
+        key=lambda r: r["code"],
+    )
 
     engine = SucceededEngine()
     again = run(staging, store, engine)

@@ -39,8 +39,10 @@ from robotoff_batch.names import (
     STAGED_INPUT,
     launch_job_name,
 )
+from robotoff_batch.predictions.model import PredictionStoreError
 from robotoff_batch.resources import (
     BatchEngineResource,
+    PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
 )
@@ -111,6 +113,7 @@ def launch_specs(jt: JobType[Any], keys: LaunchKeys) -> list[dg.AssetSpec]:
             deps=[keys.products],
             description="The batch job's input files on the staging area (create-only).",
             kinds={"gcs"},
+            skippable=True,  # a launch with nothing left to do (skip_unchanged) stages nothing
             group_name=prefix,
         ),
         dg.AssetSpec(
@@ -119,6 +122,7 @@ def launch_specs(jt: JobType[Any], keys: LaunchKeys) -> list[dg.AssetSpec]:
             description=f"The {jt.name} batch job submitted from job_configs/{jt.name}.yaml "
             "(validated again at launch); its partition is registered by the sensor.",
             kinds={"googlecloud"},
+            skippable=True,  # nothing left to do: no job
             group_name=prefix,
         ),
     ]
@@ -157,24 +161,60 @@ def extract_or_fail(
     params: dg.Config,
     job_config: JobConfig,
     out: Path,
+    known: Any = None,
 ) -> ExtractedInput:
     """The job type's extraction (the dump's footer read once, here), a refused dump or an
-    empty selection a non-retried failure: no batch job is launched."""
+    empty selection a non-retried failure: no batch job is launched. ``known`` (skip_unchanged:
+    the texts the job's model already saw) is left out; a selection that only those emptied is
+    no failure (the caller says so and submits nothing)."""
     try:
         schema = check_dump(dump_path=dump_path, required_columns=jt.required_columns)
+        extra = {} if known is None else {"known": known}
         extracted = jt.extract(
-            dump_path, params, job_config, out, dump_schema=schema, progress=context.log.info
+            dump_path,
+            params,
+            job_config,
+            out,
+            dump_schema=schema,
+            progress=context.log.info,
+            **extra,
         )
         jt.check_extracted(extracted)
     except (ExtractionError, StagedFilesError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    if extracted.rows == 0:
+    if extracted.rows == 0 and not extracted.metadata.get("skipped_unchanged"):
         raise dg.Failure(
             description=f"the selection matched no product in {dump_path} "
             f"({params.model_dump()}): no batch job is launched.",
             allow_retries=False,
         )
     return extracted
+
+
+def known_or_fail(
+    jt: JobType[Any], params: dg.Config, job_config: JobConfig, store: PredictionStoreResource
+) -> Any:
+    """skip_unchanged (issue 22): (model identity, known texts) read once from the prediction
+    target, or None (not asked, or the job type does not skip); an unreachable target fails
+    the launch before anything is extracted (retried: nothing was done)."""
+    if not getattr(params, "skip_unchanged", False):
+        return None
+    try:
+        return jt.known_set(params, job_config, store.get_store())
+    except PredictionStoreError as exc:
+        raise dg.Failure(
+            description=f"skip_unchanged: could not read the known texts ({exc}); nothing was "
+            "extracted or submitted"
+        ) from None
+
+
+def nothing_left_message(extracted: ExtractedInput, known: Any) -> str:
+    skipped = extracted.metadata.get("skipped_unchanged", 0)
+    identity = known[0] if known else "the model"
+    return (
+        f"nothing left to do: {skipped} products skipped as unchanged ({identity} already "
+        "gave a verdict on their current text); no batch job is submitted"
+    )
 
 
 def products_result(
@@ -184,8 +224,16 @@ def products_result(
     dump_path: str,
     params: dg.Config,
     extracted: ExtractedInput,
+    known: Any = None,
 ) -> dg.MaterializeResult:
-    """The products asset's materialization: what was selected, with a preview."""
+    """The products asset's materialization: what was selected (and, with skip_unchanged,
+    skipped), with a preview; with nothing left, says that no job is submitted."""
+    extra: dict[str, Any] = {}
+    if known is not None:
+        extra["model_identity"] = str(known[0])
+    if extracted.rows == 0:
+        extra["batch_job_id"] = ""
+        extra["nothing_left"] = nothing_left_message(extracted, known)
     return dg.MaterializeResult(
         asset_key=keys.products,
         metadata={
@@ -193,9 +241,14 @@ def products_result(
             "rows": dg.MetadataValue.int(extracted.rows),
             "dump_path": dg.MetadataValue.path(dump_path),
             "selection": dg.MetadataValue.json(params.model_dump()),
-            "preview": preview_table(extracted.files[jt.input_file]),
+            "preview": (
+                preview_table(extracted.files[jt.input_file])
+                if extracted.rows
+                else dg.MetadataValue.text("(no product left)")
+            ),
             "files": dg.MetadataValue.json(sorted(extracted.files)),
             **dict(extracted.metadata),
+            **extra,
         },
     )
 
@@ -280,6 +333,7 @@ def launch_step(registered: RegisteredJobType, keys: LaunchKeys) -> Any:
         product_dump: ProductDumpResource,
         staging: StagingResource,
         batch_engine: BatchEngineResource,
+        prediction_store: PredictionStoreResource,
     ) -> Any:
         # ``config`` was validated by Dagster through the launch_config model: the one check.
         job_id = run_job_id(context, jt.name)
@@ -287,6 +341,7 @@ def launch_step(registered: RegisteredJobType, keys: LaunchKeys) -> Any:
         job_config = launch_job_config(registered, batch_engine)
         area = staging.get_staging()
         task_env = task_environment_or_fail(jt, job_config, area)
+        known = known_or_fail(jt, config, job_config, prediction_store)
         with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as tmp:
             extracted = extract_or_fail(
                 context,
@@ -295,9 +350,13 @@ def launch_step(registered: RegisteredJobType, keys: LaunchKeys) -> Any:
                 params=config,
                 job_config=job_config,
                 out=Path(tmp),
+                known=None if known is None else known[1],
             )
             context.log.info(f"extracted {extracted.rows} products for batch job {job_id}")
-            yield products_result(keys, jt, job_id, product_dump.path, config, extracted)
+            yield products_result(keys, jt, job_id, product_dump.path, config, extracted, known)
+            if extracted.rows == 0:  # every selected product unchanged: nothing to do
+                context.log.info(nothing_left_message(extracted, known))
+                return
             uris, job_uri, staged = stage_or_fail(keys, area, jt, job_id, extracted)
             yield staged
         env = submit.container_environment(job_uri=job_uri, staged=uris, input_file=jt.input_file)
@@ -315,6 +374,14 @@ def launch_step(registered: RegisteredJobType, keys: LaunchKeys) -> Any:
     # Dagster reads the run config's schema from the annotation of ``config``.
     launch.__annotations__["config"] = jt.launch_config
     return launch
+
+
+def schedule_run_config(jt: JobType[Any]) -> dict[str, Any]:
+    """A scheduled launch skips what did not change (issue 22): ``skip_unchanged`` true where
+    the job type's launch config has it (false, its default, for a launch by hand)."""
+    if "skip_unchanged" not in jt.launch_config.model_fields:
+        return {}
+    return {"ops": {launch_op_name(jt.key_prefix): {"config": {"skip_unchanged": True}}}}
 
 
 def launch_job_and_schedules(
@@ -338,6 +405,7 @@ def launch_job_and_schedules(
                 default_status=dg.DefaultScheduleStatus.STOPPED,
                 execution_timezone="UTC",
                 description=f"Launches {jt.name} on job_configs/{jt.name}.yaml's schedule.",
+                run_config=schedule_run_config(jt),
             )
         )
     return launch_job, schedules

@@ -86,7 +86,21 @@ def launch(
         )
     except operations.OperationError as exc:
         raise fail(f"launch failed: {exc}") from None
-    say(f"launched batch job {outcome.job_id} ({outcome.rows} products)")
+    skipped = (
+        ""
+        if outcome.skipped_unchanged is None
+        else (f"; {outcome.skipped_unchanged} skipped as unchanged")
+    )
+    cost = (
+        ""
+        if outcome.expected_cost_usd is None
+        else f"; expected cost ${outcome.expected_cost_usd:.2f}, ceiling "
+        f"${outcome.cost_ceiling_usd or 0:.2f}"
+    )
+    if outcome.nothing_left:
+        say(f"no batch job launched: {outcome.nothing_left}")
+        return
+    say(f"launched batch job {outcome.job_id} ({outcome.rows} products){skipped}{cost}")
     if wait:
         follow_and_report(ws, outcome.job_id, timeout_s)
 

@@ -79,6 +79,10 @@ class LaunchOutcome:
     job_id: str
     rows: int
     run_id: str
+    skipped_unchanged: int | None = None  # skip_unchanged: products left out (issue 22)
+    nothing_left: str = ""  # every product unchanged: no job submitted, and why
+    expected_cost_usd: float | None = None
+    cost_ceiling_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -292,15 +296,20 @@ def launch(
     )
     if not result.success:
         raise OperationError(run_failure_message(ws.instance, result.run_id))
-    job_id, rows = "", 0
+    job_id, rows, facts = "", 0, {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization
         meta = mat.metadata
         if mat.asset_key.path[-1] == PRODUCTS:
             rows = int(meta["rows"].value)  # type: ignore[arg-type]
+            facts = {k: meta[k].value for k in LAUNCH_FACTS if k in meta}
         if mat.asset_key.path[-1] == BATCH_JOB_SUBMISSION:
             job_id = str(meta["batch_job_id"].value)
-    return LaunchOutcome(job_id=job_id, rows=rows, run_id=result.run_id)
+    return LaunchOutcome(job_id=job_id, rows=rows, run_id=result.run_id, **facts)  # type: ignore[arg-type]
+
+
+#: The products materialization's facts a launch reports (skip_unchanged, cost).
+LAUNCH_FACTS = ("skipped_unchanged", "nothing_left", "expected_cost_usd", "cost_ceiling_usd")
 
 
 def _one_line_validation(exc: Exception) -> str:

@@ -141,6 +141,13 @@ class JobType(ABC, Generic[C]):
         by the launch (None: read it); ``progress`` logs a line in the launch run.
         """
 
+    def known_set(self, params: C, job_config: JobConfig, target: Any) -> Any:
+        """Incremental launches (issue 22): None, or (the job's model identity, the Arrow
+        table of (code, lang, text_hash) it already gave a verdict on, read once from
+        ``target``, a PredictionTarget), which :meth:`extract` then gets as ``known`` and
+        leaves out. None by default: the job type does not skip."""
+        return None
+
     def config_for_local_runner(self, job_config: JobConfig) -> JobConfig:
         """``job_config`` as the local runner runs it: :attr:`local_environment` over the
         YAML's ``environment`` (the same config unchanged when the job type sets none)."""

@@ -94,6 +94,11 @@ class ImportSpec:
     one_prediction_per_product: bool = False
     # Output columns a task file may lack (written by an older container): read as nulls.
     optional: tuple[str, ...] = ()
+    # A SELECT over batch_output giving barcode, lang, text, predictor, predictor_version for
+    # every imported row with a verdict (unchanged texts included): recorded, as a hash of the
+    # text, in ``batch_known_text`` so a launch with skip_unchanged leaves them out (issue 22,
+    # predictions/known.py). None: nothing recorded.
+    known_sql: str | None = None
 
 
 @dataclass(frozen=True)

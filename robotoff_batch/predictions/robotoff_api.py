@@ -172,3 +172,7 @@ class RobotoffApiStore:
 
     def fetch_examples(self, **_: Any) -> list[dict[str, Any]]:
         return []
+
+    def known_texts(self, *, job_type: str, identity: Any, predictions_sql: Any = None) -> Any:
+        """Our own records only: this target cannot read Robotoff's tables."""
+        return self.ledger.known_texts(job_type=job_type, identity=identity)

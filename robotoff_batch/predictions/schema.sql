@@ -52,3 +52,21 @@ CREATE TABLE IF NOT EXISTS batch_schema_owner (
     table_name text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- batch_known_text: which texts a model has already given a verdict on (issue 22, incremental
+-- launches): per job type, model identity (predictor, predictor_version), product and language,
+-- the md5 of the UTF-8 text the verdict was for (a hash, never the text). Written in the
+-- import's transaction for every imported row with a verdict (unchanged texts included: they
+-- leave no prediction in Robotoff's table), by either target; read once, as Arrow, by a launch
+-- with skip_unchanged (predictions/known.py). A newer text of the same product replaces the
+-- hash.
+CREATE TABLE IF NOT EXISTS batch_known_text (
+    job_type text NOT NULL,
+    predictor text NOT NULL,
+    predictor_version text NOT NULL,
+    barcode text NOT NULL,
+    lang text NOT NULL DEFAULT '',
+    text_md5 bytea NOT NULL,
+    batch_job_id text NOT NULL,
+    PRIMARY KEY (job_type, predictor, predictor_version, barcode, lang)
+);

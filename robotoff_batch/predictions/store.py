@@ -46,6 +46,7 @@ from robotoff_batch.predictions.conninfo import (
     password_of,
 )
 from robotoff_batch.predictions.import_steps import import_steps
+from robotoff_batch.predictions.known import ModelIdentity, read_known, record_known
 from robotoff_batch.predictions.model import (
     ImportResult,
     ImportSpec,
@@ -265,6 +266,10 @@ class PredictionStore:
                     f"the database refused the output of {batch_job_id}; nothing was "
                     f"imported: {self._scrub(str(exc).strip())}"
                 ) from exc
+            if spec.known_sql:  # the texts seen, for skip_unchanged (predictions/known.py)
+                record_known(
+                    cur, known_sql=spec.known_sql, job_type=job_type, batch_job_id=batch_job_id
+                )
             for key in ("source_rows", "skipped_rows"):
                 if source_stats and key in source_stats:  # read once the stream is consumed
                     counts[key] = int(source_stats[key])
@@ -344,6 +349,18 @@ class PredictionStore:
         )
 
     # -- queries -----------------------------------------------------------------------------
+
+    def known_texts(
+        self, *, job_type: str, identity: ModelIdentity, predictions_sql: str | None = None
+    ) -> pa.Table:
+        """The (code, lang, text_hash) this model identity already gave a verdict on: our
+        records and, with ``predictions_sql``, Robotoff's predictions (predictions/known.py);
+        one read."""
+        self._ready()
+        with self._connection(f"read the texts {identity} already saw") as conn:
+            return read_known(
+                conn, job_type=job_type, identity=identity, predictions_sql=predictions_sql
+            )
 
     @staticmethod
     def _ledger_row(conn: psycopg.Connection[Any], batch_job_id: str) -> ImportResult | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from robotoff_batch.predictions.known import ModelIdentity
     from robotoff_batch.predictions.model import ImportResult, ImportSpec, OutputChunk
 
 
@@ -58,3 +59,10 @@ class PredictionTarget(Protocol):
     def duplicate_predictions(self, *, batch_job_id: str) -> int: ...
 
     def fetch_examples(self, *, batch_job_id: str, limit: int = 5) -> list[dict[str, Any]]: ...
+
+    def known_texts(
+        self, *, job_type: str, identity: ModelIdentity, predictions_sql: str | None = None
+    ) -> pa.Table:
+        """The (code, lang, text_hash) the model identity already gave a verdict on (our
+        records; Robotoff's predictions too where readable), read once (issue 22)."""
+        ...

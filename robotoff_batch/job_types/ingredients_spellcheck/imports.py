@@ -22,6 +22,7 @@ _HERE = Path(__file__).resolve().parent
 IMPORT_SQL_PATH = _HERE / "import.sql"
 INSIGHTS_SQL_PATH = _HERE / "insights.sql"
 _FACTS_SQL_PATH = _HERE / "facts.sql"
+KNOWN_SQL_PATH = _HERE / "known.sql"
 
 
 def _statement(path: Path, name: str) -> str:
@@ -139,4 +140,7 @@ IMPORT_SPEC = ImportSpec(
     insights_sql=INSIGHTS_SQL_PATH.read_text(encoding="utf-8"),
     one_prediction_per_product=True,
     handover_sql=_statement(IMPORT_SQL_PATH, "handover"),
+    known_sql=_statement(KNOWN_SQL_PATH, "known"),
 )
+#: Robotoff's stored predictions of a model identity (the postgres target's known set).
+KNOWN_PREDICTIONS_SQL = _statement(KNOWN_SQL_PATH, "known_predictions")

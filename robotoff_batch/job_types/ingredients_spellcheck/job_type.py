@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from robotoff_batch.config.models import JobConfig
+from robotoff_batch.config.pricing import hourly_rate
 from robotoff_batch.job_types.base import (
     INPUT_FILE,
     DemoOutcome,
@@ -32,9 +33,11 @@ from robotoff_batch.job_types.base import (
     StagedFilesError,
     demo_summary,
 )
+from robotoff_batch.job_types.ingredients_spellcheck.identity import model_identity
 from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     FACTS_FILE,
     IMPORT_SPEC,
+    KNOWN_PREDICTIONS_SQL,
     PREDICTION_TYPE,
     extract_facts,
     facts_at_import,
@@ -52,6 +55,8 @@ from robotoff_batch.job_types.ingredients_spellcheck.weights import (
     pinned_model_of,
 )
 from robotoff_batch.paths import CONTAINERS_DIR, home_dir
+from robotoff_batch.predictions.known import ModelIdentity
+from robotoff_batch.predictions.target import PredictionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +85,14 @@ def extract(
     job_config: JobConfig,
     dump_schema: pa.Schema | None = None,
     progress: Callable[[str], None] | None = None,
+    known: pa.Table | None = None,
 ) -> ExtractedInput:
     """One pass over the dump: the selected products, their facts and, with the CPU engine,
     its lexicon, counted in the same pass on a dump whose lexicon is not cached yet (vLLM
     never reads it, so a GPU job does not pay the lexicon's counting or upload).
     ``params`` were validated by :class:`SpellcheckLaunch`; ``dump_schema`` is the dump's
-    footer as the launch read it (None: read here)."""
+    footer as the launch read it (None: read here); ``known``: the texts the job's model
+    already saw (skip_unchanged, :meth:`IngredientsSpellcheck.known_set`), left out."""
     work_dir.mkdir(parents=True, exist_ok=True)
     engine = engine_that_runs(job_config)
     cache: Path | None = None
@@ -112,6 +119,7 @@ def extract(
         progress=progress,
         memory_limit=launch_memory_limit(),
         dump_schema=dump_schema,
+        known=known,
     )
     input_path = work_dir / INPUT_FILE
     os.replace(done.input_path, input_path)
@@ -127,7 +135,12 @@ def extract(
         "extraction_s": round(done.duration_s, 3),
         "spellcheck_engine": engine,
         **done.metadata(),
+        "selected": done.rows,
     }
+    if known is not None:
+        metadata["skipped_unchanged"] = done.counts["skipped_unchanged"]
+        metadata["known_texts"] = known.num_rows
+    metadata.update(expected_cost(job_config, engine, done.rows))
     if cache is not None and done.lexicon is not None:
         store_lexicon(cache, done.lexicon)
     if done.rows and cache is not None:
@@ -137,6 +150,30 @@ def extract(
         metadata["lexicon_words"] = pq.read_metadata(lexicon_path).num_rows
         metadata["lexicon_cache"] = "hit" if hit else "built"
     return ExtractedInput(rows=done.rows, files=files, metadata=metadata)
+
+
+#: Products one task corrects per hour, by engine: vLLM from the seed's GPU trial (1,000
+#: products in 1:30 on one L4, README "Measured"), the CPU engine from its benchmark (15,627
+#: texts/s warm on one core, benchmarks/spellcheck_benchmark.py). An estimate, not a ceiling.
+PRODUCTS_PER_TASK_HOUR = {"vllm": 40_000, "lexicon-cpu": 50_000_000}
+
+
+def expected_cost(job_config: JobConfig, engine: str, products: int) -> dict[str, object]:
+    """The cost ceiling (``max_cost_usd``) and the expected cost of correcting ``products``
+    (VM hours at the config's hourly rate, from the engine's throughput)."""
+    rate = hourly_rate(
+        job_config.resources.machine_type,
+        provisioning_model=job_config.resources.provisioning_model,
+        accelerators_type=job_config.resources.accelerators_type,
+        accelerators_count=job_config.resources.accelerators_count,
+    )
+    hours = products / PRODUCTS_PER_TASK_HOUR.get(engine, PRODUCTS_PER_TASK_HOUR["vllm"])
+    return {
+        "cost_ceiling_usd": float(job_config.max_cost_usd),
+        "expected_cost_usd": round(rate.effective_usd * hours, 4),
+        "expected_cost": f"{products} products / {PRODUCTS_PER_TASK_HOUR.get(engine)} per "
+        f"task-hour ({engine}) x ${rate.effective_usd:.6f}/h",
+    }
 
 
 def launch_memory_limit() -> str:
@@ -273,6 +310,7 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
         *,
         dump_schema: pa.Schema | None = None,
         progress: Callable[[str], None] | None = None,
+        known: pa.Table | None = None,
     ) -> ExtractedInput:
         return extract(
             dump_path=dump,
@@ -281,7 +319,22 @@ class IngredientsSpellcheck(JobType[SpellcheckLaunch]):
             job_config=job_config,
             dump_schema=dump_schema,
             progress=progress,
+            known=known,
         )
+
+    def known_set(
+        self, params: SpellcheckLaunch, job_config: JobConfig, target: PredictionTarget
+    ) -> tuple[ModelIdentity, pa.Table] | None:
+        """With ``skip_unchanged``: the job's model identity (the container's own rule,
+        identity.py) and the texts it already gave a verdict on (our records; Robotoff's
+        spellcheck predictions too with the postgres target), read once."""
+        if not params.skip_unchanged:
+            return None
+        identity = model_identity(job_config)
+        table = target.known_texts(
+            job_type=self.name, identity=identity, predictions_sql=KNOWN_PREDICTIONS_SQL
+        )
+        return identity, table
 
 
 JOB_TYPE = IngredientsSpellcheck()

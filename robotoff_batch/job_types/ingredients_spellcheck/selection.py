@@ -27,6 +27,7 @@ from robotoff_batch.predictions.model import named_statements
 logger = logging.getLogger(__name__)
 
 _SELECTION_SQL_PATH = Path(__file__).resolve().parent / "selection.sql"
+_KNOWN_SQL_PATH = Path(__file__).resolve().parent / "known.sql"
 
 
 # Columns of the OFF dump read by selection.sql, with their expected type family.
@@ -158,6 +159,7 @@ def launch_pass(
     threads: int | None = None,
     input_name: str = "input.parquet",
     dump_schema: pa.Schema | None = None,
+    known: pa.Table | None = None,
 ) -> LaunchPass:
     """Read the dump ONCE and write what a launch stages: the selected products (the input
     file, :data:`SPELLCHECK_INPUT_SCHEMA`), their raw fact columns (``facts=True``: the file
@@ -172,6 +174,10 @@ def launch_pass(
     One row per barcode and no NUL character staged: see selection.sql, whose counts are in
     :attr:`LaunchPass.counts`. DuckDB's ``memory_limit`` bounds the whole pass (it spills to
     a temporary directory in ``work_dir`` beyond it).
+
+    ``known`` (skip_unchanged, issue 22): the (code, lang, text_hash) the job's model already
+    gave a verdict on (predictions/known.py); those products are left out before the top N
+    (known.sql), counted in ``counts["skipped_unchanged"]``.
 
     The arguments are a :class:`SpellcheckLaunch`'s, validated there (the one check of a
     launch's parameters). Checks the dump's columns first, on ``dump_schema`` (its footer, as
@@ -189,6 +195,10 @@ def launch_pass(
     work_dir.mkdir(parents=True, exist_ok=True)
     statements = _statements()
     fragments = _fragments(present, lexicon)
+    known_statements = dict(named_statements(_KNOWN_SQL_PATH.read_text(encoding="utf-8")))
+    fragments["unchanged_filter"] = (
+        known_statements["unchanged_filter"] if known is not None else "true"
+    )
     scan = statements["scan"].format(**fragments)
     if lexicon:
         scan = lexicon_words_sql(scan, min_length=lexicon_min_length)
@@ -212,10 +222,22 @@ def launch_pass(
             progress=progress,
             label=f"one pass over {dump_path}" + (" (with the lexicon)" if lexicon else ""),
         ) as con:
+            if known is not None:  # the known set, from Arrow (registered before any result)
+                con.register("launch_known_arrow", known)
+                con.execute("CREATE TEMP TABLE launch_known AS SELECT * FROM launch_known_arrow")
+                con.unregister("launch_known_arrow")
             con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
             con.execute(statements["excluded"])
             row = con.execute("SELECT count(*) FROM launch_excluded").fetchone()
             excluded = int(row[0]) if row else 0
+            skipped = 0
+            if known is not None:  # issue 22: the rows whose text this model already saw
+                con.execute(known_statements["unchanged"], {"dump_path": dump_path})
+                row = con.execute(
+                    "SELECT count(*) FROM launch_unchanged "
+                    "WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)"
+                ).fetchone()
+                skipped = int(row[0]) if row else 0
             con.execute(
                 statements["selected"].format(**fragments),
                 {**params, "limit": int(limit), "excluded": excluded},
@@ -233,6 +255,8 @@ def launch_pass(
             cursor = con.execute(statements["stats"].format(**fragments))
             names = [d[0] for d in cursor.description]
             counts = dict(zip(names, (int(v or 0) for v in cursor.fetchone() or ()), strict=True))
+            if known is not None:
+                counts["skipped_unchanged"] = skipped
     except duckdb.Error as exc:
         raise extraction.ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
     duration = time.monotonic() - started
@@ -345,6 +369,14 @@ class SpellcheckLaunch(dg.Config):
     )
     codes: list[str] = Field(
         default_factory=list, description="Only these barcodes (re-run a known set); empty for all."
+    )
+    skip_unchanged: bool = Field(
+        default=False,
+        strict=True,
+        description="Leave out the products whose current text (in its language) this model "
+        "(predictor and predictor_version) already gave a verdict on, in the target database "
+        "or our records of earlier jobs; `limit` then counts the products that need work. "
+        "False for a launch by hand; the schedule launches with true.",
     )
 
     @model_validator(mode="after")

@@ -32,6 +32,8 @@
 --   $countries      VARCHAR[]  any of countries_tags in this list; NULL or [] for all
 --   $min_popularity BIGINT     popularity_key >= this; NULL for no minimum
 --   $codes          VARCHAR[]  only these barcodes; NULL or [] for all
+-- With skip_unchanged (issue 22), the rows of known.sql's launch_unchanged (this model already
+-- gave a verdict on their current text) are left out before the top N ({unchanged_filter}).
 --
 -- Output `input` (CONTRACTS.md, input Parquet of ingredients-spellcheck):
 --   code, lang, text, product_name, popularity_key, fraction
@@ -121,6 +123,7 @@ FROM (
       AND trim(text) <> ''
       AND fraction > CAST($min_fraction AS DOUBLE)
       AND fraction <= CAST($max_fraction AS DOUBLE)
+      AND {unchanged_filter} -- skip_unchanged: known.sql's anti-join; else true
     ORDER BY popularity_key DESC NULLS LAST, code
     LIMIT CAST($limit AS BIGINT) + CAST($excluded AS BIGINT)
 )
