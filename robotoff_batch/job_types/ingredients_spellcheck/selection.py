@@ -375,7 +375,7 @@ class SpellcheckLaunch(dg.Config):
         strict=True,
         description="Leave out the products whose current text (in its language) this model "
         "(predictor and predictor_version) already gave a verdict on, in the target database "
-        "or our records of earlier jobs; `limit` then counts the products that need work. "
+        "or our records of earlier jobs; limit then counts the products that need work. "
         "False for a launch by hand; the schedule launches with true.",
     )
 
