@@ -16,6 +16,10 @@ JOB_TYPE_LABEL = "job-type"
 #: A capacity fallback's job: the first job of its chain, and which alternative it runs.
 FALLBACK_OF_LABEL = "fallback-of"
 FALLBACK_INDEX_LABEL = "fallback-index"
+#: A relaunched FAILED job (``robotoff-batch relaunch``): the job whose staged input it reads,
+#: and which resources it runs on (0: the config's own, i: its i-th fallback alternative).
+RELAUNCH_OF_LABEL = "relaunch-of"
+RELAUNCH_ALTERNATIVE_LABEL = "relaunch-alternative"
 #: Label of a batch job naming the Dagster run that launched it.
 OWNER_LABEL = "dagster-run-id"
 

@@ -147,8 +147,12 @@ def test_staged_weights_of_the_pinned_revision_are_checked(
         checks = run_checks(context(env, gcs_client, batch_service, iam, configs=configs))
         return by_name(checks)["staged weights (ingredients-spellcheck)"]
 
-    unpinned = weights_check(pinned(""))  # the shipped config pins none yet
+    unpinned = weights_check(pinned(""))  # a config that pins none
     assert not unpinned.ok and "SPELLCHECK_MODEL_REVISION is not set" in unpinned.detail
+    # the exact command that fixes it
+    assert "`robotoff-batch stage-weights ingredients-spellcheck --revision main`" in (
+        unpinned.detail
+    )
     branch = weights_check(pinned("main"))  # a branch can move: refused
     assert not branch.ok and "pin openfoodfacts/spellcheck-mistral-7b to a commit" in branch.detail
     missing = weights_check(pinned())

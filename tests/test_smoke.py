@@ -147,7 +147,11 @@ def _nvidia_smi_with_driver(directory: Path, driver: str) -> None:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
-@pytest.mark.parametrize(("driver", "ok"), [("580.65.06", True), ("550.90.07", False)])
+@pytest.mark.parametrize(
+    ("driver", "ok", "hub_copy"),
+    [("580.65.06", True, False), ("550.90.07", False, False), ("580.65.06", False, True)],
+    ids=["good", "old driver", "weights from the hub"],
+)
 def test_smoke_runs_the_vllm_images_gpu_check(
     cloud_batch_engine: CloudBatchEngine,
     local_batch_backend: LocalBatchEngine,
@@ -156,6 +160,7 @@ def test_smoke_runs_the_vllm_images_gpu_check(
     monkeypatch: pytest.MonkeyPatch,
     driver: str,
     ok: bool,
+    hub_copy: bool,
 ) -> None:
     """The GPU job's smoke runs the container's own check (spellcheck_job/gpu_check.py, real)
     with the job's variables (hub off, the staged weights): here torch and vLLM are stand-ins
@@ -175,9 +180,13 @@ def test_smoke_runs_the_vllm_images_gpu_check(
     weights = tmp_path / "staged"
     weights.mkdir()
     (weights / "model.safetensors").write_bytes(b"\0")
-    (weights / "STAGED.json").write_text("{}")
     revision = "0123456789abcdef0123456789abcdef01234567"
+    (weights / "STAGED.json").write_text(json.dumps({"revision": revision}))
+    hf_home = tmp_path / "hf"
+    if hub_copy:  # a model the hub's cache holds: it was downloaded, not read from staging
+        (hf_home / "hub" / "models--openfoodfacts--spellcheck-mistral-7b").mkdir(parents=True)
     environment = {
+        "HF_HOME": str(hf_home),
         "HF_HUB_OFFLINE": "1",
         "SPELLCHECK_MODEL_REVISION": revision,
         "SPELLCHECK_WEIGHTS_URI": weights.as_uri(),
@@ -207,12 +216,18 @@ def test_smoke_runs_the_vllm_images_gpu_check(
             "fp8 capable gpu",
             "hub off",
             "pinned weights",
+            "loaded with fp8",
+            "weights from the staged copy of the pinned revision",
+            "nothing downloaded from the hub",
             "long text skipped by the model's tokenizer",
             "typo corrected, not truncated",
             "a batch of 64 generated",
         ):
             assert f"check: ok {name}" in report
         assert "check: texts_per_s" in report and "check: predictor_version llm-v1-" in report
+    elif hub_copy:
+        assert not result.ok and check["failed"] == ["nothing downloaded from the hub"]
+        assert [t.exit_code for t in result.status.tasks] == [12]
     else:
         assert not result.ok and result.status.state is JobState.FAILED
         assert [t.exit_code for t in result.status.tasks] == [12]

@@ -13,7 +13,6 @@ run, until the ledger says the job is imported.
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from robotoff_batch.batch.submit import PipelineError
 from robotoff_batch.job_types import RegisteredJobType
@@ -28,31 +27,15 @@ from robotoff_batch.names import (
 )
 from robotoff_batch.predictions.model import PredictionImportError, PredictionStoreAuthError
 from robotoff_batch.predictions.output import OutputError, import_job_output
+from robotoff_batch.predictions.task_output import read_rows
 from robotoff_batch.resources import (
     BatchEngineResource,
     PredictionStoreResource,
     ProductDumpResource,
     StagingResource,
 )
-from robotoff_batch.staging import Staging
 
 EXAMPLE_COLUMNS = ("barcode", "lang", "changes", "original", "correction")
-
-
-def output_rows(staging: Staging, job_uri: str) -> int | None:
-    """Rows of the job's task files under ``output/``, from their Parquet footers (the writers'
-    temporary files, named ``.*``, left out); None when the folder holds no Parquet file."""
-    prefix = f"{job_uri}/output/"
-    total, files = 0, 0
-    for uri in staging.list_uris(prefix_uri=prefix):
-        if not uri.endswith(".parquet") or any(
-            p.startswith(".") for p in uri[len(prefix) :].split("/")
-        ):
-            continue
-        with staging.open_read(uri=uri) as stream:
-            total += pq.ParquetFile(stream).metadata.num_rows
-        files += 1
-    return total if files else None
 
 
 def excerpts(original: str, correction: str, width: int = 200) -> tuple[str, str]:
@@ -192,7 +175,15 @@ def build_imports(registered: RegisteredJobType, partitions: dg.PartitionsDefini
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         expected = outcome.predictions
         in_db = store.count_predictions(batch_job_id=job_id)
-        in_files = output_rows(area, area.job_uri(job_type=jt.name, job_id=job_id))
+        # the files the manifests list (carried chunks included), less those an earlier
+        # job's import read (a relaunch after import --partial)
+        in_files = read_rows(
+            staging=area,
+            job_uri=area.job_uri(job_type=jt.name, job_id=job_id),
+            task_count=len(engine.get_job(job_id=job_id).tasks),
+            partial=outcome.partial,
+            imported_elsewhere=lambda uris: store.imported_chunks(uris, other_than=job_id),
+        )
         duplicates = store.duplicate_predictions(batch_job_id=job_id)
         examples = store.fetch_examples(batch_job_id=job_id, limit=10)
         held = (

@@ -15,6 +15,7 @@ from robotoff_batch.cli.cost import cost_command
 from robotoff_batch.cli.demo import demo
 from robotoff_batch.cli.doctor import doctor_command
 from robotoff_batch.cli.jobs import LaunchCommand, cancel, import_, launch, status
+from robotoff_batch.cli.relaunch import relaunch_command
 from robotoff_batch.cli.weights import stage_weights_command
 
 
@@ -40,6 +41,7 @@ app.command("cost")(cost_command)  # cost per job type per month: cli/cost.py, c
 app.command("launch", cls=LaunchCommand)(launch)
 app.command("status")(status)
 app.command("import")(import_)
+app.command("relaunch")(relaunch_command)  # a FAILED job's remainder: cli/relaunch.py
 app.command("cancel")(cancel)
 app.command("demo")(demo)
 

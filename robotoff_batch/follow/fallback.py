@@ -87,8 +87,14 @@ class FallbackPolicy:
 
 
 def preemptions(status: JobStatus) -> int:
-    """How many task attempts of the job ended preempted (50001), by its status events."""
-    return sum(1 for e in status.status_events if e.task_exit_code == PREEMPTED_EXIT_CODE)
+    """How many task attempts of the job ended preempted (50001): by its tasks' attempts
+    (Cloud Batch puts exit codes on task-level status events only, read with ListTasks), or
+    by its status events (the local runner's carry them); the larger count, never both."""
+    by_tasks = sum(
+        1 for t in status.tasks for run in t.runs if run.exit_code == PREEMPTED_EXIT_CODE
+    )
+    by_events = sum(1 for e in status.status_events if e.task_exit_code == PREEMPTED_EXIT_CODE)
+    return max(by_tasks, by_events)
 
 
 def preempted_too_often(status: JobStatus, after: int | None) -> str | None:
@@ -124,16 +130,33 @@ def plan_fallbacks(
     job_type_of: Callable[[str, JobStatus], str],
     policies: Mapping[str, FallbackPolicy],
     now: float,
+    get_job: Callable[[str], JobStatus] | None = None,
 ) -> None:
     """Ask, once per job, for the next alternative of each job waiting on capacity or quota
-    past its type's ``fallback_after`` with no task started."""
+    past its type's ``fallback_after`` with no task started, or preempted its type's
+    ``fallback_after_preemptions`` times.
+
+    The engine's listing has no task events, where Cloud Batch reports the exit codes (50001):
+    a running job whose type counts preemptions is read once more with ``get_job`` (its
+    tasks), one call per such job per tick."""
     c = plan.cache
     at = datetime.fromtimestamp(now, UTC)
     replaced = supersessions(statuses)
     for job_id, status in sorted(statuses.items()):
         policy = policies.get(job_type_of(job_id, status))
         if policy is not None and job_id not in c.fallen_back and job_id not in replaced:
-            preempted = preempted_too_often(status, policy.after_preemptions)
+            counted = status
+            if (
+                get_job is not None
+                and policy.after_preemptions is not None
+                and not status.state.is_terminal
+                and status.state not in PENDING_STATES
+            ):
+                try:
+                    counted = get_job(job_id)
+                except Exception as exc:  # counted again at the next tick
+                    plan.log(logging.WARNING, f"{job_id}: its tasks could not be read ({exc})")
+            preempted = preempted_too_often(counted, policy.after_preemptions)
             origin, index = chain_position(status)
             if preempted and index < policy.alternatives:
                 c.fallen_back.add(job_id)

@@ -95,7 +95,14 @@ def follow(
     at = time.time() if now is None else now
     tick.record_progress(progress, at)
     _report_stuck(engine, tick.plan, tick.statuses, tick.job_type_of, settings.pending_limits, at)
-    plan_fallbacks(tick.plan, tick.statuses, tick.job_type_of, settings.fallbacks, at)
+    plan_fallbacks(
+        tick.plan,
+        tick.statuses,
+        tick.job_type_of,
+        settings.fallbacks,
+        at,
+        get_job=lambda job_id: engine.get_job(job_id=job_id),
+    )
     replaced = supersessions(tick.statuses)
     _cancel_superseded(engine, tick.plan, tick.statuses, replaced)
     settle(

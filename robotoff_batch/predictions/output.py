@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from robotoff_batch.batch.engine import BatchEngine, JobState
 from robotoff_batch.batch.submit import PipelineError
-from robotoff_batch.names import FALLBACK_OF_LABEL
+from robotoff_batch.names import FALLBACK_OF_LABEL, RELAUNCH_OF_LABEL
 from robotoff_batch.predictions.model import ImportSpec, OutputChunk
 from robotoff_batch.predictions.target import PredictionTarget
 from robotoff_batch.predictions.task_output import (
@@ -314,8 +314,9 @@ def import_job_output(
             f"batch job {job_id} has no complete chunk that was not imported already "
             f"({len(done)} were): nothing is imported"
         )
-    # A capacity fallback's job writes its own output, from the first job's staged input.
-    first = status.labels.get(FALLBACK_OF_LABEL) or job_id
+    # A capacity fallback's or a relaunch's job writes its own output, from the first job's
+    # staged input.
+    first = status.labels.get(RELAUNCH_OF_LABEL) or status.labels.get(FALLBACK_OF_LABEL) or job_id
     facts: Iterable[pa.RecordBatch] = ()
     facts_source = ""
     if spec.facts_schema is not None and job_type.facts_file:

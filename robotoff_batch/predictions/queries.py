@@ -88,6 +88,9 @@ LEDGER_COLUMNS = (
 RECORD_PARTIAL_SQL = "UPDATE batch_job_import SET partial = %s WHERE batch_job_id = %s"
 RECORD_CHUNKS_SQL = "INSERT INTO batch_job_chunk (uri, batch_job_id) SELECT unnest(%s::text[]), %s"
 IMPORTED_CHUNKS_SQL = "SELECT uri FROM batch_job_chunk WHERE uri = ANY(%s)"
+IMPORTED_CHUNKS_ELSEWHERE_SQL = (
+    "SELECT uri FROM batch_job_chunk WHERE uri = ANY(%s) AND batch_job_id <> %s"
+)
 
 IMPORTED_JOBS_SQL = "SELECT batch_job_id FROM batch_job_import WHERE batch_job_id = ANY(%s)"
 CLAIM_SQL = """

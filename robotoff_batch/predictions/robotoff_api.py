@@ -159,8 +159,8 @@ class RobotoffApiStore:
     def imported_jobs(self, batch_job_ids: Any) -> set[str]:
         return self.ledger.imported_jobs(batch_job_ids)
 
-    def imported_chunks(self, uris: Any) -> set[str]:
-        return self.ledger.imported_chunks(uris)
+    def imported_chunks(self, uris: Any, *, other_than: str | None = None) -> set[str]:
+        return self.ledger.imported_chunks(uris, other_than=other_than)
 
     def count_predictions(self, *, batch_job_id: str) -> int:
         """Rows handed to Robotoff for this job (Robotoff's importer writes them later)."""

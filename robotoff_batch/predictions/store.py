@@ -63,6 +63,7 @@ from robotoff_batch.predictions.queries import (
     DUPLICATES_BY_JOB_SQL,
     DUPLICATES_BY_VERSION_SQL,
     EXAMPLES_SQL,
+    IMPORTED_CHUNKS_ELSEWHERE_SQL,
     IMPORTED_CHUNKS_SQL,
     IMPORTED_JOBS_SQL,
     LEDGER_SQL,
@@ -401,14 +402,18 @@ class PredictionStore:
             cur = conn.cursor(row_factory=dict_row)
             return list(cur.execute(QUARANTINE_SQL, (batch_job_id, limit)).fetchall())
 
-    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
-        """Which of these chunk URIs an import (of any job) already read (one query)."""
+    def imported_chunks(self, uris: Iterable[str], *, other_than: str | None = None) -> set[str]:
+        """Which of these chunk URIs an import (of any job, or of any job but ``other_than``)
+        already read (one query)."""
         wanted = sorted(set(uris))
         if not wanted:
             return set()
         self._ready()
         with self._connection("look up imported chunks") as conn:
-            rows = conn.execute(IMPORTED_CHUNKS_SQL, (wanted,)).fetchall()
+            if other_than is None:
+                rows = conn.execute(IMPORTED_CHUNKS_SQL, (wanted,)).fetchall()
+            else:
+                rows = conn.execute(IMPORTED_CHUNKS_ELSEWHERE_SQL, (wanted, other_than)).fetchall()
         return {str(r[0]) for r in rows}
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]:

@@ -46,8 +46,9 @@ class PredictionTarget(Protocol):
 
     def imported_jobs(self, batch_job_ids: Iterable[str]) -> set[str]: ...
 
-    def imported_chunks(self, uris: Iterable[str]) -> set[str]:
-        """Which of these chunk URIs an import (of any job) already read."""
+    def imported_chunks(self, uris: Iterable[str], *, other_than: str | None = None) -> set[str]:
+        """Which of these chunk URIs an import (of any job, or of any job but
+        ``other_than``) already read."""
         ...
 
     def quarantined_rows(self, batch_job_id: str, limit: int = 1000) -> list[dict[str, Any]]:

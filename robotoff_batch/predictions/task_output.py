@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from robotoff_batch.staging import Staging
@@ -160,3 +161,35 @@ def _read_manifest(staging: Staging, uri: str) -> dict:  # type: ignore[type-arg
     if not isinstance(body, dict) or body.get("format") != 1:
         raise OutputError(f"{uri}: not a format-1 task manifest; nothing was imported")
     return body
+
+
+def read_rows(
+    *,
+    staging: Staging,
+    job_uri: str,
+    task_count: int,
+    partial: bool,
+    imported_elsewhere: Callable[[Iterable[str]], set[str]],
+) -> int | None:
+    """Rows of the task files an import of this job reads, from their Parquet footers: the
+    files its manifests list (its own chunks and those carried from an earlier job of the same
+    input), less those another job's import already read. None when they cannot be listed
+    any more (output cleaned up)."""
+    import pyarrow.parquet as pq
+
+    try:
+        listed = task_files(
+            staging=staging, job_uri=job_uri, task_count=task_count, partial=partial
+        ).uris
+    except OutputError:
+        return None
+    if not listed:
+        return None
+    elsewhere = imported_elsewhere(listed)
+    total = 0
+    for uri in listed:
+        if uri in elsewhere:
+            continue
+        with staging.open_read(uri=uri) as stream:
+            total += pq.ParquetFile(stream).metadata.num_rows
+    return total

@@ -41,6 +41,7 @@ with no task and a status event saying why), and ``delete_behind_back``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -567,9 +568,10 @@ class FakeBatchService:
             record = self._records[self._find(job_name)]
         status = self._backend_status(record)
         tasks = []
+        spot = _is_spot(record.job)
         for task in status.tasks if status else ():
             state = task.state if task.state in _TASK_STATES else "STATE_UNSPECIFIED"
-            events = self._task_events(task) if task.runs else []
+            events = self._task_events(task, spot=spot) if task.runs else []
             if not task.runs and task.exit_code is not None:
                 events.append(
                     _event(
@@ -590,9 +592,11 @@ class FakeBatchService:
         return batch_v1.ListTasksResponse(tasks=tasks)
 
     @staticmethod
-    def _task_events(task: Any) -> list[batch_v1.StatusEvent]:
+    def _task_events(task: Any, *, spot: bool = False) -> list[batch_v1.StatusEvent]:
         """A task's events as Batch reports them: per attempt, ASSIGNED -> RUNNING at its
-        start, then RUNNING -> SUCCEEDED/FAILED with its exit code at its end."""
+        start, then RUNNING -> SUCCEEDED/FAILED with its exit code at its end. On a Spot job,
+        an attempt whose container was killed from outside (a signal: the local runner's VM
+        lost) is reported as Batch reports a reclaimed Spot VM: exit code 50001."""
         states = batch_v1.TaskStatus.State
         events = []
         vm = "zones/europe-west4-a/instances/fake-vm"
@@ -606,6 +610,10 @@ class FakeBatchService:
                     )
                 )
             if run.end is not None:
+                code = run.exit_code
+                if spot and code is not None and (code < 0 or code == 128 + 9):
+                    code = PREEMPTED_EXIT_CODE
+                run = dataclasses.replace(run, exit_code=code)
                 end = "SUCCEEDED" if run.exit_code == 0 else "FAILED"
                 events.append(
                     _event(
@@ -737,6 +745,17 @@ class FakeBatchService:
             if task_count
             else {},
         )
+
+
+#: Batch's exit code of a task whose Spot VM was preempted (reserved exit codes).
+PREEMPTED_EXIT_CODE = 50001
+
+
+def _is_spot(job: batch_v1.Job) -> bool:
+    """Whether the job's VMs are Spot VMs (its first instance policy's provisioning model)."""
+    instances = job.allocation_policy.instances
+    spot = batch_v1.AllocationPolicy.ProvisioningModel.SPOT
+    return bool(instances) and instances[0].policy.provisioning_model == spot
 
 
 @contextmanager

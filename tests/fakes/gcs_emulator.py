@@ -2,8 +2,12 @@
 
 The emulator is third-party; two of its behaviours are patched here (never our code):
 
-- it ignores ``ifGenerationMatch``: uploads with ``ifGenerationMatch=0`` over an existing
-  object now get ``412 Precondition Failed``, as GCS answers;
+- it ignores ``ifGenerationMatch``: an upload (media, multipart, or a resumable upload's
+  initiation and finalisation) whose ``ifGenerationMatch`` does not hold now gets ``412
+  Precondition Failed``, as GCS answers: ``0`` over an existing object (create-only), ``N``
+  when the object's live generation is not N (compare-and-swap). The emulator's server is a
+  plain ``HTTPServer`` (one request at a time), so the check and the write are one step, as
+  on GCS;
 - faults: :meth:`EmulatorFaults.fail_next` makes the next N requests (optionally only those
   whose method/path match) answer ``503`` (or any status) before reaching the emulator;
   :meth:`EmulatorFaults.corrupt_next_uploads` flips a byte of the next N resumable uploads as
@@ -24,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from gcp_storage_emulator import server as emulator_server
 from gcp_storage_emulator.exceptions import NotFound
@@ -99,36 +104,50 @@ def _object_name(request: Any) -> str | None:
     return None
 
 
+def _precondition_failed(storage: Any, bucket: str, name: str | None, want: str) -> bool:
+    """Whether ``ifGenerationMatch=want`` does not hold for ``bucket/name`` right now."""
+    try:
+        current = storage.get_file_obj(bucket, name)
+    except NotFound:
+        current = None
+    if want == "0":
+        return current is not None
+    return current is None or str(current.get("generation")) != want
+
+
+def _answer_412(response: Any) -> None:
+    response.status = HTTPStatus.PRECONDITION_FAILED
+    response.json(
+        {
+            "error": {
+                "code": 412,
+                "message": "At least one of the pre-conditions you specified did not hold.",
+                "errors": [{"reason": "conditionNotMet"}],
+            }
+        }
+    )
+
+
 def _wrap_insert(original: Callable[..., Any]) -> Callable[..., Any]:
     def insert(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
         match = request.query.get("ifGenerationMatch")
-        if match and match[0] == "0" and "upload_id" not in request.query:
+        if match and "upload_id" not in request.query:
             name = _object_name(request)
-            exists = True
-            try:
-                storage.get_file_obj(request.params["bucket_name"], name)
-            except NotFound:
-                exists = False
-            if exists:
-                response.status = HTTPStatus.PRECONDITION_FAILED
-                response.json(
-                    {
-                        "error": {
-                            "code": 412,
-                            "message": "At least one of the pre-conditions you specified "
-                            "did not hold.",
-                            "errors": [{"reason": "conditionNotMet"}],
-                        }
-                    }
-                )
+            if _precondition_failed(storage, request.params["bucket_name"], name, match[0]):
+                _answer_412(response)
                 return None
         return original(request, response, storage, *args, **kwargs)
 
     return insert
 
 
+def _if_generation_match(path: str) -> str | None:
+    values = parse_qs(urlsplit(path).query).get("ifGenerationMatch")
+    return values[0] if values else None
+
+
 def _install_patches() -> None:
-    """Patch the emulator once per process (idempotent): faults + ifGenerationMatch=0."""
+    """Patch the emulator once per process (idempotent): faults + ifGenerationMatch."""
     global _patched
     with _PATCH_LOCK:
         if _patched:
@@ -139,6 +158,7 @@ def _install_patches() -> None:
             request_handler = self._request_handler
             faults = _FAULTS.get(request_handler.server.server_address[1])
             _current.faults = faults
+            _current.if_generation_match = _if_generation_match(request_handler.path)
             if faults is not None:
                 status = faults.take(method, request_handler.path)
                 if status is not None:
@@ -157,6 +177,10 @@ def _install_patches() -> None:
         original_finalize = emulator_objects._finalize_resumable_object
 
         def finalize(response: Any, storage: Any, obj: Any, data: bytes, upload_id: Any) -> Any:
+            want = getattr(_current, "if_generation_match", None)
+            if want is not None and _precondition_failed(storage, obj["bucket"], obj["name"], want):
+                _answer_412(response)  # the session's precondition, checked as it completes
+                return None
             faults = getattr(_current, "faults", None)
             if faults is not None and data and faults.take_corruption():
                 data = bytes([data[0] ^ 0xFF]) + data[1:]

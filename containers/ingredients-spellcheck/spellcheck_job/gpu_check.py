@@ -8,7 +8,9 @@ and exits 0 when every check passed, 12 otherwise. Checks:
 1. versions: vLLM is Robotoff's 0.22.0, torch sees a CUDA device, the driver (>= 580 for the
    CUDA 13 wheels) and the GPU's compute capability (>= 8.9 for FP8: L4, H100);
 2. the hub is off (``HF_HUB_OFFLINE=1``) and the staged weights of the pinned revision are
-   copied and loaded from local disk with Robotoff's settings (fp8, max_model_len 1024);
+   copied and loaded from local disk with Robotoff's settings (fp8, max_model_len 1024): the
+   local copy's ``STAGED.json`` names the pinned revision, and the hub's cache holds no copy
+   of the model (nothing was downloaded);
 3. the length guard counts with the model's own tokenizer: a 20,000-character text is
    skipped, not sent (vLLM would reject the whole call);
 4. generation: Robotoff's prompt and greedy sampling correct a known typo, finish with
@@ -22,9 +24,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from spellcheck_job.main import correct_chunk, load_engine, parse_config
+from spellcheck_job.main import DEFAULT_WEIGHTS_DIR, correct_chunk, load_engine, parse_config
 
 GPU_CHECK_FAILED_EXIT_CODE = 12
 EXPECTED_VLLM = "0.22.0"
@@ -54,6 +57,22 @@ def _driver_major() -> int | None:
         return int(out.strip().splitlines()[0].split(".")[0])
     except (ValueError, IndexError):
         return None
+
+
+def _staged_revision(marker: Path) -> str | None:
+    """The revision the local copy's STAGED.json names (None when there is none)."""
+    try:
+        return str(json.loads(marker.read_text()).get("revision"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _hub_cache(env: dict[str, str]) -> Path:
+    """Where huggingface_hub would have cached a download (HF_HUB_CACHE, HF_HOME/hub)."""
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"])
+    home = env.get("HF_HOME") or str(Path(env.get("HOME", "/root")) / ".cache" / "huggingface")
+    return Path(home) / "hub"
 
 
 def run_checks(env: dict[str, str]) -> dict[str, Any]:
@@ -97,6 +116,13 @@ def run_checks(env: dict[str, str]) -> dict[str, Any]:
     engine = load_engine(config)  # copies the staged weights, loads them with fp8
     report["load_s"] = round(time.monotonic() - began, 1)
     report["predictor_version"] = getattr(engine, "version", None)
+    check("loaded with fp8", config.quantization == "fp8", config.quantization)
+    revision = env.get("SPELLCHECK_MODEL_REVISION", "")
+    local = Path(config.weights_dir or DEFAULT_WEIGHTS_DIR)
+    staged = _staged_revision(local / "STAGED.json")
+    check("weights from the staged copy of the pinned revision", staged == revision, staged)
+    cached = _hub_cache(env) / ("models--" + config.model.replace("/", "--"))
+    check("nothing downloaded from the hub", not cached.exists(), str(cached))
     long_text = ("farine de blé, " * 1400)[:20_000]
     texts: list[str | None] = [TYPO_TEXT, long_text, *SAMPLE_TEXTS]
     result = correct_chunk(engine, texts, ["fr"] * len(texts), batch_size=len(texts))

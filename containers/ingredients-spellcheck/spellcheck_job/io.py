@@ -282,7 +282,10 @@ def read_json(uri: str) -> tuple[dict[str, Any] | None, int]:
         blob = _client().bucket(bucket).get_blob(key)
         if blob is None:
             return None, 0
-        return json.loads(blob.download_as_bytes()), int(blob.generation)
+        # The generation as listed, and exactly that generation's bytes (a newer write in
+        # between fails the read instead of pairing new bytes with the old generation).
+        generation = int(blob.generation)
+        return json.loads(blob.download_as_bytes(if_generation_match=generation)), generation
     path = local_path(uri)
     if not path.is_file():
         return None, 0

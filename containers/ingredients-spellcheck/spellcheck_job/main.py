@@ -177,6 +177,10 @@ def parse_config(argv: Sequence[str], env: dict[str, str]) -> JobConfig:
     )
 
 
+#: Where a task copies the staged weights when SPELLCHECK_WEIGHTS_DIR is not set.
+DEFAULT_WEIGHTS_DIR = "/tmp/spellcheck-weights"
+
+
 def load_engine(config: JobConfig) -> Engine:
     """Build the configured engine (the lexicon engine reads its lexicon file)."""
     if config.engine == "vllm":
@@ -186,7 +190,7 @@ def load_engine(config: JobConfig) -> Engine:
         if config.weights_uri:  # staged once in the deployment's bucket: copied to local disk
             from spellcheck_job.io import download_prefix
 
-            weights = weights or "/tmp/spellcheck-weights"
+            weights = weights or DEFAULT_WEIGHTS_DIR
             began = time.monotonic()
             n = download_prefix(config.weights_uri, weights)
             logger.info(

@@ -67,8 +67,9 @@ def pinned_model(environment: Mapping[str, str]) -> PinnedModel:
         raise WeightsError(
             f"{REVISION_ENV} is {repr(revision) if revision else 'not set'} in the job "
             "config's environment: pin "
-            f"{model} to a commit (40 hex digits; `robotoff-batch stage-weights` prints the "
-            "one it staged)"
+            f"{model} to a commit (40 hex digits): `robotoff-batch stage-weights "
+            "ingredients-spellcheck --revision main` stages main and prints the line to put in "
+            "job_configs/ingredients-spellcheck.yaml"
         )
     return PinnedModel(model=model, revision=revision)
 
