@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    cases = ("first", "ready")
+    parser.add_argument("--cases", nargs="+", choices=cases, default=list(cases))
     parser.add_argument("--before", type=Path, default=None, help="code before, run beside")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         codes.insert(0, ("before", args.before))
     results: list[dict[str, Any]] = []
     for label, code in codes:
-        for case in ("first", "ready"):
+        for case in args.cases:
             index = work / f"index-{label.replace(' ', '-')}"
             runs = []
             for i in range(args.repeat):
