@@ -196,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"2026 sample's selection, the sample's lexicon; load average at the end "
                 f"{e['load_average']}. {e['repeat']} fresh processes per case (median). "
                 "first = nothing built yet (a fresh index directory); ready = the per-language "
-                "indexes built (the image's, or a previous task's). Before this change there "
-                "was no index: every task built its languages.",
+                "indexes built (the image's, or a previous task's). before = the code of "
+                "--before "
+                "(its container code, with this script).",
             ],
             rows,
         )
