@@ -5,6 +5,8 @@ subprocess (its own peak RSS, VmHWM) and repeats ``--repeat`` times (median):
 
 - ``bare-selection``: Robotoff's selection query alone (``BARE_SELECTION_SQL``, the query as
   Robotoff writes it, no dedup, no cleaning), DuckDB straight to Parquet: the floor;
+- ``bare-selection-facts``: the same query carrying the columns the launch also stages (the
+  facts' source) to the same file: the launch's output without its rules;
 - ``launch-vllm``: the launch step's work for the production (vLLM) job: the job type's
   extraction (one pass: selection, facts; products.parquet written) then staging of its files
   on a ``file://`` staging area (submission, a few ms on any engine, is not included);
@@ -53,7 +55,9 @@ from benchmarks.common import (  # noqa: E402
 logger = logging.getLogger("launch_benchmark")
 
 # Robotoff's selection (robotoff/batch/__init__.py::extract_from_dataset) for DuckDB >= 2.0,
-# with Robotoff's defaults: what a launch cannot be faster than.
+# with Robotoff's defaults: what a launch cannot be faster than. The limit is a literal, as
+# Robotoff writes it (an f-string, robotoff/batch/__init__.py:158-173): DuckDB plans a Top-N
+# only for a constant limit.
 BARE_SELECTION_SQL = """
 WITH products AS (
     SELECT code, lang,
@@ -73,26 +77,54 @@ SELECT CAST(code AS VARCHAR) AS code, CAST(lang AS VARCHAR) AS lang,
 FROM products
 WHERE text IS NOT NULL AND trim(text) <> '' AND fraction > 0.0 AND fraction <= 0.4
 ORDER BY popularity_key DESC NULLS LAST, code
-LIMIT $limit
+LIMIT {limit}
 """
 
-CASES = ("bare-selection", "launch-vllm", "launch-cpu-new-dump", "launch-cpu-cached")
+# The same query carrying, to the same output file, the columns the launch also stages (the
+# facts' source: the product language's ingredients texts, countries, brands, scans,
+# modification time): a floor with the launch's output but none of its rules (one row per
+# barcode, NUL removed, counts), to tell the cost of the output from that of the rules.
+BARE_WITH_FACTS_SQL = BARE_SELECTION_SQL.replace(
+    "CAST(unknown_ingredients_n AS DOUBLE) / ingredients_n AS fraction\n",
+    "CAST(unknown_ingredients_n AS DOUBLE) / ingredients_n AS fraction,\n"
+    "        list_filter(ingredients_text, lambda x: x.lang = p.lang) AS f_ingredients_text,\n"
+    "        countries_tags, brands_tags, unique_scans_n, last_modified_t\n",
+).replace(
+    "CAST(fraction AS DOUBLE) AS fraction\n",
+    "CAST(fraction AS DOUBLE) AS fraction, f_ingredients_text, countries_tags, brands_tags,\n"
+    "    unique_scans_n, last_modified_t\n",
+)
+
+CASES = (
+    "bare-selection",
+    "bare-selection-facts",
+    "launch-vllm",
+    "launch-cpu-new-dump",
+    "launch-cpu-cached",
+)
 
 
 def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict[str, Any]:
     """One run of ``case``; returns its seconds and what it wrote."""
-    if case == "bare-selection":
+    if case in ("bare-selection", "bare-selection-facts"):
         from robotoff_batch.extraction import extract_to_parquet
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         result = extract_to_parquet(
             dump_path=dump,
-            sql=BARE_SELECTION_SQL,
-            params={"limit": limit},
+            sql=(BARE_SELECTION_SQL if case == "bare-selection" else BARE_WITH_FACTS_SQL).format(
+                limit=int(limit)
+            ),
+            params={},
             output_path=tmp / "bare.parquet",
             memory_limit=memory_limit,
         )
-        return {"seconds": time.monotonic() - started, "rows": result.rows, "files": 1}
+        return {
+            "seconds": time.monotonic() - started,
+            "cpu_s": time.process_time() - cpu,
+            "rows": result.rows,
+            "files": 1,
+        }
     try:
         from robotoff_batch.batch.submit import stage_files
     except ImportError:  # code before the pipeline module's split
@@ -110,7 +142,7 @@ def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict
     params = jt.launch_config(limit=limit)
     out = tmp / f"out-{time.monotonic_ns()}"
     staging = staging_from_uri((tmp / "staging").as_uri())
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     extracted = jt.extract(dump, params, config, out)
     extract_s = time.monotonic() - started
     stage_files(
@@ -123,6 +155,7 @@ def _one(case: str, dump: str, limit: int, tmp: Path, memory_limit: str) -> dict
     meta = {k: v for k, v in extracted.metadata.items() if isinstance(v, (int, float, str))}
     return {
         "seconds": seconds,
+        "cpu_s": time.process_time() - cpu,
         "extract_s": extract_s,
         "rows": extracted.rows,
         "files": len(extracted.files),
@@ -178,14 +211,15 @@ def to_markdown(report: dict) -> str:
     env = report["environment"]
     floor = next(r for r in report["results"] if r["case"] == "bare-selection")["median_s"]
     table = [
-        "| code | case | products | median s | runs s | × bare selection | peak RSS |",
-        "|---|---|---:|---:|---|---:|---:|",
+        "| code | case | products | median s | runs s | × bare selection | CPU s | peak RSS |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in report["results"]:
         runs = ", ".join(f"{s:.2f}" for s in r["seconds"])
         table.append(
             f"| {r['code']} | {r['case']} | {r['rows']:,} | {r['median_s']:.2f} | {runs} "
-            f"| {r['median_s'] / floor:.2f} | {mib(r['peak_rss_bytes'])} |"
+            f"| {r['median_s'] / floor:.2f} | {r.get('cpu_s', 0.0):.2f} "
+            f"| {mib(r['peak_rss_bytes'])} |"
         )
     return markdown_report(
         "# Launch benchmark (ingredients-spellcheck: the launch step against the bare selection)",
@@ -193,7 +227,8 @@ def to_markdown(report: dict) -> str:
             f"{generated_line(report)}; dump {env['dump_rows']:,} rows ({mib(env['dump_bytes'])}, "
             f"benchmarks/generate_dump.py seed {env['seed']}), limit {env['limit']:,}, "
             f"DuckDB memory_limit {env['memory_limit']}, load average at start "
-            f"{env['load_average']}. One fresh process per case, cases in this order, "
+            f"{env['load_average']}, at the end {env.get('load_average_end', '?')}. "
+            "One fresh process per case, cases in this order, "
             f"{env['repeat']} runs each (median). Data: Open Food Facts contributors, ODbL 1.0.",
             "launch = the job type's extraction (selection + facts [+ lexicon]) and the staging "
             "of its files (file://); bare selection = Robotoff's query alone to Parquet. "
@@ -253,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[str, Path | None, str, int]] = []
     for case in args.cases:
         plan.append((args.label, args.code, case, args.repeat))
-        if args.before is not None and case != "bare-selection":
+        if args.before is not None and not case.startswith("bare-selection"):
             plan.append(("before", args.before, case, args.before_repeat))
     for label, code, case, repeat in plan:
         logger.info("%s: %s (%d runs)", label, case, repeat)
@@ -269,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": seconds,
             "median_s": statistics.median(seconds),
             "extract_s": [r.get("extract_s") for r in figures["runs"]],
+            "cpu_s": statistics.median(float(r.get("cpu_s", 0.0)) for r in figures["runs"]),
             "metadata": figures["runs"][0].get("metadata", {}),
             "peak_rss_bytes": figures["peak_rss_bytes"],
         }
@@ -300,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in results
             if r["case"] != "bare-selection"
         }
+        env["cpu_s"] = {f"{r['code']}: {r['case']}": r["cpu_s"] for r in results}
     write_report(build_report(env, results), args.results_dir, args.name, to_markdown)
     return 0
 

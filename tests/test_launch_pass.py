@@ -219,3 +219,44 @@ def test_a_hostile_dump_launched_and_imported_end_to_end(
     meta = products.asset_materialization.metadata
     assert meta["dump_duplicated_barcodes"].value == 5
     assert meta["dump_nul_cleaned"].value == 1 and meta["dump_invalid_code_rows"].value == 2
+
+
+def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) -> None:
+    """The pass carries only the product language's ingredients texts to the facts, and cleans
+    the texts after its top N: a `lang`, or an entry's language, holding a NUL matches as in
+    the dump (no text: facts.sql's rule at import), and a text that is empty once its NULs are
+    removed is not selected."""
+    top = _pass(SAMPLE, tmp_path / "clean", limit=LIMIT)
+    selected = pq.read_table(top.input_path).to_pylist()
+    by_code = {r["code"]: r for r in pq.read_table(SAMPLE).to_pylist()}
+    with_lang = [r["code"] for r in selected if by_code[r["code"]]["lang"] in ("fr", "en")]
+    nul_lang, nul_entry, empty = with_lang[0], with_lang[1], selected[2]["code"]
+    assert len({nul_lang, nul_entry, empty}) == 3
+    row = by_code[nul_lang]
+    row["lang"] = row["lang"][0] + "\x00" + row["lang"][1:]  # "f\x00r": the texts are "fr"
+    row = by_code[nul_entry]
+    row["ingredients_text"] = [
+        {**e, "lang": e["lang"][0] + "\x00" + e["lang"][1:]} if e["lang"] == row["lang"] else e
+        for e in row["ingredients_text"]
+    ]
+    row = by_code[empty]
+    row["ingredients_text"] = [
+        {**e, "text": " \x00 \x00"} if e["lang"] == "main" else e for e in row["ingredients_text"]
+    ]
+    dump = tmp_path / "nul.parquet"
+    schema = pq.read_schema(SAMPLE)
+    pq.write_table(pa.Table.from_pylist(list(by_code.values()), schema=schema), dump)
+    done = _pass(dump, tmp_path / "pass", limit=LIMIT)
+    codes = pq.read_table(done.input_path).column("code").to_pylist()
+    assert empty not in codes and nul_lang in codes and nul_entry in codes
+    from_pass = tmp_path / "from_pass.parquet"
+    from_dump = tmp_path / "from_dump.parquet"
+    extract_facts(
+        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
+    )
+    extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
+    facts = {r["code"]: r for r in pq.read_table(from_pass).to_pylist()}
+    assert facts[nul_lang]["ingredients_text_lang"] is None  # as read from the dump at import
+    assert facts[nul_entry]["ingredients_text_lang"] is None
+    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    assert done.counts["nul_cleaned"] == 1  # the lang's NUL (the emptied text is not staged)

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 FORMAT = 1
@@ -208,8 +207,10 @@ def read_language(directory: Path, lang: str) -> Prebuilt | None:
     if meta.get("format") != FORMAT:
         return None
     freq_t = _read(base / "freq.arrow")
-    zipf = pc.divide(freq_t.column("zipf100").cast(pa.float64()), 100.0)
-    freq = dict(zip(freq_t.column("word").to_pylist(), zipf.to_pylist(), strict=True))
+    # z / 100 in Python, the same doubles as Arrow's divide, whose first call in a process
+    # costs ~0.5 s (its kernels' set-up): a task's start-up (benchmarks/task_setup_benchmark.py)
+    zipf = [z / 100 for z in freq_t.column("zipf100").to_pylist()]
+    freq = dict(zip(freq_t.column("word").to_pylist(), zipf, strict=True))
     accents: dict[str, list[str]] = {}
     acc = _read(base / "accents.arrow")
     for bare, word in zip(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -87,6 +87,7 @@ class LaunchPass:
     lexicon: pa.Table | None  # the CPU engine's lexicon counts, when asked
     duration_s: float
     counts: Mapping[str, int]  # dump_rows, invalid_code_rows, stale_rows, ... (stats)
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per statement
 
     def metadata(self) -> dict[str, int]:
         """The counts a launch records (and a person checks): what the pass dropped or
@@ -99,6 +100,19 @@ class LaunchPass:
             "nul_cleaned",
         )
         return {f"dump_{k}" if not k.startswith("dump") else k: self.counts[k] for k in keys}
+
+
+# The facts read one language's ingredients text (facts.sql, plain_ingredients_text: the first
+# entry of the product's `lang` without allergen markup), so the pass carries that language's
+# entries only, not every language's: carrying the whole list through the sort of the
+# candidate rows cost ~0.5x the bare selection's time and ~450 MiB
+# (benchmarks/launch_benchmark.py). The match is on the dump's values as they are (a `lang`
+# holding a NUL matches no entry), as facts.sql matches them on the dump at import.
+_CARRIED = {"ingredients_text": "list_filter(p.ingredients_text, lambda x: x.lang = p.lang)"}
+
+
+def _carried(column: str) -> str:
+    return f"{_CARRIED.get(column, f'p.{column}')} AS f_{column}"
 
 
 def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
@@ -126,7 +140,7 @@ def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
             if "last_modified_t" in present
             else "CAST(NULL AS BIGINT)"
         ),
-        "facts_columns": ", ".join(f"p.{c} AS f_{c}" for c in facts),
+        "facts_columns": ", ".join(_carried(c) for c in facts),
         "facts_source": ", ".join(source),
         "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
         "lexicon_scan": (
@@ -214,6 +228,15 @@ def launch_pass(
     input_path = work_dir / input_name
     facts_path = work_dir / "facts_source.parquet" if facts else None
     table: pa.Table | None = None
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[name] = round(now - mark, 3)
+        mark = now
+
     try:
         with extraction.connect(
             memory_limit=memory_limit,
@@ -226,7 +249,9 @@ def launch_pass(
                 con.register("launch_known_arrow", known)
                 con.execute("CREATE TEMP TABLE launch_known AS SELECT * FROM launch_known_arrow")
                 con.unregister("launch_known_arrow")
+            lap("connect")
             con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
+            lap("keys")
             con.execute(statements["excluded"])
             row = con.execute("SELECT count(*) FROM launch_excluded").fetchone()
             excluded = int(row[0]) if row else 0
@@ -238,32 +263,39 @@ def launch_pass(
                     "WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)"
                 ).fetchone()
                 skipped = int(row[0]) if row else 0
+            lap("excluded")
             con.execute(
-                statements["selected"].format(**fragments),
-                {**params, "limit": int(limit), "excluded": excluded},
+                statements["selected"].format(top_n=int(limit) + excluded, **fragments),
+                {**params, "limit": int(limit)},
             )
+            lap("selected")
             rows = extraction.write_parquet(
                 con.sql(statements["input"]), input_path, schema=SPELLCHECK_INPUT_SCHEMA
             )
+            lap("input")
             if facts_path is not None:
                 extraction.write_parquet(
                     con.sql(statements["facts_source"].format(**fragments)), facts_path
                 )
+                lap("facts_source")
             if lexicon:
                 counts_sql = LEXICON_COUNTS_SQL.format(source=statements["lexicon_rows"])
                 table = con.sql(counts_sql).to_arrow_table().cast(LEXICON_SCHEMA)
+                lap("lexicon_counts")
             cursor = con.execute(statements["stats"].format(**fragments))
             names = [d[0] for d in cursor.description]
             counts = dict(zip(names, (int(v or 0) for v in cursor.fetchone() or ()), strict=True))
             if known is not None:
                 counts["skipped_unchanged"] = skipped
+            lap("stats")
     except duckdb.Error as exc:
         raise extraction.ExtractionError(f"extraction from {dump_path} failed: {exc}") from exc
     duration = time.monotonic() - started
     logger.info(
-        "one pass over %s in %.2fs: %d products selected; %s",
+        "one pass over %s in %.2fs (%s): %d products selected; %s",
         dump_path,
         duration,
+        ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()),
         rows,
         ", ".join(f"{k} {v}" for k, v in counts.items()),
     )
@@ -276,6 +308,7 @@ def launch_pass(
         lexicon=table,
         duration_s=duration,
         counts=counts,
+        timings=timings,
     )
 
 

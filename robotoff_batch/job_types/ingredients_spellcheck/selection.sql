@@ -69,17 +69,22 @@ QUALIFY row_number() OVER (
 
 -- name: selected
 -- Robotoff's top N + (the number of excluded rows), the excluded ones then dropped: the same N
--- products as excluding them first, and the top-N statement stays join-free, so DuckDB reads
--- the carried columns (texts, facts) of the chosen rows only (its late materialization).
+-- products as excluding them first, and the top-N statement stays join-free. {top_n} is that
+-- number as a literal (selection.py: an int), as Robotoff writes its LIMIT: DuckDB plans a
+-- Top-N (a heap, no sort of every candidate row) only for a constant limit. The NUL is
+-- removed (and counted) from the chosen rows only, after the top-N: cleaning every candidate
+-- row's texts cost more than the rest of the statement. The filter on the text holds on the
+-- cleaned text (a text of NULs and spaces only is empty).
 CREATE TEMP TABLE launch_selected AS
-SELECT row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank, *
+SELECT
+    row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank,
+    * EXCLUDE (raw_lang, raw_text, raw_product_name),
+    pg_text(raw_lang) AS lang,
+    pg_text(raw_text) AS text,
+    pg_text(raw_product_name) AS product_name,
+    has_nul(raw_text) OR has_nul(raw_product_name) OR has_nul(raw_lang) AS nul
 FROM (
-    SELECT
-        * EXCLUDE (raw_lang, raw_text, raw_product_name),
-        pg_text(raw_lang) AS lang,
-        pg_text(raw_text) AS text,
-        pg_text(raw_product_name) AS product_name,
-        has_nul(raw_text) OR has_nul(raw_product_name) OR has_nul(raw_lang) AS nul
+    SELECT *
     FROM (
         -- each list walked once (an alias used twice would be computed twice)
         SELECT
@@ -119,13 +124,14 @@ FROM (
               OR list_contains(CAST($codes AS VARCHAR[]), CAST(p.code AS VARCHAR))
           )
     )
-    WHERE text IS NOT NULL
-      AND trim(text) <> ''
+    WHERE raw_text IS NOT NULL
+      AND trim(raw_text) <> ''
+      AND NOT (has_nul(raw_text) AND trim(pg_text(raw_text)) = '')
       AND fraction > CAST($min_fraction AS DOUBLE)
       AND fraction <= CAST($max_fraction AS DOUBLE)
       AND {unchanged_filter} -- skip_unchanged: known.sql's anti-join; else true
     ORDER BY popularity_key DESC NULLS LAST, code
-    LIMIT CAST($limit AS BIGINT) + CAST($excluded AS BIGINT)
+    LIMIT {top_n}
 )
 WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)
 QUALIFY rank <= CAST($limit AS BIGINT)
