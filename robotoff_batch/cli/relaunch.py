@@ -107,7 +107,7 @@ def relaunch_command(
     ),
 ) -> None:
     """Relaunch a FAILED job on its staged input: the new job takes the chunks already done
-    and computes only the rest; its import takes each product once (with or without an
+    and computes only the rest; its import takes each product once (with or without
     an "import --partial" of the failed job first)."""
     from robotoff_batch.cli import operations
     from robotoff_batch.cli.jobs import follow_and_report
