@@ -110,9 +110,15 @@ from playwright.sync_api import sync_playwright
 shots = {shots!r}
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-    page = browser.new_page(viewport={{"width": 1500, "height": 1100}})
+    page = browser.new_page(viewport={{"width": 1500, "height": 2600}})
     for path, name, wait in shots:
         page.goto("http://127.0.0.1:{port}" + path, wait_until="networkidle", timeout=90000)
+        skip = page.get_by_role("button", name="Skip")  # Dagster's community dialog
+        try:
+            skip.wait_for(timeout=5000)
+            skip.click()
+        except Exception:
+            pass
         if wait:
             try:
                 page.get_by_text(wait).first.wait_for(timeout=30000)
@@ -146,8 +152,10 @@ def main(port: int) -> None:
             dev.wait_for_run(
                 is_finish_of(job_id, "FAILURE", "SUCCESS"), timeout_s=300, what="finish run"
             )
-        time.sleep(75)  # a second progress reading of the running job (once a minute)
-        asset = "/assets/ingredients_spellcheck/batch_job?view=partitions&partition="
+        time.sleep(65)  # a second progress reading of the running job (once a minute)
+        # The Events tab of the partition: its newest event (an observation) with its metadata.
+        # (The Partitions tab shows only a materialization's metadata: AssetPartitionDetail.tsx)
+        asset = "/assets/ingredients_spellcheck/batch_job?view=events&partition="
         shoot(
             port,
             [

@@ -31,9 +31,9 @@ BATCH_JOB = dg.AssetKey(["ingredients_spellcheck", "batch_job"])
 
 
 def partition_page(inst: dg.DagsterInstance, job_id: str) -> dict[str, Any]:
-    """What the UI's partition page shows under Metadata when nothing is materialized: the
-    newest event of the partition (groupByPartition.tsx: ``latest = latestMaterialization ||
-    sorted[0]``), here an observation."""
+    """The partition's newest event, what its Events tab shows first (the asset's Events
+    tab filtered to the partition): here an observation, as a failed step materializes
+    nothing (the partition stays Failed in the status bar)."""
     records = inst.fetch_observations(
         dg.AssetRecordsFilter(asset_key=BATCH_JOB, asset_partitions=[job_id]), limit=1
     ).records

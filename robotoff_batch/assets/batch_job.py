@@ -164,8 +164,10 @@ def build_batch_job(registered: RegisteredJobType, partitions: dg.PartitionsDefi
             )
             return
         # The outcome (state, reason, exit codes, the log's end) and its cost on the
-        # partition: a failed step materializes nothing, so the partition page shows this
-        # observation, its newest event.
+        # partition, as its newest event: a failed step materializes nothing (the partition
+        # stays Failed), so this observation is what the partition's Events tab shows.
+        # (Dagster 1.13's Partitions tab shows a materialization's metadata only:
+        # AssetPartitionDetail.tsx passes `latest: latestMaterialization`.)
         outcome = job_outcome(engine, status, LOG_TAIL_LINES)
         context.log_event(
             dg.AssetObservation(
