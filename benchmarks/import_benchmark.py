@@ -28,7 +28,8 @@ compares like with like. Both tables are counted after every case (what was ther
 the case wrote, else the run fails).
 
 Cases run interleaved (each repetition runs every case once, in this order), ``--repeat``
-times (default 3); figures are medians. The load average is recorded before each case.
+times (default 3; one number per size, e.g. ``--repeat 3 1``, for a long run at 1M); figures are
+medians. The load average is recorded before each case.
 Writes ``benchmarks/results/import.json`` (per size: medians, every run, ``ratios``) and
 ``benchmarks/results/import.md``.
 
@@ -567,7 +568,8 @@ def to_markdown(report: dict) -> str:
             f"{env['prefill_s']:.0f} s. Load average (1, 5, 15 min) at the start "
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}, at the end "
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'])}.",
-            f"Cases interleaved, {env['repeat']} repetitions, median; each in its own process "
+            f"Cases interleaved, {_repetitions(env['repeat'], report['results'])}, median; "
+            "each in its own process "
             "against a fresh database (CHECKPOINT before it). import = "
             "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
             "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
@@ -585,6 +587,14 @@ def to_markdown(report: dict) -> str:
             + " before reading anything). Both tables counted after every case.",
         ],
         table,
+    )
+
+
+def _repetitions(repeat: int | list[int], results: list[dict]) -> str:
+    if isinstance(repeat, int):
+        return f"{repeat} repetitions"
+    return "repetitions " + ", ".join(
+        f"{n} at {r['output_rows']:,} rows" for n, r in zip(repeat, results, strict=False)
     )
 
 
@@ -633,7 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=to_int, default=[100_000, 1_000_000])
     parser.add_argument("--files", type=int, default=4, help="output files (tasks) per job")
     parser.add_argument("--changed-fraction", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions (median)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="repetitions (median): one number for every size, or one per size",
+    )
     parser.add_argument("--prefill-predictions", type=to_int, default=5_000_000)
     parser.add_argument("--prefill-insights", type=to_int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=42)
@@ -650,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if len(args.repeat) not in (1, len(args.sizes)):
+        parser.error("--repeat takes one number, or one per size")
+    repeats = dict(zip(args.sizes, args.repeat * len(args.sizes), strict=False))
 
     configure_logging()
     import psycopg
@@ -705,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             assert written["prediction"] == ref["predictions"], (written, ref)
             runs: list[dict[str, Any]] = []
-            for repetition in range(args.repeat):
+            for repetition in range(repeats[size]):
                 for mode, tables in CASES:
                     key = f"{mode}_{tables}"
                     template = "bench_template" if tables == "prefilled" else None
@@ -715,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                         "%d rows, run %d/%d: %s (load %.2f)",
                         size,
                         repetition + 1,
-                        args.repeat,
+                        repeats[size],
                         CASE_NAMES[(mode, tables)],
                         load,
                     )
@@ -781,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         postgresql=pg_version,
         files_per_job=args.files,
         changed_fraction=args.changed_fraction,
-        repeat=args.repeat,
+        repeat=args.repeat if len(args.repeat) > 1 else args.repeat[0],
         seed=args.seed,
         prefill_predictions=args.prefill_predictions,
         prefill_insights=args.prefill_insights,
