@@ -4,8 +4,12 @@
 -- text, as Robotoff regenerates a product's insights for each row it got, even a duplicate).
 -- Reference: shared/reference/robotoff_import.md §2.3-2.5.
 --
--- Rules: a candidate is any stored ingredient_spellcheck prediction of the product (server off)
--- whose data.original differs from data.correction, equals the product's
+-- Run after the replace rule and before the job's predictions are inserted (import_steps):
+-- `prediction` holds the stored predictions as the rule left them (the kept ones included) and
+-- `batch_new` the job's own, with what they will be; they are never read back.
+--
+-- Rules: a candidate is any ingredient_spellcheck prediction of the product (server off),
+-- stored or this job's, whose data.original differs from data.correction, equals the product's
 -- ingredients_text_<value_tag>, and whose value_tag is the product's lang. At most one insight
 -- per (barcode, value_tag). An annotated or automatic insight of that value_tag blocks new ones
 -- (kept). Otherwise the candidate updates the first non-annotated insight of that value_tag and
@@ -130,27 +134,6 @@ ORDER BY p.barcode, p.value_tag, p.priority, p.automatic_processing DESC,
 -- name: analyze_candidates
 ANALYZE insight_candidate
 
--- name: new
--- Every other product of the scope: its new prediction, when it matches the facts, is its
--- only candidate and nothing is stored to update, keep or delete, so it is created: one
--- pass over the job's rows, no sort, written whole (data with it: built once, in the fenced
--- scan of batch_new, then only read).
-CREATE TEMP TABLE insight_new ON COMMIT DROP AS
-SELECT n.barcode, n.value_tag, n.value, n.source_image,
-    coalesce(n.automatic_processing, false) AS automatic_processing, n.predictor,
-    n.predictor_version, n.confidence, n.data,
-    coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
-    coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
-    coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
-FROM (
-    SELECT * FROM batch_new
-    WHERE type = 'ingredient_spellcheck' AND server_type = 'off' OFFSET 0
-) AS n
-JOIN batch_product f ON f.code = n.barcode
-    AND (n.data ->> 'original') = nullif(f.ingredients_text_lang, '') AND n.value_tag = f.lang
-WHERE (n.data ->> 'original') IS DISTINCT FROM (n.data ->> 'correction')
-    AND NOT EXISTS (SELECT 1 FROM insight_known k WHERE k.barcode = n.barcode)
-
 -- name: mapping
 -- (the insight each known candidate updates)
 CREATE TEMP TABLE insight_mapping ON COMMIT DROP AS
@@ -206,9 +189,11 @@ WHERE r.id = m.insight_id AND r.id = ANY (ARRAY(SELECT insight_id FROM insight_m
 SET LOCAL enable_seqscan = on
 
 -- name: created
--- The new products' candidates (insight_new), then the known products' candidates without an
--- insight to update, with their prediction's data: from batch_new (by _file, _row) or from
--- insight_source (by id).
+-- First every other product of the scope: its new prediction, when it matches the facts, is
+-- its only candidate and nothing is stored to update, keep or delete, so it is created, in one
+-- pass over the job's rows (data built once, in the fenced scan of batch_new), no sort, no
+-- temporary table. Then the known products' candidates without an insight to update, with
+-- their prediction's data: from batch_new (by _file, _row) or insight_source (by id).
 INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at, annotation,
     annotated_result, n_votes, username, countries, brands, process_after, value_tag, value,
     source_image, automatic_processing, server_type, unique_scans_n, reserved_barcode,
@@ -222,9 +207,21 @@ SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, N
     c.predictor, c.predictor_version, '[]'::jsonb, c.confidence, NULL,
     ARRAY[c.value_tag]::varchar(255)[], c.source_image IS NOT NULL
 FROM (
-    SELECT barcode, value_tag, value, source_image, automatic_processing, predictor,
-        predictor_version, confidence, data, countries, brands, unique_scans_n
-    FROM insight_new
+    SELECT n.barcode, n.value_tag, n.value, n.source_image,
+        coalesce(n.automatic_processing, false) AS automatic_processing, n.predictor,
+        n.predictor_version, n.confidence, n.data,
+        coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
+        coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
+        coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
+    FROM (
+        SELECT * FROM batch_new
+        WHERE type = 'ingredient_spellcheck' AND server_type = 'off' OFFSET 0
+    ) AS n
+    JOIN batch_product f ON f.code = n.barcode
+        AND (n.data ->> 'original') = nullif(f.ingredients_text_lang, '')
+        AND n.value_tag = f.lang
+    WHERE (n.data ->> 'original') IS DISTINCT FROM (n.data ->> 'correction')
+        AND NOT EXISTS (SELECT 1 FROM insight_known k WHERE k.barcode = n.barcode)
     UNION ALL
     SELECT c.barcode, c.value_tag, c.value, c.source_image, c.automatic_processing,
         c.predictor, c.predictor_version, c.confidence, coalesce(p.data, n.data), c.countries,
@@ -238,8 +235,17 @@ FROM (
 -- name: kept
 -- The scope's annotated or automatic insights once written: the stored ones (the statements
 -- above touch none of them) and the candidates written automatic (each updated one insight or
--- created one), counted from the temporary tables.
+-- created one): the known products' from insight_candidate, the others' from batch_new (none
+-- for this job type: import.sql writes automatic_processing false, a constant the planner
+-- folds, so that count reads nothing).
 SELECT (SELECT count(*) FROM insight_stored r
         WHERE r.annotation IS NOT NULL OR r.automatic_processing)
     + (SELECT count(*) FROM insight_candidate c WHERE c.automatic_processing)
-    + (SELECT count(*) FROM insight_new c WHERE c.automatic_processing)
+    + (SELECT count(*) FROM batch_new n
+        JOIN batch_product f ON f.code = n.barcode
+            AND (n.data ->> 'original') = nullif(f.ingredients_text_lang, '')
+            AND n.value_tag = f.lang
+        WHERE n.automatic_processing
+            AND n.type = 'ingredient_spellcheck' AND n.server_type = 'off'
+            AND (n.data ->> 'original') IS DISTINCT FROM (n.data ->> 'correction')
+            AND NOT EXISTS (SELECT 1 FROM insight_known k WHERE k.barcode = n.barcode))
