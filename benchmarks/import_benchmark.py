@@ -28,7 +28,8 @@ compares like with like. Both tables are counted after every case (what was ther
 the case wrote, else the run fails).
 
 Cases run interleaved (each repetition runs every case once, in this order), ``--repeat``
-times (default 3); figures are medians. The load average is recorded before each case.
+times (default 3; one number per size, e.g. ``--repeat 3 1``, for a long run at 1M); figures are
+medians. The load average is recorded before each case.
 Writes ``benchmarks/results/import.json`` (per size: medians, every run, ``ratios``) and
 ``benchmarks/results/import.md``.
 
@@ -503,7 +504,7 @@ def to_markdown(report: dict) -> str:
     ]
     for r in report["results"]:
         copy_empty = r["median_s"]["copy_all_empty"]
-        insert = r["median_s"]["insert100_all_empty"]
+        insert = r["median_s"].get("insert100_all_empty")
         for key, name in r["case_names"].items():
             seconds = r["median_s"][key]
             runs = ", ".join(f"{c['seconds']:.2f}" for c in r["runs"] if c["case"] == key)
@@ -512,7 +513,7 @@ def to_markdown(report: dict) -> str:
             copy = r["median_s"]["copy_all_prefilled"] if "prefilled" in key else copy_empty
             table.append(
                 f"| {r['output_rows']:,} | {name} | {seconds:.2f} | {runs} "
-                f"| {copy / seconds:.2f} | {insert / seconds:.2f} | {mib(peak)} "
+                f"| {copy / seconds:.2f} | {_ratio(insert, seconds)} | {mib(peak)} "
                 f"| {statistics.median(loads):.2f} |"
             )
     table += [
@@ -529,7 +530,7 @@ def to_markdown(report: dict) -> str:
         table.append(
             f"| {r['output_rows']:,} | {q['import_vs_copy_all_empty']:.2f} "
             f"| {q['import_vs_copy_all_prefilled']:.2f} | {q['prefilled_vs_empty']:.2f} "
-            f"| {q['import_vs_insert100_all']:.2f} | {q['peak_rss_mib']:.1f} |"
+            f"| {_ratio(q['import_vs_insert100_all'], 1.0)} | {q['peak_rss_mib']:.1f} |"
         )
     steps = [r.get("import_steps_s") or {} for r in report["results"]]
     names = list(dict.fromkeys(name for s in steps for kind in s.values() for name in kind))
@@ -567,7 +568,8 @@ def to_markdown(report: dict) -> str:
             f"{env['prefill_s']:.0f} s. Load average (1, 5, 15 min) at the start "
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'])}, at the end "
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'])}.",
-            f"Cases interleaved, {env['repeat']} repetitions, median; each in its own process "
+            f"Cases interleaved, {_repetitions(env['repeat'], report['results'])}, median; "
+            "each in its own process "
             "against a fresh database (CHECKPOINT before it). import = "
             "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
             "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
@@ -585,6 +587,19 @@ def to_markdown(report: dict) -> str:
             + " before reading anything). Both tables counted after every case.",
         ],
         table,
+    )
+
+
+def _ratio(numerator: float | None, denominator: float) -> str:
+    """A ratio to two decimals, "–" for a case not run (INSERT×100 above --insert100-max-rows)."""
+    return "–" if numerator is None else f"{numerator / denominator:.2f}"
+
+
+def _repetitions(repeat: int | list[int], results: list[dict]) -> str:
+    if isinstance(repeat, int):
+        return f"{repeat} repetitions"
+    return "repetitions " + ", ".join(
+        f"{n} at {r['output_rows']:,} rows" for n, r in zip(repeat, results, strict=False)
     )
 
 
@@ -633,9 +648,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=to_int, default=[100_000, 1_000_000])
     parser.add_argument("--files", type=int, default=4, help="output files (tasks) per job")
     parser.add_argument("--changed-fraction", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions (median)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="repetitions (median): one number for every size, or one per size",
+    )
     parser.add_argument("--prefill-predictions", type=to_int, default=5_000_000)
     parser.add_argument("--prefill-insights", type=to_int, default=2_000_000)
+    parser.add_argument(
+        "--insert100-max-rows",
+        type=to_int,
+        default=None,
+        help="run the INSERT×100 case only up to this size (it takes ~10 min at 1M on 2 CPUs)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -650,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if len(args.repeat) not in (1, len(args.sizes)):
+        parser.error("--repeat takes one number, or one per size")
+    repeats = dict(zip(args.sizes, args.repeat * len(args.sizes), strict=False))
 
     configure_logging()
     import psycopg
@@ -705,8 +735,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             assert written["prediction"] == ref["predictions"], (written, ref)
             runs: list[dict[str, Any]] = []
-            for repetition in range(args.repeat):
-                for mode, tables in CASES:
+            cases = [
+                (m, t)
+                for m, t in CASES
+                if m != "insert100_all"
+                or args.insert100_max_rows is None
+                or size <= args.insert100_max_rows
+            ]
+            for repetition in range(repeats[size]):
+                for mode, tables in cases:
                     key = f"{mode}_{tables}"
                     template = "bench_template" if tables == "prefilled" else None
                     db = _fresh_database(admin, "bench_case", template)
@@ -715,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                         "%d rows, run %d/%d: %s (load %.2f)",
                         size,
                         repetition + 1,
-                        args.repeat,
+                        repeats[size],
                         CASE_NAMES[(mode, tables)],
                         load,
                     )
@@ -733,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("  %.2f s", out["seconds"])
             median = {
                 f"{m}_{t}": statistics.median(r["seconds"] for r in runs if r["case"] == f"{m}_{t}")
-                for m, t in CASES
+                for m, t in cases
             }
 
             peak = max(r["peak_rss_bytes"] for r in runs if r["case"].startswith("import"))
@@ -744,14 +781,16 @@ def main(argv: list[str] | None = None) -> int:
                 "predictions": written["prediction"],
                 "insights_created": written["product_insight"],
                 "median_s": median,
-                "case_names": {f"{m}_{t}": CASE_NAMES[(m, t)] for m, t in CASES},
+                "case_names": {f"{m}_{t}": CASE_NAMES[(m, t)] for m, t in cases},
                 "ratios": {
                     "import_vs_copy_all_empty": median["copy_all_empty"] / median["import_empty"],
                     "import_vs_copy_all_prefilled": median["copy_all_prefilled"]
                     / median["import_prefilled"],
                     "prefilled_vs_empty": median["import_prefilled"] / median["import_empty"],
                     "import_vs_insert100_all": median["insert100_all_empty"]
-                    / median["import_empty"],
+                    / median["import_empty"]
+                    if "insert100_all_empty" in median
+                    else None,
                     "peak_rss_mib": peak / 2**20,
                 },
                 "import_rss_before_bytes": _median_run(runs, "import_empty")["rss_before_bytes"],
@@ -781,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         postgresql=pg_version,
         files_per_job=args.files,
         changed_fraction=args.changed_fraction,
-        repeat=args.repeat,
+        repeat=args.repeat if len(args.repeat) > 1 else args.repeat[0],
         seed=args.seed,
         prefill_predictions=args.prefill_predictions,
         prefill_insights=args.prefill_insights,

@@ -193,8 +193,7 @@ WITH inserted AS (
         automatic_processing, predictor, predictor_version, confidence, server_type)
     SELECT n.barcode, n.type, n.data, n."timestamp", n.value_tag, n.value, n.source_image,
         n.automatic_processing, n.predictor, n.predictor_version, n.confidence, n.server_type
-    FROM batch_prediction n
-    {skip}
+    FROM batch_new n
     RETURNING id
 ),
 islands AS (SELECT id, id - row_number() OVER (ORDER BY id) AS island FROM inserted)
@@ -204,15 +203,25 @@ RETURNING last_id - first_id + 1
 """
 
 
-def insert_sql(*, skip_kept: bool) -> str:
-    """Step 2: insert the job's predictions but the kept ones, and link the ids they got to
-    the job as ranges of consecutive ids.
+def new_view_sql(*, skip_kept: bool) -> str:
+    """``batch_new``: the job's predictions the INSERT writes (all but the kept ones), in
+    output order; the job type's insight SQL reads the job's own predictions from it (it runs
+    before the INSERT, so never reads them back from ``prediction``).
+
+    The kept rows are left out by a hashed ``NOT IN`` filter on the sequential scan of
+    ``batch_output`` (never turned into a join, which could reorder)."""
+    skip = " WHERE (n._file, n._row) NOT IN (SELECT k._file, k._row FROM batch_kept k)"
+    return "CREATE TEMP VIEW batch_new AS SELECT n.* FROM batch_prediction n" + (
+        skip if skip_kept else ""
+    )
+
+
+def insert_sql() -> str:
+    """Step 2: insert ``batch_new`` (:func:`new_view_sql`), and link the ids it got to the
+    job as ranges of consecutive ids.
 
     The ids follow the output's order (file, row), the contract ``fetch_examples`` relies on
     (the job's first rows are its examples) and ``test_optional_columns_default`` checks,
     without sorting the rows: ``batch_output`` is filled by one COPY in that order, and this
-    reads it by one sequential scan (a temporary table: no synchronised or parallel scan),
-    the kept rows left out by a hashed ``NOT IN`` filter on that scan (never turned into a
-    join, which could reorder)."""
-    skip = "WHERE (n._file, n._row) NOT IN (SELECT k._file, k._row FROM batch_kept k)"
-    return _INSERT.replace("{skip}", skip if skip_kept else "")
+    reads it by one sequential scan (a temporary table: no synchronised or parallel scan)."""
+    return _INSERT

@@ -25,6 +25,7 @@ from robotoff_batch.predictions.dedup import (
     insert_sql,
     job_constants,
     kept_sql,
+    new_view_sql,
     replace_sql,
     stored_filter,
     stored_sql,
@@ -195,22 +196,22 @@ def import_steps(
         cur.execute(kept_sql(constants))
         cur.execute("ANALYZE batch_kept")
     phase("kept")
-    cur.execute(insert_sql(skip_kept=stored > 0), {"batch_job_id": batch_job_id})
-    inserted = sum(int(row[0]) for row in cur.fetchall())
-    phase("insert")
+    cur.execute(new_view_sql(skip_kept=stored > 0))
     counts = {
         **held,
         "source_rows": source_rows,
         "skipped_rows": skipped,
         "candidates": candidates,
-        "predictions": inserted,
-        "predictions_kept": candidates - inserted,
+        "predictions": 0,
+        "predictions_kept": 0,
         "predictions_replaced": replaced,
         "insights_created": 0,
         "insights_updated": 0,
         "insights_kept": 0,
         "insights_deleted": 0,
     }
+    # the job type's insight rules, before the INSERT: Robotoff's tables as the replace rule
+    # left them, the job's own predictions from batch_new (never read back from `prediction`)
     if spec.insights_sql:
         for name, statement in named_statements(spec.insights_sql):
             cur.execute(statement, {"now": now})
@@ -220,6 +221,11 @@ def import_steps(
                 row = cur.fetchone()
                 counts["insights_kept"] = int(row[0]) if row else 0
             phase(f"insights_{name}")
+    cur.execute(insert_sql(), {"batch_job_id": batch_job_id})
+    inserted = sum(int(row[0]) for row in cur.fetchall())
+    counts["predictions"] = inserted
+    counts["predictions_kept"] = candidates - inserted
+    phase("insert")
     logger.info("import of %s, seconds per step: %s", batch_job_id, phases)
     return counts
 
