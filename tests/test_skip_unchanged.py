@@ -187,6 +187,26 @@ def test_limit_counts_the_products_that_need_work(tmp_path: Path) -> None:
     assert "skipped_unchanged" not in plain.counts
 
 
+def test_skipped_counts_only_the_products_the_launchs_filters_admit(tmp_path: Path) -> None:
+    """A launch narrowed by its parameters (a language, a fraction range) says it skipped only
+    the known products it would otherwise have selected, not every known text of the dump."""
+    rows = pq.read_table(_pass(tmp_path / "all").input_path).to_pylist()
+    langs = sorted(
+        {r["lang"] for r in rows}, key=lambda lang: -sum(r["lang"] == lang for r in rows)
+    )
+    lang = langs[0]
+    known = _known_of([(r["code"], r["lang"] or "", r["text"]) for r in rows])  # all known
+    narrowed = _pass(tmp_path / "lang", languages=[lang], known=known)
+    in_lang = sum(r["lang"] == lang for r in rows)
+    assert 0 < in_lang < len(rows)
+    assert narrowed.counts["skipped_unchanged"] == in_lang
+    assert narrowed.counts["selected"] == 0
+    # a fraction range admitting fewer products: fewer skipped
+    half = sorted(r["fraction"] for r in rows)[len(rows) // 2]
+    low = _pass(tmp_path / "low", max_fraction=half, known=known)
+    assert low.counts["skipped_unchanged"] == sum(r["fraction"] <= half for r in rows)
+
+
 def test_the_known_set_is_read_once_from_our_records_and_robotoffs_predictions(
     pg_db: str,
 ) -> None:

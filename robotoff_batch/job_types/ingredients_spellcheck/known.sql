@@ -23,13 +23,14 @@ WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
   AND data->>'original' IS NOT NULL
 
 -- name: unchanged
--- DuckDB, in the launch's connection, before `selected` (selection.py): the dump rows whose
--- (code, lang, md5 of the main ingredients text) is in launch_known, the known set loaded from
--- Arrow (a text may come twice: a semi-join). One narrow scan (code, lang, ingredients_text)
--- and one hash join: no per-product
--- query. code, lang and text are computed as `selected` computes them (NUL removed), so the
--- hash is that of the text staged, which the container echoes into its output. Not restricted
--- by the launch's filters: `selected` anti-joins it by dump_row ({unchanged_filter}).
+-- DuckDB, in the launch's connection, before `selected` (selection.py): the dump rows the
+-- launch would otherwise select (selection.sql's {{candidate_rows}} and `selected`'s text and
+-- fraction filters) whose (code, lang, md5 of the main ingredients text) is in launch_known,
+-- the known set loaded from Arrow (a text may come twice: a semi-join). One narrow scan and one
+-- hash join: no per-product query. code, lang and text are computed as `selected` computes
+-- them (NUL removed), so the hash is that of the text staged, which the container echoes into
+-- its output. `selected` anti-joins it by dump_row ({{unchanged_filter}}); its count is the
+-- launch's skipped_unchanged.
 CREATE TEMP TABLE launch_unchanged AS
 SELECT p.dump_row
 FROM (
@@ -37,12 +38,16 @@ FROM (
         p.file_row_number AS dump_row,
         CAST(p.code AS VARCHAR) AS code,
         coalesce(pg_text(CAST(p.lang AS VARCHAR)), '') AS lang,
-        pg_text(list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text) AS text
+        pg_text(list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text) AS text,
+        CAST(p.unknown_ingredients_n AS DOUBLE) / p.ingredients_n AS fraction
     FROM read_parquet($dump_path, file_row_number = true) AS p
-    WHERE p.code IS NOT NULL
+    WHERE {candidate_rows}
 ) AS p
 SEMI JOIN launch_known AS k
     ON k.code = p.code AND k.lang = p.lang AND k.text_hash = md5(p.text)
+WHERE trim(p.text) <> ''
+  AND p.fraction > CAST($min_fraction AS DOUBLE)
+  AND p.fraction <= CAST($max_fraction AS DOUBLE)
 
 -- name: unchanged_filter
 -- DuckDB, the fragment of selection.sql's `selected` that leaves the unchanged rows out before

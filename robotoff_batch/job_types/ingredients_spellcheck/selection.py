@@ -213,6 +213,7 @@ def launch_pass(
     fragments["unchanged_filter"] = (
         known_statements["unchanged_filter"] if known is not None else "true"
     )
+    fragments["candidate_rows"] = statements["candidate_rows"]
     scan = statements["scan"].format(**fragments)
     if lexicon:
         scan = lexicon_words_sql(scan, min_length=lexicon_min_length)
@@ -257,7 +258,7 @@ def launch_pass(
             excluded = int(row[0]) if row else 0
             skipped = 0
             if known is not None:  # issue 22: the rows whose text this model already saw
-                con.execute(known_statements["unchanged"], {"dump_path": dump_path})
+                con.execute(known_statements["unchanged"].format(**fragments), params)
                 row = con.execute(
                     "SELECT count(*) FROM launch_unchanged "
                     "WHERE dump_row NOT IN (SELECT dump_row FROM launch_excluded)"

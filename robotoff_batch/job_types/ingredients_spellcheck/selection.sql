@@ -101,28 +101,7 @@ FROM (
             CAST(p.lang AS VARCHAR) AS f_lang,
             {facts_columns}
         FROM read_parquet($dump_path, file_row_number = true) AS p
-        WHERE p.code IS NOT NULL
-          AND p.ingredients_n > 0
-          AND p.unknown_ingredients_n IS NOT NULL
-          AND (
-              CAST($languages AS VARCHAR[]) IS NULL
-              OR len(CAST($languages AS VARCHAR[])) = 0
-              OR list_contains(CAST($languages AS VARCHAR[]), p.lang)
-          )
-          AND (
-              CAST($countries AS VARCHAR[]) IS NULL
-              OR len(CAST($countries AS VARCHAR[])) = 0
-              OR list_has_any(p.countries_tags, CAST($countries AS VARCHAR[]))
-          )
-          AND (
-              CAST($min_popularity AS BIGINT) IS NULL
-              OR p.popularity_key >= CAST($min_popularity AS BIGINT)
-          )
-          AND (
-              CAST($codes AS VARCHAR[]) IS NULL
-              OR len(CAST($codes AS VARCHAR[])) = 0
-              OR list_contains(CAST($codes AS VARCHAR[]), CAST(p.code AS VARCHAR))
-          )
+        WHERE {candidate_rows}
     )
     WHERE raw_text IS NOT NULL
       AND trim(raw_text) <> ''
@@ -163,3 +142,30 @@ FROM launch_keys
 -- language.
 (SELECT lexicon_lang AS lang, words FROM launch_keys
  WHERE words IS NOT NULL AND dump_row NOT IN (SELECT dump_row FROM launch_excluded))
+
+-- name: candidate_rows
+-- The dump rows (as `p`) the launch's parameters admit, before the text and fraction filters:
+-- a fragment of `selected`, shared with known.sql's `unchanged` so that skipped_unchanged
+-- counts only products this launch would otherwise have selected.
+p.code IS NOT NULL
+  AND p.ingredients_n > 0
+  AND p.unknown_ingredients_n IS NOT NULL
+  AND (
+      CAST($languages AS VARCHAR[]) IS NULL
+      OR len(CAST($languages AS VARCHAR[])) = 0
+      OR list_contains(CAST($languages AS VARCHAR[]), p.lang)
+  )
+  AND (
+      CAST($countries AS VARCHAR[]) IS NULL
+      OR len(CAST($countries AS VARCHAR[])) = 0
+      OR list_has_any(p.countries_tags, CAST($countries AS VARCHAR[]))
+  )
+  AND (
+      CAST($min_popularity AS BIGINT) IS NULL
+      OR p.popularity_key >= CAST($min_popularity AS BIGINT)
+  )
+  AND (
+      CAST($codes AS VARCHAR[]) IS NULL
+      OR len(CAST($codes AS VARCHAR[])) = 0
+      OR list_contains(CAST($codes AS VARCHAR[]), CAST(p.code AS VARCHAR))
+  )
