@@ -184,3 +184,20 @@ def test_the_demo_runs_the_one_job_type_that_declares_it(monkeypatch: pytest.Mon
         demo_job_type(several)
     with pytest.raises(DemoJobTypeError, match=r"0 do \(none\) among barcode-check"):
         demo_job_type({"barcode-check": fixture})
+
+
+def test_a_second_cli_cancel_is_never_sent(cli_env: Path) -> None:
+    """``cancel`` twice: the first is sent (or finds the job ended), the second finds it being
+    cancelled or ended and sends nothing; neither re-sends a cancel (cancel_once)."""
+    launched = runner.invoke(app, ["launch", "ingredients-spellcheck", "limit=300"])
+    assert launched.exit_code == 0, launched.output
+    job_id = re.search(r"launched batch job (\S+)", launched.output).group(1)
+    first = runner.invoke(app, ["cancel", job_id])
+    second = runner.invoke(app, ["cancel", job_id])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    said = [first.output, second.output]
+    sent = [o for o in said if f"cancelled {job_id} (was " in o]
+    assert len(sent) <= 1, said
+    assert "nothing to cancel" in second.output or "not sent again" in second.output, said
+    if sent:  # the job was still running: the first one sent it, the sensor records it
+        assert "the sensor records it as CANCELLED" in first.output

@@ -618,3 +618,8 @@ def test_the_import_checks_fail_when_their_figures_disagree(
             (barcode, lang, other),
         )
     assert checks_again(3)["no_duplicate_predictions"] is False
+    # one of the job's stored predictions gone from Robotoff's table (deleted by hand): the
+    # database no longer holds what the import inserted
+    with psycopg.connect(pg_db) as conn:
+        conn.execute("DELETE FROM prediction WHERE id = %s", (other,))
+    assert checks_again(4)["rows_imported_match_output"] is False

@@ -210,7 +210,9 @@ def copy_output(
                 total += n
     except psycopg.Error as exc:
         match = _COPY_LINE.search(str(exc))
-        # a lost connection also names the COPY line it stopped at: an outage, not a bad row
+        # A row the database refuses (its data) names the COPY line; a connection the server
+        # cut meanwhile (OperationalError: an outage, e.g. "terminating connection due to
+        # administrator command") names it too, and is not the row's fault: retried.
         if match and lines and not isinstance(exc, psycopg.OperationalError):
             at = int(match.group(1))
             first, file_index, row = max((e for e in lines if e[0] <= at), default=lines[0])
