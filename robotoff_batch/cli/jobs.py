@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 import yaml
@@ -100,9 +100,24 @@ def launch(
     if outcome.nothing_left:
         say(f"no batch job launched: {outcome.nothing_left}")
         return
-    say(f"launched batch job {outcome.job_id} ({outcome.rows} products){skipped}{cost}")
-    if wait:
-        follow_and_report(ws, outcome.job_id, timeout_s)
+    try:  # from here on the job exists: a Ctrl-C at any point says what happens to it
+        say(f"launched batch job {outcome.job_id} ({outcome.rows} products){skipped}{cost}")
+        if wait:
+            follow_and_report(ws, outcome.job_id, timeout_s)
+    except KeyboardInterrupt:
+        _stopped_waiting(ws, outcome.job_id)
+
+
+def _stopped_waiting(ws: operations.Workspace, job_id: str) -> NoReturn:
+    """Ctrl-C once the job exists: it goes on; say who imports it, exit 130."""
+    from robotoff_batch.cli import operations
+
+    say(
+        f"stopped waiting (Ctrl-C); {job_id} goes on: {operations.who_imports(ws, job_id)}",
+        style="yellow",
+        err=True,
+    )
+    raise typer.Exit(130) from None
 
 
 def follow_and_report(
@@ -126,12 +141,7 @@ def follow_and_report(
     except operations.OperationError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
-        say(
-            f"stopped waiting (Ctrl-C); {launched} goes on: {operations.who_imports(ws, launched)}",
-            style="yellow",
-            err=True,
-        )
-        raise typer.Exit(130) from None
+        _stopped_waiting(ws, launched)
     job_id = outcome.status.job_id
     if job_id != launched:
         say(f"{launched} was replaced by its capacity fallback {job_id}")
