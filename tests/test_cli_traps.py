@@ -395,9 +395,27 @@ def test_a_connection_killed_mid_copy_is_an_outage_not_a_bad_row(pg_db: str) -> 
 # -- Ctrl-C and concurrent first commands -------------------------------------------------------
 
 
+# A command started in the background of a non-interactive shell (CI's, `cmd &`) inherits
+# SIGINT ignored, and an ignored signal stays ignored across exec: the command is started
+# through an exec that first gives SIGINT back its default, as a terminal's Ctrl-C finds it.
+_WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def test_ctrl_c_on_wait_says_who_imports_the_job(cli_env: Path) -> None:
     proc = subprocess.Popen(
-        [str(COMMAND), "launch", JOB_TYPE, "limit=20", "--wait"],
+        [
+            sys.executable,
+            "-c",
+            _WITH_SIGINT,
+            str(COMMAND),
+            "launch",
+            JOB_TYPE,
+            "limit=20",
+            "--wait",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
