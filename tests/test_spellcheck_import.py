@@ -663,3 +663,38 @@ def test_an_automatic_insight_blocks_new_ones_like_an_annotated_one(
     rows = fetch(pg_db, "SELECT id FROM product_insight WHERE barcode = '3000000000006'")
     assert [r["id"] for r in rows] == [uuid.UUID(automatic)]
     assert ("3000000000001", "fr") in got  # the other products get theirs
+
+
+def test_malformed_corrections_json_is_held_back_with_its_file_and_row(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """A corrections value that is not valid jsonb (cut short; a \\u0000 escape, valid JSON
+    but no jsonb) holds back its row, named by file and row with the parser's message; the
+    other rows are imported. Over max_bad_row_fraction the output is refused with that name,
+    not with the database's cast error."""
+    table = output_table(OUTPUT)
+    changed = [r[0] for r in OUTPUT if r[3] is not None and r[3] != r[2]]
+    bad = {changed[0]: '[{"rule": "typo", "confidence": 0.9', changed[1]: '["\\u0000"]'}
+    column = [bad.get(r[0]) for r in OUTPUT]
+    write_job(staging, JOB_A, [table.append_column("corrections", pa.array(column, pa.string()))])
+
+    with pytest.raises(PredictionImportError) as refused:
+        run_import(staging, store, JOB_A)
+    first = [i for i, r in enumerate(OUTPUT) if r[0] in bad][0]
+    assert f"part-00000.parquet row {first}: 'corrections' is not valid JSON" in str(refused.value)
+    assert nothing_written(pg_db)
+
+    outcome = output.import_job_output(
+        engine=SucceededEngine(1),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        max_bad_row_fraction=0.5,
+    )
+    held = store.quarantined_rows(JOB_A)
+    assert {h["code"] for h in held} == set(bad)
+    assert all("is not valid JSON" in h["reason"] for h in held)
+    assert outcome.rows_quarantined == 2
+    stored = {r["barcode"] for r in fetch(pg_db, "SELECT barcode FROM prediction")}
+    assert stored == set(changed) - set(bad)

@@ -126,6 +126,7 @@ def import_steps(
         phase("copy_facts")
         checks.facts(has_deleted="deleted" in spec.facts_schema.names)
     phase("check_facts")
+    checks.json_values()
     select = psycopg.ClientCursor(cur.connection).mogrify(
         spec.predictions_sql.strip().rstrip(";"), {"now": now}
     )

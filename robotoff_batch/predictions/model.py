@@ -99,6 +99,10 @@ class ImportSpec:
     # text, in ``batch_known_text`` so a launch with skip_unchanged leaves them out (issue 22,
     # predictions/known.py). None: nothing recorded.
     known_sql: str | None = None
+    # Output columns holding JSON text that predictions_sql casts to jsonb: a row whose value
+    # is not valid jsonb is held back (quarantined, with its file, row and the parser's
+    # message), never left to fail the cast and refuse the whole output.
+    json_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

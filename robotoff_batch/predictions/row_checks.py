@@ -7,6 +7,8 @@ aggregate each):
 - a product with conflicting rows (the same key, another content) is held back, all its rows;
 - a row whose key is not a product of the job's input is held back; a product the facts read
   at import mark as deleted since the launch is counted, not imported, not held back;
+- a row whose JSON column (``ImportSpec.json_columns``: ingredients-spellcheck's
+  ``corrections``) is not valid jsonb is held back with the parser's message;
 - a prediction row with a null required column or a value over its varchar(n) limit is held
   back (the Arrow-level checks, null or empty key, NUL byte, not UTF-8, are made while the
   output is copied: :func:`arrow_copy.copy_output`).
@@ -149,6 +151,32 @@ class RowChecks:
                 ).format(k=k)
             )
             self.deleted_products = max(cur.rowcount, 0)
+
+    def json_values(self) -> None:
+        """Rows with a JSON column (``ImportSpec.json_columns``) that is not valid jsonb
+        held back, and dropped from ``batch_output`` at once: the prediction view casts the
+        column, and one bad value would make every statement over it fail.
+
+        ``pg_input_is_valid`` (PostgreSQL 16+; Robotoff runs 16.3, docker-compose.yml) tests
+        exactly what the cast accepts (e.g. ``\\u0000`` is valid JSON but not jsonb)."""
+        cur = self.cur
+        for column in self.spec.json_columns:
+            c = sql.Identifier(column)
+            cur.execute(
+                sql.SQL(
+                    "WITH bad AS (INSERT INTO batch_quarantine (_file, _row, code, reason) "
+                    "SELECT o._file, o._row, o.{k}, {name} || ' is not valid JSON: ' || "
+                    "(pg_input_error_info(o.{c}, 'jsonb')).message FROM batch_output o "
+                    "WHERE o.{c} IS NOT NULL AND NOT pg_input_is_valid(o.{c}, 'jsonb') "
+                    "ON CONFLICT DO NOTHING RETURNING _file, _row) "
+                    "DELETE FROM batch_output o USING bad b "
+                    "WHERE o._file = b._file AND o._row = b._row"
+                ).format(
+                    c=c,
+                    k=sql.Identifier(self.spec.key_column),
+                    name=sql.Literal(repr(column)),
+                )
+            )
 
     def predictions(self) -> None:
         """Prediction rows with a null required value or a value too long."""

@@ -131,6 +131,7 @@ IMPORT_SPEC = ImportSpec(
         ]
     ),
     optional=("corrections",),
+    json_columns=("corrections",),
     not_null=("code",),
     unique=("code",),
     key_column="code",
