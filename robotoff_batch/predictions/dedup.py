@@ -121,17 +121,18 @@ def stored_filter(
 
 
 def stored_sql(constants: dict[str, Any]) -> sql.Composed:
-    """The stored predictions of the job's barcodes (its predictions' and its replace
-    scope's) that the rule can touch (the scope columns of ``constants``, from
+    """The stored predictions of the job's barcodes (its replace scope's, which include its
+    predictions') that the rule can touch (the scope columns of ``constants``, from
     :func:`stored_filter`, equal to the job's), read once by the barcode index."""
     return sql.SQL(
         "CREATE TEMP TABLE batch_stored ON COMMIT DROP AS "
         "SELECT p.id, p.barcode, {columns} FROM ("
         # the barcodes alone in this fenced scan (OFFSET 0): the index of the barcode, never
         # another index with the barcodes tested row by row as a filter
+        # (batch_scope holds every prediction's row: ImportSpec.scope_sql; the array's repeats
+        # are dropped by the index scan, so no UNION or DISTINCT pass over a million barcodes)
         "SELECT * FROM prediction "
-        "WHERE barcode = ANY (ARRAY(SELECT barcode FROM batch_scope "
-        "UNION SELECT barcode FROM batch_prediction)) OFFSET 0"
+        "WHERE barcode = ANY (ARRAY(SELECT barcode FROM batch_scope)) OFFSET 0"
         ") AS p WHERE {scope}"
     ).format(
         columns=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in _COLUMNS),

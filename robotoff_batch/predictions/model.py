@@ -86,7 +86,9 @@ class ImportSpec:
     # A SELECT over batch_output giving _file, _row, barcode, type, server_type,
     # source_image, predictor_version for every output row the replace rule applies to (the
     # view ``batch_scope``; the insights are regenerated for its products): the rows that give
-    # no prediction but a verdict (an unchanged text) included. None: the predictions.
+    # no prediction but a verdict (an unchanged text) included, and every row of
+    # predictions_sql (the stored predictions the dedup rule reads are those of the scope's
+    # barcodes). None: the predictions.
     scope_sql: str | None = None
     # True when an output row gives at most one prediction, for the product its unique
     # key_column names: two predictions of the job cannot share Robotoff's key, so that

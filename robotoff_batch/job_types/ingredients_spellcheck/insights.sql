@@ -220,8 +220,9 @@ FROM (
     JOIN batch_product f ON f.code = n.barcode
         AND (n.data ->> 'original') = nullif(f.ingredients_text_lang, '')
         AND n.value_tag = f.lang
-    WHERE (n.data ->> 'original') IS DISTINCT FROM (n.data ->> 'correction')
-        AND NOT EXISTS (SELECT 1 FROM insight_known k WHERE k.barcode = n.barcode)
+    -- (Robotoff's original <> correction rule needs no test here: import.sql's predictions
+    -- are the rows whose correction differs from their text, data's original and correction)
+    WHERE NOT EXISTS (SELECT 1 FROM insight_known k WHERE k.barcode = n.barcode)
     UNION ALL
     SELECT c.barcode, c.value_tag, c.value, c.source_image, c.automatic_processing,
         c.predictor, c.predictor_version, c.confidence, coalesce(p.data, n.data), c.countries,
