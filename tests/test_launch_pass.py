@@ -22,6 +22,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_fact
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.job_types.ingredients_spellcheck.selection import launch_pass
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+from robotoff_batch.predictions.output import dump_modified
 from tests.test_e2e import (
     check_evaluations,
     db_rows,
@@ -60,16 +61,17 @@ def test_one_pass_gives_the_facts_and_lexicon_of_reading_the_dump_for_each(
     dump: Path, tmp_path: Path
 ) -> None:
     done = _pass(dump, tmp_path / "pass", lexicon=True)
-    assert done.rows > 100 and done.facts_source_path is not None
-    # the facts, from the rows the pass kept, are those read from the dump itself
-    from_pass = tmp_path / "from_pass.parquet"
+    assert done.rows > 100 and done.facts_path is not None
+    # the facts, written from the rows the pass kept, are those read from the dump itself,
+    # with the dump's modification time (not that of a file the launch wrote)
     from_dump = tmp_path / "from_dump.parquet"
-    extract_facts(
-        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
-    )
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
-    assert pq.read_table(from_pass).num_rows == done.rows
-    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    assert pq.read_table(done.facts_path).num_rows == done.rows
+    assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
+    assert pq.read_schema(done.facts_path).metadata == pq.read_schema(from_dump).metadata
+    assert dump_modified(str(dump)).isoformat().encode() in pq.read_schema(  # type: ignore[union-attr]
+        done.facts_path
+    ).metadata.values()
     # ... and so is the lexicon, counted in the same pass
     assert done.lexicon is not None
     assert done.lexicon.equals(build_lexicon(duckdb.connect(), str(dump)))
@@ -249,14 +251,11 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     done = _pass(dump, tmp_path / "pass", limit=LIMIT)
     codes = pq.read_table(done.input_path).column("code").to_pylist()
     assert empty not in codes and nul_lang in codes and nul_entry in codes
-    from_pass = tmp_path / "from_pass.parquet"
+    assert done.facts_path is not None
     from_dump = tmp_path / "from_dump.parquet"
-    extract_facts(
-        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
-    )
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
-    facts = {r["code"]: r for r in pq.read_table(from_pass).to_pylist()}
+    facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}
     assert facts[nul_lang]["ingredients_text_lang"] is None  # as read from the dump at import
     assert facts[nul_entry]["ingredients_text_lang"] is None
-    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
     assert done.counts["nul_cleaned"] == 1  # the lang's NUL (the emptied text is not staged)
