@@ -259,3 +259,82 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     assert facts[nul_entry]["ingredients_text_lang"] is None
     assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
     assert done.counts["nul_cleaned"] == 1  # the lang's NUL (the emptied text is not staged)
+
+
+def test_the_fast_text_macros_give_the_filtered_lists_entry() -> None:
+    """language_text (selection.sql) and plain_ingredients_text (facts.sql) try the first two
+    entries before filtering the list: on entries in any order, NULL entries and texts, marked
+    entries first, a language holding a NUL, they give what the filter alone gives."""
+    from robotoff_batch.extraction import PG_TEXT_MACROS
+    from robotoff_batch.job_types.ingredients_spellcheck.imports import PLAIN_TEXT_MACRO_SQL
+    from robotoff_batch.job_types.ingredients_spellcheck.selection import _statements
+
+    span = '<span class="allergen">milk</span>'
+    entries: list[Any] = [
+        {"lang": "main", "text": "a"},
+        {"lang": "fr", "text": "b"},
+        {"lang": "fr", "text": f"{span} c"},
+        {"lang": "en", "text": None},
+        None,
+        {"lang": None, "text": "d"},
+        {"lang": "f\x00r", "text": "e"},
+        {"lang": "en", "text": "f"},
+    ]
+    cases: list[Any] = [None, []]
+    for n in range(len(entries)):  # every rotation, and its reverse, of every prefix
+        for k in range(n + 1):
+            rotated = entries[k : n + 1] + entries[:k]
+            cases += [rotated, rotated[::-1]]
+    con = duckdb.connect()
+    for macro in PG_TEXT_MACROS:
+        con.execute(macro)
+    con.execute(PLAIN_TEXT_MACRO_SQL)
+    con.execute(_statements()["text_macro"])
+    con.execute("CREATE TABLE t (texts STRUCT(lang VARCHAR, text VARCHAR)[], language VARCHAR)")
+    for texts in cases:
+        for language in ("main", "fr", "en", "f\x00r", None):
+            con.execute("INSERT INTO t VALUES (?, ?)", [texts, language])
+    mismatches = con.sql(
+        f"""SELECT texts, language FROM t
+        WHERE language_text(texts, language) IS DISTINCT FROM
+            list_filter(texts, lambda x: x.lang = language)[1].text
+        OR plain_ingredients_text(texts, language) IS DISTINCT FROM
+            list_filter(texts, lambda x: x.lang = language
+                AND NOT contains(x.text, '<span class="allergen">'))[1].text"""
+    ).fetchall()
+    assert con.sql("SELECT count(*) FROM t").fetchall()[0][0] > 300
+    assert mismatches == []
+
+
+def test_nul_cleaned_counts_the_staged_texts_only(tmp_path: Path) -> None:
+    """A NUL in the product language's allergen-marked ingredients text (an entry neither file
+    stages: the facts hold the plain one) is no staged text cleaned; one in the plain text is."""
+    top = _pass(SAMPLE, tmp_path / "clean", limit=LIMIT)
+    selected = pq.read_table(top.input_path).to_pylist()
+    by_code = {r["code"]: r for r in pq.read_table(SAMPLE).to_pylist()}
+    marked, plain = [
+        r["code"]
+        for r in selected
+        if any(
+            e["lang"] == r["lang"] and "<span" not in e["text"]
+            for e in by_code[r["code"]]["ingredients_text"]
+        )
+    ][:2]
+    row = by_code[marked]
+    row["ingredients_text"] = [
+        *row["ingredients_text"],
+        {"lang": row["lang"], "text": '<span class="allergen">lait\x00</span>'},
+    ]
+    row = by_code[plain]
+    row["ingredients_text"] = [
+        {**e, "text": e["text"] + "\x00"} if e["lang"] == row["lang"] else e
+        for e in row["ingredients_text"]
+    ]
+    dump = tmp_path / "nul.parquet"
+    pq.write_table(pa.Table.from_pylist(list(by_code.values()), schema=pq.read_schema(SAMPLE)), dump)
+    done = _pass(dump, tmp_path / "pass", limit=LIMIT)
+    assert pq.read_table(done.input_path).column("code").to_pylist() == [r["code"] for r in selected]
+    assert done.counts["nul_cleaned"] == 1
+    assert done.facts_path is not None
+    facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}
+    assert "\x00" not in facts[plain]["ingredients_text_lang"]
