@@ -338,3 +338,18 @@ def test_nul_cleaned_counts_the_staged_texts_only(tmp_path: Path) -> None:
     assert done.facts_path is not None
     facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}
     assert "\x00" not in facts[plain]["ingredients_text_lang"]
+
+
+def test_a_code_of_unicode_spaces_is_invalid(tmp_path: Path) -> None:
+    """The pass's code check (a printable ASCII first character skips the trim) is the rule
+    `trim(code) <> ''` and no NUL: DuckDB's trim removes Unicode spaces too."""
+    table = pq.read_table(SAMPLE)
+    rows = table.to_pylist()[:50]
+    codes = ["\u00a0", "\u3000 \u00a0", " 7", "\t7", "7\u00a0", "\u00a07"]
+    extra = [{**rows[i], "code": code} for i, code in enumerate(codes)]
+    dump = tmp_path / "codes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows + extra, schema=table.schema), dump)
+    done = _pass(dump, tmp_path / "pass")
+    assert done.counts["invalid_code_rows"] == 2
+    staged = set(pq.read_table(done.input_path).column("code").to_pylist())
+    assert not staged & {"\u00a0", "\u3000 \u00a0"}

@@ -48,8 +48,12 @@ FROM ({scan}) AS p
 SELECT
     p.file_row_number AS dump_row,
     CAST(p.code AS VARCHAR) AS code,
-    coalesce(p.code IS NOT NULL AND trim(p.code) <> '' AND NOT has_nul(p.code), false)
-        AS valid_code,
+    -- a code starting with a printable ASCII character is not empty once trimmed: only the
+    -- others (rare) pay the trim (~0.06 s of CPU on 1M rows)
+    CASE
+        WHEN ascii(p.code) BETWEEN 33 AND 126 THEN NOT has_nul(p.code)
+        ELSE coalesce(p.code IS NOT NULL AND trim(p.code) <> '' AND NOT has_nul(p.code), false)
+    END AS valid_code,
     {last_modified_t} AS last_modified_t,
     {lexicon_scan}
 FROM read_parquet($dump_path, file_row_number = true) AS p
