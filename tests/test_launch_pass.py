@@ -233,7 +233,8 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     by_code = {r["code"]: r for r in pq.read_table(SAMPLE).to_pylist()}
     with_lang = [r["code"] for r in selected if by_code[r["code"]]["lang"] in ("fr", "en")]
     nul_lang, nul_entry, empty = with_lang[0], with_lang[1], selected[2]["code"]
-    assert len({nul_lang, nul_entry, empty}) == 3
+    spaces = next(r["code"] for r in selected[3:] if r["code"] not in (nul_lang, nul_entry))
+    assert len({nul_lang, nul_entry, empty, spaces}) == 4
     row = by_code[nul_lang]
     row["lang"] = row["lang"][0] + "\x00" + row["lang"][1:]  # "f\x00r": the texts are "fr"
     row = by_code[nul_entry]
@@ -245,12 +246,18 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     row["ingredients_text"] = [
         {**e, "text": " \x00 \x00"} if e["lang"] == "main" else e for e in row["ingredients_text"]
     ]
+    row = by_code[spaces]  # Unicode spaces (DuckDB's trim removes them) and a NUL: empty
+    row["ingredients_text"] = [
+        {**e, "text": "\u3000\x00\u00a0"} if e["lang"] == "main" else e
+        for e in row["ingredients_text"]
+    ]
     dump = tmp_path / "nul.parquet"
     schema = pq.read_schema(SAMPLE)
     pq.write_table(pa.Table.from_pylist(list(by_code.values()), schema=schema), dump)
     done = _pass(dump, tmp_path / "pass", limit=LIMIT)
     codes = pq.read_table(done.input_path).column("code").to_pylist()
-    assert empty not in codes and nul_lang in codes and nul_entry in codes
+    assert empty not in codes and spaces not in codes
+    assert nul_lang in codes and nul_entry in codes
     assert done.facts_path is not None
     from_dump = tmp_path / "from_dump.parquet"
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)

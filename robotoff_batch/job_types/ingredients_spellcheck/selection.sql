@@ -79,7 +79,8 @@ QUALIFY row_number() OVER (
 -- removed (and counted) from the chosen rows only, after the top-N: cleaning every candidate
 -- row's texts cost more than the rest of the statement. The filter on the text holds on the
 -- cleaned text (a text of NULs and spaces only is empty): `trim(pg_text(t)) <> ''` is
--- Robotoff's `t IS NOT NULL AND trim(t) <> ''` when t holds no NUL, and implies it when it does.
+-- Robotoff's `t IS NOT NULL AND trim(t) <> ''` when t holds no NUL, and implies it when it does
+-- (DuckDB's trim removes Unicode spaces too: U+00A0, U+3000).
 -- What it costs (benchmarks/results/launch.md): every expression of a candidate row runs on
 -- ~410k rows of the 1M dump, and the filter's, pushed into the scan's, once per use. So the
 -- cheap fraction filter comes first, each text is one entry read (language_text, the first
@@ -113,7 +114,10 @@ FROM (
     )
     WHERE fraction > CAST($min_fraction AS DOUBLE)
       AND fraction <= CAST($max_fraction AS DOUBLE)
-      AND trim(pg_text(raw_text)) <> ''
+      AND CASE  -- a printable ASCII first character stays once cleaned and trimmed
+          WHEN ascii(raw_text) BETWEEN 33 AND 126 THEN true
+          ELSE trim(pg_text(raw_text)) <> ''
+      END
       AND {unchanged_filter} -- skip_unchanged: known.sql's anti-join; else true
     ORDER BY popularity_key DESC NULLS LAST, code
     LIMIT {top_n}
