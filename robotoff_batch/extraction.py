@@ -315,9 +315,7 @@ def connect(
         shutil.rmtree(spill_dir, ignore_errors=True)
 
 
-def conform(
-    data: pa.RecordBatch | pa.Table, schema: pa.Schema
-) -> pa.RecordBatch | pa.Table:
+def conform(data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
     """``data`` as ``schema``: its columns relabelled when their types already are the
     schema's (what DuckDB's result usually is: no cast, and no import of pyarrow.compute, which
     a cast needs and which costs a fresh launch process ~0.15 s of CPU), else cast. A NULL in a

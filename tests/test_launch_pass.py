@@ -22,7 +22,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_fact
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.job_types.ingredients_spellcheck.selection import launch_pass
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
-from robotoff_batch.predictions.output import dump_modified
+from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 from tests.test_e2e import (
     check_evaluations,
     db_rows,
@@ -68,10 +68,11 @@ def test_one_pass_gives_the_facts_and_lexicon_of_reading_the_dump_for_each(
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
     assert pq.read_table(done.facts_path).num_rows == done.rows
     assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
-    assert pq.read_schema(done.facts_path).metadata == pq.read_schema(from_dump).metadata
-    assert dump_modified(str(dump)).isoformat().encode() in pq.read_schema(  # type: ignore[union-attr]
-        done.facts_path
-    ).metadata.values()
+    modified = dump_modified(str(dump))
+    assert modified is not None
+    metadata = pq.read_schema(done.facts_path).metadata or {}
+    assert metadata[DUMP_MODIFIED_KEY] == modified.isoformat().encode()
+    assert pq.read_schema(from_dump).metadata == metadata
     # ... and so is the lexicon, counted in the same pass
     assert done.lexicon is not None
     assert done.lexicon.equals(build_lexicon(duckdb.connect(), str(dump)))
@@ -302,7 +303,7 @@ def test_the_fast_text_macros_give_the_filtered_lists_entry() -> None:
         for language in ("main", "fr", "en", "f\x00r", None):
             con.execute("INSERT INTO t VALUES (?, ?)", [texts, language])
     mismatches = con.sql(
-        f"""SELECT texts, language FROM t
+        """SELECT texts, language FROM t
         WHERE language_text(texts, language) IS DISTINCT FROM
             list_filter(texts, lambda x: x.lang = language)[1].text
         OR plain_ingredients_text(texts, language) IS DISTINCT FROM
@@ -338,9 +339,13 @@ def test_nul_cleaned_counts_the_staged_texts_only(tmp_path: Path) -> None:
         for e in row["ingredients_text"]
     ]
     dump = tmp_path / "nul.parquet"
-    pq.write_table(pa.Table.from_pylist(list(by_code.values()), schema=pq.read_schema(SAMPLE)), dump)
+    pq.write_table(
+        pa.Table.from_pylist(list(by_code.values()), schema=pq.read_schema(SAMPLE)), dump
+    )
     done = _pass(dump, tmp_path / "pass", limit=LIMIT)
-    assert pq.read_table(done.input_path).column("code").to_pylist() == [r["code"] for r in selected]
+    assert pq.read_table(done.input_path).column("code").to_pylist() == [
+        r["code"] for r in selected
+    ]
     assert done.counts["nul_cleaned"] == 1
     assert done.facts_path is not None
     facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}

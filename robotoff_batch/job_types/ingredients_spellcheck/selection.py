@@ -114,8 +114,6 @@ class LaunchPass:
         return {f"dump_{k}" if not k.startswith("dump") else k: self.counts[k] for k in keys}
 
 
-
-
 def _carried(column: str) -> str:
     return f"{_CARRIED.get(column, f'p.{column}')} AS f_{column}"
 
