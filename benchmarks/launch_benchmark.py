@@ -1,7 +1,10 @@
 """Benchmark the ingredients-spellcheck launch step against the bare DuckDB selection, side by side.
 
-On a generated OFF dump (``generate_dump.py``; 1M rows by default), each case runs in a fresh
-subprocess (its own peak RSS, VmHWM) and repeats ``--repeat`` times (median):
+On a generated OFF dump (``generate_dump.py``; 1M rows by default), each run is a fresh
+subprocess (its own peak RSS, VmHWM; a case's peak is the greatest of its runs'), in
+``--repeat`` rounds that run every case once (median of its runs; ``--no-interleave``: a
+case's runs in one process, case after case), so that the load of a shared machine hits every
+case alike:
 
 - ``bare-selection``: Robotoff's selection query alone (``BARE_SELECTION_SQL``, the query as
   Robotoff writes it, no dedup, no cleaning), DuckDB straight to Parquet: the floor;
@@ -15,8 +18,9 @@ subprocess (its own peak RSS, VmHWM) and repeats ``--repeat`` times (median):
 - ``launch-cpu-cached``: the CPU engine with the lexicon already cached for the dump.
 
 ``--code DIR`` runs the launch cases with another checkout's ``robotoff_batch`` (e.g. the code
-before this change, ``git archive <commit> robotoff_batch | tar -x -C DIR``), labelled
-``--label``; the bare selection is the same in both. Writes ``results/launch.json`` and
+before this change, ``git worktree add DIR <commit>``), labelled ``--label``; ``--before DIR``
+runs them beside this code's, in the same rounds (``--before-repeat`` runs each); the bare
+selection is the same in both. Writes ``results/launch.json`` and
 ``results/launch.md`` (``--name``).
 
     .venv/bin/python benchmarks/launch_benchmark.py --size 1_000_000
@@ -172,6 +176,8 @@ def worker(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(dir=args.tmp_dir) as tmp:
         home = Path(tmp) / "home"
         if args.case == "launch-cpu-cached":  # the lexicon cached beforehand, not timed
+            if args.home is not None:  # shared by the runs of an interleaved benchmark
+                home = args.home
             os.environ["ROBOTOFF_BATCH_HOME"] = str(home)
             _one("launch-cpu-new-dump", str(args.dump), args.limit, Path(tmp), args.memory_limit)
         for i in range(args.repeat):
@@ -184,7 +190,9 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_case(args: argparse.Namespace, dump: Path, case: str, code: Path | None) -> dict:
+def run_case(
+    args: argparse.Namespace, dump: Path, case: str, code: Path | None, home: Path | None = None
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -204,6 +212,8 @@ def run_case(args: argparse.Namespace, dump: Path, case: str, code: Path | None)
         cmd += ["--tmp-dir", str(args.tmp_dir)]
     if code is not None:
         cmd += ["--code", str(code)]
+    if home is not None:
+        cmd += ["--home", str(home)]
     return run_worker(cmd)
 
 
@@ -211,14 +221,18 @@ def to_markdown(report: dict) -> str:
     env = report["environment"]
     floor = next(r for r in report["results"] if r["case"] == "bare-selection")["median_s"]
     table = [
-        "| code | case | products | median s | runs s | × bare selection | CPU s | peak RSS |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
+        "| code | case | products | median s | runs s | × bare selection | CPU s "
+        "| × bare, same round: wall / CPU | peak RSS |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         runs = ", ".join(f"{s:.2f}" for s in r["seconds"])
+        paired = (
+            f"{r['paired_ratio']:.2f} / {r['paired_cpu_ratio']:.2f}" if "paired_ratio" in r else ""
+        )
         table.append(
             f"| {r['code']} | {r['case']} | {r['rows']:,} | {r['median_s']:.2f} | {runs} "
-            f"| {r['median_s'] / floor:.2f} | {r.get('cpu_s', 0.0):.2f} "
+            f"| {r['median_s'] / floor:.2f} | {r.get('cpu_s', 0.0):.2f} | {paired} "
             f"| {mib(r['peak_rss_bytes'])} |"
         )
     return markdown_report(
@@ -228,8 +242,15 @@ def to_markdown(report: dict) -> str:
             f"benchmarks/generate_dump.py seed {env['seed']}), limit {env['limit']:,}, "
             f"DuckDB memory_limit {env['memory_limit']}, load average at start "
             f"{env['load_average']}, at the end {env.get('load_average_end', '?')}. "
-            "One fresh process per case, cases in this order, "
-            f"{env['repeat']} runs each (median). Data: Open Food Facts contributors, ODbL 1.0.",
+            + (
+                f"One fresh process per run, {env['repeat']} rounds of the cases in this order "
+                "(each round runs every case once, so a change of load hits every case alike), "
+                "median of the runs."
+                if env.get("interleave")
+                else "One fresh process per case, cases in this order, "
+                f"{env['repeat']} runs each (median)."
+            )
+            + " Data: Open Food Facts contributors, ODbL 1.0.",
             "launch = the job type's extraction (selection + facts [+ lexicon]) and the staging "
             "of its files (file://); bare selection = Robotoff's query alone to Parquet. "
             "launch-cpu-new-dump counts the CPU engine's lexicon (a fresh cache each run).",
@@ -251,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="this branch")
     parser.add_argument("--before", type=Path, default=None, help="code to run beside, 'before'")
     parser.add_argument("--before-repeat", type=int, default=1)
+    parser.add_argument(
+        "--no-interleave",
+        dest="interleave",
+        action="store_false",
+        help="run each case's repeats in one process, case after case (default: rounds of one "
+        "fresh process per case, so the load of a shared machine hits every case alike)",
+    )
     parser.add_argument("--dumps-dir", type=Path, default=None)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="launch")
@@ -258,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -290,12 +319,28 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((args.label, args.code, case, args.repeat))
         if args.before is not None and not case.startswith("bare-selection"):
             plan.append(("before", args.before, case, args.before_repeat))
-    for label, code, case, repeat in plan:
-        logger.info("%s: %s (%d runs)", label, case, repeat)
-        saved = args.repeat
-        args.repeat = repeat
-        figures = run_case(args, dump, case, code)
-        args.repeat = saved
+    collected: dict[int, dict[str, Any]] = {}
+    saved = args.repeat
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir) as homes:
+        if args.interleave:  # rounds: every case once per round, each run a fresh process
+            for round_ in range(max(repeat for *_, repeat in plan)):
+                for i, (label, code, case, repeat) in enumerate(plan):
+                    if round_ >= repeat:
+                        continue
+                    logger.info("round %d: %s: %s", round_ + 1, label, case)
+                    args.repeat = 1
+                    figures = run_case(args, dump, case, code, Path(homes) / str(i))
+                    got = collected.setdefault(i, {"runs": [], "peak_rss_bytes": 0})
+                    got["runs"] += figures["runs"]
+                    got["peak_rss_bytes"] = max(got["peak_rss_bytes"], figures["peak_rss_bytes"])
+        else:
+            for i, (label, code, case, repeat) in enumerate(plan):
+                logger.info("%s: %s (%d runs)", label, case, repeat)
+                args.repeat = repeat
+                collected[i] = run_case(args, dump, case, code)
+    args.repeat = saved
+    for i, (label, _code, case, _repeat) in enumerate(plan):
+        figures = collected[i]
         seconds = [float(r["seconds"]) for r in figures["runs"]]
         row = {
             "code": label,
@@ -306,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "extract_s": [r.get("extract_s") for r in figures["runs"]],
             "cpu_s": statistics.median(float(r.get("cpu_s", 0.0)) for r in figures["runs"]),
             "metadata": figures["runs"][0].get("metadata", {}),
+            "cpu_runs": [float(r.get("cpu_s", 0.0)) for r in figures["runs"]],
             "peak_rss_bytes": figures["peak_rss_bytes"],
         }
         logger.info(
@@ -326,10 +372,20 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         memory_limit=args.memory_limit,
         repeat=args.repeat,
+        interleave=args.interleave,
         load_average=" ".join(f"{x:.2f}" for x in load),
         load_average_end=" ".join(f"{x:.2f}" for x in os.getloadavg()),
     )
-    floor = next((r["median_s"] for r in results if r["case"] == "bare-selection"), None)
+    bare = next((r for r in results if r["case"] == "bare-selection"), None)
+    if bare is not None and args.interleave:  # each run against the bare run of its round
+        for r in results:
+            r["paired_ratio"] = statistics.median(
+                s / b for s, b in zip(r["seconds"], bare["seconds"], strict=False)
+            )
+            r["paired_cpu_ratio"] = statistics.median(
+                c / b for c, b in zip(r["cpu_runs"], bare["cpu_runs"], strict=False) if b
+            )
+    floor = bare["median_s"] if bare is not None else None
     if floor:
         env["ratios"] = {
             f"{r['code']}: {r['case']}": round(r["median_s"] / floor, 3)

@@ -22,6 +22,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import extract_fact
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
 from robotoff_batch.job_types.ingredients_spellcheck.selection import launch_pass
 from robotoff_batch.paths import JOB_CONFIGS_DIR, SAMPLE_DATA_DIR
+from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 from tests.test_e2e import (
     check_evaluations,
     db_rows,
@@ -60,16 +61,18 @@ def test_one_pass_gives_the_facts_and_lexicon_of_reading_the_dump_for_each(
     dump: Path, tmp_path: Path
 ) -> None:
     done = _pass(dump, tmp_path / "pass", lexicon=True)
-    assert done.rows > 100 and done.facts_source_path is not None
-    # the facts, from the rows the pass kept, are those read from the dump itself
-    from_pass = tmp_path / "from_pass.parquet"
+    assert done.rows > 100 and done.facts_path is not None
+    # the facts, written from the rows the pass kept, are those read from the dump itself,
+    # with the dump's modification time (not that of a file the launch wrote)
     from_dump = tmp_path / "from_dump.parquet"
-    extract_facts(
-        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
-    )
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
-    assert pq.read_table(from_pass).num_rows == done.rows
-    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    assert pq.read_table(done.facts_path).num_rows == done.rows
+    assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
+    modified = dump_modified(str(dump))
+    assert modified is not None
+    metadata = pq.read_schema(done.facts_path).metadata or {}
+    assert metadata[DUMP_MODIFIED_KEY] == modified.isoformat().encode()
+    assert pq.read_schema(from_dump).metadata == metadata
     # ... and so is the lexicon, counted in the same pass
     assert done.lexicon is not None
     assert done.lexicon.equals(build_lexicon(duckdb.connect(), str(dump)))
@@ -231,7 +234,8 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     by_code = {r["code"]: r for r in pq.read_table(SAMPLE).to_pylist()}
     with_lang = [r["code"] for r in selected if by_code[r["code"]]["lang"] in ("fr", "en")]
     nul_lang, nul_entry, empty = with_lang[0], with_lang[1], selected[2]["code"]
-    assert len({nul_lang, nul_entry, empty}) == 3
+    spaces = next(r["code"] for r in selected[3:] if r["code"] not in (nul_lang, nul_entry))
+    assert len({nul_lang, nul_entry, empty, spaces}) == 4
     row = by_code[nul_lang]
     row["lang"] = row["lang"][0] + "\x00" + row["lang"][1:]  # "f\x00r": the texts are "fr"
     row = by_code[nul_entry]
@@ -243,20 +247,121 @@ def test_nul_in_a_language_or_a_text_is_judged_after_cleaning(tmp_path: Path) ->
     row["ingredients_text"] = [
         {**e, "text": " \x00 \x00"} if e["lang"] == "main" else e for e in row["ingredients_text"]
     ]
+    row = by_code[spaces]  # Unicode spaces (DuckDB's trim removes them) and a NUL: empty
+    row["ingredients_text"] = [
+        {**e, "text": "\u3000\x00\u00a0"} if e["lang"] == "main" else e
+        for e in row["ingredients_text"]
+    ]
     dump = tmp_path / "nul.parquet"
     schema = pq.read_schema(SAMPLE)
     pq.write_table(pa.Table.from_pylist(list(by_code.values()), schema=schema), dump)
     done = _pass(dump, tmp_path / "pass", limit=LIMIT)
     codes = pq.read_table(done.input_path).column("code").to_pylist()
-    assert empty not in codes and nul_lang in codes and nul_entry in codes
-    from_pass = tmp_path / "from_pass.parquet"
+    assert empty not in codes and spaces not in codes
+    assert nul_lang in codes and nul_entry in codes
+    assert done.facts_path is not None
     from_dump = tmp_path / "from_dump.parquet"
-    extract_facts(
-        dump_path=str(done.facts_source_path), input_path=done.input_path, output_path=from_pass
-    )
     extract_facts(dump_path=str(dump), input_path=done.input_path, output_path=from_dump)
-    facts = {r["code"]: r for r in pq.read_table(from_pass).to_pylist()}
+    facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}
     assert facts[nul_lang]["ingredients_text_lang"] is None  # as read from the dump at import
     assert facts[nul_entry]["ingredients_text_lang"] is None
-    assert pq.read_table(from_pass).equals(pq.read_table(from_dump))
+    assert pq.read_table(done.facts_path).equals(pq.read_table(from_dump))
     assert done.counts["nul_cleaned"] == 1  # the lang's NUL (the emptied text is not staged)
+
+
+def test_the_fast_text_macros_give_the_filtered_lists_entry() -> None:
+    """language_text (selection.sql) and plain_ingredients_text (facts.sql) try the first two
+    entries before filtering the list: on entries in any order, NULL entries and texts, marked
+    entries first, a language holding a NUL, they give what the filter alone gives."""
+    from robotoff_batch.extraction import PG_TEXT_MACROS
+    from robotoff_batch.job_types.ingredients_spellcheck.imports import PLAIN_TEXT_MACRO_SQL
+    from robotoff_batch.job_types.ingredients_spellcheck.selection import _statements
+
+    span = '<span class="allergen">milk</span>'
+    entries: list[Any] = [
+        {"lang": "main", "text": "a"},
+        {"lang": "fr", "text": "b"},
+        {"lang": "fr", "text": f"{span} c"},
+        {"lang": "en", "text": None},
+        None,
+        {"lang": None, "text": "d"},
+        {"lang": "f\x00r", "text": "e"},
+        {"lang": "en", "text": "f"},
+    ]
+    cases: list[Any] = [None, []]
+    for n in range(len(entries)):  # every rotation, and its reverse, of every prefix
+        for k in range(n + 1):
+            rotated = entries[k : n + 1] + entries[:k]
+            cases += [rotated, rotated[::-1]]
+    con = duckdb.connect()
+    for macro in PG_TEXT_MACROS:
+        con.execute(macro)
+    con.execute(PLAIN_TEXT_MACRO_SQL)
+    con.execute(_statements()["text_macro"])
+    con.execute("CREATE TABLE t (texts STRUCT(lang VARCHAR, text VARCHAR)[], language VARCHAR)")
+    for texts in cases:
+        for language in ("main", "fr", "en", "f\x00r", None):
+            con.execute("INSERT INTO t VALUES (?, ?)", [texts, language])
+    mismatches = con.sql(
+        """SELECT texts, language FROM t
+        WHERE language_text(texts, language) IS DISTINCT FROM
+            list_filter(texts, lambda x: x.lang = language)[1].text
+        OR plain_ingredients_text(texts, language) IS DISTINCT FROM
+            list_filter(texts, lambda x: x.lang = language
+                AND NOT contains(x.text, '<span class="allergen">'))[1].text"""
+    ).fetchall()
+    assert con.sql("SELECT count(*) FROM t").fetchall()[0][0] > 300
+    assert mismatches == []
+
+
+def test_nul_cleaned_counts_the_staged_texts_only(tmp_path: Path) -> None:
+    """A NUL in the product language's allergen-marked ingredients text (an entry neither file
+    stages: the facts hold the plain one) is no staged text cleaned; one in the plain text is."""
+    top = _pass(SAMPLE, tmp_path / "clean", limit=LIMIT)
+    selected = pq.read_table(top.input_path).to_pylist()
+    by_code = {r["code"]: r for r in pq.read_table(SAMPLE).to_pylist()}
+    marked, plain = [
+        r["code"]
+        for r in selected
+        if any(
+            e["lang"] == r["lang"] and "<span" not in e["text"]
+            for e in by_code[r["code"]]["ingredients_text"]
+        )
+    ][:2]
+    row = by_code[marked]
+    row["ingredients_text"] = [
+        *row["ingredients_text"],
+        {"lang": row["lang"], "text": '<span class="allergen">lait\x00</span>'},
+    ]
+    row = by_code[plain]
+    row["ingredients_text"] = [
+        {**e, "text": e["text"] + "\x00"} if e["lang"] == row["lang"] else e
+        for e in row["ingredients_text"]
+    ]
+    dump = tmp_path / "nul.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(list(by_code.values()), schema=pq.read_schema(SAMPLE)), dump
+    )
+    done = _pass(dump, tmp_path / "pass", limit=LIMIT)
+    assert pq.read_table(done.input_path).column("code").to_pylist() == [
+        r["code"] for r in selected
+    ]
+    assert done.counts["nul_cleaned"] == 1
+    assert done.facts_path is not None
+    facts = {r["code"]: r for r in pq.read_table(done.facts_path).to_pylist()}
+    assert "\x00" not in facts[plain]["ingredients_text_lang"]
+
+
+def test_a_code_of_unicode_spaces_is_invalid(tmp_path: Path) -> None:
+    """The pass's code check (a printable ASCII first character skips the trim) is the rule
+    `trim(code) <> ''` and no NUL: DuckDB's trim removes Unicode spaces too."""
+    table = pq.read_table(SAMPLE)
+    rows = table.to_pylist()[:50]
+    codes = ["\u00a0", "\u3000 \u00a0", " 7", "\t7", "7\u00a0", "\u00a07"]
+    extra = [{**rows[i], "code": code} for i, code in enumerate(codes)]
+    dump = tmp_path / "codes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows + extra, schema=table.schema), dump)
+    done = _pass(dump, tmp_path / "pass")
+    assert done.counts["invalid_code_rows"] == 2
+    staged = set(pq.read_table(done.input_path).column("code").to_pylist())
+    assert not staged & {"\u00a0", "\u3000 \u00a0"}

@@ -4,14 +4,14 @@ container's output into Robotoff predictions (``import.sql``) and insights (``in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robotoff_batch.extraction import PG_TEXT_MACROS
+from robotoff_batch.extraction import PG_TEXT_MACROS, conform
 from robotoff_batch.predictions.model import ImportSpec, named_statements
 from robotoff_batch.predictions.output import DUMP_MODIFIED_KEY, dump_modified
 
@@ -50,16 +50,17 @@ FACTS_SCHEMA = pa.schema(
 IMPORT_FACTS_SCHEMA = FACTS_SCHEMA.append(pa.field("deleted", pa.bool_()))
 
 
-def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> str:
-    """facts.sql's statement ``name`` for this dump's columns (NULL for those it lacks)."""
-    present = {
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
-            {"p": dump_path},
-        ).fetchall()
-    }
+def fact_columns_sql(
+    present: Collection[str],
+    *,
+    ingredients_text_lang: str = "plain_ingredients_text(p.ingredients_text, p.lang)",
+) -> str:
+    """facts.sql's ``fact_columns`` (the facts of a row ``p``) for a dump with the columns
+    ``present`` (NULL for those it lacks). ``ingredients_text_lang``: the raw plain text of the
+    row (default: computed from the dump row; the launch's pass gives the one its selection
+    computed with the same macro)."""
     fragments = {
+        "ingredients_text_lang": ingredients_text_lang,
         "brands": (
             "CAST(to_json(list_transform(coalesce(p.brands_tags, CAST([] AS VARCHAR[])),"
             " lambda t: pg_text(t))) AS VARCHAR)"
@@ -71,33 +72,52 @@ def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> s
             if "unique_scans_n" in present
             else "CAST(NULL AS BIGINT)"
         ),
-        "recency": (
-            "p.last_modified_t" if "last_modified_t" in present else "CAST(NULL AS BIGINT)"
-        ),
     }
+    return _statement(_FACTS_SQL_PATH, "fact_columns").format(**fragments)
+
+
+def _facts_query(con: duckdb.DuckDBPyConnection, dump_path: str, name: str) -> str:
+    """facts.sql's statement ``name`` for this dump's columns (NULL for those it lacks)."""
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet($p))",
+            {"p": dump_path},
+        ).fetchall()
+    }
+    recency = "p.last_modified_t" if "last_modified_t" in present else "CAST(NULL AS BIGINT)"
     con.execute("SET enable_progress_bar = false")
     for macro in PG_TEXT_MACROS:  # pg_text: the one NUL rule of every staged text
         con.execute(macro)
     con.execute(PLAIN_TEXT_MACRO_SQL)
-    columns = _statement(_FACTS_SQL_PATH, "fact_columns").format(**fragments)
-    return _statement(_FACTS_SQL_PATH, name).format(fact_columns=columns)
+    return _statement(_FACTS_SQL_PATH, name).format(
+        fact_columns=fact_columns_sql(present),
+        copy_number=_statement(_FACTS_SQL_PATH, "copy_number").format(recency=recency),
+    )
 
 
-def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
-    """Write the facts of the input's products that the insight rules read (lang, the
-    plain ingredients text in that lang, countries, brands, unique scans) from the same dump;
-    the dump's modification time goes into the file's metadata."""
-    with duckdb.connect() as con:
-        query = _facts_query(con, dump_path, "facts")
-        table = con.sql(
-            query, params={"dump_path": dump_path, "input_path": str(input_path)}
-        ).to_arrow_table()
-    table = table.cast(FACTS_SCHEMA)
+def write_facts(table: pa.Table, *, dump_path: str, output_path: Path) -> int:
+    """Write the facts ``table`` (facts.sql's columns) as :data:`FACTS_SCHEMA`, with the
+    modification time of the dump they were read from in the file's metadata."""
+    table = conform(table, FACTS_SCHEMA)
     modified = dump_modified(dump_path)
     if modified is not None:
         table = table.replace_schema_metadata({DUMP_MODIFIED_KEY: modified.isoformat()})
     pq.write_table(table, output_path, row_group_size=16_384)  # the import reads one at a time
     return table.num_rows
+
+
+def extract_facts(*, dump_path: str, input_path: Path, output_path: Path) -> int:
+    """Write the facts of the input's products that the insight rules read (lang, the
+    plain ingredients text in that lang, countries, brands, unique scans) from the same dump;
+    the dump's modification time goes into the file's metadata. (A launch writes them from its
+    own pass, selection.py: the same columns, compared in tests/test_launch_pass.py.)"""
+    with duckdb.connect() as con:
+        query = _facts_query(con, dump_path, "facts")
+        table = con.sql(
+            query, params={"dump_path": dump_path, "input_path": str(input_path)}
+        ).to_arrow_table()
+    return write_facts(table, dump_path=dump_path, output_path=output_path)
 
 
 def facts_at_import(

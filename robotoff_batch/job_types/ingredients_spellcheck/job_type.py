@@ -39,7 +39,6 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     IMPORT_SPEC,
     KNOWN_PREDICTIONS_SQL,
     PREDICTION_TYPE,
-    extract_facts,
     facts_at_import,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import build_lexicon
@@ -124,11 +123,9 @@ def extract(
     input_path = work_dir / INPUT_FILE
     os.replace(done.input_path, input_path)
     files = {INPUT_FILE: input_path}
-    if done.rows and done.facts_source_path is not None:
+    if done.facts_path is not None:  # written by the pass (none for an empty selection)
         facts_path = work_dir / FACTS_FILE
-        extract_facts(
-            dump_path=str(done.facts_source_path), input_path=input_path, output_path=facts_path
-        )
+        os.replace(done.facts_path, facts_path)
         files[FACTS_FILE] = facts_path
     shutil.rmtree(scan_dir, ignore_errors=True)
     metadata: dict[str, object] = {

@@ -28,8 +28,8 @@ WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
 -- fraction filters) whose (code, lang, md5 of the main ingredients text) is in launch_known,
 -- the known set loaded from Arrow (a text may come twice: a semi-join). One narrow scan and one
 -- hash join: no per-product query. code, lang and text are computed as `selected` computes
--- them (NUL removed), so the hash is that of the text staged, which the container echoes into
--- its output. `selected` anti-joins it by dump_row ({{unchanged_filter}}); its count is the
+-- them (language_text, NUL removed), so the hash is that of the text staged, which the
+-- container echoes into its output. `selected` anti-joins it by dump_row ({{unchanged_filter}}); its count is the
 -- launch's skipped_unchanged.
 CREATE TEMP TABLE launch_unchanged AS
 SELECT p.dump_row
@@ -38,7 +38,7 @@ FROM (
         p.file_row_number AS dump_row,
         CAST(p.code AS VARCHAR) AS code,
         coalesce(pg_text(CAST(p.lang AS VARCHAR)), '') AS lang,
-        pg_text(list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text) AS text,
+        pg_text(language_text(p.ingredients_text, 'main')) AS text,
         CAST(p.unknown_ingredients_n AS DOUBLE) / p.ingredients_n AS fraction
     FROM read_parquet($dump_path, file_row_number = true) AS p
     WHERE {candidate_rows}

@@ -15,6 +15,12 @@ import pyarrow as pa
 from pydantic import Field, ValidationError, model_validator
 
 from robotoff_batch import extraction
+from robotoff_batch.job_types.ingredients_spellcheck.imports import (
+    FACTS_FILE,
+    PLAIN_TEXT_MACRO_SQL,
+    fact_columns_sql,
+    write_facts,
+)
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import (
     LEXICON_COUNTS_SQL,
     LEXICON_SCHEMA,
@@ -70,11 +76,17 @@ def _str_list(values: Sequence[str] | None) -> list[str] | None:
     return [str(v) for v in values] if values else None
 
 
-# The dump's columns the product facts are computed from (facts.sql reads them, under these
-# names, from the selected rows the pass kept), beside code and lang; the optional ones only
-# when the dump has them (an older or test dump may lack them).
-FACTS_COLUMNS = ("ingredients_text", "countries_tags")
-OPTIONAL_FACTS_COLUMNS = ("brands_tags", "unique_scans_n", "last_modified_t")
+# The dump's columns the product facts are computed from, carried by the pass (as f_<name>)
+# from the selected rows to facts.sql's columns (`facts`), beside code and lang; the optional
+# ones only when the dump has them (an older or test dump may lack them). The facts read one
+# language's ingredients text (the first plain entry of the product's `lang`), so the pass
+# carries that one string (facts.sql's macro, computed on the raw row: a `lang` holding a NUL
+# matches no entry, as at import), not the list: carrying every language's list through the
+# sort of the candidate rows cost ~0.5x the bare selection's time and ~450 MiB, the language's
+# list ~0.27 s of CPU more than its one text (benchmarks/launch_benchmark.py).
+FACTS_COLUMNS = ("ingredients_text_lang", "countries_tags")
+OPTIONAL_FACTS_COLUMNS = ("brands_tags", "unique_scans_n")
+_CARRIED = {"ingredients_text_lang": "plain_ingredients_text(p.ingredients_text, p.lang)"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ class LaunchPass:
 
     rows: int  # products selected (rows of the input file)
     input_path: Path
-    facts_source_path: Path | None  # the selected rows' raw fact columns (facts.sql's input)
+    facts_path: Path | None  # the selected products' facts (products.parquet), when asked
     lexicon: pa.Table | None  # the CPU engine's lexicon counts, when asked
     duration_s: float
     counts: Mapping[str, int]  # dump_rows, invalid_code_rows, stale_rows, ... (stats)
@@ -102,15 +114,6 @@ class LaunchPass:
         return {f"dump_{k}" if not k.startswith("dump") else k: self.counts[k] for k in keys}
 
 
-# The facts read one language's ingredients text (facts.sql, plain_ingredients_text: the first
-# entry of the product's `lang` without allergen markup), so the pass carries that language's
-# entries only, not every language's: carrying the whole list through the sort of the
-# candidate rows cost ~0.5x the bare selection's time and ~450 MiB
-# (benchmarks/launch_benchmark.py). The match is on the dump's values as they are (a `lang`
-# holding a NUL matches no entry), as facts.sql matches them on the dump at import.
-_CARRIED = {"ingredients_text": "list_filter(p.ingredients_text, lambda x: x.lang = p.lang)"}
-
-
 def _carried(column: str) -> str:
     return f"{_CARRIED.get(column, f'p.{column}')} AS f_{column}"
 
@@ -118,22 +121,12 @@ def _carried(column: str) -> str:
 def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
     optional = [c for c in OPTIONAL_FACTS_COLUMNS if c in present]
     facts = [*FACTS_COLUMNS, *optional]
-    source = ["code", "pg_text(f_lang) AS lang"]
     nul = []
     for c in facts:
-        if c == "ingredients_text":
-            source.append(
-                f"list_transform(f_{c}, lambda x: {{'lang': pg_text(x.lang), "
-                f"'text': pg_text(x.text)}}) AS {c}"
-            )
-            nul.append(
-                f"list_bool_or(list_transform(f_{c}, lambda x: has_nul(x.lang) OR has_nul(x.text)))"
-            )
+        if c == "ingredients_text_lang":
+            nul.append(f"has_nul(f_{c})")
         elif c in ("countries_tags", "brands_tags"):
-            source.append(f"list_transform(f_{c}, lambda t: pg_text(t)) AS {c}")
             nul.append(f"list_bool_or(list_transform(f_{c}, lambda t: has_nul(t)))")
-        else:
-            source.append(f"f_{c} AS {c}")
     return {
         "last_modified_t": (
             "CAST(p.last_modified_t AS BIGINT)"
@@ -141,7 +134,10 @@ def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
             else "CAST(NULL AS BIGINT)"
         ),
         "facts_columns": ", ".join(_carried(c) for c in facts),
-        "facts_source": ", ".join(source),
+        # facts.sql's columns of a selected row, read from what the selection carried (`lang`:
+        # already cleaned; pg_text again is a no-op)
+        "facts_source": ", ".join(["code", "lang", *(f"f_{c} AS {c}" for c in facts)]),
+        "fact_columns": fact_columns_sql(present, ingredients_text_lang="p.ingredients_text_lang"),
         "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
         "lexicon_scan": (
             f"{lexicon_lang_sql('p')} AS lexicon_lang, {lexicon_tree_sql('p')} AS lexicon_tree"
@@ -176,9 +172,10 @@ def launch_pass(
     known: pa.Table | None = None,
 ) -> LaunchPass:
     """Read the dump ONCE and write what a launch stages: the selected products (the input
-    file, :data:`SPELLCHECK_INPUT_SCHEMA`), their raw fact columns (``facts=True``: the file
-    facts.sql is then run on) and, with ``lexicon=True``, the CPU engine's lexicon counts
-    (lexicon.py's rule, same result as ``build_lexicon`` on the dump, stale copies out).
+    file, :data:`SPELLCHECK_INPUT_SCHEMA`), their facts (``facts=True``: products.parquet,
+    facts.sql's columns, as ``extract_facts`` reads them from the dump; not written for an
+    empty selection) and, with ``lexicon=True``, the CPU engine's lexicon counts (lexicon.py's
+    rule, same result as ``build_lexicon`` on the dump, stale copies out).
 
     Robotoff's selection: the product's main ingredients text, non-empty after trimming, with
     a fraction of unknown ingredients in (``min_fraction``, ``max_fraction``] (exclusive min,
@@ -227,7 +224,7 @@ def launch_pass(
         "codes": _str_list(codes),
     }
     input_path = work_dir / input_name
-    facts_path = work_dir / "facts_source.parquet" if facts else None
+    facts_path: Path | None = None
     table: pa.Table | None = None
     timings: dict[str, float] = {}
     mark = time.monotonic()
@@ -250,6 +247,8 @@ def launch_pass(
                 con.register("launch_known_arrow", known)
                 con.execute("CREATE TEMP TABLE launch_known AS SELECT * FROM launch_known_arrow")
                 con.unregister("launch_known_arrow")
+            con.execute(PLAIN_TEXT_MACRO_SQL)
+            con.execute(statements["text_macro"])
             lap("connect")
             con.execute(statements["keys"].format(scan=scan, **fragments), {"dump_path": dump_path})
             lap("keys")
@@ -274,11 +273,14 @@ def launch_pass(
                 con.sql(statements["input"]), input_path, schema=SPELLCHECK_INPUT_SCHEMA
             )
             lap("input")
-            if facts_path is not None:
-                extraction.write_parquet(
-                    con.sql(statements["facts_source"].format(**fragments)), facts_path
+            if facts and rows:
+                facts_path = work_dir / FACTS_FILE
+                write_facts(
+                    con.sql(statements["facts"].format(**fragments)).to_arrow_table(),
+                    dump_path=dump_path,
+                    output_path=facts_path,
                 )
-                lap("facts_source")
+                lap("facts")
             if lexicon:
                 counts_sql = LEXICON_COUNTS_SQL.format(source=statements["lexicon_rows"])
                 table = con.sql(counts_sql).to_arrow_table().cast(LEXICON_SCHEMA)
@@ -305,7 +307,7 @@ def launch_pass(
     return LaunchPass(
         rows=rows,
         input_path=input_path,
-        facts_source_path=facts_path,
+        facts_path=facts_path,
         lexicon=table,
         duration_s=duration,
         counts=counts,

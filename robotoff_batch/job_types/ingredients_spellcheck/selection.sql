@@ -10,8 +10,9 @@
 -- reads every row's code and modification time (and, with the CPU engine, its `lang` and
 -- `ingredients`, whose lexicon words it keeps: {lexicon_*}, lexicon.py); `selected` is
 -- Robotoff's selection, without the rows `keys` excludes, carrying the raw columns the product
--- facts are computed from (facts.sql, run afterwards on the selected rows only): no second scan
--- for the facts. DuckDB's memory_limit bounds it all (it spills beyond it).
+-- facts are computed from (`facts`, facts.sql's columns, on the selected rows only, in the same
+-- connection): no second scan for the facts. DuckDB's memory_limit bounds it all (it spills
+-- beyond it).
 --
 -- Nothing is staged that the import would refuse (issue 17, point 7):
 --   * one row per barcode: when the dump holds a code more than once, the most recently
@@ -21,7 +22,7 @@
 --   * the NUL character, the one character PostgreSQL text cannot hold (every other one of
 --     valid UTF-8, which is all DuckDB strings can be, it can), is removed from every staged
 --     text (pg_text, extraction.PG_TEXT_MACROS) before the filters; the products it was
---     removed from are counted.
+--     removed from (a staged text of input.parquet or products.parquet) are counted.
 --
 -- Named parameters (bound by DuckDB, never interpolated):
 --   $dump_path      VARCHAR    the OFF Parquet dump
@@ -47,8 +48,12 @@ FROM ({scan}) AS p
 SELECT
     p.file_row_number AS dump_row,
     CAST(p.code AS VARCHAR) AS code,
-    coalesce(p.code IS NOT NULL AND trim(p.code) <> '' AND NOT has_nul(p.code), false)
-        AS valid_code,
+    -- a code starting with a printable ASCII character is not empty once trimmed: only the
+    -- others (rare) pay the trim (~0.06 s of CPU on 1M rows)
+    CASE
+        WHEN ascii(p.code) BETWEEN 33 AND 126 THEN NOT has_nul(p.code)
+        ELSE coalesce(p.code IS NOT NULL AND trim(p.code) <> '' AND NOT has_nul(p.code), false)
+    END AS valid_code,
     {last_modified_t} AS last_modified_t,
     {lexicon_scan}
 FROM read_parquet($dump_path, file_row_number = true) AS p
@@ -70,11 +75,17 @@ QUALIFY row_number() OVER (
 -- name: selected
 -- Robotoff's top N + (the number of excluded rows), the excluded ones then dropped: the same N
 -- products as excluding them first, and the top-N statement stays join-free. {top_n} is that
--- number as a literal (selection.py: an int), as Robotoff writes its LIMIT: DuckDB plans a
--- Top-N (a heap, no sort of every candidate row) only for a constant limit. The NUL is
+-- number as a literal (selection.py: an int), as Robotoff writes its LIMIT. The NUL is
 -- removed (and counted) from the chosen rows only, after the top-N: cleaning every candidate
 -- row's texts cost more than the rest of the statement. The filter on the text holds on the
--- cleaned text (a text of NULs and spaces only is empty).
+-- cleaned text (a text of NULs and spaces only is empty): `trim(pg_text(t)) <> ''` is
+-- Robotoff's `t IS NOT NULL AND trim(t) <> ''` when t holds no NUL, and implies it when it does
+-- (DuckDB's trim removes Unicode spaces too: U+00A0, U+3000).
+-- What it costs (benchmarks/results/launch.md): every expression of a candidate row runs on
+-- ~410k rows of the 1M dump, and the filter's, pushed into the scan's, once per use. So the
+-- cheap fraction filter comes first, each text is one entry read (language_text, the first
+-- entries tried before a filtered list is built), and the facts carry one string (the product
+-- language's plain ingredients text, facts.sql's macro), not that language's list.
 CREATE TEMP TABLE launch_selected AS
 SELECT
     row_number() OVER (ORDER BY popularity_key DESC NULLS LAST, code) AS rank,
@@ -86,28 +97,27 @@ SELECT
 FROM (
     SELECT *
     FROM (
-        -- each list walked once (an alias used twice would be computed twice)
         SELECT
             p.file_row_number AS dump_row,
             CAST(p.code AS VARCHAR) AS code,
             CAST(p.lang AS VARCHAR) AS raw_lang,
-            list_filter(p.ingredients_text, lambda x: x.lang = 'main')[1].text AS raw_text,
+            language_text(p.ingredients_text, 'main') AS raw_text,
             coalesce(
-                nullif(trim(list_filter(p.product_name, lambda x: x.lang = 'main')[1].text), ''),
-                nullif(trim(list_filter(p.product_name, lambda x: x.lang = p.lang)[1].text), '')
+                nullif(trim(language_text(p.product_name, 'main')), ''),
+                nullif(trim(language_text(p.product_name, p.lang)), '')
             ) AS raw_product_name,
             CAST(p.popularity_key AS BIGINT) AS popularity_key,
             CAST(p.unknown_ingredients_n AS DOUBLE) / p.ingredients_n AS fraction,
-            CAST(p.lang AS VARCHAR) AS f_lang,
             {facts_columns}
         FROM read_parquet($dump_path, file_row_number = true) AS p
         WHERE {candidate_rows}
     )
-    WHERE raw_text IS NOT NULL
-      AND trim(raw_text) <> ''
-      AND NOT (has_nul(raw_text) AND trim(pg_text(raw_text)) = '')
-      AND fraction > CAST($min_fraction AS DOUBLE)
+    WHERE fraction > CAST($min_fraction AS DOUBLE)
       AND fraction <= CAST($max_fraction AS DOUBLE)
+      AND CASE  -- a printable ASCII first character stays once cleaned and trimmed
+          WHEN ascii(raw_text) BETWEEN 33 AND 126 THEN true
+          ELSE trim(pg_text(raw_text)) <> ''
+      END
       AND {unchanged_filter} -- skip_unchanged: known.sql's anti-join; else true
     ORDER BY popularity_key DESC NULLS LAST, code
     LIMIT {top_n}
@@ -120,11 +130,11 @@ SELECT code, lang, text, product_name, popularity_key, fraction
 FROM launch_selected
 ORDER BY rank
 
--- name: facts_source
--- The selected products' raw fact columns, as the dump names them (facts.sql reads them),
--- NUL removed.
-SELECT {facts_source}
-FROM launch_selected
+-- name: facts
+-- The selected products' facts (products.parquet), by facts.sql's rule (fact_columns) on
+-- the raw columns the selection carried (launch_selected is one row per code already).
+SELECT {fact_columns}
+FROM (SELECT {facts_source} FROM launch_selected) AS p
 ORDER BY code
 
 -- name: stats
@@ -142,6 +152,18 @@ FROM launch_keys
 -- language.
 (SELECT lexicon_lang AS lang, words FROM launch_keys
  WHERE words IS NOT NULL AND dump_row NOT IN (SELECT dump_row FROM launch_excluded))
+
+-- name: text_macro
+-- A language's text from a language field (`list<struct<lang, text>>`): the first entry of
+-- that language, as `list_filter(texts, lambda x: x.lang = language)[1].text` (Robotoff's
+-- rule for `main`), the first two entries tried before a filtered list is built (the dump puts
+-- `main` first, then usually the product's language).
+CREATE OR REPLACE TEMP MACRO language_text(texts, language) AS
+    CASE
+        WHEN texts[1].lang = language THEN texts[1].text
+        WHEN texts[2].lang = language THEN texts[2].text
+        ELSE list_filter(texts, lambda x: x.lang = language)[1].text
+    END
 
 -- name: candidate_rows
 -- The dump rows (as `p`) the launch's parameters admit, before the text and fraction filters:
