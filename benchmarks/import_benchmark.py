@@ -2,7 +2,7 @@
 
 For each size N, in one run, against one embedded PostgreSQL, these cases, each in a fresh
 subprocess (its peak RSS, VmHWM, is its own) against a fresh database (dropped and re-created
-before every case, then ``CHECKPOINT``):
+before every case, then ``CHECKPOINT`` and ``sync``):
 
 * ``import``: the whole import as the ``predictions`` asset runs it,
   ``output.import_job_output`` over a file:// staged job (N-row ingredients-spellcheck task
@@ -570,7 +570,7 @@ def to_markdown(report: dict) -> str:
             f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'])}.",
             f"Cases interleaved, {_repetitions(env['repeat'], report['results'])}, median; "
             "each in its own process "
-            "against a fresh database (CHECKPOINT before it). import = "
+            "against a fresh database (CHECKPOINT and a sync of the kernel's dirty pages before it). import = "
             "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
             "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
             "rules into `product_insight` → ledger, one transaction); raw COPY = the rows the "
@@ -630,6 +630,9 @@ def _fresh_database(admin: str, name: str, template: str | None = None) -> str:
                 )
             )
         conn.execute("CHECKPOINT")
+    # and the kernel's dirty pages (the previous case's writes, the template's file copy)
+    # written out before the case starts, so that their writeback is not timed in this case
+    os.sync()
     return with_database(admin, name)
 
 
