@@ -17,22 +17,48 @@ from robotoff_batch.resources import (
     StagingResource,
 )
 
-DEFAULT_INTERVAL_S = 10
+#: Seconds between the sensor's ticks by engine kind, when ``ROBOTOFF_BATCH_SENSOR_INTERVAL_S``
+#: is not set. Dagster's daemon evaluates sensors in a loop of 5 s at least, and a tick is due
+#: when this many seconds have passed since the last one started, so that N s means a tick every
+#: 5 x ceil(N / 5) s or so (10 s ticked every 15 s): 1 s is every loop of the daemon.
+#: - ``local``: the local runner's listing reads a directory on this machine, so it is followed
+#:   at every loop: a job's finish run (its import) is requested 2.5 s after it ends on average.
+#: - ``cloud-batch``: each tick is one ``ListJobs`` call to Cloud Batch (and a ``GetJob`` for a
+#:   job missing from it), whatever the jobs in flight; a job there takes minutes (a VM to
+#:   provision, an image to pull) to hours, so 30 s (35 s in practice) adds ~17 s to a job's
+#:   import and keeps the API calls at ~2,500 a day, idle or not.
+DEFAULT_INTERVAL_S = {"local": 1, "cloud-batch": 30}
+FALLBACK_INTERVAL_S = 30  # another engine kind: the polite one
 
 
-def sensor_interval_s() -> int:
-    """``ROBOTOFF_BATCH_SENSOR_INTERVAL_S``, default 10 s."""
-    return int(os.environ.get("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", DEFAULT_INTERVAL_S))
+def sensor_interval_s(engine_kind: str = "local") -> int:
+    """``ROBOTOFF_BATCH_SENSOR_INTERVAL_S``, default by engine kind (:data:`DEFAULT_INTERVAL_S`)."""
+    value = os.environ.get("ROBOTOFF_BATCH_SENSOR_INTERVAL_S")
+    if value is None:
+        return DEFAULT_INTERVAL_S.get(engine_kind, FALLBACK_INTERVAL_S)
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ValueError(
+            f"ROBOTOFF_BATCH_SENSOR_INTERVAL_S must be a whole number of seconds >= 1, not {value!r}"
+        )
+    return seconds
 
 
 def build_batch_job_sensor(
-    registry: Sequence[RegisteredJobType], finish_jobs: Sequence[Any]
+    registry: Sequence[RegisteredJobType],
+    finish_jobs: Sequence[Any],
+    *,
+    engine_kind: str = "local",
 ) -> dg.SensorDefinition:
-    """One sensor for all job types: registers jobs, records states, requests finish runs."""
+    """One sensor for all job types: registers jobs, records states, requests finish runs;
+    ticking as often as :func:`sensor_interval_s` says for the code location's engine."""
 
     @dg.sensor(
         name="batch_job_sensor",
-        minimum_interval_seconds=sensor_interval_s(),
+        minimum_interval_seconds=sensor_interval_s(engine_kind),
         jobs=list(finish_jobs),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Follows every batch job (one engine listing per tick): registers its "
