@@ -1,0 +1,60 @@
+"""The embedded default instance's dagster.yaml: runs launched at once (no run queue to wait
+for), an older default of ours brought up to date, a dagster.yaml of the user's own kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.run_coordinator import DefaultRunCoordinator
+
+from robotoff_batch.cli import operations
+
+# main's default before issue 23 (a run queue), with our first line
+OLD_DEFAULT = f"""{operations.WRITTEN_BY}
+telemetry:
+  enabled: false
+run_queue:
+  dequeue_interval_seconds: 1
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return tmp_path / "dagster_home"
+
+
+def test_a_fresh_home_launches_runs_at_once(home: Path) -> None:
+    operations.dagster_home()
+    assert (home / "dagster.yaml").read_text() == operations.DEFAULT_DAGSTER_YAML
+    inst = dg.DagsterInstance.from_config(str(home))
+    try:
+        # a click (or the sensor's finish request) starts its run: no daemon dequeue tick
+        assert type(inst.run_coordinator) is DefaultRunCoordinator
+        assert inst.run_monitoring_enabled
+    finally:
+        inst.dispose()
+
+
+def test_an_older_default_of_ours_is_rewritten(home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(OLD_DEFAULT)
+    operations.dagster_home()
+    assert (home / "dagster.yaml").read_text() == operations.DEFAULT_DAGSTER_YAML
+    assert not list(home.glob(".dagster.yaml.*"))  # renamed into place, nothing left over
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        "telemetry:\n  enabled: false\n",  # never ours
+        OLD_DEFAULT.split("\n", 1)[1],  # ours, its first line deleted to keep it
+    ],
+)
+def test_a_users_own_dagster_yaml_is_kept(home: Path, own: str) -> None:
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(own)
+    operations.dagster_home()
+    assert (home / "dagster.yaml").read_text() == own
