@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.run_coordinator import DefaultRunCoordinator
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from robotoff_batch.cli import operations
 
@@ -34,6 +35,9 @@ def test_a_fresh_home_launches_runs_at_once(home: Path) -> None:
         # a click (or the sensor's finish request) starts its run: no daemon dequeue tick
         assert type(inst.run_coordinator) is DefaultRunCoordinator
         assert inst.run_monitoring_enabled
+        # a tick every 5 s: the skipped ones kept a day
+        retention = inst.get_tick_retention_settings(InstigatorType.SENSOR)
+        assert retention[TickStatus.SKIPPED] == 1 and retention[TickStatus.SUCCESS] == -1
     finally:
         inst.dispose()
 
