@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 
 from robotoff_batch.follow import DagsterFollowStorage, FollowCache, FollowSettings, follow
 from robotoff_batch.follow.progress import StagingProgress
+from robotoff_batch.follow.settle import MAX_FINISH_RUNS_IN_PROGRESS
 from robotoff_batch.job_types import RegisteredJobType
 from robotoff_batch.resources import (
     BatchEngineResource,
@@ -42,9 +44,22 @@ def sensor_interval_s(engine_kind: str = "local") -> int:
         seconds = 0
     if seconds < 1:
         raise ValueError(
-            f"ROBOTOFF_BATCH_SENSOR_INTERVAL_S must be a whole number of seconds >= 1, not {value!r}"
+            "ROBOTOFF_BATCH_SENSOR_INTERVAL_S must be a whole number of seconds >= 1, "
+            f"not {value!r}"
         )
     return seconds
+
+
+def finish_runs_cap(instance: dg.DagsterInstance) -> int | None:
+    """How many finish runs the sensor lets be in progress at once: any number when the
+    instance has a run queue (its limits hold a burst: docs/production.md), else
+    :data:`~robotoff_batch.follow.settle.MAX_FINISH_RUNS_IN_PROGRESS` (the embedded instance
+    launches each run as it is requested)."""
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    if isinstance(instance.run_coordinator, QueuedRunCoordinator):
+        return None
+    return MAX_FINISH_RUNS_IN_PROGRESS
 
 
 def build_batch_job_sensor(
@@ -84,7 +99,10 @@ def build_batch_job_sensor(
             engine=engine,
             cache=cache,
             storage=DagsterFollowStorage(context.instance, prediction_store),
-            settings=FollowSettings.from_registry(registry),
+            settings=replace(
+                FollowSettings.from_registry(registry),
+                max_finish_runs_in_progress=finish_runs_cap(context.instance),
+            ),
             # a RUNNING job's progress, once a minute: its manifests in the staging
             progress=StagingProgress(engine, staging.get_staging(), context.instance),
         )

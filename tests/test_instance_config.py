@@ -42,6 +42,29 @@ def test_a_fresh_home_launches_runs_at_once(home: Path) -> None:
         inst.dispose()
 
 
+def test_the_sensor_caps_finish_runs_only_where_no_run_queue_holds_them(home: Path) -> None:
+    """The embedded instance launches each run at once: the sensor keeps at most 10 finish runs
+    in progress (tests/test_follow.py); production's queue (docs/production.md) has its own
+    limits, and the sensor then requests every finished job's run."""
+    from robotoff_batch.sensors import finish_runs_cap
+
+    operations.dagster_home()
+    embedded = dg.DagsterInstance.from_config(str(home))
+    queued = home.parent / "queued"
+    queued.mkdir()
+    (queued / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n  config:\n    max_concurrent_runs: 4\n"
+    )
+    production = dg.DagsterInstance.from_config(str(queued))
+    try:
+        assert finish_runs_cap(embedded) == 10
+        assert finish_runs_cap(production) is None
+    finally:
+        embedded.dispose()
+        production.dispose()
+
+
 def test_an_older_default_of_ours_is_rewritten(home: Path) -> None:
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(OLD_DEFAULT)
