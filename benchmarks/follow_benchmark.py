@@ -11,8 +11,8 @@
    which all N ended (N finish runs requested); Batch API calls per tick from the fake's counters;
    Dagster/ledger reads per tick from ``follow`` with a counting ``FollowStorage``.
 2. Click-to-imported: ``launchRun`` through the UI's GraphQL on `dagster dev` (the default
-   sensor interval, 10 s, and the embedded instance's dagster.yaml) until the job's finish run
-   is SUCCESS, median of ``--clicks``.
+   sensor interval, 1 s for the local runner, and the embedded instance's dagster.yaml) until
+   the job's finish run is SUCCESS, median of ``--clicks``.
 3. Launch step: the launch run of 50,000 products on a generated dump, for the production
    config (vLLM: no lexicon) on the fake Cloud Batch, and for the local runner's CPU engine
    (lexicon built once, then cached).
@@ -126,7 +126,8 @@ def tick_case(n: int, database_url: str) -> dict[str, Any]:
 def click_case(database_url: str, work: Path, i: int) -> float:
     from tests.dagster_dev_harness import DagsterDev, is_finish_of
 
-    dev = DagsterDev(work / f"click-{i}", database_url, sensor_interval_s=None)  # default 10 s
+    # the default sensor interval (local: 1 s)
+    dev = DagsterDev(work / f"click-{i}", database_url, sensor_interval_s=None)
     try:
         dev.start()
         clicked = time.monotonic()

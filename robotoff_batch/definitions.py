@@ -13,7 +13,7 @@ import dagster as dg
 from robotoff_batch.assets import build_job_type_definitions
 from robotoff_batch.job_types import RegisteredJobType, load_registry
 from robotoff_batch.names import fallback_job_name, finish_job_name
-from robotoff_batch.resources import build_resources
+from robotoff_batch.resources import BatchEngineResource, build_resources
 from robotoff_batch.sensors import build_batch_job_sensor
 
 
@@ -33,11 +33,14 @@ def build_definitions(
     parts = [build_job_type_definitions(r) for r in registry]
     requested = {name(r.name) for r in registry for name in (finish_job_name, fallback_job_name)}
     sensor_jobs = [job for part in parts for job in part.jobs or [] if job.name in requested]
+    resources = resources if resources is not None else build_resources(environment)
+    engine = resources.get("batch_engine")
+    kind = engine.kind if isinstance(engine, BatchEngineResource) else "local"
     return dg.Definitions.merge(
         *parts,
         dg.Definitions(
-            sensors=[build_batch_job_sensor(registry, sensor_jobs)],
-            resources=resources if resources is not None else build_resources(environment),
+            sensors=[build_batch_job_sensor(registry, sensor_jobs, engine_kind=kind)],
+            resources=resources,
         ),
     )
 

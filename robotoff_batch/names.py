@@ -6,7 +6,14 @@ these names; they live here, below all of them, so that none imports another for
 
 from __future__ import annotations
 
-import dagster as dg
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+# dagster is imported where an asset key is made, not here: the local runner's supervisor and
+# the engines import these names, and a process of the supervisor starts 1.2 s sooner without
+# it (benchmarks/click_to_imported.py, the ``job`` phase).
 
 # -- labels of a batch job (set at submission, read back from the engine's listing) ------------
 
@@ -62,6 +69,8 @@ def key_prefix(job_type: str) -> str:
 
 def asset_key(job_type: str, name: str) -> dg.AssetKey:
     """``<type>/<name>``: one of the names above for one job type."""
+    import dagster as dg
+
     return dg.AssetKey([key_prefix(job_type), name])
 
 

@@ -78,7 +78,7 @@ class DagsterDev:
         }
         self.env.pop("ROBOTOFF_BATCH_ENV", None)
         self.env.pop("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", None)
-        if sensor_interval_s is not None:  # None: the code location's default (10 s)
+        if sensor_interval_s is not None:  # None: the code location's default (local: 1 s)
             self.env["ROBOTOFF_BATCH_SENSOR_INTERVAL_S"] = str(sensor_interval_s)
         if command:
             self.env["ROBOTOFF_BATCH_TEST_COMMAND"] = json.dumps(command)

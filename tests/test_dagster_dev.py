@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -61,6 +62,15 @@ def test_ui_launch_is_followed_by_the_daemon_and_imported(dev: DagsterDev, pg_db
     (check,) = dev.check_executions(["ingredients_spellcheck", "batch_job"], "batch_job_succeeded")
     assert check["runId"] == finish["runId"] and check["evaluation"]["success"] is True
     assert imported_once(pg_db, job_id) > 0
+    # launched at once (the DefaultRunCoordinator of the embedded instance's dagster.yaml): the
+    # click's run and the sensor's finish run never waited in a run queue
+    inst = dg.DagsterInstance.from_config(str(dev.home))
+    try:
+        for run_id in (launch_run, finish["runId"]):
+            assert not inst.all_logs(run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED), run_id
+            assert inst.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START), run_id
+    finally:
+        inst.dispose()
 
 
 @pytest.mark.parametrize("dev", [[sys.executable, str(FIXTURES / "task_exit3.py")]], indirect=True)

@@ -44,7 +44,6 @@ def test_code_location_loads_and_lists_its_definitions() -> None:
         assert repo.get_job(name).executor_def.name == "in_process", name
     sensors = {s.name: s for s in repo.sensor_defs}
     assert set(sensors) == {"batch_job_sensor"}
-    assert sensors["batch_job_sensor"].minimum_interval_seconds == 10
     assert set(defs.resources) >= {
         "product_dump",
         "staging",
@@ -164,6 +163,35 @@ def test_a_schedule_in_the_config_creates_a_stopped_schedule(tmp_path: Path) -> 
         "STOPPED",
         "launch_ingredients_spellcheck",
     ]
+
+
+@pytest.mark.parametrize(("env", "interval"), [("local", 1), ("production", 30)])
+def test_the_sensor_interval_is_the_engines_unless_set(
+    env: str, interval: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local runner is followed at every loop of the daemon (its listing reads a local
+    directory), Cloud Batch every 30 s (one ListJobs call a tick); the variable overrides both."""
+    from robotoff_batch.definitions import build_definitions
+
+    def minimum_interval() -> int | None:
+        repo = build_definitions(env).get_repository_def()
+        return repo.get_sensor_def("batch_job_sensor").minimum_interval_seconds
+
+    monkeypatch.delenv("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", raising=False)
+    assert minimum_interval() == interval
+    monkeypatch.setenv("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", "7")
+    assert minimum_interval() == 7
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "2.5"])
+def test_a_bad_sensor_interval_is_refused_naming_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robotoff_batch.sensors import sensor_interval_s
+
+    monkeypatch.setenv("ROBOTOFF_BATCH_SENSOR_INTERVAL_S", value)
+    with pytest.raises(ValueError, match=f"ROBOTOFF_BATCH_SENSOR_INTERVAL_S.*{value!r}"):
+        sensor_interval_s("local")
 
 
 @pytest.mark.parametrize("env", ["local", "production"])

@@ -354,6 +354,40 @@ def test_an_unfinished_import_is_requested_again_until_the_ledger_has_it(
         assert job_id in done.cache.settled and not done.finish_requests
 
 
+def test_at_most_ten_finish_runs_are_in_progress_the_others_wait_their_turn(
+    world: World,
+) -> None:
+    """No run queue holds a burst back (the embedded instance launches a run as it is
+    requested; the sensor then caps them, tests/test_instance_config.py): 13 jobs ending in one
+    tick get 10 finish runs, the 3 others one each as runs end, never a lost or doubled
+    request."""
+    ids = sorted(world.submit(13, registered=True))
+    for job_id in ids:
+        world.backend.set(job_id, JobState.SUCCEEDED, exit_codes=[0])
+    cap = {"retry_delay_s": 0, "max_finish_runs_in_progress": 10}  # the sensor's, no run queue
+    first = world.tick(None, **cap)
+    assert [r.job_id for r in first.finish_requests] == ids[:10]  # in job id order
+    waiting = [m for _, m in first.messages if "wait for their finish run" in m]
+    assert waiting == [
+        "3 finished job(s) wait for their finish run: 0 in progress, at most 10 at once; "
+        "requested as they end"
+    ]
+    requested = [m.split(":")[0] for _, m in first.messages if m.endswith("import requested")]
+    assert requested == ids[:10]  # no line says a waiting job's import was requested
+    runs = {job_id: world.finish_run(job_id, dg.DagsterRunStatus.STARTED) for job_id in ids[:10]}
+    assert world.tick(None, **cap).finish_requests == []  # 10 in progress: all wait
+    for job_id in ids[:2]:  # two end: two slots
+        world.instance.report_run_failed(world.instance.get_run_by_id(runs[job_id]))
+        world.ledger(job_id)
+    second = world.tick(None, **cap)
+    assert [r.job_id for r in second.finish_requests] == ids[10:12]
+    assert all(r.attempt == 0 for r in second.finish_requests)
+    # another cap, as the settings say; none (a run queue holds them): every one at once
+    capped = world.tick(None, retry_delay_s=0, max_finish_runs_in_progress=12)
+    assert [r.job_id for r in capped.finish_requests] == ids[10:]
+    assert [r.job_id for r in world.tick(None, retry_delay_s=0).finish_requests] == ids[10:]
+
+
 def test_retry_delay_doubles_up_to_an_hour() -> None:
     assert [retry_delay(n, 30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert retry_delay(20, 30) == 3600

@@ -48,19 +48,34 @@ from robotoff_batch.paths import home_dir
 
 logger = logging.getLogger(__name__)
 
-#: dagster.yaml of the embedded default instance (SQLite under DAGSTER_HOME): runs are
-#: dequeued every second, and a run stuck starting is failed (the follower then retries it).
+#: dagster.yaml of the embedded default instance (SQLite under DAGSTER_HOME). Runs are launched
+#: at once (DefaultRunCoordinator: a click in the UI, or the sensor's finish request, starts its
+#: run without waiting for the daemon's run queue), and a run stuck starting is failed (the
+#: follower then retries it). Nothing here relies on a run queue: a finish run is requested
+#: once per job and attempt (its sensor run key), and two imports of one job are serialised by
+#: the import ledger's row lock. Production's instance (docs/production.md) keeps its queue.
+#: The sensor ticks every 5 s on the local runner: its skipped ticks (nothing requested) are
+#: purged after a day, not Dagster's 7 (17,000 tick rows, not 120,000).
 DEFAULT_DAGSTER_YAML = """\
 # Written by robotoff-batch for the embedded default instance (SQLite under DAGSTER_HOME).
+# Rewritten when robotoff-batch's default changes, as long as this first line is kept:
+# delete it to keep your own edits.
 telemetry:
   enabled: false
-run_queue:
-  dequeue_interval_seconds: 1
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30
+retention:
+  sensor:
+    purge_after_days:
+      skipped: 1
 """
+#: The first line of every dagster.yaml robotoff-batch wrote (and may rewrite).
+WRITTEN_BY = DEFAULT_DAGSTER_YAML.splitlines()[0]
 SENSOR_NAME = "batch_job_sensor"
 
 
@@ -101,11 +116,20 @@ def dagster_home() -> Path:
     path = Path(os.environ.setdefault("DAGSTER_HOME", str(home_dir() / "dagster_home")))
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    if not config.exists():  # written whole (renamed into place): never read half-written
+    if _outdated(config):  # written whole (renamed into place): never read half-written
         partial = path / f".dagster.yaml.{os.getpid()}"
         partial.write_text(DEFAULT_DAGSTER_YAML)
         partial.replace(config)
     return path
+
+
+def _outdated(config: Path) -> bool:
+    """Whether ``config`` is missing, or an older default of ours (its first line kept)."""
+    try:
+        text = config.read_text()
+    except FileNotFoundError:
+        return True
+    return text != DEFAULT_DAGSTER_YAML and text.splitlines()[:1] == [WRITTEN_BY]
 
 
 def instance() -> dg.DagsterInstance:

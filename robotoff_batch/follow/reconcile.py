@@ -114,6 +114,7 @@ def follow(
         at,
         settings.retry_delay_s,
         replaced,
+        settings.max_finish_runs_in_progress,
     )
     tick.forget_the_unknown()
     return tick.plan

@@ -20,13 +20,16 @@ RETRY_DELAY_ENV = "ROBOTOFF_BATCH_IMPORT_RETRY_DELAY_S"
 class FollowSettings:
     """Per job type: whether its SUCCEEDED jobs are imported (False: the outcome is recorded,
     nothing is imported), how long a job may wait before it is reported stuck (and whether it
-    is then cancelled), its capacity fallbacks; and the first wait before an import is retried.
+    is then cancelled), its capacity fallbacks; the first wait before an import is retried; and
+    how many finish runs may be queued or running at once (None: any number, as when a run
+    queue holds them: the sensor sets it on an instance without one).
     """
 
     imports: Mapping[str, bool]
     pending_limits: Mapping[str, PendingLimit] = field(default_factory=dict)
     fallbacks: Mapping[str, FallbackPolicy] = field(default_factory=dict)
     retry_delay_s: float = DEFAULT_RETRY_DELAY_S
+    max_finish_runs_in_progress: int | None = None
 
     @classmethod
     def from_registry(

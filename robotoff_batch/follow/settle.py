@@ -12,6 +12,11 @@ from robotoff_batch.follow.storage import FinishRun, FollowStorage, worker_gone
 
 DEFAULT_RETRY_DELAY_S = 30.0
 MAX_RETRY_DELAY_S = 3600.0
+#: Finish runs queued or running at once, at most, on an instance without a run queue (the
+#: embedded one launches a run as soon as it is requested, where Dagster's queue ran 10 at a
+#: time by default): 50 jobs ending in one tick must not start 50 processes. The others are
+#: requested on the next ticks, as runs end. With a run queue, its own limits hold the burst.
+MAX_FINISH_RUNS_IN_PROGRESS = 10
 
 
 def retry_delay(attempts: int, base_s: float) -> float:
@@ -28,9 +33,13 @@ def settle(
     now: float,
     retry_delay_s: float,
     replaced: Mapping[str, str] | None = None,
+    max_in_progress: int | None = None,
 ) -> None:
     """For each finished job not yet settled: request its finish run, wait, retry or settle.
-    A job ``replaced`` by a capacity fallback is recorded as superseded, never imported."""
+    A job ``replaced`` by a capacity fallback is recorded as superseded, never imported. At
+    most ``max_in_progress`` jobs (None: any number) have a finish run queued or running: past
+    that, a job's request waits for a later tick (in job id order: an id starts with its
+    creation time)."""
     replaced = replaced or {}
     if not finished:
         return
@@ -45,16 +54,34 @@ def settle(
     imported: set[str] | None = set()
     if to_import:
         imported = plan.read("read the import ledger", lambda: storage.imported(to_import), None)
+    job_runs = {
+        job_id: _fail_dead_runs(plan, storage, job_id, runs.get(job_id, [])) for job_id in finished
+    }
+    busy = {job_id for job_id, rs in job_runs.items() if any(not r.finished for r in rs)}
+    free = len(finished) if max_in_progress is None else max_in_progress - len(busy)
+    waiting = 0
     for job_id, status in sorted(finished.items()):
-        jt = job_type_of(job_id, status)
-        job_runs = _fail_dead_runs(plan, storage, job_id, runs.get(job_id, []))
-        if any(not r.finished for r in job_runs):
+        if job_id in busy:
             continue  # an attempt is queued or running
-        done = [r for r in job_runs if r.finished]
+        jt = job_type_of(job_id, status)
+        done = [r for r in job_runs[job_id] if r.finished]
+        requests, messages = len(plan.finish_requests), len(plan.messages)
         if job_id not in to_import:
             _record_outcome(plan, job_id, jt, status, done, replaced.get(job_id))
         elif imported is not None:  # else the ledger is unreadable: decide next tick
             _import(plan, job_id, jt, done, job_id in imported, now, retry_delay_s)
+        if len(plan.finish_requests) > requests:
+            if free > 0:
+                free -= 1
+            else:  # no free slot: the request (and its line) waits for a later tick
+                del plan.finish_requests[requests:], plan.messages[messages:]
+                waiting += 1
+    if waiting:
+        plan.log(
+            logging.INFO,
+            f"{waiting} finished job(s) wait for their finish run: {len(busy)} in progress, "
+            f"at most {max_in_progress} at once; requested as they end",
+        )
 
 
 def _imports(status: JobStatus, type_imports: bool | None, superseded: bool) -> bool:
