@@ -14,6 +14,9 @@ subprocess (its own peak RSS, VmHWM) and repeats ``--repeat`` times (median):
   (a fresh ``ROBOTOFF_BATCH_HOME`` per repeat): the lexicon is counted in the pass;
 - ``launch-cpu-cached``: the CPU engine with the lexicon already cached for the dump.
 
+``--rounds N`` interleaves instead: N rounds, each one run of every case (and of ``--before``),
+each in a fresh process, so a load that changes during the run weighs on all cases alike.
+
 ``--code DIR`` runs the launch cases with another checkout's ``robotoff_batch`` (e.g. the code
 before this change, ``git archive <commit> robotoff_batch | tar -x -C DIR``), labelled
 ``--label``; the bare selection is the same in both. Writes ``results/launch.json`` and
@@ -228,8 +231,14 @@ def to_markdown(report: dict) -> str:
             f"benchmarks/generate_dump.py seed {env['seed']}), limit {env['limit']:,}, "
             f"DuckDB memory_limit {env['memory_limit']}, load average at start "
             f"{env['load_average']}, at the end {env.get('load_average_end', '?')}. "
-            "One fresh process per case, cases in this order, "
-            f"{env['repeat']} runs each (median). Data: Open Food Facts contributors, ODbL 1.0.",
+            + (
+                f"Interleaved: {env['repeat']} rounds, each one fresh process per case in this "
+                "order (median of the rounds). "
+                if env.get("interleaved")
+                else "One fresh process per case, cases in this order, "
+                f"{env['repeat']} runs each (median). "
+            )
+            + "Data: Open Food Facts contributors, ODbL 1.0.",
             "launch = the job type's extraction (selection + facts [+ lexicon]) and the staging "
             "of its files (file://); bare selection = Robotoff's query alone to Parquet. "
             "launch-cpu-new-dump counts the CPU engine's lexicon (a fresh cache each run).",
@@ -251,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="this branch")
     parser.add_argument("--before", type=Path, default=None, help="code to run beside, 'before'")
     parser.add_argument("--before-repeat", type=int, default=1)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="interleave: N rounds of one run per case (each a fresh process), not --repeat "
+        "runs of a case in a row (steadier ratios on a shared machine)",
+    )
     parser.add_argument("--dumps-dir", type=Path, default=None)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="launch")
@@ -290,12 +306,20 @@ def main(argv: list[str] | None = None) -> int:
         plan.append((args.label, args.code, case, args.repeat))
         if args.before is not None and not case.startswith("bare-selection"):
             plan.append(("before", args.before, case, args.before_repeat))
-    for label, code, case, repeat in plan:
-        logger.info("%s: %s (%d runs)", label, case, repeat)
-        saved = args.repeat
-        args.repeat = repeat
-        figures = run_case(args, dump, case, code)
-        args.repeat = saved
+    if args.rounds:  # interleaved: round after round, one fresh process per case and run
+        plan = [(label, code, case, 1) for label, code, case, _ in plan]
+    gathered: dict[tuple[str, str], dict[str, Any]] = {}
+    for _ in range(args.rounds or 1):
+        for label, code, case, repeat in plan:
+            logger.info("%s: %s (%d runs)", label, case, repeat)
+            saved = args.repeat
+            args.repeat = repeat
+            figures = run_case(args, dump, case, code)
+            args.repeat = saved
+            into = gathered.setdefault((label, case), {"runs": [], "peak_rss_bytes": 0})
+            into["runs"] += figures["runs"]
+            into["peak_rss_bytes"] = max(into["peak_rss_bytes"], figures["peak_rss_bytes"])
+    for (label, case), figures in gathered.items():
         seconds = [float(r["seconds"]) for r in figures["runs"]]
         row = {
             "code": label,
@@ -325,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         limit=args.limit,
         memory_limit=args.memory_limit,
-        repeat=args.repeat,
+        repeat=args.rounds or args.repeat,
+        interleaved=bool(args.rounds),
         load_average=" ".join(f"{x:.2f}" for x in load),
         load_average_end=" ".join(f"{x:.2f}" for x in os.getloadavg()),
     )
