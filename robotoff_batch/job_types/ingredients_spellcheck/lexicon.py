@@ -13,8 +13,9 @@ the rule before issue 23): on a 1M-row dump that column is 5.3 GB uncompressed; 
 alone cost more CPU than Robotoff's whole selection, parsing it ~6x (benchmarks/results/
 launch.md), so the launch on a new dump took 9.4x the bare selection. The per-product counts
 are the same parser's verdict, and the main text is read by the selection anyway: the launch
-now counts the lexicon for ~0.4x the bare selection (benchmarks/results/launch.md), at the
-quality benchmarks/spellcheck_benchmark.py reports.
+now counts the lexicon for 0.4-0.8x the bare selection's CPU (benchmarks/results/launch.md),
+at the quality benchmarks/spellcheck_benchmark.py reports (dev recall -0.7 point, precision
+held: docs/spellcheck-cpu-engine.md).
 
 The words are counted in two steps, vectorised in DuckDB: the text is split at spaces and the
 (lang, token) pairs counted (a cheap split; tokens repeat), then only the distinct tokens are
