@@ -7,9 +7,10 @@
 -- and `unique_scans_n` are read when the dump has them ({...} fragments, selection.py).
 --
 -- Each column of the dump is read once, except `code` (and `lang` with the CPU engine): `keys`
--- reads every row's code and modification time (and, with the CPU engine, its `lang` and the
--- main text of the rows whose ingredients are all known, counted for the lexicon: {lexicon_*},
--- lexicon.py; `ingredients_text` is then read twice: ~0.4 s CPU on a 1M dump); `selected` is
+-- reads every row's code and modification time (and, with the CPU engine, the main text of the
+-- rows whose ingredients are all known, for the lexicon: {lexicon_*}, lexicon.py; so `lang`,
+-- `ingredients_text`, `ingredients_n`, `unknown_ingredients_n` are read twice, ~0.4 s CPU on a
+-- 1M dump, in place of the `ingredients` JSON before issue 23); `selected` is
 -- Robotoff's selection, without the rows `keys` excludes, carrying the raw columns the product
 -- facts are computed from (facts.sql, run afterwards on the selected rows only): no second scan
 -- for the facts. DuckDB's memory_limit bounds it all (it spills beyond it).
