@@ -1,6 +1,6 @@
 """Benchmark the offline CPU spellcheck engines with Open Food Facts' metric: old (v1) vs new (v2).
 
-* **v1** (``spellcheck_job.lexicon_cpu``): the dump's taxonomy-known ingredient words only.
+* **v1** (``spellcheck_job.lexicon_cpu``): the dump's food lexicon (lexicon.py) only.
 * **v2** (``spellcheck_job.wordfreq_cpu``, what the container runs): the same food lexicon plus
   the general word frequencies shipped in the image (``wordfreq`` word lists).
 

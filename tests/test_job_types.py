@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -37,6 +38,34 @@ def test_lexicon_is_built_once_per_dump_file(tmp_path: Path, monkeypatch: pytest
     os.utime(dump, ns=(1, 1))  # a new dump at the same path is a new lexicon
     third = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "c", **cpu)
     assert third.metadata["lexicon_cache"] == "built"
+
+
+def test_a_lexicon_of_another_rule_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lexicon cached by another rule (issue 23 changed it: from the `ingredients` JSON to the
+    main texts) is not this rule's: the same dump file gets a new one, counted in the pass."""
+    from robotoff_batch.job_types.ingredients_spellcheck import job_type
+
+    monkeypatch.setenv("ROBOTOFF_BATCH_HOME", str(tmp_path / "home"))
+    dump = tmp_path / "food.parquet"
+    shutil.copyfile(SAMPLE_DATA_DIR / "food_sample_2026.parquet", dump)
+    params = SpellcheckLaunch(limit=20)
+    cpu = {"job_config": LOCAL_CONFIG}
+    rule = job_type.lexicon_rule()
+    with monkeypatch.context() as patched:  # the old rule's lexicon, cached for this dump
+        patched.setattr(job_type, "lexicon_rule", lambda: b"an older rule")
+        old = job_type.lexicon_cache_path(str(dump))
+        job_type.store_lexicon(old, pa.table({"lang": ["en"], "word": ["stale"], "n": [1]}))
+        hit = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "a", **cpu)
+        assert hit.metadata["lexicon_cache"] == "hit"  # (what the old rule's launch reads)
+    assert job_type.lexicon_rule() == rule and job_type.lexicon_cache_path(str(dump)) != old
+    new = extract(dump_path=str(dump), params=params, work_dir=tmp_path / "b", **cpu)
+    assert new.metadata["lexicon_cache"] == "built"
+    lexicon = pq.read_table(new.files["lexicon.parquet"])
+    assert "stale" not in lexicon.column("word").to_pylist() and lexicon.num_rows > 100
+    # the rule's source includes which rows the pass counts (selection.sql: lexicon_rows)
+    assert b"launch_excluded" in rule
 
 
 def test_a_vllm_job_stages_no_lexicon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,8 +5,9 @@ Each text is corrected with its own language (``lang``), from two sources merged
 * the **general word list** of the language (Zipf frequencies from the ``wordfreq`` wheel,
   cached in ``data/wordfreq_lexicon.parquet``, see ``wordlists.py``): what "a word of the
   language" means and how common it is;
-* the **food lexicon** (words of the dump's taxonomy-known ingredients, per product language,
-  with counts: ``robotoff_batch/job_types/ingredients_spellcheck/lexicon.py``). A food word is never
+* the **food lexicon** (words of the dump's ingredients texts whose ingredients are all
+  taxonomy-known, per product language, with counts:
+  ``robotoff_batch/job_types/ingredients_spellcheck/lexicon.py``). A food word is never
   changed, whatever its language (E-numbers, additive and ingredient names stay), and it is a
   preferred correction target.
 

@@ -46,6 +46,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.selection import (
     SPELLCHECK_REQUIRED_COLUMNS,
     SpellcheckLaunch,
     launch_pass,
+    spellcheck_sql,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.weights import (
     STAGED_MARKER,
@@ -55,6 +56,7 @@ from robotoff_batch.job_types.ingredients_spellcheck.weights import (
 )
 from robotoff_batch.paths import CONTAINERS_DIR, home_dir
 from robotoff_batch.predictions.known import ModelIdentity
+from robotoff_batch.predictions.model import named_statements
 from robotoff_batch.predictions.target import PredictionTarget
 
 logger = logging.getLogger(__name__)
@@ -179,14 +181,21 @@ def launch_memory_limit() -> str:
     return os.environ.get("ROBOTOFF_BATCH_LAUNCH_MEMORY_LIMIT", "").strip() or "1GB"
 
 
+def lexicon_rule() -> bytes:
+    """The source of the lexicon's rule: lexicon.py (which rows and words count, how) and the
+    pass's choice of rows (selection.sql's ``lexicon_rows``: each barcode once)."""
+    rows = dict(named_statements(spellcheck_sql()))["lexicon_rows"]
+    return Path(inspect.getfile(build_lexicon)).read_bytes() + rows.encode()
+
+
 def lexicon_cache_path(dump_path: str) -> Path:
     """Where the CPU engine's lexicon of a dump is cached: keyed by the dump's path, size and
-    modification time, and the lexicon rule's source, so a new dump or a changed rule
-    rebuilds it (in the launch's pass)."""
+    modification time, and the lexicon's rule (:func:`lexicon_rule`), so a new dump or a
+    changed rule (such as issue 23's, from the ``ingredients`` JSON to the main texts)
+    rebuilds it (in the launch's pass): a lexicon of another dump or rule is never used."""
     stat = Path(dump_path).stat()
-    builder = Path(inspect.getfile(build_lexicon)).read_bytes()
     key = hashlib.sha256(
-        f"{Path(dump_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + builder
+        f"{Path(dump_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode() + lexicon_rule()
     ).hexdigest()[:16]
     return home_dir() / "cache" / f"lexicon-{key}.parquet"
 

@@ -1,14 +1,27 @@
 """The lexicon of the offline CPU spellcheck engine, built from the OFF Parquet dump.
 
-The dump's ``ingredients`` column is a JSON string: a list of parsed ingredient objects
-(``id`` such as ``"en:sugar"``, ``text`` as written on the pack, ``is_in_taxonomy`` 1/0 or a
-boolean, nested ``ingredients`` for sub-ingredients). Only ingredients known to the taxonomy are
-kept; their ``text`` is lowercased and split into words, counted per **product language** (the
-dump's ``lang`` column: the ``ingredients`` list is parsed from the product's main ingredients
-text, which is written in ``lang``). The ingredient id's prefix is *not* used: it is the
-taxonomy's canonical language (``en:`` for most entries, whatever the text's language), so it
-would file the Spanish ``vainilla`` under English. Products without a ``lang`` are skipped.
-Output schema (docs/CONTRACTS.md): lang, word, n.
+The words of the main ingredients text (the ``ingredients_text`` entry ``main``: the text OFF's
+parser read the product's ingredients from) of every product whose ingredients the parser
+*all* recognised (``ingredients_n > 0`` and ``unknown_ingredients_n = 0``: every ingredient is
+known to the taxonomy, so the text's words are those of known ingredients and of the list
+around them), lowercased, letter runs of at least ``min_length`` letters, counted per
+**product language** (the dump's ``lang``: the main text is written in it). Products without a
+``lang`` are skipped. Output schema (docs/CONTRACTS.md): lang, word, n.
+
+Why not the ``ingredients`` JSON (each parsed ingredient's ``text`` and ``is_in_taxonomy``,
+the rule before issue 23): on a 1M-row dump that column is 5.3 GB uncompressed; reading it
+alone cost more CPU than Robotoff's whole selection, parsing it ~6x (benchmarks/results/
+launch.md), so the launch on a new dump took 9.4x the bare selection. The per-product counts
+are the same parser's verdict, and the main text is read by the selection anyway: the launch
+now counts the lexicon for 0.4-0.8x the bare selection's CPU (benchmarks/results/launch.md),
+at the quality benchmarks/spellcheck_benchmark.py reports (dev recall -0.7 point, precision
+held: docs/spellcheck-cpu-engine.md).
+
+The words are counted in two steps, vectorised in DuckDB: the text is split at spaces and the
+(lang, token) pairs counted (a cheap split; tokens repeat), then only the distinct tokens are
+lowercased and cut into letter runs (``regexp_extract_all``), their counts summed. Splitting at
+a space (not a letter) never cuts nor joins a letter run, so the counts are exactly those of
+the letter runs of the whole lowercased text, for a quarter of the CPU.
 """
 
 from __future__ import annotations
@@ -24,33 +37,8 @@ LEXICON_SCHEMA = pa.schema(
     ]
 )
 
-# OFF's parser nests sub-ingredients; depth 4 covers what the dump holds in practice.
-MAX_DEPTH = 4
-
-
-def _tree_type(depth: int) -> str:
-    """The json_transform type of the ingredient tree: only the fields the lexicon reads, so
-    each product's JSON is parsed once (not once per level and field)."""
-    fields = '"id":"VARCHAR","text":"VARCHAR","is_in_taxonomy":"VARCHAR"'
-    if depth > 1:
-        fields += f',"ingredients":{_tree_type(depth - 1)}'
-    return f"[{{{fields}}}]"
-
-
-_KNOWN = (
-    "lower(coalesce(o.is_in_taxonomy, '0')) IN ('1', 'true') "
-    "AND o.id LIKE '%:%' AND o.text IS NOT NULL"
-)
-
-
-def lexicon_tree_sql(table: str = "p") -> str:
-    """The ingredient tree of a dump row (SQL), parsed once; NULL for a row without a
-    language (skipped) or without a parseable ``ingredients`` JSON list."""
-    return (
-        f"CASE WHEN {lexicon_lang_sql(table)} IS NOT NULL "
-        f"THEN try(json_transform(CAST({table}.ingredients AS VARCHAR), "
-        f"'{_tree_type(MAX_DEPTH)}')) END"
-    )
+# The dump's columns the lexicon reads (all of them also read by the selection).
+LEXICON_COLUMNS = ("lang", "ingredients_text", "ingredients_n", "unknown_ingredients_n")
 
 
 def lexicon_lang_sql(table: str = "p") -> str:
@@ -59,38 +47,36 @@ def lexicon_lang_sql(table: str = "p") -> str:
     return f"nullif(lower(trim(CAST({table}.lang AS VARCHAR))), '')"
 
 
-def lexicon_words_sql(source: str, *, min_length: int = 2) -> str:
-    """``source`` (a subquery with a ``lexicon_tree`` column, :func:`lexicon_tree_sql`) with
-    that column replaced by ``words``: the lowercase words of the row's taxonomy-known
-    ingredients (every nesting level; an id ``lang:...`` and a text), of at least
-    ``min_length`` letters (SQL).
-
-    One rule, used by :func:`build_lexicon` and by the launch's single pass over the dump
-    (``selection.py``); the words are counted by :data:`LEXICON_COUNTS_SQL`. Levels are
-    flattened one subquery each, so the tree is walked once per level, not once per field.
-    """
-    query = f"SELECT * EXCLUDE (lexicon_tree), lexicon_tree AS lx0 FROM ({source})"
-    for level in range(1, MAX_DEPTH):
-        query = (
-            f"SELECT *, flatten(list_transform(lx{level - 1}, lambda o: o.ingredients)) "
-            f"AS lx{level} FROM ({query})"
-        )
-    per_level = ", ".join(
-        f"flatten(list_transform(list_filter(lx{level}, lambda o: {_KNOWN}), "
-        "lambda o: regexp_extract_all(lower(o.text), '\\p{L}+')))"
-        for level in range(MAX_DEPTH)
-    )
-    drop = ", ".join(f"lx{level}" for level in range(MAX_DEPTH))
+def lexicon_text_sql(table: str = "p") -> str:
+    """The text a dump row gives the lexicon (SQL): its main ingredients text when the row has a
+    language and every one of its ingredients is known to the taxonomy; else NULL (skipped)."""
     return (
-        f"SELECT * EXCLUDE ({drop}), list_filter(flatten([{per_level}]), "
-        f"lambda w: length(w) >= {int(min_length)}) AS words FROM ({query})"
+        f"CASE WHEN {lexicon_lang_sql(table)} IS NOT NULL AND {table}.ingredients_n > 0 "
+        f"AND {table}.unknown_ingredients_n = 0 "
+        f"THEN list_filter({table}.ingredients_text, lambda x: x.lang = 'main')[1].text END"
     )
 
 
-# Counts of the words of a relation of (lang, words) rows ({source}: a table or subquery).
-LEXICON_COUNTS_SQL = """
-SELECT lang, word, count(*)::BIGINT AS n
-FROM (SELECT lang, unnest(words) AS word FROM {source})
+def lexicon_counts_sql(source: str, *, min_length: int = 2) -> str:
+    """The lexicon counts (lang, word, n) of ``source``, a table or subquery of (lang, text)
+    rows, one per product (rows with a NULL lang or text are skipped); sorted by lang then
+    decreasing count then word. One rule, used by :func:`build_lexicon` and by the launch's
+    single pass over the dump (``selection.py``)."""
+    return f"""
+SELECT lang, word, sum(n)::BIGINT AS n
+FROM (
+    SELECT lang, unnest(regexp_extract_all(lower(token), '\\p{{L}}+')) AS word, n
+    FROM (
+        SELECT lang, token, count(*) AS n
+        FROM (
+            SELECT lang, unnest(string_split(text, ' ')) AS token
+            FROM {source}
+            WHERE lang IS NOT NULL AND text IS NOT NULL
+        )
+        GROUP BY lang, token
+    )
+)
+WHERE length(word) >= {int(min_length)}
 GROUP BY lang, word
 ORDER BY lang, n DESC, word
 """
@@ -99,19 +85,18 @@ ORDER BY lang, n DESC, word
 def build_lexicon(
     con: duckdb.DuckDBPyConnection, dump_path: str, *, min_length: int = 2
 ) -> pa.Table:
-    """Count the lowercase words of taxonomy-known ingredients per product language.
+    """Count the lowercase words of the main ingredients texts whose ingredients are all
+    taxonomy-known, per product language (the module's rule).
 
-    Works on both the current and the older dump schema (only ``lang`` and ``ingredients``
-    are read). ``lang`` is the language of the product (of the text the ingredients were
-    parsed from), lowercased; products without one are skipped.
-    Words shorter than ``min_length`` letters are dropped. Returns a table with
-    ``LEXICON_SCHEMA`` (lang, word, n), sorted by lang then decreasing count. (A launch
-    counts the same words in its one pass over the dump: ``selection.py``.)
+    Works on both the current and the older dump schema (only :data:`LEXICON_COLUMNS` are
+    read). Words shorter than ``min_length`` letters are dropped. Returns a table with
+    ``LEXICON_SCHEMA`` (lang, word, n), sorted by lang then decreasing count. Every row of the
+    file counts (a launch counts the same words in its one pass over the dump, each barcode
+    once: ``selection.py``).
     """
     rows = (
-        f"(SELECT {lexicon_lang_sql()} AS lang, {lexicon_tree_sql()} AS lexicon_tree "
+        f"(SELECT {lexicon_lang_sql()} AS lang, {lexicon_text_sql()} AS text "
         "FROM read_parquet($path) AS p)"
     )
-    source = f"({lexicon_words_sql(rows, min_length=min_length)})"
-    relation = con.sql(LEXICON_COUNTS_SQL.format(source=source), params={"path": dump_path})
+    relation = con.sql(lexicon_counts_sql(rows, min_length=min_length), params={"path": dump_path})
     return relation.to_arrow_table().cast(LEXICON_SCHEMA)

@@ -22,11 +22,10 @@ from robotoff_batch.job_types.ingredients_spellcheck.imports import (
     write_facts,
 )
 from robotoff_batch.job_types.ingredients_spellcheck.lexicon import (
-    LEXICON_COUNTS_SQL,
     LEXICON_SCHEMA,
+    lexicon_counts_sql,
     lexicon_lang_sql,
-    lexicon_tree_sql,
-    lexicon_words_sql,
+    lexicon_text_sql,
 )
 from robotoff_batch.predictions.model import named_statements
 
@@ -140,12 +139,14 @@ def _fragments(present: set[str], lexicon: bool) -> dict[str, str]:
         "fact_columns": fact_columns_sql(present, ingredients_text_lang="p.ingredients_text_lang"),
         "facts_nul": " OR ".join(f"coalesce({n}, false)" for n in nul) or "false",
         "lexicon_scan": (
-            f"{lexicon_lang_sql('p')} AS lexicon_lang, {lexicon_tree_sql('p')} AS lexicon_tree"
+            f"{lexicon_lang_sql('p')} AS lexicon_lang, {lexicon_text_sql('p')} AS lexicon_text"
             if lexicon
             else "CAST(NULL AS VARCHAR) AS lexicon_lang"
         ),
         "lexicon_select": (
-            "lexicon_lang, words" if lexicon else "lexicon_lang, CAST(NULL AS VARCHAR[]) AS words"
+            "lexicon_lang, lexicon_text"
+            if lexicon
+            else "lexicon_lang, CAST(NULL AS VARCHAR) AS lexicon_text"
         ),
     }
 
@@ -195,9 +196,7 @@ def launch_pass(
     the launch read it once) or the footer read here. A selection matching nothing gives a
     0-row input file.
     """
-    required = dict(SPELLCHECK_REQUIRED_COLUMNS)
-    if lexicon:
-        required["ingredients"] = "string"
+    required = dict(SPELLCHECK_REQUIRED_COLUMNS)  # the lexicon's columns among them
     if dump_schema is None:  # the footer, read here unless the launch already did
         dump_schema = extraction.read_dump_schema(dump_path)
     extraction.check_columns(dump_schema, dump_path=dump_path, required_columns=required)
@@ -212,8 +211,6 @@ def launch_pass(
     )
     fragments["candidate_rows"] = statements["candidate_rows"]
     scan = statements["scan"].format(**fragments)
-    if lexicon:
-        scan = lexicon_words_sql(scan, min_length=lexicon_min_length)
     params: dict[str, object] = {
         "dump_path": dump_path,
         "min_fraction": float(min_fraction),
@@ -282,7 +279,9 @@ def launch_pass(
                 )
                 lap("facts")
             if lexicon:
-                counts_sql = LEXICON_COUNTS_SQL.format(source=statements["lexicon_rows"])
+                counts_sql = lexicon_counts_sql(
+                    statements["lexicon_rows"], min_length=lexicon_min_length
+                )
                 table = con.sql(counts_sql).to_arrow_table().cast(LEXICON_SCHEMA)
                 lap("lexicon_counts")
             cursor = con.execute(statements["stats"].format(**fragments))
