@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -698,3 +698,34 @@ def test_malformed_corrections_json_is_held_back_with_its_file_and_row(
     assert outcome.rows_quarantined == 2
     stored = {r["barcode"] for r in fetch(pg_db, "SELECT barcode FROM prediction")}
     assert stored == set(changed) - set(bad)
+
+
+def test_a_scope_without_every_prediction_is_refused(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """The dedup rule reads the stored predictions of the replace scope's barcodes only, so a
+    job type whose scope_sql leaves out a prediction's row is refused (else a stored
+    prediction of that product would be missed and a duplicate written)."""
+    scope = (
+        "SELECT _file, _row, code, 'ingredient_spellcheck', 'off', NULL, engine_version "
+        "FROM batch_output WHERE correction IS NOT NULL AND correction = text"
+    )
+
+    class ScopeWithoutPredictions:
+        name = JOB_TYPE.name
+        facts_file = JOB_TYPE.facts_file
+        import_spec = replace(JOB_TYPE.import_spec, scope_sql=scope)
+
+        def facts_at_import(self, **kwargs: Any) -> None:
+            return None
+
+    write_job(staging, JOB_A, [output_table(OUTPUT)])
+    with pytest.raises(PredictionImportError, match="the replace scope must hold every"):
+        output.import_job_output(
+            engine=SucceededEngine(1),  # type: ignore[arg-type]
+            staging=staging,
+            store=store,
+            job_type=ScopeWithoutPredictions(),  # type: ignore[arg-type]
+            job_id=JOB_A,
+        )
+    assert nothing_written(pg_db)

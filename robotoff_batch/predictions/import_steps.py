@@ -141,6 +141,13 @@ def import_steps(
     # from the statistics, where a join is estimated at 1)
     candidates, constants = job_constants(cur)
     scoped, scope_constants = job_constants(cur, relation="batch_scope")
+    if scoped < candidates:  # (the counts are free; a superset has at least as many rows)
+        raise PredictionImportError(
+            f"job type {job_type}: its scope_sql gives {scoped} rows, fewer than its "
+            f"{candidates} predictions; the replace scope must hold every prediction's row "
+            "(ImportSpec.scope_sql: the stored predictions the dedup rule reads are those of "
+            "the scope's barcodes); nothing was imported"
+        )
     phase("to_predictions")
     implied = spec.one_prediction_per_product and spec.key_column in spec.unique
     dup = None if implied else cur.execute(DUPLICATE_PREDICTION_SQL).fetchone()
