@@ -700,6 +700,31 @@ def test_malformed_corrections_json_is_held_back_with_its_file_and_row(
     assert stored == set(changed) - set(bad)
 
 
+def test_a_row_held_back_twice_never_reaches_the_cast(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """A row with an unknown product code (held back by the facts check) and malformed
+    corrections is dropped from the output too, not left for the prediction view's cast."""
+    stray = ("3999999999999", "fr", "sucre, farinne", "sucre, farine")
+    rows = [*OUTPUT, stray]
+    column = [("[" if r is stray else None) for r in rows]
+    table = output_table(rows).append_column("corrections", pa.array(column, pa.string()))
+    write_job(staging, JOB_A, [table])
+    outcome = output.import_job_output(
+        engine=SucceededEngine(1),  # type: ignore[arg-type]
+        staging=staging,
+        store=store,
+        job_type=JOB_TYPE,
+        job_id=JOB_A,
+        max_bad_row_fraction=0.5,
+    )
+    held = store.quarantined_rows(JOB_A)
+    assert [(h["code"], h["reason"]) for h in held] == [
+        (stray[0], "not a product of the job's input")
+    ]
+    assert outcome.rows_quarantined == 1 and outcome.predictions > 0
+
+
 def test_a_scope_without_every_prediction_is_refused(
     staging: Staging, store: PredictionStore, pg_db: str
 ) -> None:

@@ -164,13 +164,15 @@ class RowChecks:
             c = sql.Identifier(column)
             cur.execute(
                 sql.SQL(
-                    "WITH bad AS (INSERT INTO batch_quarantine (_file, _row, code, reason) "
+                    # (every such row leaves batch_output, also one an earlier check
+                    # already held back: the INSERT skips it, the DELETE does not)
+                    "WITH held AS (INSERT INTO batch_quarantine (_file, _row, code, reason) "
                     "SELECT o._file, o._row, o.{k}, {name} || ' is not valid JSON: ' || "
                     "(pg_input_error_info(o.{c}, 'jsonb')).message FROM batch_output o "
                     "WHERE o.{c} IS NOT NULL AND NOT pg_input_is_valid(o.{c}, 'jsonb') "
-                    "ON CONFLICT DO NOTHING RETURNING _file, _row) "
-                    "DELETE FROM batch_output o USING bad b "
-                    "WHERE o._file = b._file AND o._row = b._row"
+                    "ON CONFLICT DO NOTHING) "
+                    "DELETE FROM batch_output o "
+                    "WHERE o.{c} IS NOT NULL AND NOT pg_input_is_valid(o.{c}, 'jsonb')"
                 ).format(
                     c=c,
                     k=sql.Identifier(self.spec.key_column),
