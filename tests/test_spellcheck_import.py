@@ -156,13 +156,22 @@ def write_job(
     return out
 
 
-def run_import(staging: Staging, store: PredictionStore, job_id: str, tasks: int = 1) -> Any:
+def run_import(
+    staging: Staging,
+    store: PredictionStore,
+    job_id: str,
+    tasks: int = 1,
+    *,
+    job_type: Any = JOB_TYPE,
+    **options: Any,
+) -> Any:
     return output.import_job_output(
         engine=SucceededEngine(tasks),  # type: ignore[arg-type]
         staging=staging,
         store=store,
-        job_type=JOB_TYPE,
+        job_type=job_type,
         job_id=job_id,
+        **options,
     )
 
 
@@ -684,14 +693,7 @@ def test_malformed_corrections_json_is_held_back_with_its_file_and_row(
     assert f"part-00000.parquet row {first}: 'corrections' is not valid JSON" in str(refused.value)
     assert nothing_written(pg_db)
 
-    outcome = output.import_job_output(
-        engine=SucceededEngine(1),  # type: ignore[arg-type]
-        staging=staging,
-        store=store,
-        job_type=JOB_TYPE,
-        job_id=JOB_A,
-        max_bad_row_fraction=0.5,
-    )
+    outcome = run_import(staging, store, JOB_A, max_bad_row_fraction=0.5)
     held = store.quarantined_rows(JOB_A)
     assert {h["code"] for h in held} == set(bad)
     assert all("is not valid JSON" in h["reason"] for h in held)
@@ -710,14 +712,7 @@ def test_a_row_held_back_twice_never_reaches_the_cast(
     column = [("[" if r is stray else None) for r in rows]
     table = output_table(rows).append_column("corrections", pa.array(column, pa.string()))
     write_job(staging, JOB_A, [table])
-    outcome = output.import_job_output(
-        engine=SucceededEngine(1),  # type: ignore[arg-type]
-        staging=staging,
-        store=store,
-        job_type=JOB_TYPE,
-        job_id=JOB_A,
-        max_bad_row_fraction=0.5,
-    )
+    outcome = run_import(staging, store, JOB_A, max_bad_row_fraction=0.5)
     held = store.quarantined_rows(JOB_A)
     assert [(h["code"], h["reason"]) for h in held] == [
         (stray[0], "not a product of the job's input")
@@ -746,11 +741,5 @@ def test_a_scope_without_every_prediction_is_refused(
 
     write_job(staging, JOB_A, [output_table(OUTPUT)])
     with pytest.raises(PredictionImportError, match="the replace scope must hold every"):
-        output.import_job_output(
-            engine=SucceededEngine(1),  # type: ignore[arg-type]
-            staging=staging,
-            store=store,
-            job_type=ScopeWithoutPredictions(),  # type: ignore[arg-type]
-            job_id=JOB_A,
-        )
+        run_import(staging, store, JOB_A, job_type=ScopeWithoutPredictions())
     assert nothing_written(pg_db)
