@@ -164,15 +164,15 @@ class RowChecks:
             c = sql.Identifier(column)
             cur.execute(
                 sql.SQL(
-                    # (every such row leaves batch_output, also one an earlier check
-                    # already held back: the INSERT skips it, the DELETE does not)
-                    "WITH held AS (INSERT INTO batch_quarantine (_file, _row, code, reason) "
-                    "SELECT o._file, o._row, o.{k}, {name} || ' is not valid JSON: ' || "
-                    "(pg_input_error_info(o.{c}, 'jsonb')).message FROM batch_output o "
+                    # (one validity test a value; every such row leaves batch_output, also
+                    # one an earlier check already held back, whose INSERT is skipped)
+                    "WITH bad AS (DELETE FROM batch_output o "
                     "WHERE o.{c} IS NOT NULL AND NOT pg_input_is_valid(o.{c}, 'jsonb') "
-                    "ON CONFLICT DO NOTHING) "
-                    "DELETE FROM batch_output o "
-                    "WHERE o.{c} IS NOT NULL AND NOT pg_input_is_valid(o.{c}, 'jsonb')"
+                    "RETURNING o._file, o._row, o.{k} AS code, o.{c} AS value) "
+                    "INSERT INTO batch_quarantine (_file, _row, code, reason) "
+                    "SELECT _file, _row, code, {name} || ' is not valid JSON: ' || "
+                    "(pg_input_error_info(value, 'jsonb')).message FROM bad "
+                    "ON CONFLICT DO NOTHING"
                 ).format(
                     c=c,
                     k=sql.Identifier(self.spec.key_column),
