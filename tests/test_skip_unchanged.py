@@ -135,6 +135,21 @@ def test_a_second_launch_over_the_same_dump_submits_nothing_and_an_edit_is_selec
     assert meta["rows"] == 1 and meta["skipped_unchanged"] == selected - 1
     (third_id,) = _submitted(third)
     assert _staged_codes(tmp_path, third_id) == [edited_code]
+    # the imports (the by-hand job's: every product again; then this one's) replace the hashes
+    # (one row per product and model, the last job's; the edited product's the new text's)
+    _run_and_import(defs2, instance, resources2)
+    _run_and_import(defs2, instance, resources2)
+    staged = tmp_path / "staging" / "ingredients-spellcheck" / third_id / "input.parquet"
+    (new_text,) = pq.read_table(staged).column("text").to_pylist()
+    with psycopg.connect(pg_db) as conn:
+        mine = conn.execute(
+            "SELECT barcode, encode(text_md5, 'hex'), batch_job_id FROM batch_known_text "
+            "WHERE barcode = %s",
+            (edited_code,),
+        ).fetchall()
+        after = conn.execute("SELECT count(*) FROM batch_known_text").fetchone()
+    assert mine == [(edited_code, hashlib.md5(new_text.encode()).hexdigest(), third_id)]
+    assert after == (n_known,)
 
     # a new model version: every product needs work again
     import spellcheck_job
