@@ -19,17 +19,6 @@
 -- unordered read, are broken here by Robotoff's sort keys, then the lowest prediction id, and the
 -- oldest insight (then lowest id) is the one updated.
 
--- name: scope
--- (batch_scope: every row with a verdict, unchanged ones included, so a product whose text
--- the new version leaves as is loses the older version's insight, as in Robotoff)
-CREATE TEMP TABLE insight_scope ON COMMIT DROP AS
-SELECT DISTINCT barcode FROM batch_scope
-WHERE type = 'ingredient_spellcheck' AND server_type = 'off'
-
--- name: analyze_scope
--- (temporary tables have no statistics until analysed: without them the planner guesses)
-ANALYZE insight_scope
-
 -- name: by_index
 -- (Robotoff's tables read by their indexes only, up to `joins`: their statistics may lag far
 -- behind their rows, e.g. an embedded database's first import, never analysed, and a
@@ -41,13 +30,20 @@ SET LOCAL enable_seqscan = off
 -- tables (a bitmap scan of the barcode index: `= ANY(ARRAY(...))`), and every join below is
 -- between analysed temporary tables: no statement scans `prediction` or `product_insight` in
 -- full or loops over them, whatever their size. First the product's insights of this type.
+-- The scope's barcodes (every row with a verdict, unchanged ones included, so a product whose
+-- text the new version leaves as is loses the older version's insight, as in Robotoff) go to
+-- the index scan as they come: the index scan drops the array's repeats (no DISTINCT pass
+-- over a million barcodes, no temporary table of them).
 CREATE TEMP TABLE insight_stored ON COMMIT DROP AS
 SELECT r.id, r.barcode, r.value_tag, r.source_image, r."timestamp", r.annotation,
     r.automatic_processing
 FROM (
     -- the barcodes alone in this fenced scan (OFFSET 0): the barcode index, never another
     -- index with the barcodes tested row by row as a filter
-    SELECT * FROM product_insight WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    SELECT * FROM product_insight
+    WHERE barcode = ANY (ARRAY(
+        SELECT barcode FROM batch_scope
+        WHERE type = 'ingredient_spellcheck' AND server_type = 'off'))
     OFFSET 0
 ) AS r
 WHERE r.type = 'ingredient_spellcheck' AND r.server_type = 'off'
@@ -66,7 +62,10 @@ SELECT p.id, p.barcode, p.value_tag, p.value, p.source_image,
     p.predictor_version, p.confidence, p.data, p.data ->> 'original' AS original
 FROM (
     -- (fenced, as above)
-    SELECT * FROM prediction WHERE barcode = ANY (ARRAY(SELECT barcode FROM insight_scope))
+    SELECT * FROM prediction
+    WHERE barcode = ANY (ARRAY(
+        SELECT barcode FROM batch_scope
+        WHERE type = 'ingredient_spellcheck' AND server_type = 'off'))
     OFFSET 0
 ) AS p
 WHERE p.type = 'ingredient_spellcheck' AND p.server_type = 'off'
