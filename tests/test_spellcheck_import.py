@@ -743,3 +743,47 @@ def test_a_scope_without_every_prediction_is_refused(
     with pytest.raises(PredictionImportError, match="the replace scope must hold every"):
         run_import(staging, store, JOB_A, job_type=ScopeWithoutPredictions())
     assert nothing_written(pg_db)
+
+
+def test_a_null_data_is_held_back_unless_the_job_type_says_it_cannot_be(
+    staging: Staging, store: PredictionStore, pg_db: str
+) -> None:
+    """A prediction row whose data is NULL is held back with its file and row; a job type
+    declaring data_never_null skips that test (its data is built, never NULL), so were it NULL
+    after all, the INSERT's NOT NULL constraint refuses the whole output: nothing imported."""
+    bad = OUTPUT[0][0]
+    spec = JOB_TYPE.import_spec
+    assert spec.data_never_null  # ingredients-spellcheck: jsonb_build_object(...) || ...
+    built = spec.predictions_sql.index("jsonb_build_object('original'")
+    end = spec.predictions_sql.index("END,", built) + len("END")
+    nullable = (
+        spec.predictions_sql[:built]
+        + f"CASE WHEN code = '{bad}' THEN NULL ELSE "
+        + spec.predictions_sql[built:end]
+        + " END"
+        + spec.predictions_sql[end:]
+    )
+
+    def job_type(never_null: bool) -> Any:
+        class NullableData:
+            name = JOB_TYPE.name
+            facts_file = JOB_TYPE.facts_file
+            import_spec = replace(spec, predictions_sql=nullable, data_never_null=never_null)
+
+            def facts_at_import(self, **kwargs: Any) -> None:
+                return None
+
+        return NullableData()
+
+    write_job(staging, JOB_A, [output_table(OUTPUT)])
+    with pytest.raises(PredictionImportError, match=r"refused the output.*null value.*data"):
+        run_import(staging, store, JOB_A, job_type=job_type(True), max_bad_row_fraction=0.5)
+    assert nothing_written(pg_db)
+    outcome = run_import(staging, store, JOB_A, job_type=job_type(False), max_bad_row_fraction=0.5)
+    held = store.quarantined_rows(JOB_A)
+    assert [(h["file"].rsplit("/", 1)[-1], h["row"], h["code"], h["reason"]) for h in held] == [
+        ("part-00000.parquet", 0, bad, "null 'data'")
+    ]
+    assert outcome.rows_quarantined == 1
+    stored = {r["barcode"] for r in fetch(pg_db, "SELECT barcode FROM prediction")}
+    assert bad not in stored and stored

@@ -38,13 +38,15 @@ _CREATE_QUARANTINE = """
 CREATE TEMP TABLE batch_quarantine (_file integer NOT NULL, _row bigint NOT NULL, code text,
     reason text NOT NULL) ON COMMIT DROP
 """
-# Every prediction row with a null required value or a value over its varchar(n) limit.
+# Every prediction row with a null required value or a value over its varchar(n) limit
+# ({data_case} and {data_test}: the data test, left out where the job type's data is never
+# NULL, ImportSpec.data_never_null).
 _ROW_CHECKS = f"""
 INSERT INTO batch_quarantine (_file, _row, code, reason)
 SELECT _file, _row, barcode, CASE
     WHEN barcode IS NULL OR barcode = '' THEN 'null or empty ''barcode'''
     WHEN type IS NULL OR type = '' THEN 'null or empty ''type'''
-    WHEN data IS NULL THEN 'null ''data'''
+    {{data_case}}
     WHEN server_type IS NULL OR "timestamp" IS NULL THEN 'null ''server_type'''
     WHEN length(barcode) > {MAX_LENGTHS["barcode"]}
         THEN '''barcode'' is longer than {MAX_LENGTHS["barcode"]} characters'
@@ -56,7 +58,7 @@ SELECT _file, _row, barcode, CASE
         THEN '''predictor_version'' is longer than {MAX_LENGTHS["predictor_version"]} characters'
     ELSE '''server_type'' is longer than {MAX_LENGTHS["server_type"]} characters' END
 FROM batch_prediction
-WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NULL
+WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' {{data_test}}
     OR server_type IS NULL OR "timestamp" IS NULL
     OR length(barcode) > {MAX_LENGTHS["barcode"]} OR length(type) > {MAX_LENGTHS["type"]}
     OR length(predictor) > {MAX_LENGTHS["predictor"]}
@@ -64,6 +66,14 @@ WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' OR data IS NU
     OR length(server_type) > {MAX_LENGTHS["server_type"]}
 ON CONFLICT DO NOTHING
 """
+
+
+def row_checks_sql(*, check_data: bool) -> str:
+    """The prediction rows' checks, with the ``data IS NULL`` test or without it."""
+    return _ROW_CHECKS.format(
+        data_case="WHEN data IS NULL THEN 'null ''data'''" if check_data else "",
+        data_test="OR data IS NULL" if check_data else "",
+    )
 
 
 class RowChecks:
@@ -182,7 +192,7 @@ class RowChecks:
 
     def predictions(self) -> None:
         """Prediction rows with a null required value or a value too long."""
-        self.cur.execute(_ROW_CHECKS)
+        self.cur.execute(row_checks_sql(check_data=not self.spec.data_never_null))
 
     def settle(self, *, source_rows: int, batch_job_id: str) -> int:
         """Refuse the whole output when too many rows are held back; else drop them from

@@ -162,6 +162,8 @@ IMPORT_SPEC = ImportSpec(
     one_prediction_per_product=True,
     handover_sql=_statement(IMPORT_SQL_PATH, "handover"),
     known_sql=_statement(KNOWN_SQL_PATH, "known"),
+    # import.sql's data: jsonb_build_object(...) || CASE ... END, never NULL
+    data_never_null=True,
 )
 #: Robotoff's stored predictions of a model identity (the postgres target's known set).
 KNOWN_PREDICTIONS_SQL = _statement(KNOWN_SQL_PATH, "known_predictions")
