@@ -104,7 +104,15 @@ def import_steps(
         return f"{name} row {row}"
 
     bad_rows: list[BadRow] = []
-    source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows)
+    copied: list[pa.Array] = []  # the key values of the rows copied, for the Arrow checks
+    source_rows = copy_output(
+        cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows, keys=copied
+    )
+    keys = (
+        pa.chunked_array(copied, spec.output_schema.field(spec.key_column).type)
+        if (spec.key_column in spec.output_schema.names)
+        else None
+    )
     # hash tables and sorts over the job's keys in memory, sized from its row count
     cur.execute(f"SET LOCAL work_mem = '{work_mem_mb(source_rows)}MB'")
     phase("copy_output")
@@ -119,12 +127,18 @@ def import_steps(
     checks = RowChecks(cur, spec=spec, where=where, max_bad_row_fraction=max_bad_row_fraction)
     checks.add(bad_rows)
     for column in spec.unique:
-        checks.unique(column)
+        checks.unique(column, keys if column == spec.key_column else None)
     phase("check_unique")
     if spec.facts_schema is not None:
-        copy_facts(cur, spec.facts_schema, facts)
+        codes: list[pa.Array] = []
+        deleted = copy_facts(cur, spec.facts_schema, facts, codes=codes)
         phase("copy_facts")
-        checks.facts(has_deleted="deleted" in spec.facts_schema.names)
+        checks.facts(
+            has_deleted="deleted" in spec.facts_schema.names,
+            keys=keys,
+            codes=pa.chunked_array(codes, spec.facts_schema.field("code").type),
+            deleted=deleted,
+        )
     phase("check_facts")
     checks.json_values()
     select = psycopg.ClientCursor(cur.connection).mogrify(
