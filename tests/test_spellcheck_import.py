@@ -411,6 +411,10 @@ def test_predictions_and_insights_as_robotoff_writes_them(
     assert got[("3000000000001", "fr")]["countries"] == ["en:france"]
     assert got[("3000000000001", "fr")]["unique_scans_n"] == 12
     assert dict(outcome.insights) == {"created": 2, "updated": 1, "kept": 1, "deleted": 1}
+    # the created insights' ids: uuid4s, as Robotoff's ORM makes them (made by the client)
+    created = [r["id"] for r in got.values() if str(r["id"]) not in (annotated, to_update)]
+    assert len(created) == 2 and len(set(created)) == 2
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in created)
 
 
 def test_rerun_same_version_keeps_and_newer_version_replaces(

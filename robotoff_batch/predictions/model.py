@@ -67,8 +67,9 @@ class ImportSpec:
     :data:`PREDICTION_COLUMNS`, one row per prediction (parameter ``%(now)s``: the import time,
     naive UTC); it becomes the view ``batch_prediction``. ``unique``: output columns whose
     values must not repeat over the whole output.
-    ``facts_schema``: the product facts (``batch_product``, keyed by ``code``) the insights
-    read; every output ``key_column`` value must be there. ``insights_sql``: statements
+    ``facts_schema``: the product facts (``batch_product``, keyed by ``code``, plus ``_file``,
+    ``_row`` and ``_uuid``, a random uuid4 per product for the ids of the insights the job
+    type creates) the insights read; every output ``key_column`` value must be there. ``insights_sql``: statements
     separated by ``-- name: <name>`` lines; the row counts of those named ``created``,
     ``updated``, ``deleted`` and ``kept`` are the insight counts. None: no insights.
     """

@@ -3,7 +3,8 @@
 --
 -- Tables: batch_output (the task files: _file, _row, code, lang, text, correction, engine,
 -- engine_version), batch_product (the job's product facts: code, lang, ingredients_text_lang,
--- countries, brands, unique_scans_n, from the dump the job was extracted from),
+-- countries, brands, unique_scans_n, from the dump the job was extracted from; _uuid, a
+-- random uuid4 per product, the id of an insight created for it),
 -- batch_prediction (the view of the SELECT below), Robotoff's prediction and product_insight.
 -- Parameter: %(now)s, the import time (naive UTC, as Robotoff's now(UTC)).
 

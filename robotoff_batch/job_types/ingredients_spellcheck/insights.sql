@@ -104,7 +104,7 @@ SELECT DISTINCT ON (p.barcode, p.value_tag)
     p.automatic_processing, p.predictor, p.predictor_version, p.confidence,
     coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
     coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
-    coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
+    coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n, f._uuid AS new_id
 FROM (
     SELECT s.id, NULL::integer AS _file, NULL::bigint AS _row, s.barcode::text AS barcode,
         s.value_tag, s.value, s.source_image, s.automatic_processing,
@@ -188,6 +188,9 @@ WHERE r.id = m.insight_id AND r.id = ANY (ARRAY(SELECT insight_id FROM insight_m
 SET LOCAL enable_seqscan = on
 
 -- name: created
+-- (a new insight's id: its product's batch_product._uuid, a random uuid4 made by the client
+-- as Robotoff's ORM makes one, uuid4(); one insight per product at most, as each product has
+-- one lang)
 -- First every other product of the scope: its new prediction, when it matches the facts, is
 -- its only candidate and nothing is stored to update, keep or delete, so it is created, in one
 -- pass over the job's rows (data built once, in the fenced scan of batch_new), no sort, no
@@ -197,7 +200,7 @@ INSERT INTO product_insight (id, barcode, type, data, "timestamp", completed_at,
     annotated_result, n_votes, username, countries, brands, process_after, value_tag, value,
     source_image, automatic_processing, server_type, unique_scans_n, reserved_barcode,
     predictor, predictor_version, campaign, confidence, bounding_box, lc, with_image)
-SELECT gen_random_uuid(), c.barcode, 'ingredient_spellcheck', c.data, %(now)s, NULL, NULL,
+SELECT c.new_id, c.barcode, 'ingredient_spellcheck', c.data, %(now)s, NULL, NULL,
     NULL, 0, NULL, c.countries, c.brands,
     CASE WHEN c.automatic_processing THEN %(now)s + interval '10 minutes' END,
     c.value_tag, c.value, c.source_image, c.automatic_processing, 'off', c.unique_scans_n,
@@ -211,7 +214,7 @@ FROM (
         n.predictor_version, n.confidence, n.data,
         coalesce(f.countries::jsonb, '[]'::jsonb) AS countries,
         coalesce(f.brands::jsonb, '[]'::jsonb) AS brands,
-        coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n
+        coalesce(f.unique_scans_n, 0)::integer AS unique_scans_n, f._uuid AS new_id
     FROM (
         SELECT * FROM batch_new
         WHERE type = 'ingredient_spellcheck' AND server_type = 'off' OFFSET 0
@@ -225,7 +228,7 @@ FROM (
     UNION ALL
     SELECT c.barcode, c.value_tag, c.value, c.source_image, c.automatic_processing,
         c.predictor, c.predictor_version, c.confidence, coalesce(p.data, n.data), c.countries,
-        c.brands, c.unique_scans_n
+        c.brands, c.unique_scans_n, c.new_id
     FROM insight_candidate c
     LEFT JOIN insight_source p ON p.id = c.prediction_id
     LEFT JOIN batch_new n ON n._file = c._file AND n._row = c._row
