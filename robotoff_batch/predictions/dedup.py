@@ -45,11 +45,12 @@ _SCOPE_TEXT = (*SCOPE, "predictor_version")
 
 
 def job_constants(
-    cur: psycopg.Cursor[Any], relation: str = "batch_prediction"
-) -> tuple[int, dict[str, Any]]:
+    cur: psycopg.Cursor[Any], relation: str = "batch_prediction", *, bad: str | None = None
+) -> tuple[int, dict[str, Any], int]:
     """One pass over the job's predictions (or, ``relation="batch_scope"``, the replace
-    rule's scope): their count, and the key columns (and ``predictor_version``) that hold one
-    value, or only NULL, on every row (``{column: value}``, value None for NULL)."""
+    rule's scope): their count, the key columns (and ``predictor_version``) that hold one
+    value, or only NULL, on every row (``{column: value}``, value None for NULL), and how many
+    rows meet the condition ``bad`` (0 without one)."""
     scope = relation == "batch_scope"
     text = _SCOPE_TEXT if scope else (*_TEXT, "predictor_version")
     parts: list[sql.Composable] = [sql.SQL("count(*)")]
@@ -67,6 +68,8 @@ def job_constants(
             sql.SQL("bool_and(automatic_processing)"),
             sql.SQL("bool_or(automatic_processing)"),
         ]
+    if bad is not None:
+        parts.append(sql.SQL("count(*) FILTER (WHERE {})").format(sql.SQL(bad)))  # type: ignore[arg-type]
     row = cur.execute(
         sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(parts), sql.Identifier(relation))
     ).fetchone()
@@ -79,7 +82,7 @@ def job_constants(
             constants[column] = None
         elif filled == total and low == high:
             constants[column] = low
-    return total, constants
+    return total, constants, int(row[-1]) if bad is not None else 0
 
 
 def _match(

@@ -147,14 +147,18 @@ def import_steps(
     cur.execute(CREATE_PREDICTION_VIEW.replace("{select}", select))
     scope = spec.scope_sql.strip().rstrip(";") if spec.scope_sql else SCOPE_FROM_PREDICTIONS
     cur.execute(CREATE_SCOPE_VIEW.replace("{select}", scope))
-    checks.predictions()
-    quarantined = checks.settle(source_rows=source_rows, batch_job_id=batch_job_id)
-    checks.record(batch_job_id=batch_job_id, files=files)
     # the count and the job's constant key columns, in one pass each over the predictions and
     # the replace rule's scope (the dedup SQL is written with those as literals: estimated
-    # from the statistics, where a join is estimated at 1)
-    candidates, constants = job_constants(cur)
-    scoped, scope_constants = job_constants(cur, relation="batch_scope")
+    # from the statistics, where a join is estimated at 1); the predictions' pass counts the
+    # bad rows too, so the row checks run only when there are some
+    candidates, constants, bad = job_constants(cur, bad=checks.predictions_test)
+    if bad:
+        checks.predictions()
+    quarantined = checks.settle(source_rows=source_rows, batch_job_id=batch_job_id)
+    checks.record(batch_job_id=batch_job_id, files=files)
+    if quarantined:  # rows left batch_output: counted again
+        candidates, constants, _ = job_constants(cur)
+    scoped, scope_constants, _ = job_constants(cur, relation="batch_scope")
     if scoped < candidates:  # (the counts are free; a superset has at least as many rows)
         raise PredictionImportError(
             f"job type {job_type}: its scope_sql gives {scoped} rows, fewer than its "

@@ -69,9 +69,10 @@ class ImportSpec:
     values must not repeat over the whole output.
     ``facts_schema``: the product facts (``batch_product``, keyed by ``code``, plus ``_file``,
     ``_row`` and ``_uuid``, a random uuid4 per product for the ids of the insights the job
-    type creates) the insights read; every output ``key_column`` value must be there. ``insights_sql``: statements
-    separated by ``-- name: <name>`` lines; the row counts of those named ``created``,
-    ``updated``, ``deleted`` and ``kept`` are the insight counts. None: no insights.
+    type creates) the insights read; every output ``key_column`` value must be there.
+    ``insights_sql``: statements separated by ``-- name: <name>`` lines; the row counts of
+    those named ``created``, ``updated``, ``deleted`` and ``kept`` are the insight counts.
+    None: no insights.
     """
 
     output_schema: pa.Schema

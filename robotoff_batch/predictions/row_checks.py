@@ -60,21 +60,27 @@ SELECT _file, _row, barcode, CASE
         THEN '''predictor_version'' is longer than {MAX_LENGTHS["predictor_version"]} characters'
     ELSE '''server_type'' is longer than {MAX_LENGTHS["server_type"]} characters' END
 FROM batch_prediction
-WHERE barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' {{data_test}}
+WHERE {{test}}
+ON CONFLICT DO NOTHING
+"""
+_ROW_TEST = f"""barcode IS NULL OR barcode = '' OR type IS NULL OR type = '' {{data_test}}
     OR server_type IS NULL OR "timestamp" IS NULL
     OR length(barcode) > {MAX_LENGTHS["barcode"]} OR length(type) > {MAX_LENGTHS["type"]}
     OR length(predictor) > {MAX_LENGTHS["predictor"]}
     OR length(predictor_version) > {MAX_LENGTHS["predictor_version"]}
-    OR length(server_type) > {MAX_LENGTHS["server_type"]}
-ON CONFLICT DO NOTHING
-"""
+    OR length(server_type) > {MAX_LENGTHS["server_type"]}"""
+
+
+def row_test_sql(*, check_data: bool) -> str:
+    """The condition a bad prediction row meets (over ``batch_prediction``)."""
+    return _ROW_TEST.format(data_test="OR data IS NULL" if check_data else "")
 
 
 def row_checks_sql(*, check_data: bool) -> str:
     """The prediction rows' checks, with the ``data IS NULL`` test or without it."""
     return _ROW_CHECKS.format(
         data_case="WHEN data IS NULL THEN 'null ''data'''" if check_data else "",
-        data_test="OR data IS NULL" if check_data else "",
+        test=row_test_sql(check_data=check_data),
     )
 
 
@@ -225,6 +231,12 @@ class RowChecks:
                     name=sql.Literal(repr(column)),
                 )
             )
+
+    @property
+    def predictions_test(self) -> str:
+        """The condition of :meth:`predictions`: the caller counts the rows meeting it in a
+        pass it makes anyway (dedup.job_constants) and calls it only when there are some."""
+        return row_test_sql(check_data=not self.spec.data_never_null)
 
     def predictions(self) -> None:
         """Prediction rows with a null required value or a value too long."""
