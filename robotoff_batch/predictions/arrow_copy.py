@@ -183,15 +183,12 @@ def copy_output(
     outputs: Iterable[OutputChunk],
     where: Any,
     bad_rows: list[BadRow] | None = None,
-    keys: list[pa.Array] | None = None,
 ) -> int:
     """COPY the output into ``batch_output``; returns its row count (held-back rows included).
 
     With ``bad_rows``, a row with a null or empty required value, or a text PostgreSQL cannot
     hold (NUL byte, not UTF-8), is appended there instead of copied (the caller quarantines
-    it); without, it refuses the whole output naming file and row. With ``keys``, the
-    ``key_column`` values of the rows copied are appended there (for the checks made in
-    Arrow, :mod:`row_checks`)."""
+    it); without, it refuses the whole output naming file and row."""
     schema = spec.output_schema
     _create_temp_table(cur, "batch_output", schema)
     full = pa.schema([pa.field("_file", pa.int32()), pa.field("_row", pa.int64()), *schema])
@@ -232,8 +229,6 @@ def copy_output(
                         bad_rows.append((chunk.file_index, chunk.offset + i, value, why))
                     keep = pa.array([i not in bad for i in range(n)])
                     framed = framed.filter(keep)
-                if keys is not None and key is not None:
-                    keys.append(framed.column(2 + schema.get_field_index(spec.key_column)))
                 for start in range(0, framed.num_rows, COPY_CHUNK_ROWS):
                     part = framed.slice(start, COPY_CHUNK_ROWS)
                     lines.append((line + 1, chunk.file_index, int(part.column(1)[0].as_py())))
@@ -275,16 +270,11 @@ def random_uuids(n: int) -> pa.Array:
 
 
 def copy_facts(
-    cur: psycopg.Cursor[Any],
-    schema: pa.Schema,
-    facts: Iterable[pa.RecordBatch],
-    codes: list[pa.Array] | None = None,
-) -> int:
+    cur: psycopg.Cursor[Any], schema: pa.Schema, facts: Iterable[pa.RecordBatch]
+) -> None:
     """COPY the job's product facts into ``batch_product`` (analysed, not indexed), each row
     with ``_uuid``, a random uuid4 (:func:`random_uuids`: the id of an insight the job type
-    creates for the product); returns
-    how many are marked ``deleted``. With ``codes``, their ``code`` values are appended there
-    (for the checks made in Arrow, :mod:`row_checks`)."""
+    creates for the product)."""
     _create_temp_table(cur, "batch_product", schema, extra=("_uuid uuid NOT NULL",))
     full = pa.schema(
         [
@@ -295,17 +285,12 @@ def copy_facts(
         ]
     )
     offset = 0
-    deleted = 0
     with cur.copy(_copy_statement("batch_product", full.names), writer=_writer(cur)) as copy:
         for batch in facts:
             batch = _conform(batch, schema, f"product facts row {offset}")
             n = batch.num_rows
             if n == 0:
                 continue
-            if codes is not None:
-                codes.append(batch.column("code"))
-            if "deleted" in schema.names:
-                deleted += int(pc.sum(pc.fill_null(batch.column("deleted"), False)).as_py() or 0)
             framed = pa.RecordBatch.from_arrays(
                 [
                     pa.array([0] * n, pa.int32()),
@@ -320,7 +305,6 @@ def copy_facts(
     # no index: every join on the facts is a hash join (the import's joins are set operations
     # between its temporary tables), so an index on code would only cost its build
     cur.execute("ANALYZE batch_product")
-    return deleted
 
 
 # -- ready-made prediction rows ------------------------------------------------------------------

@@ -104,15 +104,7 @@ def import_steps(
         return f"{name} row {row}"
 
     bad_rows: list[BadRow] = []
-    copied: list[pa.Array] = []  # the key values of the rows copied, for the Arrow checks
-    source_rows = copy_output(
-        cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows, keys=copied
-    )
-    keys = (
-        pa.chunked_array(copied, spec.output_schema.field(spec.key_column).type)
-        if (spec.key_column in spec.output_schema.names)
-        else None
-    )
+    source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows)
     # hash tables and sorts over the job's keys in memory, sized from its row count
     cur.execute(f"SET LOCAL work_mem = '{work_mem_mb(source_rows)}MB'")
     phase("copy_output")
@@ -127,18 +119,12 @@ def import_steps(
     checks = RowChecks(cur, spec=spec, where=where, max_bad_row_fraction=max_bad_row_fraction)
     checks.add(bad_rows)
     for column in spec.unique:
-        checks.unique(column, keys if column == spec.key_column else None)
+        checks.unique(column)
     phase("check_unique")
     if spec.facts_schema is not None:
-        codes: list[pa.Array] = []
-        deleted = copy_facts(cur, spec.facts_schema, facts, codes=codes)
+        copy_facts(cur, spec.facts_schema, facts)
         phase("copy_facts")
-        checks.facts(
-            has_deleted="deleted" in spec.facts_schema.names,
-            keys=keys,
-            codes=pa.chunked_array(codes, spec.facts_schema.field("code").type),
-            deleted=deleted,
-        )
+        checks.facts(has_deleted="deleted" in spec.facts_schema.names)
     phase("check_facts")
     checks.json_values()
     select = psycopg.ClientCursor(cur.connection).mogrify(

@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 
 from robotoff_batch.predictions.arrow_copy import BadRow
@@ -84,16 +82,6 @@ def row_checks_sql(*, check_data: bool) -> str:
     )
 
 
-def _all_in(values: pa.ChunkedArray, value_set: pa.ChunkedArray) -> bool:
-    """Whether every value (nulls included: a null is in no set) is in ``value_set``."""
-    if len(values) == 0:
-        return True
-    if values.null_count:
-        return False
-    found = pc.is_in(values, value_set=value_set.combine_chunks(), skip_nulls=True)
-    return bool(pc.all(found).as_py())
-
-
 class RowChecks:
     """The held-back rows of one import, in ``batch_quarantine``."""
 
@@ -121,14 +109,8 @@ class RowChecks:
                 for row in rows:
                     c.write_row(row)
 
-    def unique(self, column: str, values: pa.ChunkedArray | None = None) -> None:
-        """Identical repeats collapsed (the first kept); conflicting rows of a key held back.
-
-        ``values``: the column's values in ``batch_output``, when the caller has them in Arrow
-        (the key column, collected as it was copied): no value repeats, nothing to do, and
-        the database is not asked (a hash aggregate over every row: 0.6 s at 1M)."""
-        if values is not None and pc.count_distinct(values, mode="all").as_py() == len(values):
-            return
+    def unique(self, column: str) -> None:
+        """Identical repeats collapsed (the first kept); conflicting rows of a key held back."""
         c = sql.Identifier(column)
         cur = self.cur
         # one hash aggregate; the rest only when a key repeats
@@ -163,38 +145,12 @@ class RowChecks:
             ).format(c=c, name=sql.Literal(column))
         )
 
-    def facts(
-        self,
-        *,
-        has_deleted: bool,
-        keys: pa.ChunkedArray | None = None,
-        codes: pa.ChunkedArray | None = None,
-        deleted: int | None = None,
-    ) -> None:
+    def facts(self, *, has_deleted: bool) -> None:
         """Rows whose key is no product of the job's input held back; rows of a product
-        deleted since the launch counted and dropped.
-
-        ``keys`` (the output's key values in ``batch_output``) and ``codes`` (the facts'),
-        when the caller has them in Arrow: every key among the codes, and the anti-join is
-        not run (0.8 s at 1M); ``deleted``: how many facts are marked deleted, none, and
-        no row is looked for."""
+        deleted since the launch counted and dropped."""
         k = sql.Identifier(self.spec.key_column)
         cur = self.cur
-        if keys is not None and codes is not None and _all_in(keys, codes):
-            pass
-        else:
-            self._unknown_products(k)
-        if has_deleted and deleted != 0:
-            cur.execute(
-                sql.SQL(
-                    "DELETE FROM batch_output o USING batch_product f "
-                    "WHERE f.code = o.{k} AND f.deleted"
-                ).format(k=k)
-            )
-            self.deleted_products = max(cur.rowcount, 0)
-
-    def _unknown_products(self, k: sql.Identifier) -> None:
-        self.cur.execute(
+        cur.execute(
             sql.SQL(
                 "INSERT INTO batch_quarantine (_file, _row, code, reason) "
                 "SELECT o._file, o._row, o.{k}, 'not a product of the job''s input' "
@@ -203,6 +159,14 @@ class RowChecks:
                 "ON CONFLICT DO NOTHING"
             ).format(k=k)
         )
+        if has_deleted:
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM batch_output o USING batch_product f "
+                    "WHERE f.code = o.{k} AND f.deleted"
+                ).format(k=k)
+            )
+            self.deleted_products = max(cur.rowcount, 0)
 
     def json_values(self) -> None:
         """Rows with a JSON column (``ImportSpec.json_columns``) that is not valid jsonb
