@@ -73,6 +73,22 @@ def _copy_statement(name: str, columns: Sequence[str]) -> sql.Composed:
     )
 
 
+#: ``default_statistics_target`` of the ANALYZE of the two large temporary tables: a sample
+#: of 3,000 rows (300 x the target) instead of 30,000. What the planner reads of them, their
+#: row counts (from their pages, not the sample), null fractions, the few languages and
+#: engines, and codes all distinct, is as well known from 3,000 rows; the 30,000-row sample of
+#: a 1,000,000-row output and its facts cost 0.3 s (the whole ANALYZE now 0.03 s).
+TEMP_STATISTICS_TARGET = 10
+
+
+def analyze_large(cur: psycopg.Cursor[Any], table: str) -> None:
+    """ANALYZE ``table`` (a temporary table of the job's rows) on a smaller sample
+    (:data:`TEMP_STATISTICS_TARGET`); the setting is the transaction's again afterwards."""
+    cur.execute(f"SET LOCAL default_statistics_target = {TEMP_STATISTICS_TARGET}")
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+    cur.execute("SET LOCAL default_statistics_target TO DEFAULT")
+
+
 #: Buffers (of at most 128 KiB: psycopg splits larger writes) queued for the COPY's sending
 #: thread: 8 MiB at most in flight, whatever the output's size.
 COPY_QUEUE_BUFFERS = 64
@@ -248,7 +264,7 @@ def copy_output(
                 f"{str(exc).strip().splitlines()[0]}; nothing was imported"
             ) from exc
         raise
-    cur.execute("ANALYZE batch_output")
+    analyze_large(cur, "batch_output")
     return total
 
 
@@ -304,7 +320,7 @@ def copy_facts(
             offset += n
     # no index: every join on the facts is a hash join (the import's joins are set operations
     # between its temporary tables), so an index on code would only cost its build
-    cur.execute("ANALYZE batch_product")
+    analyze_large(cur, "batch_product")
 
 
 # -- ready-made prediction rows ------------------------------------------------------------------

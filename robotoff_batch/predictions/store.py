@@ -268,9 +268,20 @@ class PredictionStore:
                     f"imported: {self._scrub(str(exc).strip())}"
                 ) from exc
             if spec.known_sql:  # the texts seen, for skip_unchanged (predictions/known.py)
-                record_known(
-                    cur, known_sql=spec.known_sql, job_type=job_type, batch_job_id=batch_job_id
-                )
+                try:
+                    record_known(
+                        cur,
+                        known_sql=spec.known_sql,
+                        job_type=job_type,
+                        batch_job_id=batch_job_id,
+                        unique=spec.known_unique,
+                    )
+                except psycopg.errors.UniqueViolation as exc:
+                    raise PredictionImportError(
+                        f"job type {job_type}: its known_sql gives a product and language "
+                        f"twice, though its ImportSpec.known_unique says it cannot; nothing "
+                        f"of {batch_job_id} was imported: {self._scrub(str(exc).strip())}"
+                    ) from exc
             for key in ("source_rows", "skipped_rows"):
                 if source_stats and key in source_stats:  # read once the stream is consumed
                     counts[key] = int(source_stats[key])
