@@ -267,48 +267,6 @@ def test_the_known_set_is_read_once_from_our_records_and_robotoffs_predictions(
     assert own.column("code").to_pylist() == ["4"]
 
 
-def test_a_repeated_known_key_is_recorded_once_and_refused_where_the_job_type_says_none_repeats(
-    pg_db: str,
-) -> None:
-    """record_known keeps the first row of a repeated (predictor, version, barcode, lang) in
-    general (a DISTINCT ON), and skips that sort for a job type whose known rows cannot repeat
-    (ImportSpec.known_unique, as ingredients-spellcheck's: one row per code): a repeat is
-    then refused by the primary key, never recorded twice or silently merged."""
-    from robotoff_batch.job_types.ingredients_spellcheck.imports import IMPORT_SPEC
-    from robotoff_batch.predictions.known import record_known
-
-    assert IMPORT_SPEC.known_unique and "code" in IMPORT_SPEC.unique
-    PredictionStore(conninfo=pg_db).ensure_schema()
-    known = "SELECT code, lang, text, 'm', 'v1' FROM batch_output"
-    with psycopg.connect(pg_db) as conn:
-        conn.execute(
-            "CREATE TEMP TABLE batch_output (_file int, _row bigint, code text, lang text, "
-            "text text)"
-        )
-        conn.execute(
-            "INSERT INTO batch_output VALUES (0, 0, '1', 'fr', 'a'), (0, 1, '1', 'fr', 'a'), "
-            "(0, 2, '2', NULL, 'b')"
-        )
-        with conn.cursor() as cur:
-            inserted = record_known(cur, known_sql=known, job_type="jt", batch_job_id="j1")
-        assert inserted == 2
-        rows = conn.execute(
-            "SELECT barcode, lang, text_md5 = decode(md5('a'), 'hex') FROM batch_known_text "
-            "ORDER BY barcode"
-        ).fetchall()
-        assert rows == [("1", "fr", True), ("2", "", False)]
-        conn.rollback()
-        conn.execute(
-            "CREATE TEMP TABLE batch_output (_file int, _row bigint, code text, lang text, "
-            "text text)"
-        )
-        conn.execute(
-            "INSERT INTO batch_output VALUES (0, 0, '1', 'fr', 'a'), (0, 1, '1', 'fr', 'a')"
-        )
-        with conn.cursor() as cur, pytest.raises(psycopg.errors.UniqueViolation):
-            record_known(cur, known_sql=known, job_type="jt", batch_job_id="j1", unique=True)
-
-
 def test_the_gpu_models_identity_is_the_containers_and_moves_with_the_revision() -> None:
     import sys
 

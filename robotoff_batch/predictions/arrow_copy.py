@@ -1,18 +1,18 @@
-"""Arrow to PostgreSQL: batches rendered to CSV by Arrow and streamed with ``COPY`` into the
-import's temporary tables (no per-row Python), refused whole with file and row named."""
+"""Arrow to PostgreSQL: batches rendered in COPY's binary format by Arrow and NumPy and
+streamed with ``COPY`` into the import's temporary tables (no per-row Python), refused whole
+with file and row named."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
@@ -26,7 +26,7 @@ from robotoff_batch.predictions.model import (
 )
 
 _COPY_LINE = re.compile(r"COPY \w+, line (\d+)")
-#: Rows rendered to CSV per COPY chunk (bounded memory whatever the output size).
+#: Rows rendered per COPY chunk (bounded memory whatever the output size).
 COPY_CHUNK_ROWS = 2_048
 
 _PG_TYPES = {
@@ -68,9 +68,95 @@ def _create_temp_table(
 
 
 def _copy_statement(name: str, columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
         sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
+
+
+# -- Arrow to COPY's binary format --------------------------------------------------------------
+# The temporary tables are filled in COPY's binary format (PostgreSQL's "COPY", "Binary
+# Format"): per row a 16-bit field count, then per field a 32-bit length (-1: NULL) and the
+# value's bytes in the type's send format (big-endian integers and doubles, UTF-8 text as is,
+# 1-byte booleans, timestamps as microseconds since 2000-01-01, uuids as their 16 bytes).
+# Built column by column with Arrow and NumPy, joined row by row by Arrow (no per-row Python).
+# The server then reads each value as it lies, where CSV made it find every delimiter and
+# quote and parse every number, uuid and timestamp from text: at 1,000,000 rows the output's
+# COPY 1.7-2.1 s against 2.6-2.8 s, the facts' 1.24 s against 2.1-2.2 s (benchmarks/README.md).
+# What the text checks above let through, the server still verifies (UTF-8) and names its
+# COPY line ("line" counts rows in this format too), as with CSV.
+
+#: The binary format's header (signature, flags, no extension) and trailer.
+COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_BINARY_TRAILER = b"\xff\xff"
+_NULL_LENGTH = pa.scalar(b"\xff\xff\xff\xff", pa.binary())
+_EMPTY = pa.scalar(b"", pa.binary())
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+#: NumPy's big-endian dtype of each fixed-width type's send format.
+_SEND_DTYPES = {
+    "integer": ">i4",
+    "bigint": ">i8",
+    "double precision": ">f8",
+    "boolean": "u1",
+    "timestamp": ">i8",
+}
+
+
+def _fixed(values: np.ndarray) -> pa.Array:
+    """One binary value per element of ``values``: its bytes (the array's dtype and order)."""
+    width = values.dtype.itemsize
+    fixed = pa.Array.from_buffers(
+        pa.binary(width), len(values), [None, pa.py_buffer(values.tobytes())]
+    )
+    return fixed.cast(pa.binary())
+
+
+def _binary_field(column: pa.Array, pg_type: str) -> list[pa.Array | pa.Scalar]:
+    """The length prefixes and the values of ``column`` as a ``pg_type`` field."""
+    nulls = column.null_count > 0
+    if pg_type == "text":
+        data = column.cast(pa.string()).view(pa.binary())
+        lengths = pc.binary_length(data).fill_null(-1).to_numpy(zero_copy_only=False)
+        return [_fixed(lengths.astype(">i4")), data.fill_null(_EMPTY) if nulls else data]
+    if pg_type == "uuid":  # (16-byte values: random_uuids)
+        width, payload = 16, column.cast(pa.binary())
+    else:
+        if pg_type not in _SEND_DTYPES:
+            raise PredictionStoreError(f"no binary COPY encoding for PostgreSQL type {pg_type}")
+        if pg_type == "timestamp":
+            micros = column.cast(pa.timestamp("us", column.type.tz)).cast(pa.int64())
+            values = micros.fill_null(0).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
+        elif pg_type == "boolean":
+            values = column.fill_null(False).to_numpy(zero_copy_only=False)
+        else:
+            values = column.fill_null(0).to_numpy(zero_copy_only=False)
+        send = values.astype(_SEND_DTYPES[pg_type])
+        width, payload = send.dtype.itemsize, _fixed(send)
+    length = pa.scalar(width.to_bytes(4, "big"), pa.binary())
+    if not nulls:
+        return [length, payload]
+    valid = column.is_valid()
+    return [pc.if_else(valid, length, _NULL_LENGTH), pc.if_else(valid, payload, _EMPTY)]
+
+
+def binary_rows(batch: pa.RecordBatch, pg_types: Sequence[str]) -> bytes:
+    """``batch``'s rows in COPY's binary format (no header or trailer), column ``i`` as a
+    field of type ``pg_types[i]`` (the temporary table's)."""
+    n = batch.num_rows
+    if n == 0:
+        return b""
+    parts: list[pa.Array | pa.Scalar] = [pa.scalar(len(pg_types).to_bytes(2, "big"), pa.binary())]
+    for column, pg_type in zip(batch.columns, pg_types, strict=True):
+        parts.extend(_binary_field(column, pg_type))
+    rows = pc.binary_join_element_wise(*parts, _EMPTY)
+    _, offsets, data = rows.buffers()
+    ends = np.frombuffer(offsets, dtype=np.int32, count=n + 1, offset=4 * rows.offset)
+    return data.to_pybytes()[int(ends[0]) : int(ends[n])]
+
+
+def _column_types(schema: pa.Schema) -> list[str]:
+    """The PostgreSQL types of ``_file``, ``_row`` and ``schema``'s columns, as
+    :func:`_create_temp_table` declares them."""
+    return ["integer", "bigint", *(_pg_type(f.type) for f in schema)]
 
 
 #: ``default_statistics_target`` of the ANALYZE of the two large temporary tables: a sample
@@ -109,12 +195,6 @@ class _BoundedQueuedWriter(QueuedLibpqWriter):
 
 def _writer(cur: psycopg.Cursor[Any]) -> _BoundedQueuedWriter:
     return _BoundedQueuedWriter(cur)
-
-
-def _csv(table: pa.Table | pa.RecordBatch) -> bytes:
-    sink = io.BytesIO()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, batch_size=4096))
-    return sink.getvalue()
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, where: str) -> pa.RecordBatch:
@@ -212,7 +292,9 @@ def copy_output(
     total = 0
     line = 0  # COPY lines written
     try:
+        types = _column_types(schema)
         with cur.copy(_copy_statement("batch_output", full.names), writer=_writer(cur)) as copy:
+            copy.write(COPY_BINARY_HEADER)
             for chunk in outputs:
                 batch = _conform(chunk.batch, schema, where(chunk.file_index, chunk.offset))
                 n = batch.num_rows
@@ -248,9 +330,10 @@ def copy_output(
                 for start in range(0, framed.num_rows, COPY_CHUNK_ROWS):
                     part = framed.slice(start, COPY_CHUNK_ROWS)
                     lines.append((line + 1, chunk.file_index, int(part.column(1)[0].as_py())))
-                    copy.write(_csv(part))
+                    copy.write(binary_rows(part, types))
                     line += part.num_rows
                 total += n
+            copy.write(COPY_BINARY_TRAILER)
     except psycopg.Error as exc:
         match = _COPY_LINE.search(str(exc))
         # A row the database refuses (its data) names the COPY line; a connection the server
@@ -274,15 +357,13 @@ _UUID_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: RFC 4122
 
 def random_uuids(n: int) -> pa.Array:
     """``n`` random version-4 UUIDs (as Python's ``uuid4()``: 122 bits from ``os.urandom``),
-    as 32 hex digits, the text PostgreSQL's uuid type reads: for the ids of new insights,
-    made here rather than by ``gen_random_uuid()``, which costs 3-4 µs a call on a server
-    built without OpenSSL (the embedded one; 1.2 s of a 1,000,000-row import)."""
+    as their 16 bytes (the uuid type's binary COPY format): for the ids of new insights, made
+    here rather than by ``gen_random_uuid()``, which costs 3-4 µs a call on a server built
+    without OpenSSL (the embedded one; 1.2 s of a 1,000,000-row import)."""
     raw = bytearray(os.urandom(16 * n))
     raw[6::16] = raw[6::16].translate(_UUID_VERSION)
     raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
-    hex_digits = pa.py_buffer(raw.hex().encode("ascii"))
-    fixed = pa.Array.from_buffers(pa.binary(32), n, [None, hex_digits])
-    return fixed.cast(pa.binary()).view(pa.string())
+    return pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
 
 
 def copy_facts(
@@ -297,11 +378,13 @@ def copy_facts(
             pa.field("_file", pa.int32()),
             pa.field("_row", pa.int64()),
             *schema,
-            pa.field("_uuid", pa.string()),
+            pa.field("_uuid", pa.binary(16)),
         ]
     )
     offset = 0
+    types = [*_column_types(schema), "uuid"]
     with cur.copy(_copy_statement("batch_product", full.names), writer=_writer(cur)) as copy:
+        copy.write(COPY_BINARY_HEADER)
         for batch in facts:
             batch = _conform(batch, schema, f"product facts row {offset}")
             n = batch.num_rows
@@ -316,8 +399,9 @@ def copy_facts(
                 ],
                 schema=full,
             )
-            copy.write(_csv(framed))
+            copy.write(binary_rows(framed, types))
             offset += n
+        copy.write(COPY_BINARY_TRAILER)
     # no index: every join on the facts is a hash join (the import's joins are set operations
     # between its temporary tables), so an index on code would only cost its build
     analyze_large(cur, "batch_product")

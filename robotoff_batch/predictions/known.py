@@ -65,17 +65,14 @@ class ModelIdentity:
 # ON CONFLICT gave: two imports of one job type never write the same key side by side (the
 # second waits for the first to commit, then its statement sees the first's rows).
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('batch_known_text:' || %s, 0))"
-# {distinct}: one row per key, the first of its repeats (a DISTINCT ON and its sort of the
-# job's rows, 0.45 s at 1,000,000), or nothing where the job type's known rows cannot repeat
-# a key (ImportSpec.known_unique).
 _RECORD_SQL = """
 WITH k AS MATERIALIZED (
-    SELECT {distinct}
+    SELECT DISTINCT ON (predictor, predictor_version, barcode, coalesce(lang, ''))
         predictor, predictor_version, barcode, coalesce(lang, '') AS lang,
         decode(md5(convert_to(text, 'UTF8')), 'hex') AS text_md5
     FROM ({known}) AS k (barcode, lang, text, predictor, predictor_version)
     WHERE text IS NOT NULL AND predictor IS NOT NULL AND predictor_version IS NOT NULL
-    {order}
+    ORDER BY predictor, predictor_version, barcode, coalesce(lang, '')
 ),
 updated AS (
     UPDATE batch_known_text AS t
@@ -107,31 +104,12 @@ WHERE job_type = %(job_type)s AND predictor = %(predictor)s
 
 
 def record_known(
-    cur: psycopg.Cursor[Any],
-    *,
-    known_sql: str,
-    job_type: str,
-    batch_job_id: str,
-    unique: bool = False,
+    cur: psycopg.Cursor[Any], *, known_sql: str, job_type: str, batch_job_id: str
 ) -> int:
     """Inside the import's transaction: record the hashes of the texts the job gave a verdict
     on (``known_sql``, a SELECT over ``batch_output``). Returns the rows inserted (the keys
-    not stored before). ``unique``: ``known_sql`` gives at most one row per (predictor,
-    predictor_version, barcode, lang), so no DISTINCT ON sorts them; a repeated key would
-    then fail the INSERT on batch_known_text's primary key (the whole import refused)."""
-    distinct, order = (
-        ("", "")
-        if unique
-        else (
-            "DISTINCT ON (predictor, predictor_version, barcode, coalesce(lang, ''))",
-            "ORDER BY predictor, predictor_version, barcode, coalesce(lang, '')",
-        )
-    )
-    statement = (
-        _RECORD_SQL.replace("{known}", known_sql.strip().rstrip(";"))
-        .replace("{distinct}", distinct)
-        .replace("{order}", order)
-    )
+    not stored before)."""
+    statement = _RECORD_SQL.replace("{known}", known_sql.strip().rstrip(";"))
     cur.execute(_LOCK_SQL, (job_type,))
     cur.execute(statement, {"job_type": job_type, "batch_job_id": batch_job_id})  # type: ignore[arg-type]
     return max(cur.rowcount, 0)

@@ -103,11 +103,6 @@ class ImportSpec:
     # text, in ``batch_known_text`` so a launch with skip_unchanged leaves them out (issue 22,
     # predictions/known.py). None: nothing recorded.
     known_sql: str | None = None
-    # True when known_sql gives at most one row per product and language (it reads
-    # batch_output, whose unique key_column it returns as the barcode): the rows are recorded
-    # without a DISTINCT ON and its sort (0.45 s of a 1,000,000-row import). Were a key
-    # repeated anyway, batch_known_text's primary key refuses the whole import.
-    known_unique: bool = False
     # Output columns holding JSON text that predictions_sql casts to jsonb: a row whose value
     # is not valid jsonb is held back (quarantined, with its file, row and the parser's
     # message), never left to fail the cast and refuse the whole output.

@@ -4,8 +4,8 @@ One transaction per batch job:
 
 1. claim the job in the ledger ``batch_job_import`` (``INSERT ... ON CONFLICT DO NOTHING``; a
    concurrent import of the same job waits on that row, then finds it and answers from it);
-2. stream the job's output into a temporary table with ``COPY ... (FORMAT csv)``, the CSV
-   rendered by Arrow (no per-row Python), and its product facts into another;
+2. stream the job's output into a temporary table with ``COPY ... (FORMAT binary)``, the
+   rows rendered by Arrow and NumPy (no per-row Python), and its product facts into another;
 3. refuse the whole output, naming file and row, if a key is duplicated, a value too long, a
    product unknown to the job's input (set-based checks on the temporary tables);
 4. turn the output into Robotoff prediction rows with the job type's SQL, then apply the dedup
@@ -268,20 +268,9 @@ class PredictionStore:
                     f"imported: {self._scrub(str(exc).strip())}"
                 ) from exc
             if spec.known_sql:  # the texts seen, for skip_unchanged (predictions/known.py)
-                try:
-                    record_known(
-                        cur,
-                        known_sql=spec.known_sql,
-                        job_type=job_type,
-                        batch_job_id=batch_job_id,
-                        unique=spec.known_unique,
-                    )
-                except psycopg.errors.UniqueViolation as exc:
-                    raise PredictionImportError(
-                        f"job type {job_type}: its known_sql gives a product and language "
-                        f"twice, though its ImportSpec.known_unique says it cannot; nothing "
-                        f"of {batch_job_id} was imported: {self._scrub(str(exc).strip())}"
-                    ) from exc
+                record_known(
+                    cur, known_sql=spec.known_sql, job_type=job_type, batch_job_id=batch_job_id
+                )
             for key in ("source_rows", "skipped_rows"):
                 if source_stats and key in source_stats:  # read once the stream is consumed
                     counts[key] = int(source_stats[key])

@@ -162,8 +162,6 @@ IMPORT_SPEC = ImportSpec(
     one_prediction_per_product=True,
     handover_sql=_statement(IMPORT_SQL_PATH, "handover"),
     known_sql=_statement(KNOWN_SQL_PATH, "known"),
-    # known.sql's rows are batch_output's, one per code (unique above): no DISTINCT ON
-    known_unique=True,
     # import.sql's data: jsonb_build_object(...) || CASE ... END, never NULL
     data_never_null=True,
 )
