@@ -579,7 +579,7 @@ def to_markdown(report: dict) -> str:
         "# Import benchmark (ingredients-spellcheck output → Robotoff's tables), side by side",
         [
             f"{generated_line(report)}, pyarrow {env['pyarrow']}, psycopg {env['psycopg']}, "
-            f"embedded PostgreSQL {env['postgresql']} (default settings). Output: "
+            f"embedded PostgreSQL {env['postgresql']} ({_settings_text(env)}). Output: "
             f"{env['files_per_job']} task file(s) per job, real ingredient lists of "
             "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
             f"changed fraction {env['changed_fraction']}: every output row a prediction and an "
@@ -628,6 +628,21 @@ def _repetitions(repeat: int | list[int], results: list[dict]) -> str:
     )
 
 
+def _settings_text(env: dict[str, Any]) -> str:
+    settings = env.get("server_settings")
+    if not settings:
+        return "default settings"
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def _show(conninfo: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(f"SHOW {name}").fetchone()
+        return str(row[0]) if row else ""
+
+
 def _pg_version(conninfo: str) -> str:
     import psycopg
 
@@ -673,6 +688,35 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return mine[len(mine) // 2]
 
 
+#: The embedded server's settings (``--server-settings``): PostgreSQL's defaults, or those of
+#: Robotoff's own PostgreSQL as its repository ships them (docker-compose.yml:166 passes
+#: ROBOTOFF_POSTGRES_SHARED_BUFFERS and ROBOTOFF_POSTGRES_WORK_MEM, .env:102-104 sets 1GB and
+#: 64MB; its staging and production deployments 8GB/1GB and 16GB/2GB,
+#: .github/workflows/container-deploy.yml:38-39, 61-62, more than this machine's share).
+SERVER_SETTINGS: dict[str, dict[str, str]] = {
+    "default": {},
+    "robotoff": {"shared_buffers": "1GB", "work_mem": "64MB"},
+}
+
+
+def _apply_settings(data_dir: Path, settings: dict[str, str]) -> str:
+    """Restart the embedded server of ``data_dir`` with ``settings``; its new URL."""
+    import psycopg
+
+    from robotoff_batch.predictions.embedded import (
+        ensure_embedded_postgres,
+        stop_embedded_postgres,
+        with_database,
+    )
+
+    admin = with_database(ensure_embedded_postgres(data_dir), "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name, value in settings.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    stop_embedded_postgres(data_dir)
+    return ensure_embedded_postgres(data_dir)
+
+
 def _load() -> float:
     return os.getloadavg()[0]
 
@@ -699,6 +743,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run the INSERT×100 case only up to this size (it takes ~10 min at 1M on 2 CPUs)",
     )
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--server-settings",
+        choices=sorted(SERVER_SETTINGS),
+        default="default",
+        help="the embedded server's settings: PostgreSQL's defaults, or Robotoff's "
+        "(shared_buffers 1GB, work_mem 64MB); robotoff writes import_robotoff_settings.*",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     # internal: one case in a subprocess
@@ -729,7 +780,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         conninfo = ensure_embedded_postgres(data_dir)
+        if SERVER_SETTINGS[args.server_settings]:
+            conninfo = _apply_settings(data_dir, SERVER_SETTINGS[args.server_settings])
         admin = with_database(conninfo, "postgres")
+        server_settings = {
+            name: _show(admin, name) for name in ("shared_buffers", "work_mem", "max_wal_size")
+        }
         pg_version = _pg_version(conninfo)
         t0 = time.monotonic()
         template_url = prefill_template(
@@ -876,10 +932,14 @@ def main(argv: list[str] | None = None) -> int:
         prefill_predictions=args.prefill_predictions,
         prefill_insights=args.prefill_insights,
         prefill_s=prefill_s,
+        server_settings=server_settings,
         loadavg_start=loadavg_start,
         loadavg_end=list(os.getloadavg()),
     )
-    write_report(build_report(env, results), args.results_dir, "import", to_markdown)
+    name = (
+        "import" if args.server_settings == "default" else f"import_{args.server_settings}_settings"
+    )
+    write_report(build_report(env, results), args.results_dir, name, to_markdown)
     return 0
 
 
