@@ -594,7 +594,7 @@ def to_markdown(report: dict) -> str:
             "each in its own process "
             "against a fresh database (CHECKPOINT and a sync of the kernel's dirty pages before "
             "it). import = "
-            "`output.import_job_output` wall time (Parquet → Arrow CSV → COPY into temporary "
+            "`output.import_job_output` wall time (Parquet → Arrow → binary COPY into temporary "
             "tables → checks → dedup → INSERT into `prediction` + job links → Robotoff's insight "
             "rules into `product_insight` → known texts → ledger, one transaction); raw COPY = "
             "the rows the import writes (predictions in id order, insights in the order it "
