@@ -20,7 +20,12 @@ from robotoff_batch.predictions.arrow_copy import (
     copy_output,
     random_uuids,
 )
-from robotoff_batch.predictions.model import ImportSpec, OutputChunk, PredictionImportError
+from robotoff_batch.predictions.model import (
+    ImportSpec,
+    OutputChunk,
+    PredictionImportError,
+    PredictionStoreError,
+)
 
 TEXTS = ['a,"b"\n\\N', "", None, "é🌾 crème", "null", "N/A", "\t\r;|", "x" * 70_000]
 COLUMNS: list[tuple[str, str, pa.Array]] = [
@@ -93,7 +98,9 @@ def test_uuids_are_random_version_4_as_16_bytes(pg_db: str) -> None:
 
 def test_a_type_without_an_encoding_is_refused_by_name() -> None:
     batch = pa.RecordBatch.from_arrays([pa.array([1])], ["x"])
-    with pytest.raises(Exception, match="no binary COPY encoding for PostgreSQL type numeric"):
+    with pytest.raises(
+        PredictionStoreError, match="no binary COPY encoding for PostgreSQL type numeric"
+    ):
         binary_rows(batch, ["numeric"])
 
 
