@@ -16,6 +16,7 @@ from robotoff_batch.predictions.arrow_copy import (
     COPY_BINARY_HEADER,
     COPY_BINARY_TRAILER,
     COPY_CHUNK_ROWS,
+    AscendingUuids,
     binary_rows,
     copy_output,
     random_uuids,
@@ -94,6 +95,33 @@ def test_uuids_are_random_version_4_as_16_bytes(pg_db: str) -> None:
     assert got == [uuid.UUID(bytes=b) for b in ids.to_pylist()]
     assert {u.version for u in got} == {4} and {u.variant for u in got} == {uuid.RFC_4122}
     assert len(set(got)) == 1_000
+
+
+def test_ascending_uuids_are_random_version_4_in_order_across_takes(pg_db: str) -> None:
+    """Taken in uneven pieces, across strata: ascending in PostgreSQL's uuid order, unique,
+    version 4, spread over the whole space; past the expected count, still random uuid4s."""
+    ids = AscendingUuids(10_000, stratum_rows=512)
+    pieces = [ids.take(n) for n in (1, 700, 3, 4_096, 5_200, 0, 300)]
+    got_bytes = [b for piece in pieces for b in piece.to_pylist()]
+    assert len(got_bytes) == 10_300
+    first, extra = got_bytes[:10_000], got_bytes[10_000:]
+    assert first == sorted(first) and len(set(got_bytes)) == 10_300
+    batch = pa.RecordBatch.from_arrays([pa.array(first, pa.binary(16))], ["u"])
+    with psycopg.connect(pg_db) as conn:
+        got = [r[0] for r in _load(conn, batch, ["uuid"])]
+        in_pg_order = conn.execute(
+            "SELECT array_agg(u ORDER BY u) FROM unnest(%s::uuid[]) AS u", (got,)
+        ).fetchone()[0]
+    assert got == in_pg_order
+    parsed = [uuid.UUID(bytes=b) for b in got_bytes]
+    assert {u.version for u in parsed} == {4} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    # spread as uniform draws are: each sixteenth of the space holds about 625 of the 10,000
+    # (a standard deviation of 24)
+    per_sixteenth = [0] * 16
+    for b in first:
+        per_sixteenth[b[0] >> 4] += 1
+    assert all(500 < n < 750 for n in per_sixteenth), per_sixteenth
+    assert extra != sorted(extra)  # (300 random ones in order: a chance of 1/300!)
 
 
 def test_a_type_without_an_encoding_is_refused_by_name() -> None:

@@ -371,6 +371,15 @@ def test_import_into_robotoff_sized_tables_is_planned_by_the_jobs_barcodes(
     import_job(staging, empty)
     faults = [fault for p in logged_plans(log, offset) for fault in plan_faults(p)]
     assert not faults, "\n".join(faults)
+    # the new insights' ids (random uuid4s) ascend with their barcodes, so that inserting them
+    # sweeps the primary-key index once (arrow_copy.AscendingUuids)
+    with psycopg.connect(empty) as conn:
+        by_barcode, by_id, versions = conn.execute(
+            "SELECT array_agg(id ORDER BY barcode), array_agg(id ORDER BY id), "
+            "array_agg(DISTINCT substr(id::text, 15, 1)) FROM product_insight"
+        ).fetchone()
+    assert len(by_barcode) == JOB_ROWS
+    assert by_barcode == by_id and versions == ["4"]
     assert rows_of(prefilled, "prediction", _PREDICTION, codes) == rows_of(
         empty, "prediction", _PREDICTION, codes
     )

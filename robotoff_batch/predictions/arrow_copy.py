@@ -4,6 +4,7 @@ with file and row named."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -194,7 +195,37 @@ class _BoundedQueuedWriter(QueuedLibpqWriter):
         self._queue = type(self._queue)(maxsize=COPY_QUEUE_BUFFERS)  # (psycopg's class)
 
 
+#: Allocations from this size up get their own mapping from glibc's malloc, returned to the
+#: system when freed (:func:`_bound_heap`).
+COPY_MMAP_THRESHOLD_BYTES = 256 << 10
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+_heap_bounded = False
+
+
+def _bound_heap() -> None:
+    """Fix glibc malloc's mmap threshold at :data:`COPY_MMAP_THRESHOLD_BYTES`, once per process.
+
+    The rendered COPY chunks (a few hundred KB each) are made by this thread and freed by the
+    writer's. glibc raises its mmap threshold each time such a block is freed, so after the
+    first few the chunks come from the heap, whose freed blocks are kept, fragmented: the
+    import's peak RSS grew with the output (+52 MiB over its baseline at 1,000,000 rows,
+    +32 MiB at 100,000; benchmarks/results/import.md). With the threshold fixed, each chunk is
+    mapped and unmapped: +32 MiB at both sizes. Nothing happens where the C library has no
+    ``mallopt`` (not glibc)."""
+    global _heap_bounded
+    if _heap_bounded:
+        return
+    _heap_bounded = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, COPY_MMAP_THRESHOLD_BYTES)
+
+
 def _writer(cur: psycopg.Cursor[Any]) -> _BoundedQueuedWriter:
+    _bound_heap()
     return _BoundedQueuedWriter(cur)
 
 
@@ -367,12 +398,78 @@ def random_uuids(n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
 
 
+#: Ids per stratum of :class:`AscendingUuids` (each stratum's ids are drawn and sorted at once).
+UUID_STRATUM_ROWS = 4_096
+_PREFIX_SPACE = 1 << 48  # bytes 0-5 of a uuid4: random, before its version nibble
+
+
+class AscendingUuids:
+    """Random version-4 UUIDs handed out in ascending order: ``expected`` of them, as a set
+    distributed exactly as ``expected`` independent ``uuid4()``, then (past ``expected``)
+    plain :func:`random_uuids`.
+
+    Why: the id of a new insight is its product's uuid (``batch_product._uuid``), and the
+    insights are inserted in barcode order. Random ids in that order would make every insert
+    land on a random leaf of ``product_insight``'s primary-key index, which on a table the
+    size of Robotoff's is larger than the shared buffers: a read and, later, a write of a dirty
+    page for most rows (``benchmarks/results/import.md``: 28 s → 20.5 s of the insight INSERT
+    at 1,000,000 rows into 2,000,000 stored insights). Ascending ids sweep the index once, each
+    leaf visited once, as the barcode index is. The ids are as random as Robotoff's
+    (``uuid.uuid4()``, importer.py): only which product gets which of them follows the
+    barcodes' order.
+
+    Streamed, memory bounded by one stratum: the first 48 bits (bytes 0-5) of the uuid space
+    are cut into ``ceil(expected / UUID_STRATUM_ROWS)`` strata; how many ids fall in each is
+    drawn once (multinomial, as ``expected`` uniform draws would fall), and each stratum's ids
+    are drawn (prefix uniform within the stratum, the other 74 random bits from
+    ``os.urandom``) and sorted when reached."""
+
+    def __init__(self, expected: int, *, stratum_rows: int = UUID_STRATUM_ROWS) -> None:
+        self._rng = np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(16), "big")))
+        strata = max(1, -(-max(expected, 0) // stratum_rows))
+        edges = [(_PREFIX_SPACE * j) // strata for j in range(strata + 1)]
+        self._edges = edges
+        widths = np.diff(np.array(edges, dtype=np.float64))
+        self._counts = (
+            self._rng.multinomial(expected, widths / _PREFIX_SPACE).tolist() if expected > 0 else []
+        )
+        self._stratum = 0
+        self._ready = b""  # sorted ids not yet handed out (16 bytes each)
+
+    def _next_stratum(self) -> bytes:
+        j, count = self._stratum, self._counts[self._stratum]
+        self._stratum += 1
+        if count == 0:
+            return b""
+        low, high = self._edges[j], self._edges[j + 1]
+        prefixes = self._rng.integers(low, high, size=count, dtype=np.uint64)
+        raw = np.frombuffer(bytearray(random_uuids(count).buffers()[1]), dtype=np.uint8)
+        raw = raw.reshape(count, 16).copy()
+        raw[:, :6] = prefixes.astype(">u8").view(np.uint8).reshape(count, 8)[:, 2:]
+        return np.sort(raw.view("S16").ravel()).tobytes()
+
+    def take(self, n: int) -> pa.Array:
+        """The next ``n`` ids (ascending across calls while the ``expected`` last)."""
+        while len(self._ready) < 16 * n and self._stratum < len(self._counts):
+            self._ready += self._next_stratum()
+        served, self._ready = self._ready[: 16 * n], self._ready[16 * n :]
+        short = n - len(served) // 16
+        if short:  # past ``expected``: random ids, in no order
+            served += random_uuids(short).buffers()[1].to_pybytes()
+        return pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(served)])
+
+
 def copy_facts(
-    cur: psycopg.Cursor[Any], schema: pa.Schema, facts: Iterable[pa.RecordBatch]
+    cur: psycopg.Cursor[Any],
+    schema: pa.Schema,
+    facts: Iterable[pa.RecordBatch],
+    *,
+    expected_rows: int = 0,
 ) -> None:
     """COPY the job's product facts into ``batch_product`` (analysed, not indexed), each row
-    with ``_uuid``, a random uuid4 (:func:`random_uuids`: the id of an insight the job type
-    creates for the product)."""
+    with ``_uuid``, a random uuid4 (the id of an insight the job type creates for the
+    product), ascending in the facts' order over the first ``expected_rows``
+    (:class:`AscendingUuids`; the facts come in code order)."""
     _create_temp_table(cur, "batch_product", schema, extra=("_uuid uuid NOT NULL",))
     full = pa.schema(
         [
@@ -384,6 +481,7 @@ def copy_facts(
     )
     offset = 0
     types = [*_column_types(schema), "uuid"]
+    ids = AscendingUuids(expected_rows)
     with cur.copy(_copy_statement("batch_product", full.names), writer=_writer(cur)) as copy:
         copy.write(COPY_BINARY_HEADER)
         for batch in facts:
@@ -396,7 +494,7 @@ def copy_facts(
                     pa.array([0] * n, pa.int32()),
                     pa.array(range(offset, offset + n), pa.int64()),
                     *batch.columns,
-                    random_uuids(n),
+                    ids.take(n),
                 ],
                 schema=full,
             )

@@ -122,7 +122,8 @@ def import_steps(
         checks.unique(column)
     phase("check_unique")
     if spec.facts_schema is not None:
-        copy_facts(cur, spec.facts_schema, facts)
+        # (one product per output row, as a rule: the ids ascend over that many)
+        copy_facts(cur, spec.facts_schema, facts, expected_rows=source_rows)
         phase("copy_facts")
         checks.facts(has_deleted="deleted" in spec.facts_schema.names)
     phase("check_facts")
