@@ -208,10 +208,10 @@ def _bound_heap() -> None:
     The rendered COPY chunks (a few hundred KB each) are made by this thread and freed by the
     writer's. glibc raises its mmap threshold each time such a block is freed, so after the
     first few the chunks come from the heap, whose freed blocks are kept, fragmented: the
-    import's peak RSS grew with the output (+52 MiB over its baseline at 1,000,000 rows,
-    +32 MiB at 100,000; benchmarks/results/import.md). With the threshold fixed, each chunk is
-    mapped and unmapped: +32 MiB at both sizes. Nothing happens where the C library has no
-    ``mallopt`` (not glibc)."""
+    import's peak RSS grew with the output (+52 MiB over the process's baseline at 1,000,000
+    rows, +32 MiB at 100,000; single runs, benchmarks/README.md). With the threshold fixed,
+    each chunk is mapped and unmapped: +34 MiB and +21 MiB. Nothing happens where the C
+    library has no ``mallopt`` (not glibc)."""
     global _heap_bounded
     if _heap_bounded:
         return
@@ -412,8 +412,8 @@ class AscendingUuids:
     insights are inserted in barcode order. Random ids in that order would make every insert
     land on a random leaf of ``product_insight``'s primary-key index, which on a table the
     size of Robotoff's is larger than the shared buffers: a read and, later, a write of a dirty
-    page for most rows (``benchmarks/results/import.md``: 28 s → 20.5 s of the insight INSERT
-    at 1,000,000 rows into 2,000,000 stored insights). Ascending ids sweep the index once, each
+    page for most rows (``benchmarks/README.md``: 28.0 s → 18.7 s of the insight INSERT at
+    1,000,000 rows into 2,000,000 stored insights). Ascending ids sweep the index once, each
     leaf visited once, as the barcode index is. The ids are as random as Robotoff's
     (``uuid.uuid4()``, importer.py): only which product gets which of them follows the
     barcodes' order.
