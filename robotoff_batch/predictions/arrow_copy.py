@@ -408,15 +408,19 @@ class AscendingUuids:
     distributed exactly as ``expected`` independent ``uuid4()``, then (past ``expected``)
     plain :func:`random_uuids`.
 
-    Why: the id of a new insight is its product's uuid (``batch_product._uuid``), and the
-    insights are inserted in barcode order. Random ids in that order would make every insert
-    land on a random leaf of ``product_insight``'s primary-key index, which on a table the
-    size of Robotoff's is larger than the shared buffers: a read and, later, a write of a dirty
-    page for most rows (``benchmarks/README.md``: 28.0 s → 18.7 s of the insight INSERT at
-    1,000,000 rows into 2,000,000 stored insights). Ascending ids sweep the index once, each
-    leaf visited once, as the barcode index is. The ids are as random as Robotoff's
-    (``uuid.uuid4()``, importer.py): only which product gets which of them follows the
-    barcodes' order.
+    Why: the id of a new insight is its product's uuid (``batch_product._uuid``, the facts in
+    code order), and the created insights are inserted in the output's order. Where that is
+    the barcodes' order (the benchmark's generated outputs), random ids would make every insert
+    land on a random leaf of ``product_insight``'s primary-key index, which on a table the size
+    of Robotoff's is larger than the shared buffers: a read and, later, a write of a dirty page
+    for most rows (``benchmarks/README.md``: 28.0 s → 18.7 s of the insight INSERT at 1,000,000
+    rows into 2,000,000 stored insights); ascending ids sweep the index once. The production
+    spellcheck launch orders its input by popularity (selection.sql, ``input``), so its
+    outputs, and its inserts, come in that order, to which these ids are as random as before
+    (no gain measured: ``results/import_ascending_ids_popularity_order.log``); ids ascending
+    in the output's order are the next step. The set of ids is distributed as independent
+    ``uuid4()`` draws (Robotoff's ``uuid.uuid4()``, importer.py): only which product gets
+    which of them follows the codes' order.
 
     Streamed, memory bounded by one stratum: the first 48 bits (bytes 0-5) of the uuid space
     are cut into ``ceil(expected / UUID_STRATUM_ROWS)`` strata; how many ids fall in each is

@@ -122,7 +122,7 @@ def import_steps(
         checks.unique(column)
     phase("check_unique")
     if spec.facts_schema is not None:
-        # (one product per output row, as a rule: the ids ascend over that many)
+        # (one product per output row, as a rule: the ids ascend, in code order, over that many)
         copy_facts(cur, spec.facts_schema, facts, expected_rows=source_rows)
         phase("copy_facts")
         checks.facts(has_deleted="deleted" in spec.facts_schema.names)
