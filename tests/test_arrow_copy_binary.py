@@ -121,7 +121,7 @@ def test_ascending_uuids_are_random_version_4_in_order_across_takes(pg_db: str) 
     for b in first:
         per_sixteenth[b[0] >> 4] += 1
     assert all(500 < n < 750 for n in per_sixteenth), per_sixteenth
-    assert extra != sorted(extra)  # (300 random ones in order: a chance of 1/300!)
+    assert extra != sorted(extra)  # (300 random ids in order by chance: 1 in 300 factorial)
 
 
 def test_a_type_without_an_encoding_is_refused_by_name() -> None:

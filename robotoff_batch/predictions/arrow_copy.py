@@ -447,8 +447,8 @@ class AscendingUuids:
             return b""
         low, high = self._edges[j], self._edges[j + 1]
         prefixes = self._rng.integers(low, high, size=count, dtype=np.uint64)
-        raw = np.frombuffer(bytearray(random_uuids(count).buffers()[1]), dtype=np.uint8)
-        raw = raw.reshape(count, 16).copy()
+        raw = np.frombuffer(random_uuids(count).buffers()[1], dtype=np.uint8)
+        raw = raw.reshape(count, 16).copy()  # (writable)
         raw[:, :6] = prefixes.astype(">u8").view(np.uint8).reshape(count, 8)[:, 2:]
         return np.sort(raw.view("S16").ravel()).tobytes()
 
