@@ -17,6 +17,7 @@ from robotoff_batch.predictions.arrow_copy import (
     COPY_BINARY_TRAILER,
     COPY_CHUNK_ROWS,
     AscendingUuids,
+    CopiedKeys,
     binary_rows,
     copy_output,
     random_uuids,
@@ -165,3 +166,61 @@ def test_copy_output_loads_chunks_and_files_in_order_and_names_a_bad_row(pg_db: 
             outputs=[OutputChunk(file_index=1, offset=6, batch=bad)],
             where=lambda f, r: f"f{f} row {r}",
         )
+
+
+def _seen(keys: list[str | None], facts: list[list[str]], **options: Any) -> CopiedKeys:
+    """A CopiedKeys fed ``keys`` (as output batches of 3) and ``facts`` (one batch each)."""
+    seen = CopiedKeys("code", **options)
+    for start in range(0, len(keys), 3):
+        seen.add_output(pa.record_batch([pa.array(keys[start : start + 3], pa.string())], ["code"]))
+    seen.output_done()
+    for codes in facts:
+        seen.add_facts(pa.record_batch([pa.array(codes, pa.string())], ["code"]))
+    return seen
+
+
+FACTS = [["0001", "0002", "0040"], ["0050", "3017620422003", "b4"], ["40000012", "9" * 17]]
+
+
+@pytest.mark.parametrize(
+    ("keys", "facts", "distinct", "all_products"),
+    [
+        # every key a product, out of order, facts in several batches: nothing to check in SQL
+        (["9" * 17, "0050", "0001", "40000012", "3017620422003", "0040"], FACTS, True, True),
+        (["0040"], FACTS, True, True),  # (a subset of the products)
+        (["0040", "0001", "0040"], FACTS, False, True),  # a repeat
+        (["0001", "0003"], FACTS, True, False),  # not a product
+        (["0001", "1"], FACTS, True, False),  # leading zeros count: "1" is not "0001"
+        (["0001", "00001"], FACTS, True, False),
+        (["0001", "0002"], [["0002"], ["0001"]], True, True),  # (any order)
+        (["0001"], [], True, False),  # no facts at all
+        # keys the client cannot hold as numbers (not 1-17 ASCII digits): the SQL checks decide
+        (["0001", "b4"], FACTS, False, False),
+        (["0001", "9" * 18], [["0001", "9" * 18]], False, False),
+        (["0001", "١٢"], FACTS, False, False),  # (Unicode digits)
+        (["0001", None], FACTS, False, False),
+    ],
+)
+def test_copied_keys_skip_a_check_only_when_it_cannot_find_anything(
+    keys: list[str | None], facts: list[list[str]], distinct: bool, all_products: bool
+) -> None:
+    seen = _seen(keys, facts)
+    assert (seen.keys_distinct(), seen.keys_all_products()) == (distinct, all_products)
+
+
+def test_copied_keys_keep_nothing_past_their_cap_and_count_deleted_products() -> None:
+    keys = [f"{i:04d}" for i in range(7)]
+    assert _seen(keys, [keys]).keys_all_products()
+    capped = _seen(keys, [keys], max_rows=6)
+    assert (capped.keys_distinct(), capped.keys_all_products()) == (False, False)
+    seen = CopiedKeys("code", json_columns=("corrections", "other"))
+    seen.add_output(
+        pa.record_batch(
+            [pa.array(["1", "2"]), pa.array([None, "[]"]), pa.array([None, None], pa.string())],
+            ["code", "corrections", "other"],
+        )
+    )
+    seen.add_facts(
+        pa.record_batch([pa.array(["1", "2"]), pa.array([True, None])], ["code", "deleted"])
+    )
+    assert (seen.json_filled, seen.deleted) == ({"corrections"}, 1)

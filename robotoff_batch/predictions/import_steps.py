@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from robotoff_batch.predictions.arrow_copy import (
     BadRow,
+    CopiedKeys,
     copy_facts,
     copy_output,
 )
@@ -104,7 +105,11 @@ def import_steps(
         return f"{name} row {row}"
 
     bad_rows: list[BadRow] = []
-    source_rows = copy_output(cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows)
+    key = spec.key_column if spec.key_column in spec.output_schema.names else None
+    seen = CopiedKeys(key, json_columns=spec.json_columns)
+    source_rows = copy_output(
+        cur, spec=spec, outputs=outputs, where=where, bad_rows=bad_rows, seen=seen
+    )
     # hash tables and sorts over the job's keys in memory, sized from its row count
     cur.execute(f"SET LOCAL work_mem = '{work_mem_mb(source_rows)}MB'")
     phase("copy_output")
@@ -118,16 +123,23 @@ def import_steps(
         source_rows = _keep_only(cur, only) + len(bad_rows)
     checks = RowChecks(cur, spec=spec, where=where, max_bad_row_fraction=max_bad_row_fraction)
     checks.add(bad_rows)
-    for column in spec.unique:
-        checks.unique(column)
-    phase("check_unique")
     if spec.facts_schema is not None:
         # (one product per output row, as a rule: the ids ascend, in code order, over that many)
-        copy_facts(cur, spec.facts_schema, facts, expected_rows=source_rows)
+        copy_facts(cur, spec.facts_schema, facts, expected_rows=source_rows, seen=seen)
         phase("copy_facts")
-        checks.facts(has_deleted="deleted" in spec.facts_schema.names)
+    # the keys all distinct, all the job's products, as the client saw them while copying
+    # (CopiedKeys): then the unique check of the key, the facts check, have nothing to find
+    for column in spec.unique:
+        if not (column == key and seen.keys_distinct()):
+            checks.unique(column)
+    phase("check_unique")
+    if spec.facts_schema is not None:
+        checks.facts(
+            has_deleted="deleted" in spec.facts_schema.names and seen.deleted > 0,
+            members_checked=seen.keys_all_products(),
+        )
     phase("check_facts")
-    checks.json_values()
+    checks.json_values(filled=seen.json_filled)
     select = psycopg.ClientCursor(cur.connection).mogrify(
         spec.predictions_sql.strip().rstrip(";"), {"now": now}
     )

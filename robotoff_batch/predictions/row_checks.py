@@ -145,20 +145,15 @@ class RowChecks:
             ).format(c=c, name=sql.Literal(column))
         )
 
-    def facts(self, *, has_deleted: bool) -> None:
-        """Rows whose key is no product of the job's input held back; rows of a product
-        deleted since the launch counted and dropped."""
+    def facts(self, *, has_deleted: bool, members_checked: bool = False) -> None:
+        """Rows whose key is no product of the job's input held back (unless
+        ``members_checked``: the client found every key among the facts' codes,
+        arrow_copy.CopiedKeys); rows of a product deleted since the launch counted and
+        dropped (``has_deleted``: some fact marks one)."""
         k = sql.Identifier(self.spec.key_column)
         cur = self.cur
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO batch_quarantine (_file, _row, code, reason) "
-                "SELECT o._file, o._row, o.{k}, 'not a product of the job''s input' "
-                "FROM batch_output o "
-                "WHERE NOT EXISTS (SELECT 1 FROM batch_product f WHERE f.code = o.{k}) "
-                "ON CONFLICT DO NOTHING"
-            ).format(k=k)
-        )
+        if not members_checked:
+            self._not_products(k)
         if has_deleted:
             cur.execute(
                 sql.SQL(
@@ -168,15 +163,29 @@ class RowChecks:
             )
             self.deleted_products = max(cur.rowcount, 0)
 
-    def json_values(self) -> None:
+    def _not_products(self, k: sql.Identifier) -> None:
+        self.cur.execute(
+            sql.SQL(
+                "INSERT INTO batch_quarantine (_file, _row, code, reason) "
+                "SELECT o._file, o._row, o.{k}, 'not a product of the job''s input' "
+                "FROM batch_output o "
+                "WHERE NOT EXISTS (SELECT 1 FROM batch_product f WHERE f.code = o.{k}) "
+                "ON CONFLICT DO NOTHING"
+            ).format(k=k)
+        )
+
+    def json_values(self, filled: set[str] | None = None) -> None:
         """Rows with a JSON column (``ImportSpec.json_columns``) that is not valid jsonb
         held back, and dropped from ``batch_output`` at once: the prediction view casts the
-        column, and one bad value would make every statement over it fail.
+        column, and one bad value would make every statement over it fail. ``filled``: the
+        columns that hold a value (the client's count while copying); the others are skipped.
 
         ``pg_input_is_valid`` (PostgreSQL 16+; Robotoff runs 16.3, docker-compose.yml) tests
         exactly what the cast accepts (e.g. ``\\u0000`` is valid JSON but not jsonb)."""
         cur = self.cur
         for column in self.spec.json_columns:
+            if filled is not None and column not in filled:
+                continue
             c = sql.Identifier(column)
             cur.execute(
                 sql.SQL(
