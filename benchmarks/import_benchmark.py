@@ -115,10 +115,26 @@ def _typo(text: str, rng: random.Random) -> str | None:
     return " ".join(words)
 
 
+#: The outputs' row orders: production's (the spellcheck launch orders its input by
+#: popularity, selection.sql ``input``, so each task's rows come in that order, which has no
+#: relation to the barcodes: one seeded permutation of the codes across the files), or the
+#: codes ascending through the files (kinder to every index: the default until 2026-12-04).
+OUTPUT_ORDERS = ("popularity", "code")
+
+
 def write_outputs(
-    out_dir: Path, *, rows: int, files: int, changed_fraction: float, seed: int
+    out_dir: Path,
+    *,
+    rows: int,
+    files: int,
+    changed_fraction: float,
+    seed: int,
+    order: str = "popularity",
 ) -> list[Path]:
-    """Write ``rows`` output rows in ``files`` Parquet files, as the container's tasks do."""
+    """Write ``rows`` output rows in ``files`` Parquet files, as the container's tasks do, in
+    the row order ``order`` (:data:`OUTPUT_ORDERS`)."""
+    if order not in OUTPUT_ORDERS:
+        raise ValueError(f"order {order!r}: one of {', '.join(OUTPUT_ORDERS)}")
     sample = pq.read_table(SAMPLE, columns=["lang", "ingredients_text"]).to_pylist()
     rng = random.Random(seed)
     texts: list[tuple[str, str, str]] = []  # lang, typo'd text, real text
@@ -131,6 +147,9 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     base = rng.randrange(10**11)
+    numbers = list(range(rows))
+    if order == "popularity":
+        random.Random(seed + 1).shuffle(numbers)
     per_file = -(-rows // files)
     for f in range(files):
         start, stop = f * per_file, min(rows, (f + 1) * per_file)
@@ -138,7 +157,7 @@ def write_outputs(
         changed = [rng.random() < changed_fraction for _ in range(stop - start)]
         table = pa.table(
             {
-                "code": pa.array([f"2{base + i:012d}" for i in range(start, stop)], pa.string()),
+                "code": pa.array([f"2{base + numbers[i]:012d}" for i in range(start, stop)]),
                 "lang": pa.array([p[0] for p in picks], pa.string()),
                 "text": pa.array(
                     [p[1] if c else p[2] for p, c in zip(picks, changed, strict=True)], pa.string()
@@ -382,6 +401,8 @@ def stage_job(staging_root: Path, job_id: str, paths: list[Path]) -> None:
         langs.append(table.column("lang"))
         texts.append(table.column("text"))
     n = sum(len(c) for c in codes)
+    # in code order, as the launch writes them (facts.sql: ORDER BY code) and the import
+    # reads them from the dump (facts_at_import)
     facts = pa.table(
         {
             "code": pa.chunked_array(codes).combine_chunks(),
@@ -391,7 +412,7 @@ def stage_job(staging_root: Path, job_id: str, paths: list[Path]) -> None:
             "brands": pa.array(["[]"] * n, pa.string()),
             "unique_scans_n": pa.array([1] * n, pa.int64()),
         }
-    )
+    ).sort_by("code")
     pq.write_table(facts, job_dir / "products.parquet", row_group_size=16_384)
 
 
@@ -583,7 +604,14 @@ def to_markdown(report: dict) -> str:
             f"{env['files_per_job']} task file(s) per job, real ingredient lists of "
             "data/off/food_sample_2026.parquet (Data: Open Food Facts contributors, ODbL 1.0), "
             f"changed fraction {env['changed_fraction']}: every output row a prediction and an "
-            "insight. Prefilled tables: "
+            f"insight; rows in {env.get('output_order', 'code')} order"
+            + (
+                " (production's: the launch orders its input by popularity, so the rows "
+                "come in no relation to the barcodes; facts in code order)"
+                if env.get("output_order", "code") == "popularity"
+                else " (barcodes ascending through the files)"
+            )
+            + ". Prefilled tables: "
             f"{env['prefill_predictions']:,} predictions and {env['prefill_insights']:,} "
             f"insights of other products (seeded generator, seed {env['seed']}, VACUUM "
             "ANALYZEd), filled in "
@@ -728,6 +756,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=4, help="output files (tasks) per job")
     parser.add_argument("--changed-fraction", type=float, default=1.0)
     parser.add_argument(
+        "--order",
+        choices=OUTPUT_ORDERS,
+        default="popularity",
+        help="the outputs' row order: production's (popularity: no relation to the barcodes) "
+        "or the barcodes ascending",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         nargs="+",
@@ -812,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                 files=args.files,
                 changed_fraction=args.changed_fraction,
                 seed=args.seed,
+                order=args.order,
             )
             output_bytes = sum(p.stat().st_size for p in paths)
             stage_job(staging, job_id, paths)
@@ -927,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
         postgresql=pg_version,
         files_per_job=args.files,
         changed_fraction=args.changed_fraction,
+        output_order=args.order,
         repeat=args.repeat if len(args.repeat) > 1 else args.repeat[0],
         seed=args.seed,
         prefill_predictions=args.prefill_predictions,
